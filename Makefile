@@ -1,0 +1,157 @@
+# otad: over-the-air update server for ESP32 fleets
+#
+#   make                 build build/otad and build/otactl
+#   make run             install missing packages, build, start otad here
+#   make test            install missing packages, build, run every test
+#   make SANITIZE=address,undefined test   the same, sanitized (build/san)
+#   make install PREFIX=/usr DESTDIR=...
+#   make lint | bench | fuzz | clean
+
+PREFIX  ?= /usr/local
+BINDIR  ?= $(PREFIX)/bin
+SBINDIR ?= $(PREFIX)/sbin
+SYSCONFDIR ?= /etc
+UNITDIR ?= /lib/systemd/system
+
+CC      ?= cc
+PKGS    := libmicrohttpd libcrypto sqlite3 jansson libmosquitto libsystemd
+CFLAGS  ?= -O2 -g
+WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+	   -Wpointer-arith -Wformat=2 -Wwrite-strings -Wvla \
+	   -Wno-missing-field-initializers
+override CFLAGS += -std=c11 $(WARN) -D_GNU_SOURCE -Iinclude \
+	   -DOTAD_CONF='"$(SYSCONFDIR)/otad/otad.conf"'
+
+ifeq ($(SANITIZE),)
+BUILD   := build
+else
+BUILD   := build/san
+override CFLAGS += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer \
+	   -fno-sanitize-recover=all
+override LDFLAGS += -fsanitize=$(SANITIZE)
+endif
+
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+
+# every module but the two mains goes into one static library
+LIB_SRCS := $(filter-out src/main.c src/otactl.c,$(wildcard src/*.c))
+LIB_OBJS := $(LIB_SRCS:src/%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/schema.o
+SCHEMA   := $(sort $(wildcard schema/*.sql))
+UNIT_SRCS := $(wildcard tests/unit/test_*.c)
+UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
+
+# Debian packages: to build, to test, to benchmark
+DEPS_BUILD := gcc make pkg-config libmicrohttpd-dev libssl-dev \
+	libsqlite3-dev libjansson-dev libmosquitto-dev libsystemd-dev
+DEPS_TEST  := libcmocka-dev python3 python3-pytest sqlite3 openssl \
+	mosquitto mosquitto-clients
+DEPS_BENCH := wrk nginx-light
+
+.PHONY: all run test unit integration deps deps-test deps-bench lint \
+	install clean bench fuzz
+
+all: $(BUILD)/otad $(BUILD)/otactl
+
+$(BUILD)/obj/%.o: src/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(PKG_CFLAGS) -MMD -MP -c -o $@ $<
+
+# schema/*.sql compiled in, so an installed otad needs no schema files
+$(BUILD)/obj/schema.c: $(SCHEMA) Makefile
+	@mkdir -p $(dir $@)
+	@{ echo '/* generated from the schema directory by the Makefile */'; \
+	   echo 'const char *const schema_migrations[] = {'; \
+	   for f in $(SCHEMA); do \
+	     sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/^/"/' -e 's/$$/\\n"/' $$f; \
+	     echo ','; \
+	   done; \
+	   echo '};'; \
+	   echo 'const unsigned schema_migration_count = $(words $(SCHEMA));'; \
+	 } > $@
+
+$(BUILD)/obj/schema.o: $(BUILD)/obj/schema.c
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+$(BUILD)/libotad.a: $(LIB_OBJS)
+	$(AR) rcs $@ $^
+
+$(BUILD)/otad: $(BUILD)/obj/main.o $(BUILD)/libotad.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lpthread
+
+$(BUILD)/otactl: $(BUILD)/obj/otactl.o $(BUILD)/libotad.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lpthread
+
+$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libotad.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(PKG_CFLAGS) -o $@ $< $(BUILD)/libotad.a \
+		$(LDFLAGS) $(PKG_LIBS) -lcmocka -lpthread
+
+-include $(wildcard $(BUILD)/obj/*.d)
+
+# Install what is missing: apt-get as root, otherwise print the line to run.
+define need
+	@missing=""; for p in $(1); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' \
+	    || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing:$$missing"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing \
+	      || { apt-get update -q && DEBIAN_FRONTEND=noninteractive \
+	           apt-get install -y -q $$missing; } || exit 1; \
+	  else \
+	    echo "missing Debian packages; run:"; \
+	    echo "  sudo apt-get install -y$$missing"; exit 1; \
+	  fi; \
+	fi
+endef
+
+deps:
+	$(call need,$(DEPS_BUILD))
+deps-test: deps
+	$(call need,$(DEPS_TEST))
+deps-bench: deps-test
+	$(call need,$(DEPS_BENCH))
+
+# A local state directory and a config that points at it.
+run: deps
+	@$(MAKE) --no-print-directory all
+	@mkdir -p state
+	@sed -e 's|^state_dir.*|state_dir = $(CURDIR)/state|' conf/otad.conf \
+		> state/otad.conf
+	@echo "otactl: OTAD_CONF=$(CURDIR)/state/otad.conf $(BUILD)/otactl ..."
+	exec $(BUILD)/otad -c state/otad.conf
+
+unit: $(UNIT_BINS)
+	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
+
+integration: all
+	OTAD_BUILD=$(CURDIR)/$(BUILD) SHARED=$(CURDIR)/../shared \
+		/usr/bin/python3 -m pytest -q tests/integration
+
+test: deps-test
+	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory unit
+	@$(MAKE) --no-print-directory integration
+
+bench: deps-bench all
+	tests/bench/check.sh $(BUILD)
+
+lint:
+	@tests/lint.sh
+
+install: all
+	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(BINDIR) \
+		$(DESTDIR)$(SYSCONFDIR)/otad $(DESTDIR)$(UNITDIR)
+	install -m 0755 $(BUILD)/otad $(DESTDIR)$(SBINDIR)/otad
+	install -m 0755 $(BUILD)/otactl $(DESTDIR)$(BINDIR)/otactl
+	[ -e $(DESTDIR)$(SYSCONFDIR)/otad/otad.conf ] || \
+		install -m 0640 conf/otad.conf $(DESTDIR)$(SYSCONFDIR)/otad/otad.conf
+	sed -e 's|@SBINDIR@|$(SBINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' \
+		systemd/otad.service > $(DESTDIR)$(UNITDIR)/otad.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/otad.service
+
+clean:
+	rm -rf build

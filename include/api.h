@@ -1,0 +1,34 @@
+/*
+ * api.h: the device endpoints. Parses what devices send, asks policy,
+ * answers, and queues what happened for the registry writer. The only
+ * module that maps enum otad_err to HTTP statuses.
+ *
+ * Threads: the handlers run on every HTTP thread at once; each thread owns
+ * its registry reader and its snapshot reference (released when the
+ * thread ends). struct api itself is read-only after api_new.
+ */
+#ifndef API_H
+#define API_H
+
+#include <stddef.h>
+
+#include "http.h"
+#include "otad.h"
+#include "registry.h"
+#include "rollout.h"
+#include "store.h"
+
+struct api;
+
+/* db_path: for per-thread readers. reg, store are borrowed. */
+enum otad_err api_new(const char *db_path, struct registry *reg,
+    struct store *store, struct api **out);
+void api_free(struct api *api);
+
+/* Start the rollout controller whose offers carry api's responses. */
+enum otad_err api_start_rollout(struct api *api, struct rollout **out);
+
+/* The route table for http_start, with api as the handlers' argument. */
+const struct http_route *api_routes(size_t *n);
+
+#endif

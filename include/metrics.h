@@ -1,0 +1,35 @@
+/*
+ * metrics.h: process-wide counters, rendered in the Prometheus text format.
+ * Every function is thread-safe (relaxed atomics: counters need no order).
+ */
+#ifndef METRICS_H
+#define METRICS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum metric {
+	M_CHECKS,        /* update checks answered with a decision */
+	M_OFFERS,        /* checks answered with an image */
+	M_REPORTS,       /* outcome reports recorded */
+	M_BYTES_SERVED,  /* bytes of images whose sending completed */
+	M_RECORD_ERRORS, /* records the writer could not store */
+	M_COUNT
+};
+
+void metrics_add(enum metric m, uint64_t n);
+/* Count one response with this HTTP status. */
+void metrics_status(unsigned status);
+uint64_t metrics_get(enum metric m);
+
+/*
+ * Gauges read at render time: requests in flight and the writer's queue.
+ * Set once at start-up, before any render.
+ */
+void metrics_set_gauges(size_t (*queue_depth)(void *), void *arg,
+    long (*in_flight)(void));
+
+/* The whole exposition; caller frees. NULL when out of memory. */
+char *metrics_render(void);
+
+#endif

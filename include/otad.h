@@ -1,0 +1,37 @@
+/*
+ * otad.h: the error enum shared across module boundaries.
+ *
+ * Small helpers return 0 / -1; functions that cross a module boundary return
+ * one enum otad_err so that the caller (api alone, for HTTP) can map it to a
+ * status without parsing strings.
+ */
+#ifndef OTAD_H
+#define OTAD_H
+
+#define OTAD_VERSION "0.1.0"
+
+/* Bounds on strings devices send us; also enforced by the schema. */
+#define OTAD_ID_MAX 64      /* device id, bytes */
+#define OTAD_VERSION_MAX 64 /* version string, bytes */
+#define OTAD_PRODUCT_MAX 64 /* product / project name, bytes */
+#define OTAD_REASON_MAX 256 /* free-text reason in a report, bytes */
+#define OTAD_ADDR_MAX 64    /* textual peer address */
+
+enum otad_err {
+	OTAD_OK = 0,
+	OTAD_ERR_NOMEM,     /* allocation failed */
+	OTAD_ERR_IO,        /* file system error; errno is meaningful */
+	OTAD_ERR_DB,        /* SQLite error other than busy */
+	OTAD_ERR_BUSY,      /* database held by someone else for too long */
+	OTAD_ERR_INVALID,   /* input fails validation */
+	OTAD_ERR_NOT_FOUND, /* no such row / file */
+	OTAD_ERR_EXISTS,    /* unique thing already there */
+	OTAD_ERR_TOO_LARGE, /* input over a configured cap */
+	OTAD_ERR_NOT_IMAGE, /* not an ESP32 application image */
+	OTAD_ERR_SHUTDOWN,  /* the daemon is stopping */
+};
+
+/* Static, never NULL. */
+const char *otad_strerror(enum otad_err err);
+
+#endif

@@ -1,0 +1,192 @@
+/*
+ * registry.h: the SQLite registry of devices, artifacts, releases,
+ * rollouts and update attempts.
+ *
+ * Connections:
+ *  - struct registry owns one read-write connection. In otad that
+ *    connection belongs to the writer thread once registry_writer_start
+ *    ran: every device record goes through registry_submit, is applied by
+ *    that one thread and committed in groups (one transaction, and one
+ *    fsync when a record asks for it, for many records). In otactl the
+ *    same connection serves the catalog functions below, directly.
+ *  - struct registry_reader is one read-only connection with its prepared
+ *    statements, for one thread at a time (otad keeps one per HTTP thread
+ *    and one for the rollout controller).
+ * The database runs in WAL mode, so readers never wait for the writer; a
+ * database held busy by an operator delays writes and never drops them.
+ * Migrations (schema/NNN-*.sql, compiled in) are applied at open.
+ */
+#ifndef REGISTRY_H
+#define REGISTRY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "otad.h"
+#include "policy.h"
+#include "store.h"
+
+struct registry;
+struct registry_reader;
+
+enum record_kind {
+	RECORD_CHECKIN, /* a device asked for an update */
+	RECORD_REPORT,  /* a device reported an outcome */
+};
+
+enum report_result {
+	REPORT_DOWNLOADING,
+	REPORT_INSTALLED,
+	REPORT_SUCCESS,
+	REPORT_ROLLBACK,
+	REPORT_FAILED,
+};
+
+/* Telemetry fields present in a record, as bits of telemetry.present. */
+enum {
+	TEL_UPTIME = 1 << 0,
+	TEL_FREE_HEAP = 1 << 1,
+	TEL_RSSI = 1 << 2,
+	TEL_RESET_REASON = 1 << 3,
+	TEL_BATTERY = 1 << 4,
+	TEL_SECURE_VERSION = 1 << 5,
+};
+
+struct telemetry {
+	unsigned present;
+	int64_t uptime, free_heap, rssi, reset_reason, battery, secure_version;
+};
+
+/*
+ * One thing a device did, queued for the writer. Allocate with
+ * registry_record_new; registry_submit takes ownership on success.
+ */
+struct record {
+	struct record *next; /* queue link, owned by the registry */
+	enum record_kind kind;
+	int64_t at; /* Unix seconds */
+	char device[OTAD_ID_MAX + 1];
+	char version[OTAD_VERSION_MAX + 1]; /* running; "" in a report = none */
+	char product[OTAD_PRODUCT_MAX + 1]; /* "" = not sent */
+	char address[OTAD_ADDR_MAX];
+	/* check-ins: the release offered in this answer (0 = none) */
+	int64_t offer_release;
+	int64_t offer_rollout;
+	char offer_version[OTAD_VERSION_MAX + 1];
+	/* reports */
+	enum report_result result;
+	char reason[OTAD_REASON_MAX + 1]; /* "" = none */
+	struct telemetry tel;
+	/*
+	 * durable: commit with fsync before done runs. done, if set, runs on
+	 * the writer thread once the record is committed (err OTAD_OK) or
+	 * has failed; it must not block.
+	 */
+	int durable;
+	void (*done)(void *arg, enum otad_err err);
+	void *done_arg;
+	enum otad_err err; /* set by the writer */
+};
+
+/* What the HTTP path needs of a device row. */
+struct device_row {
+	char version[OTAD_VERSION_MAX + 1];
+	char product[OTAD_PRODUCT_MAX + 1];
+	int blocked;
+};
+
+/* Open (creating and migrating as needed). Caller owns *out. */
+enum otad_err registry_open(const char *path, struct registry **out);
+
+/*
+ * Start the writer thread; from here on only registry_submit and
+ * registry_close may be called on reg. queue_max caps each producing
+ * thread's queue: a producer that finds its queue full waits.
+ */
+enum otad_err registry_writer_start(struct registry *reg, unsigned queue_max);
+
+/* A zeroed record; NULL when out of memory. */
+struct record *registry_record_new(enum record_kind kind);
+
+/*
+ * Queue rec for the writer (thread-safe). On OTAD_OK the registry owns rec
+ * and frees it after done ran; on error (OTAD_ERR_SHUTDOWN) the caller
+ * still owns it.
+ */
+enum otad_err registry_submit(struct registry *reg, struct record *rec);
+
+/* Records waiting for the writer now (for /metrics). */
+size_t registry_queue_depth(struct registry *reg);
+
+/* Stop the writer after it applied everything queued; close; free. */
+void registry_close(struct registry *reg);
+
+/* Readers. */
+enum otad_err registry_reader_open(const char *path,
+    struct registry_reader **out);
+void registry_reader_free(struct registry_reader *r);
+
+/* OTAD_ERR_NOT_FOUND when the device never checked in. */
+enum otad_err registry_device_get(struct registry_reader *r, const char *id,
+    struct device_row *out);
+
+/*
+ * The catalog generation: it moves whenever what can be offered changed,
+ * by otactl or by hand. Cheap when nothing was committed since last call.
+ */
+enum otad_err registry_catalog_generation(struct registry_reader *r,
+    int64_t *generation);
+
+/*
+ * Every release being offered now, newest version first; caller frees
+ * *offers. payload fields are NULL.
+ */
+enum otad_err registry_load_offers(struct registry_reader *r,
+    struct offer **offers, size_t *n);
+
+/*
+ * Catalog functions (otactl). Each is one transaction; on error nothing is
+ * written and why holds one line. Rows come back as jansson objects keyed
+ * by column name; the caller owns them.
+ */
+
+/* Who is acting, for audit rows ("otactl:alice"). */
+void registry_set_actor(struct registry *reg, const char *actor);
+
+enum otad_err registry_artifact_add(struct registry *reg,
+    const struct store_artifact *art, const char *version,
+    const char *product, char *why, size_t whylen);
+/* By full SHA-256 or a unique prefix of at least 6 hex characters. */
+enum otad_err registry_artifact_get(struct registry *reg, const char *sha,
+    json_t **row, char *why, size_t whylen);
+enum otad_err registry_artifact_list(struct registry *reg, json_t **rows);
+
+enum otad_err registry_release_create(struct registry *reg,
+    const char *version, const char *sha256, const char *product,
+    int64_t *id, char *why, size_t whylen);
+enum otad_err registry_release_list(struct registry *reg, json_t **rows);
+/*
+ * Offer a release to every matching device now: an active rollout with no
+ * rings. product may be NULL when only one release has that version.
+ */
+enum otad_err registry_release_publish(struct registry *reg,
+    const char *version, const char *product, int64_t *rollout_id,
+    char *why, size_t whylen);
+
+/* offline_after > 0: only devices not seen for that many seconds. */
+enum otad_err registry_device_list(struct registry *reg, int64_t now,
+    int64_t offline_after, json_t **rows);
+/* The device row plus "attempts": its last attempts, newest first. */
+enum otad_err registry_device_show(struct registry *reg, const char *id,
+    json_t **obj, char *why, size_t whylen);
+/* Fleet counts: devices, per version, attempts per state, releases. */
+enum otad_err registry_status(struct registry *reg, int64_t now,
+    json_t **obj);
+
+/* "downloading" .. "failed"; -1 if s names no result. */
+int registry_result_parse(const char *s);
+const char *registry_result_name(enum report_result r);
+
+#endif

@@ -1,0 +1,59 @@
+/*
+ * rollout.h: the rollout controller and the snapshot of what is offered.
+ *
+ * One controller thread watches the database (PRAGMA data_version, then
+ * the catalog generation) a few times a second and, when what can be
+ * offered changed (otactl, or an operator's own SQL), builds a new
+ * immutable snapshot and swaps it in. HTTP threads read snapshots without
+ * taking a lock on the hot path: each thread keeps a reference and only
+ * takes the swap lock when the generation moved.
+ */
+#ifndef ROLLOUT_H
+#define ROLLOUT_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "otad.h"
+#include "policy.h"
+
+struct rollout;
+
+/* Immutable once published; refcounted. */
+struct snapshot {
+	atomic_long refs;
+	long long epoch;    /* moves with every swap, forced ones too */
+	int64_t generation; /* the catalog generation it was built from */
+	size_t n;
+	struct offer *offers; /* newest first, each with its payload */
+};
+
+/*
+ * Builds the payload (the prepared response) of one offer; NULL leaves the
+ * offer out of the snapshot (an artifact file that cannot be opened, say),
+ * which the hook logs. Runs on the controller thread.
+ */
+typedef void *(*rollout_payload_new)(const struct offer *offer, void *arg);
+typedef void (*rollout_payload_free)(void *payload);
+
+/*
+ * Open a reader on db_path, load the first snapshot and start the
+ * controller. Fails if the first load fails.
+ */
+enum otad_err rollout_start(const char *db_path, rollout_payload_new pnew,
+    rollout_payload_free pfree, void *arg, struct rollout **out);
+/* Stop the thread, drop the current snapshot; NULL-safe. */
+void rollout_stop(struct rollout *r);
+
+/* Rebuild now even if nothing seems to have changed (SIGHUP). */
+void rollout_reload(struct rollout *r);
+
+/*
+ * Bring *cached (a thread's own reference, NULL at first) up to date and
+ * return it. The caller owns the reference in *cached and drops it with
+ * snapshot_release when the thread ends.
+ */
+struct snapshot *rollout_snapshot(struct rollout *r, struct snapshot **cached);
+void snapshot_release(struct snapshot *s);
+
+#endif

@@ -1,0 +1,62 @@
+/*
+ * store.h: the artifact store, files named by their SHA-256.
+ *
+ * <state_dir>/artifacts/<sha256> is immutable once there. An ingest writes a
+ * temp file (".ingest-*", held under flock while it is written), hashes it,
+ * checks it, fsyncs it and renames it into place, then fsyncs the directory:
+ * a crash at any point leaves either no artifact or a whole one, never a
+ * partial file under a real name. A struct store is read-only after
+ * store_open and may be shared by threads.
+ */
+#ifndef STORE_H
+#define STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "espimg.h"
+#include "otad.h"
+
+struct store;
+
+struct store_artifact {
+	char sha256[65]; /* lower-case hex of the whole file */
+	char md5[33];    /* lower-case hex, what Arduino's x-MD5 wants */
+	uint64_t size;   /* bytes */
+	struct espimg_info image;
+};
+
+/* Opens (creating if needed) <state_dir>/artifacts. Caller owns *out. */
+enum otad_err store_open(const char *state_dir, struct store **out);
+void store_free(struct store *store);
+
+/*
+ * Stream src_fd to its end into the store. On success *out describes the
+ * artifact and *existed says whether identical content was already there
+ * (then nothing new was written). On failure nothing is left behind and why
+ * holds one line. Files over ESPIMG_MAX_SIZE are refused without reading
+ * further.
+ */
+enum otad_err store_ingest(struct store *store, int src_fd,
+    struct store_artifact *out, int *existed, char *why, size_t whylen);
+
+/* Remove an artifact file (used to undo an ingest the registry refused). */
+enum otad_err store_remove(struct store *store, const char *sha256);
+
+/* Open an artifact read-only; returns an fd the caller closes, or -1. */
+int store_open_artifact(const struct store *store, const char *sha256);
+
+/* Path of an artifact, in buf; -1 if it does not fit. */
+int store_path(const struct store *store, const char *sha256, char *buf,
+    size_t len);
+
+/*
+ * Delete temp files whose writer died (their flock is free). Returns how
+ * many were removed.
+ */
+int store_clean(struct store *store);
+
+/* 1 if s is 64 lower-case hex characters. */
+int store_valid_sha256(const char *s);
+
+#endif

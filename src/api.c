@@ -1,0 +1,506 @@
+/* api.c: /firmware/check, /firmware/report, /health, /metrics */
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <jansson.h>
+
+#include "api.h"
+#include "log.h"
+#include "metrics.h"
+#include "semver.h"
+
+struct api {
+	char *db_path;
+	struct registry *reg;
+	struct store *store;
+	struct rollout *rollout;
+	struct http_response *not_modified; /* built once, queued everywhere */
+	pthread_key_t thread_key;
+};
+
+/* What one HTTP thread keeps between requests. */
+struct api_thread {
+	struct registry_reader *reader;
+	struct snapshot *snap;
+};
+
+/* A report between its submit and its resume; freed by http. */
+struct report_wait {
+	struct http_request *req;
+	enum otad_err err;
+};
+
+static void
+thread_free(void *p)
+{
+	struct api_thread *t = p;
+
+	registry_reader_free(t->reader);
+	snapshot_release(t->snap);
+	free(t);
+}
+
+static struct api_thread *
+thread_state(struct api *api)
+{
+	struct api_thread *t = pthread_getspecific(api->thread_key);
+
+	if (t != NULL)
+		return t;
+	if ((t = calloc(1, sizeof(*t))) == NULL)
+		return NULL;
+	if (registry_reader_open(api->db_path, &t->reader) != OTAD_OK) {
+		free(t);
+		return NULL;
+	}
+	pthread_setspecific(api->thread_key, t);
+	return t;
+}
+
+/* Device ids end up in SQL, logs and MQTT topics: keep them plain. */
+static int
+valid_id(const char *s)
+{
+	size_t n;
+
+	for (n = 0; s[n] != '\0'; n++) {
+		char c = s[n];
+
+		if (n >= OTAD_ID_MAX)
+			return 0;
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		    (c >= '0' && c <= '9') || c == '-' || c == '_' ||
+		    c == '.' || c == ':'))
+			return 0;
+	}
+	return n > 0;
+}
+
+/* Printable ASCII without spaces, like versions. */
+static int
+valid_token(const char *s, size_t max)
+{
+	size_t n;
+
+	for (n = 0; s[n] != '\0'; n++)
+		if (n >= max || s[n] <= 0x20 || s[n] >= 0x7f)
+			return 0;
+	return n > 0;
+}
+
+static const char *
+first_of(const struct http_request *req, const char *header, const char *arg,
+    const char *alt1, const char *alt2)
+{
+	const char *v;
+
+	if (header && (v = http_header(req, header)) != NULL)
+		return v;
+	if (arg && (v = http_arg(req, arg)) != NULL)
+		return v;
+	if (alt1 && (v = http_header(req, alt1)) != NULL)
+		return v;
+	if (alt2 && (v = http_header(req, alt2)) != NULL)
+		return v;
+	return NULL;
+}
+
+/* Identity: X-Device-ID, ?device=, Arduino's STA then BASE MAC. */
+static const char *
+device_id(const struct http_request *req)
+{
+	return first_of(req, "X-Device-ID", "device", "x-ESP32-STA-MAC",
+	    "x-ESP32-BASE-MAC");
+}
+
+static int
+status_for(enum otad_err err)
+{
+	switch (err) {
+	case OTAD_ERR_INVALID:
+		return 400;
+	case OTAD_ERR_NOT_FOUND:
+		return 404;
+	case OTAD_ERR_EXISTS:
+		return 409;
+	case OTAD_ERR_TOO_LARGE:
+		return 413;
+	default:
+		return 503;
+	}
+}
+
+static int
+api_check(struct http_request *req, void *arg)
+{
+	struct api *api = arg;
+	struct api_thread *t;
+	const char *id, *version, *product;
+	struct device_row row;
+	struct device_facts facts;
+	struct decision d;
+	struct snapshot *snap;
+	struct record *rec;
+	enum otad_err rc;
+	int64_t now = (int64_t)time(NULL);
+
+	if ((id = device_id(req)) == NULL)
+		return http_error(req, 400, "missing device id (X-Device-ID, "
+		    "?device= or x-ESP32-STA-MAC)");
+	if (!valid_id(id))
+		return http_error(req, 400, "invalid device id: 1 to 64 of "
+		    "A-Z a-z 0-9 . _ : -");
+	version = first_of(req, "X-Current-Version", "version",
+	    "x-ESP32-version", NULL);
+	if (version == NULL)
+		return http_error(req, 400, "missing current version "
+		    "(X-Current-Version, ?version= or x-ESP32-version)");
+	if (!semver_valid(version))
+		return http_error(req, 400, "invalid version: 1 to 64 "
+		    "printable characters, no spaces");
+	product = first_of(req, "X-Product", "product", NULL, NULL);
+	if (product != NULL && !valid_token(product, OTAD_PRODUCT_MAX))
+		return http_error(req, 400, "invalid product");
+	if ((t = thread_state(api)) == NULL)
+		return http_error(req, 503, "registry unavailable");
+	rc = registry_device_get(t->reader, id, &row);
+	if (rc != OTAD_OK && rc != OTAD_ERR_NOT_FOUND)
+		return http_error(req, 503, "registry unavailable");
+	if (rc == OTAD_OK && row.blocked)
+		return http_error(req, 403, "device is blocked");
+
+	facts.id = id;
+	facts.version = version;
+	facts.product = product ? product
+				: (rc == OTAD_OK ? row.product : NULL);
+	snap = rollout_snapshot(api->rollout, &t->snap);
+	policy_decide(&facts, snap->offers, snap->n, now, &d);
+
+	/* a HEAD looks without taking: the record opens no attempt */
+	if ((rec = registry_record_new(RECORD_CHECKIN)) != NULL) {
+		rec->at = now;
+		snprintf(rec->device, sizeof(rec->device), "%s", id);
+		snprintf(rec->version, sizeof(rec->version), "%s", version);
+		if (product != NULL)
+			snprintf(rec->product, sizeof(rec->product), "%s",
+			    product);
+		http_peer(req, rec->address, sizeof(rec->address));
+		if (d.kind == DECISION_OFFER && http_method(req) == HTTP_GET) {
+			rec->offer_release = d.offer->release_id;
+			rec->offer_rollout = d.offer->rollout_id;
+			snprintf(rec->offer_version, sizeof(rec->offer_version),
+			    "%s", d.offer->version);
+		}
+		if (registry_submit(api->reg, rec) != OTAD_OK)
+			free(rec); /* stopping: the answer still goes out */
+	}
+	metrics_add(M_CHECKS, 1);
+	if (d.kind == DECISION_OFFER) {
+		metrics_add(M_OFFERS, 1);
+		return http_queue(req, 200, d.offer->payload, d.offer->size);
+	}
+	return http_queue(req, 304, api->not_modified, 0);
+}
+
+/* Integer field within bounds; 0 absent, 1 set, -1 wrong. */
+static int
+int_field(json_t *o, const char *name, int64_t min, int64_t max, int64_t *out)
+{
+	json_t *v = json_object_get(o, name);
+
+	if (v == NULL || json_is_null(v))
+		return 0;
+	if (!json_is_integer(v) || json_integer_value(v) < min ||
+	    json_integer_value(v) > max)
+		return -1;
+	*out = json_integer_value(v);
+	return 1;
+}
+
+static const struct {
+	const char *name;
+	unsigned bit;
+	int64_t min, max;
+	size_t offset;
+} tel_fields[] = {
+	{"uptime", TEL_UPTIME, 0, INT64_C(1) << 53,
+	    offsetof(struct telemetry, uptime)},
+	{"free_heap", TEL_FREE_HEAP, 0, UINT32_MAX,
+	    offsetof(struct telemetry, free_heap)},
+	{"rssi", TEL_RSSI, -150, 20, offsetof(struct telemetry, rssi)},
+	{"reset_reason", TEL_RESET_REASON, 0, 255,
+	    offsetof(struct telemetry, reset_reason)},
+	{"battery", TEL_BATTERY, 0, 100, offsetof(struct telemetry, battery)},
+	{"secure_version", TEL_SECURE_VERSION, 0, UINT32_MAX,
+	    offsetof(struct telemetry, secure_version)},
+};
+
+/* Parse and check a report body into rec; NULL or the 400 reason. */
+static const char *
+parse_report(struct http_request *req, struct record *rec, char *msg,
+    size_t msglen)
+{
+	const char *body, *s;
+	json_error_t jerr;
+	json_t *o, *v;
+	size_t len, i;
+	int r;
+
+	body = http_body(req, &len);
+	if ((o = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr)) ==
+	    NULL) {
+		snprintf(msg, msglen, "malformed JSON: %s", jerr.text);
+		return msg;
+	}
+	if (!json_is_object(o)) {
+		json_decref(o);
+		return "report must be a JSON object";
+	}
+	v = json_object_get(o, "device");
+	if (v == NULL)
+		v = json_object_get(o, "device_id");
+	s = v != NULL ? json_string_value(v) : device_id(req);
+	if (s == NULL || !valid_id(s)) {
+		json_decref(o);
+		return "missing or invalid 'device': 1 to 64 of A-Z a-z 0-9 . "
+		       "_ : -";
+	}
+	snprintf(rec->device, sizeof(rec->device), "%s", s);
+	if ((v = json_object_get(o, "result")) == NULL ||
+	    (s = json_string_value(v)) == NULL ||
+	    (r = registry_result_parse(s)) < 0) {
+		json_decref(o);
+		return "'result' must be one of downloading, installed, "
+		       "success, rollback, failed";
+	}
+	rec->result = (enum report_result)r;
+	if ((v = json_object_get(o, "version")) != NULL) {
+		if ((s = json_string_value(v)) == NULL || !semver_valid(s)) {
+			json_decref(o);
+			return "invalid 'version': 1 to 64 printable "
+			       "characters, no spaces";
+		}
+		snprintf(rec->version, sizeof(rec->version), "%s", s);
+	} else if (rec->result == REPORT_SUCCESS) {
+		json_decref(o);
+		return "a success report needs 'version'";
+	}
+	if ((v = json_object_get(o, "reason")) != NULL && !json_is_null(v)) {
+		if ((s = json_string_value(v)) == NULL ||
+		    strlen(s) > OTAD_REASON_MAX) {
+			json_decref(o);
+			return "'reason' must be a string of at most 256 bytes";
+		}
+		for (i = 0; s[i] != '\0'; i++)
+			if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f) {
+				json_decref(o);
+				return "'reason' must not contain control "
+				       "characters";
+			}
+		snprintf(rec->reason, sizeof(rec->reason), "%s", s);
+	}
+	for (i = 0; i < sizeof(tel_fields) / sizeof(tel_fields[0]); i++) {
+		int64_t *dst = (int64_t *)(void *)((char *)&rec->tel +
+		    tel_fields[i].offset);
+
+		r = int_field(o, tel_fields[i].name, tel_fields[i].min,
+		    tel_fields[i].max, dst);
+		if (r < 0) {
+			snprintf(msg, msglen, "'%s' must be an integer from "
+			    "%lld to %lld", tel_fields[i].name,
+			    (long long)tel_fields[i].min,
+			    (long long)tel_fields[i].max);
+			json_decref(o);
+			return msg;
+		}
+		if (r > 0)
+			rec->tel.present |= tel_fields[i].bit;
+	}
+	json_decref(o);
+	return NULL;
+}
+
+/* Writer thread: the report is on disk (or failed); wake its request. */
+static void
+report_done(void *arg, enum otad_err err)
+{
+	struct report_wait *w = arg;
+
+	w->err = err;
+	http_resume(w->req);
+}
+
+static int
+api_report(struct http_request *req, void *arg)
+{
+	struct api *api = arg;
+	void **slot = http_userdata(req);
+	struct report_wait *w = *slot;
+	struct record *rec;
+	const char *bad;
+	char msg[256];
+
+	if (w != NULL) {
+		/* resumed: the writer has answered */
+		if (w->err != OTAD_OK) {
+			metrics_add(M_RECORD_ERRORS, 1);
+			return http_error(req, status_for(w->err),
+			    "report not recorded; try again");
+		}
+		metrics_add(M_REPORTS, 1);
+		return http_send(req, 200, "application/json",
+		    "{\"recorded\":true}", 17);
+	}
+	if ((rec = registry_record_new(RECORD_REPORT)) == NULL)
+		return http_error(req, 503, "out of memory");
+	if ((bad = parse_report(req, rec, msg, sizeof(msg))) != NULL) {
+		free(rec);
+		return http_error(req, 400, bad);
+	}
+	if ((w = calloc(1, sizeof(*w))) == NULL) {
+		free(rec);
+		return http_error(req, 503, "out of memory");
+	}
+	rec->at = (int64_t)time(NULL);
+	http_peer(req, rec->address, sizeof(rec->address));
+	rec->durable = 1;
+	rec->done = report_done;
+	rec->done_arg = w;
+	w->req = req;
+	*slot = w; /* freed by http with the request */
+	/* suspend first: the writer may finish before we return */
+	http_suspend(req);
+	if (registry_submit(api->reg, rec) != OTAD_OK) {
+		free(rec);
+		w->err = OTAD_ERR_SHUTDOWN;
+		http_resume(req);
+	}
+	return 0;
+}
+
+static int
+api_health(struct http_request *req, void *arg)
+{
+	(void)arg;
+	return http_send(req, 200, "application/json",
+	    "{\"status\":\"ok\"}", 15);
+}
+
+static int
+api_metrics(struct http_request *req, void *arg)
+{
+	char *text = metrics_render();
+
+	(void)arg;
+	if (text == NULL)
+		return http_error(req, 503, "out of memory");
+	http_send(req, 200, "text/plain; version=0.0.4", text, strlen(text));
+	free(text);
+	return 0;
+}
+
+static const struct http_route routes[] = {
+	{"/firmware/check", HTTP_GET | HTTP_HEAD, api_check},
+	{"/ota/firmware.bin", HTTP_GET | HTTP_HEAD, api_check},
+	{"/firmware/report", HTTP_POST, api_report},
+	{"/health", HTTP_GET | HTTP_HEAD, api_health},
+	{"/metrics", HTTP_GET, api_metrics},
+};
+
+const struct http_route *
+api_routes(size_t *n)
+{
+	*n = sizeof(routes) / sizeof(routes[0]);
+	return routes;
+}
+
+/* Rollout hook: the image response for one offer, built once. */
+static void *
+offer_payload(const struct offer *o, void *arg)
+{
+	struct api *api = arg;
+	struct http_response *resp;
+	char etag[80];
+	int fd;
+
+	if ((fd = store_open_artifact(api->store, o->sha256)) < 0) {
+		log_warn("release %s: cannot open artifact %s", o->version,
+		    o->sha256);
+		return NULL;
+	}
+	if ((resp = http_response_file(fd, o->size)) == NULL)
+		return NULL;
+	snprintf(etag, sizeof(etag), "\"%s\"", o->sha256);
+	if (http_response_header(resp, "Content-Type",
+	    "application/octet-stream") < 0 ||
+	    http_response_header(resp, "ETag", etag) < 0 ||
+	    http_response_header(resp, "Cache-Control", "no-store") < 0 ||
+	    http_response_header(resp, "X-Firmware-Version", o->version) < 0 ||
+	    http_response_header(resp, "X-Firmware-SHA256", o->sha256) < 0 ||
+	    http_response_header(resp, "x-MD5", o->md5) < 0) {
+		http_response_free(resp);
+		return NULL;
+	}
+	return resp;
+}
+
+static void
+offer_payload_free(void *payload)
+{
+	http_response_free(payload);
+}
+
+enum otad_err
+api_new(const char *db_path, struct registry *reg, struct store *store,
+    struct api **out)
+{
+	struct api *api;
+
+	*out = NULL;
+	if ((api = calloc(1, sizeof(*api))) == NULL ||
+	    (api->db_path = strdup(db_path)) == NULL) {
+		free(api);
+		return OTAD_ERR_NOMEM;
+	}
+	api->reg = reg;
+	api->store = store;
+	if (pthread_key_create(&api->thread_key, thread_free) != 0 ||
+	    (api->not_modified = http_response_empty()) == NULL ||
+	    http_response_header(api->not_modified, "Cache-Control",
+	    "no-store") < 0) {
+		http_response_free(api->not_modified);
+		free(api->db_path);
+		free(api);
+		return OTAD_ERR_NOMEM;
+	}
+	*out = api;
+	return OTAD_OK;
+}
+
+enum otad_err
+api_start_rollout(struct api *api, struct rollout **out)
+{
+	enum otad_err rc;
+
+	rc = rollout_start(api->db_path, offer_payload, offer_payload_free, api,
+	    out);
+	if (rc == OTAD_OK)
+		api->rollout = *out;
+	return rc;
+}
+
+void
+api_free(struct api *api)
+{
+	if (api == NULL)
+		return;
+	pthread_key_delete(api->thread_key);
+	http_response_free(api->not_modified);
+	free(api->db_path);
+	free(api);
+}

@@ -1,0 +1,327 @@
+/* conf.c: one table of keys; a bad file names file, line and text */
+#include <ctype.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "conf.h"
+
+enum conf_type {
+	CONF_STRING, /* bounded by the field's size */
+	CONF_UINT,   /* decimal, within [min, max] */
+	CONF_SIZE,   /* bytes, with optional k/M suffix, within [min, max] */
+	CONF_LISTEN, /* host:port */
+	CONF_LOGLEVEL,
+};
+
+struct conf_key {
+	const char *name;
+	enum conf_type type;
+	size_t offset;
+	size_t size; /* field size for strings */
+	unsigned long long min, max;
+	const char *def;
+	int restart; /* a change needs a restart */
+};
+
+#define F(field) offsetof(struct conf, field), sizeof(((struct conf *)0)->field)
+
+static const struct conf_key conf_keys[] = {
+	{"listen", CONF_LISTEN, F(listen), 0, 0, "127.0.0.1:8080", 1},
+	{"state_dir", CONF_STRING, F(state_dir), 0, 0, "/var/lib/otad", 1},
+	{"http_threads", CONF_UINT, F(http_threads), 0, 64, "0", 1},
+	{"max_connections", CONF_UINT, F(max_connections), 16, 100000, "4096",
+	    1},
+	{"connection_timeout", CONF_UINT, F(connection_timeout), 1, 3600, "60",
+	    1},
+	{"max_header_bytes", CONF_SIZE, F(max_header_bytes), 1024, 65536,
+	    "8192", 1},
+	{"max_body_bytes", CONF_SIZE, F(max_body_bytes), 256, 1048576, "16384",
+	    0},
+	{"writer_queue_max", CONF_UINT, F(writer_queue_max), 64, 1000000,
+	    "65536", 1},
+	{"shutdown_timeout", CONF_UINT, F(shutdown_timeout), 0, 3600, "30", 0},
+	{"offline_after", CONF_UINT, F(offline_after), 10, 31536000, "600", 0},
+	{"log_level", CONF_LOGLEVEL, F(debug), 0, 0, "info", 0},
+	{"tls_cert", CONF_STRING, F(tls_cert), 0, 0, "", 1},
+	{"tls_key", CONF_STRING, F(tls_key), 0, 0, "", 1},
+};
+
+#define NKEYS (sizeof(conf_keys) / sizeof(conf_keys[0]))
+
+static int
+conf_error(char *err, size_t errlen, const char *name, unsigned line,
+    const char *fmt, ...)
+{
+	char msg[CONF_ERR_MAX];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (line > 0)
+		snprintf(err, errlen, "%s:%u: %s", name, line, msg);
+	else
+		snprintf(err, errlen, "%s: %s", name, msg);
+	return -1;
+}
+
+/* Decimal with no sign, no junk; 0 on success. */
+static int
+parse_ull(const char *s, unsigned long long *out, const char **end)
+{
+	char *e;
+
+	if (!isdigit((unsigned char)s[0]))
+		return -1;
+	errno = 0;
+	*out = strtoull(s, &e, 10);
+	if (errno != 0)
+		return -1;
+	*end = e;
+	return 0;
+}
+
+/* host:port with a port of 0..65535 (0 = pick a free one, for tests) */
+static int
+valid_listen(const char *v)
+{
+	const char *colon = strrchr(v, ':');
+	unsigned long long port;
+	const char *end;
+
+	if (colon == NULL || colon[1] == '\0')
+		return 0;
+	if (v[0] == '[' && (colon == v || colon[-1] != ']'))
+		return 0;
+	if (parse_ull(colon + 1, &port, &end) < 0 || *end != '\0' ||
+	    port > 65535)
+		return 0;
+	return 1;
+}
+
+static int
+conf_set(const struct conf_key *k, struct conf *conf, const char *v,
+    char *msg, size_t msglen)
+{
+	char *field = (char *)conf + k->offset;
+	unsigned long long n;
+	const char *end;
+
+	switch (k->type) {
+	case CONF_STRING:
+	case CONF_LISTEN:
+		if (strlen(v) >= k->size) {
+			snprintf(msg, msglen, "value of '%s' is too long",
+			    k->name);
+			return -1;
+		}
+		if (k->type == CONF_LISTEN && !valid_listen(v)) {
+			snprintf(msg, msglen,
+			    "'%s' wants host:port, not '%s'", k->name, v);
+			return -1;
+		}
+		memcpy(field, v, strlen(v) + 1);
+		return 0;
+	case CONF_UINT:
+	case CONF_SIZE:
+		if (parse_ull(v, &n, &end) < 0)
+			goto badnum;
+		if (k->type == CONF_SIZE && (*end == 'k' || *end == 'K')) {
+			n *= 1024;
+			end++;
+		} else if (k->type == CONF_SIZE &&
+		    (*end == 'm' || *end == 'M')) {
+			n *= 1024 * 1024;
+			end++;
+		}
+		if (*end != '\0')
+			goto badnum;
+		if (n < k->min || n > k->max) {
+			snprintf(msg, msglen, "'%s' must be between %llu and "
+			    "%llu, not %s", k->name, k->min, k->max, v);
+			return -1;
+		}
+		if (k->type == CONF_SIZE)
+			*(size_t *)(void *)field = (size_t)n;
+		else
+			*(unsigned *)(void *)field = (unsigned)n;
+		return 0;
+	case CONF_LOGLEVEL:
+		if (strcmp(v, "info") == 0)
+			*(int *)(void *)field = 0;
+		else if (strcmp(v, "debug") == 0)
+			*(int *)(void *)field = 1;
+		else {
+			snprintf(msg, msglen, "'%s' is info or debug, not '%s'",
+			    k->name, v);
+			return -1;
+		}
+		return 0;
+	}
+	return -1;
+badnum:
+	snprintf(msg, msglen, "'%s' wants a whole number, not '%s'", k->name,
+	    v);
+	return -1;
+}
+
+void
+conf_defaults(struct conf *conf)
+{
+	char msg[CONF_ERR_MAX];
+	size_t i;
+
+	memset(conf, 0, sizeof(*conf));
+	for (i = 0; i < NKEYS; i++)
+		if (conf_set(&conf_keys[i], conf, conf_keys[i].def, msg,
+		    sizeof(msg)) < 0)
+			abort(); /* a bad default is a programming error */
+}
+
+static char *
+trim(char *s)
+{
+	char *e;
+
+	while (*s == ' ' || *s == '\t')
+		s++;
+	e = s + strlen(s);
+	while (e > s && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\r'))
+		*--e = '\0';
+	return s;
+}
+
+int
+conf_parse(const char *name, const char *text, struct conf *conf, char *err,
+    size_t errlen)
+{
+	char seen[NKEYS] = {0};
+	char line[4096], msg[CONF_ERR_MAX];
+	const char *p = text;
+	unsigned lineno = 0;
+	size_t i;
+
+	conf_defaults(conf);
+	while (*p != '\0') {
+		const char *nl = strchr(p, '\n');
+		size_t len = nl ? (size_t)(nl - p) : strlen(p);
+		char *key, *val, *eq, *hash;
+
+		lineno++;
+		if (len >= sizeof(line))
+			return conf_error(err, errlen, name, lineno,
+			    "line is too long");
+		memcpy(line, p, len);
+		line[len] = '\0';
+		p += len + (nl ? 1 : 0);
+		if (memchr(line, '\0', len) != NULL || strlen(line) != len)
+			return conf_error(err, errlen, name, lineno,
+			    "line contains a NUL byte");
+		if ((hash = strchr(line, '#')) != NULL)
+			*hash = '\0';
+		key = trim(line);
+		if (*key == '\0')
+			continue;
+		if ((eq = strchr(key, '=')) == NULL)
+			return conf_error(err, errlen, name, lineno,
+			    "expected 'key = value', got '%s'", key);
+		*eq = '\0';
+		key = trim(key);
+		val = trim(eq + 1);
+		for (i = 0; i < NKEYS; i++)
+			if (strcmp(conf_keys[i].name, key) == 0)
+				break;
+		if (i == NKEYS)
+			return conf_error(err, errlen, name, lineno,
+			    "unknown key '%s'", key);
+		if (seen[i])
+			return conf_error(err, errlen, name, lineno,
+			    "'%s' is set twice", key);
+		seen[i] = 1;
+		if (conf_set(&conf_keys[i], conf, val, msg, sizeof(msg)) < 0)
+			return conf_error(err, errlen, name, lineno, "%s", msg);
+	}
+	if (conf->state_dir[0] == '\0')
+		return conf_error(err, errlen, name, 0,
+		    "'state_dir' must not be empty");
+	if ((conf->tls_cert[0] == '\0') != (conf->tls_key[0] == '\0'))
+		return conf_error(err, errlen, name, 0,
+		    "'tls_cert' and 'tls_key' go together");
+	return 0;
+}
+
+int
+conf_load(const char *path, struct conf *conf, char *err, size_t errlen)
+{
+	/* a config file is small; refuse anything that is clearly not one */
+	enum { CONF_FILE_MAX = 1024 * 1024 };
+	char *text = NULL;
+	size_t len = 0;
+	FILE *f;
+	int rc = -1;
+
+	if ((f = fopen(path, "r")) == NULL)
+		return conf_error(err, errlen, path, 0, "cannot open: %s",
+		    strerror(errno));
+	if ((text = malloc(CONF_FILE_MAX + 1)) == NULL) {
+		conf_error(err, errlen, path, 0, "out of memory");
+		goto done;
+	}
+	len = fread(text, 1, CONF_FILE_MAX + 1, f);
+	if (ferror(f)) {
+		conf_error(err, errlen, path, 0, "cannot read: %s",
+		    strerror(errno));
+		goto done;
+	}
+	if (len > CONF_FILE_MAX) {
+		conf_error(err, errlen, path, 0, "file is larger than 1 MiB");
+		goto done;
+	}
+	text[len] = '\0';
+	if (strlen(text) != len) {
+		conf_error(err, errlen, path, 0, "file contains a NUL byte");
+		goto done;
+	}
+	rc = conf_parse(path, text, conf, err, errlen);
+done:
+	free(text);
+	fclose(f);
+	return rc;
+}
+
+int
+conf_db_path(const struct conf *conf, char *buf, size_t len)
+{
+	int n = snprintf(buf, len, "%s/otad.db", conf->state_dir);
+
+	return (n < 0 || (size_t)n >= len) ? -1 : 0;
+}
+
+int
+conf_needs_restart(const struct conf *old, const struct conf *new,
+    const char **key)
+{
+	size_t i;
+
+	for (i = 0; i < NKEYS; i++) {
+		const struct conf_key *k = &conf_keys[i];
+
+		if (!k->restart)
+			continue;
+		const char *a = (const char *)old + k->offset;
+		const char *b = (const char *)new + k->offset;
+		int differ = (k->type == CONF_STRING || k->type == CONF_LISTEN)
+		    ? strcmp(a, b) != 0 : memcmp(a, b, k->size) != 0;
+
+		if (differ) {
+			*key = k->name;
+			return 1;
+		}
+	}
+	return 0;
+}

@@ -1,0 +1,774 @@
+/*
+ * http.c: libmicrohttpd set-up, routing, limits and JSON errors.
+ *
+ * A measured fact about libmicrohttpd 0.9.75 shapes this file: a response
+ * queued in the first access-handler call of a request closes the
+ * connection after it, while one queued on the next call keeps it alive.
+ * So every request is answered on its second call (the first only routes
+ * and checks limits), and GET requests carry a static marker instead of
+ * an allocation between the two calls.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <microhttpd.h>
+
+#include "http.h"
+#include "log.h"
+#include "metrics.h"
+
+/* What *con_cls holds between calls: a static marker or a heap body. */
+enum pending_kind {
+	PENDING_ROUTE, /* a bodyless request for route */
+	PENDING_ERROR, /* answer status with msg */
+	PENDING_BODY,  /* struct body_ctx on the heap */
+	PENDING_COUNT, /* struct count_ctx on the heap: bytes to count */
+};
+
+struct pending {
+	enum pending_kind kind;
+	const struct http_route *route;
+	unsigned status;
+	const char *msg;
+};
+
+struct body_ctx {
+	struct pending p; /* kind PENDING_BODY; first, for the cast */
+	struct http *h;
+	struct MHD_Connection *conn;
+	char *buf;
+	size_t len, cap;
+	int too_large;
+	int suspended;
+	int resumed;
+	uint64_t count_bytes;
+	void *userdata;
+};
+
+struct count_ctx {
+	struct pending p;
+	uint64_t bytes;
+};
+
+struct http_request {
+	struct http *h;
+	struct MHD_Connection *conn;
+	const struct http_route *route;
+	enum http_method method;
+	void **con_cls;
+	struct body_ctx *body; /* NULL for bodyless requests */
+	void *userdata;        /* bodyless requests' slot */
+	int answered;
+};
+
+struct http {
+	struct MHD_Daemon *daemon;
+	const struct http_route *routes;
+	size_t nroutes;
+	struct pending *route_pending; /* one static marker per route */
+	void *arg;
+	size_t max_header_bytes;
+	atomic_size_t max_body_bytes;
+	char *tls_cert, *tls_key;
+};
+
+static atomic_long in_flight;
+
+static struct pending pending_404 = {PENDING_ERROR, NULL, 404,
+    "no such path"};
+static struct pending pending_405 = {PENDING_ERROR, NULL, 405,
+    "method not allowed"};
+static struct pending pending_413h = {PENDING_ERROR, NULL, 413,
+    "request headers are too large"};
+static struct pending pending_413b = {PENDING_ERROR, NULL, 413,
+    "request body is too large"};
+static struct pending pending_400 = {PENDING_ERROR, NULL, 400,
+    "malformed request"};
+
+long
+http_in_flight(void)
+{
+	return atomic_load(&in_flight);
+}
+
+static enum http_method
+parse_method(const char *m)
+{
+	if (strcmp(m, MHD_HTTP_METHOD_GET) == 0)
+		return HTTP_GET;
+	if (strcmp(m, MHD_HTTP_METHOD_HEAD) == 0)
+		return HTTP_HEAD;
+	if (strcmp(m, MHD_HTTP_METHOD_POST) == 0)
+		return HTTP_POST;
+	return 0;
+}
+
+static enum MHD_Result
+sum_headers(void *cls, enum MHD_ValueKind kind, const char *key,
+    const char *value)
+{
+	size_t *sum = cls;
+
+	(void)kind;
+	/* "Name: value\r\n" */
+	*sum += strlen(key) + (value ? strlen(value) : 0) + 4;
+	return MHD_YES;
+}
+
+static void
+allow_header(struct MHD_Response *r, unsigned methods)
+{
+	char allow[32] = "";
+
+	if (methods & HTTP_GET)
+		strcat(allow, "GET, ");
+	if (methods & HTTP_HEAD)
+		strcat(allow, "HEAD, ");
+	if (methods & HTTP_POST)
+		strcat(allow, "POST, ");
+	if (allow[0] != '\0') {
+		allow[strlen(allow) - 2] = '\0';
+		MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, allow);
+	}
+}
+
+static int
+queue_json(struct MHD_Connection *conn, unsigned status, const char *body,
+    size_t len, unsigned allow)
+{
+	struct MHD_Response *r;
+	int ok;
+
+	r = MHD_create_response_from_buffer(len, (void *)body,
+	    MHD_RESPMEM_MUST_COPY);
+	if (r == NULL)
+		return MHD_NO;
+	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE,
+	    "application/json");
+	if (status == 405)
+		allow_header(r, allow);
+	ok = MHD_queue_response(conn, status, r);
+	MHD_destroy_response(r);
+	metrics_status(status);
+	return ok;
+}
+
+static int
+queue_error(struct MHD_Connection *conn, unsigned status, const char *msg,
+    unsigned allow)
+{
+	json_t *o = json_pack("{s:s}", "error", msg);
+	char *body = o ? json_dumps(o, JSON_COMPACT) : NULL;
+	int ok;
+
+	json_decref(o);
+	if (body == NULL)
+		return MHD_NO;
+	ok = queue_json(conn, status, body, strlen(body), allow);
+	free(body);
+	return ok;
+}
+
+static const struct http_route *
+find_route(struct http *h, const char *url, size_t *idx)
+{
+	size_t i;
+
+	for (i = 0; i < h->nroutes; i++)
+		if (strcmp(h->routes[i].path, url) == 0) {
+			*idx = i;
+			return &h->routes[i];
+		}
+	return NULL;
+}
+
+/* First call: route, check method and limits, leave a marker. */
+static enum MHD_Result
+first_call(struct http *h, struct MHD_Connection *conn, const char *url,
+    const char *method, void **con_cls)
+{
+	const struct http_route *route;
+	enum http_method m = parse_method(method);
+	size_t idx, header_bytes = 0;
+	const char *cl;
+	struct body_ctx *ctx;
+
+	atomic_fetch_add(&in_flight, 1);
+	MHD_get_connection_values(conn, MHD_HEADER_KIND, sum_headers,
+	    &header_bytes);
+	if (header_bytes > h->max_header_bytes) {
+		*con_cls = (void *)&pending_413h;
+		return MHD_YES;
+	}
+	if ((route = find_route(h, url, &idx)) == NULL) {
+		*con_cls = (void *)&pending_404;
+		return MHD_YES;
+	}
+	if ((m & route->methods) == 0) {
+		*con_cls = (void *)&pending_405;
+		return MHD_YES;
+	}
+	if (m != HTTP_POST) {
+		*con_cls = &h->route_pending[idx];
+		return MHD_YES;
+	}
+	cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+	    MHD_HTTP_HEADER_CONTENT_LENGTH);
+	if (cl != NULL) {
+		char *end;
+		unsigned long long n;
+
+		errno = 0;
+		n = strtoull(cl, &end, 10);
+		if (errno != 0 || *end != '\0' || cl[0] == '-') {
+			*con_cls = (void *)&pending_400;
+			return MHD_YES;
+		}
+		if (n > atomic_load(&h->max_body_bytes)) {
+			/* refuse before reading a byte of it */
+			*con_cls = (void *)&pending_413b;
+			return MHD_YES;
+		}
+	}
+	if ((ctx = calloc(1, sizeof(*ctx))) == NULL)
+		return MHD_NO;
+	ctx->p.kind = PENDING_BODY;
+	ctx->p.route = route;
+	ctx->h = h;
+	ctx->conn = conn;
+	*con_cls = ctx;
+	return MHD_YES;
+}
+
+static int
+body_append(struct body_ctx *ctx, const char *data, size_t len)
+{
+	size_t max = atomic_load(&ctx->h->max_body_bytes);
+
+	if (ctx->too_large || len > max - ctx->len) {
+		ctx->too_large = 1; /* keep reading, answer 413 at the end */
+		return 0;
+	}
+	if (ctx->len + len + 1 > ctx->cap) {
+		size_t cap = ctx->cap ? ctx->cap : 1024;
+		char *grown;
+
+		while (cap < ctx->len + len + 1)
+			cap *= 2;
+		if (cap > max + 1)
+			cap = max + 1;
+		if ((grown = realloc(ctx->buf, cap)) == NULL)
+			return -1;
+		ctx->buf = grown;
+		ctx->cap = cap;
+	}
+	memcpy(ctx->buf + ctx->len, data, len);
+	ctx->len += len;
+	ctx->buf[ctx->len] = '\0';
+	return 0;
+}
+
+static enum MHD_Result
+run_handler(struct http_request *req)
+{
+	req->route->handler(req, req->h->arg);
+	if (req->answered || (req->body && req->body->suspended))
+		return MHD_YES;
+	log_warnx("handler for '%s' gave no answer", req->route->path);
+	return queue_error(req->conn, 500, "internal error", 0);
+}
+
+static enum MHD_Result
+access_cb(void *cls, struct MHD_Connection *conn, const char *url,
+    const char *method, const char *version, const char *upload_data,
+    size_t *upload_data_size, void **con_cls)
+{
+	struct http *h = cls;
+	struct pending *p = *con_cls;
+	struct http_request req;
+
+	(void)version;
+	if (p == NULL)
+		return first_call(h, conn, url, method, con_cls);
+	if (p->kind == PENDING_ERROR) {
+		const struct http_route *route = NULL;
+		size_t idx;
+
+		/* discard any body of a refused request */
+		*upload_data_size = 0;
+		if (p == &pending_405)
+			route = find_route(h, url, &idx);
+		return queue_error(conn, p->status, p->msg,
+		    route ? route->methods : 0);
+	}
+	memset(&req, 0, sizeof(req));
+	req.h = h;
+	req.conn = conn;
+	req.route = p->route;
+	req.method = parse_method(method);
+	req.con_cls = con_cls;
+	if (p->kind == PENDING_BODY) {
+		struct body_ctx *ctx = (struct body_ctx *)p;
+
+		if (*upload_data_size > 0) {
+			if (body_append(ctx, upload_data, *upload_data_size) <
+			    0)
+				return MHD_NO;
+			*upload_data_size = 0;
+			return MHD_YES;
+		}
+		if (ctx->too_large)
+			return queue_error(conn, 413,
+			    "request body is too large", 0);
+		if (ctx->suspended) {
+			ctx->suspended = 0;
+			ctx->resumed = 1;
+		}
+		req.body = ctx;
+	}
+	return run_handler(&req);
+}
+
+static void
+completed_cb(void *cls, struct MHD_Connection *conn, void **con_cls,
+    enum MHD_RequestTerminationCode toe)
+{
+	struct pending *p = *con_cls;
+
+	(void)cls;
+	(void)conn;
+	if (p != NULL) {
+		if (p->kind == PENDING_BODY) {
+			struct body_ctx *ctx = (struct body_ctx *)p;
+
+			if (toe == MHD_REQUEST_TERMINATED_COMPLETED_OK &&
+			    ctx->count_bytes > 0)
+				metrics_add(M_BYTES_SERVED, ctx->count_bytes);
+			free(ctx->userdata);
+			free(ctx->buf);
+			free(ctx);
+		} else if (p->kind == PENDING_COUNT) {
+			struct count_ctx *c = (struct count_ctx *)p;
+
+			if (toe == MHD_REQUEST_TERMINATED_COMPLETED_OK)
+				metrics_add(M_BYTES_SERVED, c->bytes);
+			free(c);
+		}
+		atomic_fetch_sub(&in_flight, 1);
+	}
+	*con_cls = NULL;
+}
+
+/* ---- request accessors ---- */
+
+enum http_method
+http_method(const struct http_request *req)
+{
+	return req->method;
+}
+
+const char *
+http_header(const struct http_request *req, const char *name)
+{
+	return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name);
+}
+
+const char *
+http_arg(const struct http_request *req, const char *name)
+{
+	return MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND,
+	    name);
+}
+
+const char *
+http_body(const struct http_request *req, size_t *len)
+{
+	if (req->body == NULL) {
+		*len = 0;
+		return "";
+	}
+	*len = req->body->len;
+	return req->body->buf ? req->body->buf : "";
+}
+
+void
+http_peer(const struct http_request *req, char *buf, size_t len)
+{
+	const union MHD_ConnectionInfo *ci;
+	const struct sockaddr *sa;
+
+	buf[0] = '\0';
+	ci = MHD_get_connection_info(req->conn,
+	    MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+	if (ci == NULL || (sa = ci->client_addr) == NULL)
+		return;
+	if (sa->sa_family == AF_INET)
+		inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)
+		    sa)->sin_addr, buf, (socklen_t)len);
+	else if (sa->sa_family == AF_INET6)
+		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void
+		    *)sa)->sin6_addr, buf, (socklen_t)len);
+}
+
+void **
+http_userdata(struct http_request *req)
+{
+	return req->body ? &req->body->userdata : &req->userdata;
+}
+
+int
+http_queue(struct http_request *req, unsigned status,
+    struct http_response *resp, uint64_t count_bytes)
+{
+	req->answered = 1;
+	if (count_bytes > 0 && req->method == HTTP_GET) {
+		if (req->body != NULL) {
+			req->body->count_bytes = count_bytes;
+		} else {
+			struct count_ctx *c = calloc(1, sizeof(*c));
+
+			/* replaces the static marker; freed when completed */
+			if (c != NULL) {
+				c->p.kind = PENDING_COUNT;
+				c->bytes = count_bytes;
+				*req->con_cls = c;
+			}
+		}
+	}
+	metrics_status(status);
+	if (MHD_queue_response(req->conn, status,
+	    (struct MHD_Response *)resp) != MHD_YES)
+		log_debug("cannot queue a %u response", status);
+	return 0;
+}
+
+int
+http_error(struct http_request *req, unsigned status, const char *msg)
+{
+	req->answered = 1;
+	queue_error(req->conn, status, msg, 0);
+	return 0;
+}
+
+int
+http_send(struct http_request *req, unsigned status, const char *content_type,
+    const char *body, size_t len)
+{
+	struct MHD_Response *r;
+
+	req->answered = 1;
+	r = MHD_create_response_from_buffer(len, (void *)body,
+	    MHD_RESPMEM_MUST_COPY);
+	if (r == NULL)
+		return 0;
+	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
+	MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+	metrics_status(status);
+	MHD_queue_response(req->conn, status, r);
+	MHD_destroy_response(r);
+	return 0;
+}
+
+void
+http_suspend(struct http_request *req)
+{
+	if (req->body == NULL)
+		return;
+	req->body->suspended = 1;
+	MHD_suspend_connection(req->conn);
+}
+
+void
+http_resume(struct http_request *req)
+{
+	MHD_resume_connection(req->conn);
+}
+
+/* ---- prepared responses ---- */
+
+struct http_response *
+http_response_file(int fd, uint64_t size)
+{
+	struct MHD_Response *r = MHD_create_response_from_fd64(size, fd);
+
+	if (r == NULL)
+		close(fd);
+	return (struct http_response *)r;
+}
+
+struct http_response *
+http_response_empty(void)
+{
+	static char nothing[1];
+
+	return (struct http_response *)MHD_create_response_from_buffer(0,
+	    nothing, MHD_RESPMEM_PERSISTENT);
+}
+
+int
+http_response_header(struct http_response *resp, const char *name,
+    const char *value)
+{
+	return MHD_add_response_header((struct MHD_Response *)resp, name,
+	    value) == MHD_YES ? 0 : -1;
+}
+
+void
+http_response_free(struct http_response *resp)
+{
+	if (resp != NULL)
+		MHD_destroy_response((struct MHD_Response *)resp);
+}
+
+/* ---- server ---- */
+
+static int
+split_listen(const char *listen, char *host, size_t hostlen, char *port,
+    size_t portlen)
+{
+	const char *colon = strrchr(listen, ':');
+	size_t hl;
+
+	if (colon == NULL)
+		return -1;
+	hl = (size_t)(colon - listen);
+	if (listen[0] == '[' && hl >= 2 && listen[hl - 1] == ']') {
+		listen++;
+		hl -= 2;
+	}
+	if (hl >= hostlen || strlen(colon + 1) >= portlen)
+		return -1;
+	memcpy(host, listen, hl);
+	host[hl] = '\0';
+	if (strcmp(host, "*") == 0)
+		host[0] = '\0';
+	snprintf(port, portlen, "%s", colon + 1);
+	return 0;
+}
+
+static int
+bind_listen(const char *spec, char *bound, size_t boundlen)
+{
+	struct addrinfo hints = {0}, *res = NULL, *ai;
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	char host[256], port[16], addr[INET6_ADDRSTRLEN];
+	int fd = -1, on = 1, rc;
+
+	if (split_listen(spec, host, sizeof(host), port, sizeof(port)) < 0) {
+		log_warnx("cannot parse listen address '%s'", spec);
+		return -1;
+	}
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+	if ((rc = getaddrinfo(host[0] ? host : NULL, port, &hints, &res)) !=
+	    0) {
+		log_warnx("cannot resolve '%s': %s", spec, gai_strerror(rc));
+		return -1;
+	}
+	for (ai = res; ai != NULL; ai = ai->ai_next) {
+		fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC |
+		    SOCK_NONBLOCK, ai->ai_protocol);
+		if (fd < 0)
+			continue;
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
+		if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 &&
+		    listen(fd, 1024) == 0)
+			break;
+		close(fd);
+		fd = -1;
+	}
+	freeaddrinfo(res);
+	if (fd < 0) {
+		log_warn("cannot listen on '%s'", spec);
+		return -1;
+	}
+	if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0) {
+		if (ss.ss_family == AF_INET6) {
+			struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+
+			inet_ntop(AF_INET6, &s6->sin6_addr, addr, sizeof(addr));
+			snprintf(bound, boundlen, "[%s]:%u", addr,
+			    ntohs(s6->sin6_port));
+		} else {
+			struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+
+			inet_ntop(AF_INET, &s4->sin_addr, addr, sizeof(addr));
+			snprintf(bound, boundlen, "%s:%u", addr,
+			    ntohs(s4->sin_port));
+		}
+	}
+	return fd;
+}
+
+/* A whole small file (a PEM) into a NUL-terminated string; NULL on error. */
+static char *
+read_pem(const char *path)
+{
+	enum { PEM_MAX = 1024 * 1024 };
+	struct stat st;
+	char *buf = NULL;
+	ssize_t n;
+	int fd;
+
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0) {
+		log_warn("cannot open '%s'", path);
+		return NULL;
+	}
+	if (fstat(fd, &st) < 0 || st.st_size <= 0 || st.st_size > PEM_MAX) {
+		log_warnx("'%s' is not a PEM file of a sane size", path);
+		goto done;
+	}
+	if ((buf = malloc((size_t)st.st_size + 1)) == NULL)
+		goto done;
+	n = read(fd, buf, (size_t)st.st_size);
+	if (n != st.st_size) {
+		log_warn("cannot read '%s'", path);
+		free(buf);
+		buf = NULL;
+		goto done;
+	}
+	buf[n] = '\0';
+done:
+	close(fd);
+	return buf;
+}
+
+static void
+mhd_log(void *cls, const char *fmt, va_list ap)
+{
+	char line[512];
+
+	(void)cls;
+	vsnprintf(line, sizeof(line), fmt, ap);
+	line[strcspn(line, "\n")] = '\0';
+	log_debug("microhttpd: %s", line);
+}
+
+enum otad_err
+http_start(const struct http_options *opt, const struct http_route *routes,
+    size_t nroutes, void *arg, struct http **out, char *bound,
+    size_t boundlen)
+{
+	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
+	    MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC | MHD_USE_TURBO |
+	    MHD_USE_ERROR_LOG;
+	struct http *h;
+	size_t i, pool;
+	int fd;
+
+	*out = NULL;
+	if ((h = calloc(1, sizeof(*h))) == NULL ||
+	    (h->route_pending = calloc(nroutes, sizeof(*h->route_pending))) ==
+	    NULL) {
+		free(h);
+		return OTAD_ERR_NOMEM;
+	}
+	h->routes = routes;
+	h->nroutes = nroutes;
+	h->arg = arg;
+	h->max_header_bytes = opt->max_header_bytes;
+	atomic_init(&h->max_body_bytes, opt->max_body_bytes);
+	for (i = 0; i < nroutes; i++) {
+		h->route_pending[i].kind = PENDING_ROUTE;
+		h->route_pending[i].route = &routes[i];
+	}
+	if (opt->tls_cert != NULL && opt->tls_cert[0] != '\0') {
+		if ((h->tls_cert = read_pem(opt->tls_cert)) == NULL ||
+		    (h->tls_key = read_pem(opt->tls_key)) == NULL)
+			goto fail;
+		flags |= MHD_USE_TLS;
+	}
+	if ((fd = bind_listen(opt->listen, bound, boundlen)) < 0)
+		goto fail;
+	/*
+	 * The connection pool holds the request line and headers; leave room
+	 * over our own header limit so that we, not microhttpd, answer an
+	 * oversized request with a JSON 413.
+	 */
+	pool = opt->max_header_bytes * 2 + 16384;
+	if (h->tls_cert != NULL)
+		h->daemon = MHD_start_daemon(flags, 0, NULL, NULL, access_cb, h,
+		    MHD_OPTION_LISTEN_SOCKET, fd,
+		    MHD_OPTION_THREAD_POOL_SIZE, opt->threads,
+		    MHD_OPTION_CONNECTION_LIMIT, opt->max_connections,
+		    MHD_OPTION_CONNECTION_TIMEOUT, opt->connection_timeout,
+		    MHD_OPTION_CONNECTION_MEMORY_LIMIT, pool,
+		    MHD_OPTION_NOTIFY_COMPLETED, completed_cb, h,
+		    MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+		    MHD_OPTION_HTTPS_MEM_CERT, h->tls_cert,
+		    MHD_OPTION_HTTPS_MEM_KEY, h->tls_key, MHD_OPTION_END);
+	else
+		h->daemon = MHD_start_daemon(flags, 0, NULL, NULL, access_cb, h,
+		    MHD_OPTION_LISTEN_SOCKET, fd,
+		    MHD_OPTION_THREAD_POOL_SIZE, opt->threads,
+		    MHD_OPTION_CONNECTION_LIMIT, opt->max_connections,
+		    MHD_OPTION_CONNECTION_TIMEOUT, opt->connection_timeout,
+		    MHD_OPTION_CONNECTION_MEMORY_LIMIT, pool,
+		    MHD_OPTION_NOTIFY_COMPLETED, completed_cb, h,
+		    MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_END);
+	if (h->daemon == NULL) {
+		log_warnx("cannot start the HTTP server on '%s'%s", bound,
+		    h->tls_cert ? " (check tls_cert and tls_key)" : "");
+		close(fd);
+		goto fail;
+	}
+	*out = h;
+	return OTAD_OK;
+fail:
+	free(h->tls_cert);
+	free(h->tls_key);
+	free(h->route_pending);
+	free(h);
+	return OTAD_ERR_IO;
+}
+
+void
+http_set_max_body(struct http *h, size_t max_body_bytes)
+{
+	atomic_store(&h->max_body_bytes, max_body_bytes);
+}
+
+void
+http_stop(struct http *h, unsigned grace)
+{
+	struct timespec start, now, pause = {0, 20 * 1000000L};
+	MHD_socket fd;
+
+	if (h == NULL)
+		return;
+	/* no new connections; requests in flight go on */
+	fd = MHD_quiesce_daemon(h->daemon);
+	if (fd != MHD_INVALID_SOCKET)
+		close(fd);
+	clock_gettime(CLOCK_MONOTONIC, &start);
+	while (atomic_load(&in_flight) > 0) {
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		if (now.tv_sec - start.tv_sec >= (time_t)grace) {
+			log_warnx("%ld requests still in flight after %us; "
+			    "closing them", atomic_load(&in_flight), grace);
+			break;
+		}
+		nanosleep(&pause, NULL);
+	}
+	MHD_stop_daemon(h->daemon);
+	if (h->tls_key != NULL)
+		explicit_bzero(h->tls_key, strlen(h->tls_key));
+	free(h->tls_cert);
+	free(h->tls_key);
+	free(h->route_pending);
+	free(h);
+}

@@ -1,0 +1,182 @@
+/* main.c: otad, the daemon: flags, start and stop order, signals */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <systemd/sd-daemon.h>
+
+#include "api.h"
+#include "conf.h"
+#include "http.h"
+#include "log.h"
+#include "metrics.h"
+#include "registry.h"
+#include "rollout.h"
+#include "store.h"
+
+#ifndef OTAD_CONF
+#define OTAD_CONF "/etc/otad/otad.conf"
+#endif
+
+static _Noreturn void
+usage(void)
+{
+	fprintf(stderr, "usage: otad [-dn] [-c file]\n"
+			"  -c file  configuration (default " OTAD_CONF ")\n"
+			"  -d       debug logging\n"
+			"  -n       check the configuration and exit\n");
+	exit(2);
+}
+
+static size_t
+queue_depth(void *arg)
+{
+	return registry_queue_depth(arg);
+}
+
+/* SIGHUP: a new config, checked whole, then swapped in. */
+static void
+reload(const char *path, struct conf *conf, struct http *http,
+    struct rollout *rollout, int debug_flag)
+{
+	char err[CONF_ERR_MAX];
+	struct conf next;
+	const char *key;
+
+	sd_notify(0, "RELOADING=1");
+	if (conf_load(path, &next, err, sizeof(err)) < 0) {
+		log_warnx("reload refused, keeping the running configuration: "
+		    "%s", err);
+	} else {
+		if (conf_needs_restart(conf, &next, &key))
+			log_warnx("reload: a new '%s' takes effect on restart",
+			    key);
+		log_set_debug(debug_flag || next.debug);
+		http_set_max_body(http, next.max_body_bytes);
+		conf->max_body_bytes = next.max_body_bytes;
+		conf->shutdown_timeout = next.shutdown_timeout;
+		conf->offline_after = next.offline_after;
+		conf->debug = next.debug;
+		log_info("configuration reloaded");
+	}
+	rollout_reload(rollout);
+	sd_notify(0, "READY=1");
+}
+
+int
+main(int argc, char *argv[])
+{
+	const char *conf_path = OTAD_CONF;
+	char err[CONF_ERR_MAX], db_path[PATH_MAX + 16], bound[128] = "";
+	struct http_options hopt;
+	struct registry *reg = NULL;
+	struct store *store = NULL;
+	struct api *api = NULL;
+	struct rollout *rollout = NULL;
+	struct http *http = NULL;
+	const struct http_route *routes;
+	struct conf conf;
+	size_t nroutes;
+	sigset_t sigs;
+	int ch, debug = 0, check_only = 0, sig;
+	long ncpu;
+
+	while ((ch = getopt(argc, argv, "c:dn")) != -1) {
+		switch (ch) {
+		case 'c':
+			conf_path = optarg;
+			break;
+		case 'd':
+			debug = 1;
+			break;
+		case 'n':
+			check_only = 1;
+			break;
+		default:
+			usage();
+		}
+	}
+	if (optind != argc)
+		usage();
+	log_init("otad", debug);
+	if (conf_load(conf_path, &conf, err, sizeof(err)) < 0)
+		fatalx("%s", err);
+	if (check_only) {
+		printf("configuration OK\n");
+		return 0;
+	}
+	log_set_debug(debug || conf.debug);
+
+	/* signals are taken synchronously by this thread alone */
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGTERM);
+	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	if (mkdir(conf.state_dir, 0750) < 0 && errno != EEXIST)
+		fatal("cannot create state directory '%s'", conf.state_dir);
+	if (conf_db_path(&conf, db_path, sizeof(db_path)) < 0)
+		fatalx("state_dir '%s' is too long", conf.state_dir);
+	if (registry_open(db_path, &reg) != OTAD_OK)
+		fatalx("cannot open the registry '%s'", db_path);
+	if (store_open(conf.state_dir, &store) != OTAD_OK)
+		fatalx("cannot open the artifact store in '%s'",
+		    conf.state_dir);
+	store_clean(store);
+	if (registry_writer_start(reg, conf.writer_queue_max) != OTAD_OK)
+		fatalx("cannot start the registry writer");
+	if (api_new(db_path, reg, store, &api) != OTAD_OK ||
+	    api_start_rollout(api, &rollout) != OTAD_OK)
+		fatalx("cannot load the releases to offer");
+
+	ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	memset(&hopt, 0, sizeof(hopt));
+	hopt.listen = conf.listen;
+	hopt.threads = conf.http_threads ? conf.http_threads
+					 : (unsigned)(ncpu > 0 ? ncpu : 1);
+	hopt.max_connections = conf.max_connections;
+	hopt.connection_timeout = conf.connection_timeout;
+	hopt.max_header_bytes = conf.max_header_bytes;
+	hopt.max_body_bytes = conf.max_body_bytes;
+	hopt.tls_cert = conf.tls_cert;
+	hopt.tls_key = conf.tls_key;
+	routes = api_routes(&nroutes);
+	if (http_start(&hopt, routes, nroutes, api, &http, bound,
+	    sizeof(bound)) != OTAD_OK)
+		fatalx("cannot serve HTTP on '%s'", conf.listen);
+	metrics_set_gauges(queue_depth, reg, http_in_flight);
+
+	log_info("ready: listening on %s%s, %u threads, state in '%s'", bound,
+	    conf.tls_cert[0] ? " (TLS)" : "", hopt.threads, conf.state_dir);
+	sd_notifyf(0, "READY=1\nSTATUS=listening on %s", bound);
+
+	for (;;) {
+		sig = sigwaitinfo(&sigs, NULL);
+		if (sig == SIGHUP) {
+			reload(conf_path, &conf, http, rollout, debug);
+			continue;
+		}
+		if (sig == SIGTERM || sig == SIGINT)
+			break;
+		if (sig < 0 && errno != EINTR)
+			fatal("sigwaitinfo");
+	}
+
+	sd_notify(0, "STOPPING=1");
+	log_info("stopping: finishing requests in flight");
+	http_stop(http, conf.shutdown_timeout);
+	rollout_stop(rollout);
+	/* after the HTTP threads: their records are all queued by now */
+	registry_close(reg);
+	api_free(api);
+	store_free(store);
+	log_info("stopped");
+	return 0;
+}

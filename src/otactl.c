@@ -1,0 +1,602 @@
+/*
+ * otactl.c: the operator's tool. Works on the same database and store as
+ * otad (the daemon notices changes within a second). Every command prints
+ * a table by default and JSON with --json, and on error one line on stderr
+ * and a non-zero exit.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pwd.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "conf.h"
+#include "espimg.h"
+#include "log.h"
+#include "registry.h"
+#include "semver.h"
+#include "store.h"
+
+#ifndef OTAD_CONF
+#define OTAD_CONF "/etc/otad/otad.conf"
+#endif
+
+#define EXIT_USAGE 2
+
+static int json_out;
+static struct conf conf;
+
+static _Noreturn void
+usage(void)
+{
+	fprintf(stderr,
+	    "usage: otactl [-c FILE] [--json] COMMAND\n"
+	    "  artifact add FILE --version V [--product P]\n"
+	    "  artifact list | show SHA256\n"
+	    "  release create VERSION --artifact SHA256 [--product P]\n"
+	    "  release list | publish VERSION [--product P]\n"
+	    "  device list [--offline] | show ID\n"
+	    "  status\n");
+	exit(EXIT_USAGE);
+}
+
+/* One clear line and a non-zero exit. */
+static _Noreturn void
+die(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("otactl: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	exit(1);
+}
+
+/* Options after the command words: --name VALUE or --flag. */
+struct opts {
+	int argc;
+	char **argv; /* positional words left */
+	const char *version, *product, *artifact;
+	int offline;
+};
+
+static void
+parse_opts(int argc, char **argv, struct opts *o, const char *allowed)
+{
+	static char *pos[64];
+	int i;
+
+	memset(o, 0, sizeof(*o));
+	o->argv = pos;
+	for (i = 0; i < argc; i++) {
+		const char *a = argv[i];
+		const char **slot = NULL;
+
+		if (strncmp(a, "--", 2) != 0) {
+			if (o->argc == 63)
+				usage();
+			pos[o->argc++] = argv[i];
+			continue;
+		}
+		if (strstr(allowed, a) == NULL)
+			die("unknown option '%s' here", a);
+		if (strcmp(a, "--offline") == 0) {
+			o->offline = 1;
+			continue;
+		}
+		if (strcmp(a, "--version") == 0)
+			slot = &o->version;
+		else if (strcmp(a, "--product") == 0)
+			slot = &o->product;
+		else if (strcmp(a, "--artifact") == 0)
+			slot = &o->artifact;
+		else
+			die("unknown option '%s'", a);
+		if (i + 1 >= argc)
+			die("%s needs a value", a);
+		*slot = argv[++i];
+	}
+	pos[o->argc] = NULL;
+}
+
+static void
+check_version(const char *v)
+{
+	if (!semver_valid(v))
+		die("invalid version '%s': 1 to 64 printable characters, no "
+		    "spaces", v);
+}
+
+static void
+check_product(const char *p)
+{
+	size_t n;
+
+	if (p == NULL)
+		return;
+	for (n = 0; p[n] != '\0'; n++)
+		if (n >= OTAD_PRODUCT_MAX || p[n] <= 0x20 || p[n] >= 0x7f)
+			die("invalid product '%s': 1 to 64 printable "
+			    "characters, no spaces", p);
+	if (n == 0)
+		die("--product must not be empty");
+}
+
+static struct registry *
+open_registry(void)
+{
+	char path[PATH_MAX + 16], actor[96];
+	struct passwd *pw = getpwuid(getuid());
+	struct registry *reg;
+
+	if (mkdir(conf.state_dir, 0750) < 0 && errno != EEXIST)
+		die("cannot create state directory '%s': %s", conf.state_dir,
+		    strerror(errno));
+	if (conf_db_path(&conf, path, sizeof(path)) < 0)
+		die("state_dir is too long");
+	if (registry_open(path, &reg) != OTAD_OK)
+		die("cannot open the registry '%s'", path);
+	snprintf(actor, sizeof(actor), "otactl:%s",
+	    pw ? pw->pw_name : "unknown");
+	registry_set_actor(reg, actor);
+	return reg;
+}
+
+static void
+print_json(json_t *v)
+{
+	char *s = json_dumps(v, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+
+	if (s == NULL)
+		die("out of memory");
+	puts(s);
+	free(s);
+}
+
+/* A cell as text: times as UTC, NULL as "-". */
+static void
+cell(json_t *v, const char *col, char *buf, size_t len)
+{
+	size_t n = strlen(col);
+	int is_time = strcmp(col, "created") == 0 || strcmp(col, "started") ==
+	    0 || (n > 3 && (strcmp(col + n - 3, "_at") == 0)) ||
+	    (n > 5 && strcmp(col + n - 5, "_seen") == 0);
+
+	if (v == NULL || json_is_null(v)) {
+		snprintf(buf, len, "-");
+	} else if (json_is_integer(v) && is_time) {
+		time_t t = (time_t)json_integer_value(v);
+		struct tm tm;
+
+		gmtime_r(&t, &tm);
+		strftime(buf, len, "%Y-%m-%d %H:%M:%SZ", &tm);
+	} else if (json_is_integer(v)) {
+		snprintf(buf, len, "%lld", (long long)json_integer_value(v));
+	} else if (json_is_string(v)) {
+		snprintf(buf, len, "%s", json_string_value(v));
+	} else {
+		char *s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+
+		snprintf(buf, len, "%s", s ? s : "?");
+		free(s);
+	}
+}
+
+/* A padded cell and its gap, or (width < 0) the last one and the newline */
+static void
+print_cell(const char *text, int width)
+{
+	if (width < 0)
+		printf("%s\n", text);
+	else
+		printf("%-*s  ", width, text);
+}
+
+/* rows: array of objects; cols: the keys to show, in order. */
+static void
+print_table(json_t *rows, const char *const *cols)
+{
+	size_t ncol, c, r, w[32] = {0};
+	char buf[512];
+
+	for (ncol = 0; cols[ncol] != NULL && ncol < 32; ncol++)
+		w[ncol] = strlen(cols[ncol]);
+	for (r = 0; r < json_array_size(rows); r++)
+		for (c = 0; c < ncol; c++) {
+			cell(json_object_get(json_array_get(rows, r), cols[c]),
+			    cols[c], buf, sizeof(buf));
+			if (strlen(buf) > w[c])
+				w[c] = strlen(buf);
+		}
+	for (c = 0; c < ncol; c++) {
+		char up[64];
+		size_t i;
+
+		for (i = 0; cols[c][i] && i < sizeof(up) - 1; i++)
+			up[i] = cols[c][i] == '_' ? ' ' :
+			    (char)(cols[c][i] >= 'a' && cols[c][i] <= 'z' ?
+			    cols[c][i] - 32 : cols[c][i]);
+		up[i] = '\0';
+		print_cell(up, c + 1 < ncol ? (int)w[c] : -1);
+	}
+	for (r = 0; r < json_array_size(rows); r++)
+		for (c = 0; c < ncol; c++) {
+			cell(json_object_get(json_array_get(rows, r), cols[c]),
+			    cols[c], buf, sizeof(buf));
+			print_cell(buf, c + 1 < ncol ? (int)w[c] : -1);
+		}
+}
+
+/* One object as "key: value" lines, skipping nested arrays. */
+static void
+print_fields(json_t *obj, const char *const *keys)
+{
+	char buf[512];
+	size_t i;
+
+	for (i = 0; keys[i] != NULL; i++) {
+		cell(json_object_get(obj, keys[i]), keys[i], buf, sizeof(buf));
+		printf("%-15s %s\n", keys[i], buf);
+	}
+}
+
+static void
+print_rows(json_t *rows, const char *const *cols)
+{
+	if (json_out)
+		print_json(rows);
+	else
+		print_table(rows, cols);
+}
+
+/* ---- artifact ---- */
+
+static int
+artifact_add(struct opts *o)
+{
+	struct store_artifact art;
+	struct registry *reg;
+	struct store *store;
+	char why[512];
+	json_t *row;
+	enum otad_err rc;
+	int fd, existed;
+
+	if (o->argc != 1)
+		usage();
+	if (o->version == NULL)
+		die("artifact add needs --version (the product version devices "
+		    "will report)");
+	check_version(o->version);
+	check_product(o->product);
+	if ((fd = open(o->argv[0], O_RDONLY | O_CLOEXEC)) < 0)
+		die("cannot open '%s': %s", o->argv[0], strerror(errno));
+	reg = open_registry();
+	if (store_open(conf.state_dir, &store) != OTAD_OK)
+		die("cannot open the artifact store in '%s'", conf.state_dir);
+	if ((rc = store_ingest(store, fd, &art, &existed, why, sizeof(why))) !=
+	    OTAD_OK)
+		die("cannot add '%s': %s", o->argv[0], why);
+	close(fd);
+	rc = registry_artifact_add(reg, &art, o->version, o->product, why,
+	    sizeof(why));
+	if (rc == OTAD_ERR_EXISTS) {
+		/* the same file again: fine if it says the same thing */
+		if (registry_artifact_get(reg, art.sha256, &row, why,
+		    sizeof(why)) != OTAD_OK)
+			die("%s", why);
+		if (strcmp(json_string_value(json_object_get(row, "version")),
+		    o->version) != 0)
+			die("artifact %s is already in the store as version "
+			    "%s", art.sha256, json_string_value(
+			    json_object_get(row, "version")));
+		json_decref(row);
+	} else if (rc != OTAD_OK) {
+		if (!existed)
+			store_remove(store, art.sha256);
+		die("cannot add '%s': %s", o->argv[0], why);
+	}
+	if (json_out) {
+		if (registry_artifact_get(reg, art.sha256, &row, why,
+		    sizeof(why)) != OTAD_OK)
+			die("%s", why);
+		print_json(row);
+		json_decref(row);
+	} else {
+		puts(art.sha256);
+	}
+	store_free(store);
+	registry_close(reg);
+	return 0;
+}
+
+static int
+artifact_list(void)
+{
+	static const char *const cols[] = {"sha256", "version", "product",
+	    "chip", "size", "created", NULL};
+	struct registry *reg = open_registry();
+	json_t *rows;
+
+	if (registry_artifact_list(reg, &rows) != OTAD_OK)
+		die("cannot read artifacts");
+	print_rows(rows, cols);
+	json_decref(rows);
+	registry_close(reg);
+	return 0;
+}
+
+static int
+artifact_show(struct opts *o)
+{
+	static const char *const keys[] = {"sha256", "version", "product",
+	    "chip", "size", "md5", "created", "releases", NULL};
+	struct registry *reg;
+	char why[256];
+	json_t *row;
+
+	if (o->argc != 1)
+		usage();
+	reg = open_registry();
+	if (registry_artifact_get(reg, o->argv[0], &row, why, sizeof(why)) !=
+	    OTAD_OK)
+		die("%s", why);
+	if (json_out)
+		print_json(row);
+	else
+		print_fields(row, keys);
+	json_decref(row);
+	registry_close(reg);
+	return 0;
+}
+
+/* ---- release ---- */
+
+static int
+release_create(struct opts *o)
+{
+	struct registry *reg;
+	const char *sha, *aver;
+	char why[512];
+	int64_t id;
+	json_t *art;
+
+	if (o->argc != 1)
+		usage();
+	if (o->artifact == NULL)
+		die("release create needs --artifact SHA256");
+	check_version(o->argv[0]);
+	check_product(o->product);
+	reg = open_registry();
+	if (registry_artifact_get(reg, o->artifact, &art, why, sizeof(why)) !=
+	    OTAD_OK)
+		die("%s", why);
+	sha = json_string_value(json_object_get(art, "sha256"));
+	aver = json_string_value(json_object_get(art, "version"));
+	/* a release that says one version and ships another breaks "304" */
+	if (strcmp(aver, o->argv[0]) != 0)
+		die("artifact %.12s is version %s, not %s", sha, aver,
+		    o->argv[0]);
+	if (registry_release_create(reg, o->argv[0], sha, o->product, &id, why,
+	    sizeof(why)) != OTAD_OK)
+		die("%s", why);
+	if (json_out) {
+		json_t *v = json_pack("{s:I,s:s,s:s,s:s?}", "id", (json_int_t)id,
+		    "version", o->argv[0], "artifact", sha, "product",
+		    o->product);
+
+		print_json(v);
+		json_decref(v);
+	} else {
+		printf("release %s created (id %lld, artifact %.12s)\n",
+		    o->argv[0], (long long)id, sha);
+	}
+	json_decref(art);
+	registry_close(reg);
+	return 0;
+}
+
+static int
+release_list(void)
+{
+	static const char *const cols[] = {"id", "version", "product",
+	    "artifact", "size", "rollout_state", "succeeded", "created", NULL};
+	struct registry *reg = open_registry();
+	json_t *rows;
+
+	if (registry_release_list(reg, &rows) != OTAD_OK)
+		die("cannot read releases");
+	print_rows(rows, cols);
+	json_decref(rows);
+	registry_close(reg);
+	return 0;
+}
+
+static int
+release_publish(struct opts *o)
+{
+	struct registry *reg;
+	char why[512];
+	int64_t rollout;
+
+	if (o->argc != 1)
+		usage();
+	check_version(o->argv[0]);
+	check_product(o->product);
+	reg = open_registry();
+	if (registry_release_publish(reg, o->argv[0], o->product, &rollout,
+	    why, sizeof(why)) != OTAD_OK)
+		die("%s", why);
+	if (json_out) {
+		json_t *v = json_pack("{s:s,s:I}", "version", o->argv[0],
+		    "rollout", (json_int_t)rollout);
+
+		print_json(v);
+		json_decref(v);
+	} else {
+		printf("release %s published to every matching device "
+		    "(rollout %lld)\n", o->argv[0], (long long)rollout);
+	}
+	registry_close(reg);
+	return 0;
+}
+
+/* ---- device ---- */
+
+static int
+device_list(struct opts *o)
+{
+	static const char *const cols[] = {"id", "version", "product",
+	    "last_seen", "address", "checks", "last_attempt", NULL};
+	struct registry *reg = open_registry();
+	json_t *rows;
+
+	if (registry_device_list(reg, (int64_t)time(NULL),
+	    o->offline ? (int64_t)conf.offline_after : 0, &rows) != OTAD_OK)
+		die("cannot read devices");
+	print_rows(rows, cols);
+	json_decref(rows);
+	registry_close(reg);
+	return 0;
+}
+
+static int
+device_show(struct opts *o)
+{
+	static const char *const keys[] = {"id", "version", "product",
+	    "group", "hw_rev", "address", "first_seen", "last_seen", "checks",
+	    "uptime", "free_heap", "rssi", "reset_reason", "battery",
+	    "secure_version", "blocked", NULL};
+	static const char *const cols[] = {"id", "from_version", "to_version",
+	    "state", "reason", "offered_at", "updated_at", NULL};
+	struct registry *reg;
+	char why[256];
+	json_t *obj;
+
+	if (o->argc != 1)
+		usage();
+	reg = open_registry();
+	if (registry_device_show(reg, o->argv[0], &obj, why, sizeof(why)) !=
+	    OTAD_OK)
+		die("%s", why);
+	if (json_out) {
+		print_json(obj);
+	} else {
+		print_fields(obj, keys);
+		printf("\nattempts (newest first):\n");
+		print_table(json_object_get(obj, "attempts"), cols);
+	}
+	json_decref(obj);
+	registry_close(reg);
+	return 0;
+}
+
+static int
+status(void)
+{
+	static const char *const vcols[] = {"version", "devices", NULL};
+	static const char *const acols[] = {"state", "attempts", NULL};
+	static const char *const ocols[] = {"rollout", "version", "product",
+	    "started", NULL};
+	struct registry *reg = open_registry();
+	json_t *obj;
+
+	if (registry_status(reg, (int64_t)time(NULL), &obj) != OTAD_OK)
+		die("cannot read status");
+	if (json_out) {
+		print_json(obj);
+	} else {
+		printf("devices %lld (seen in 24h: %lld), artifacts %lld, "
+		    "releases %lld\n",
+		    (long long)json_integer_value(json_object_get(obj,
+		    "devices")),
+		    (long long)json_integer_value(json_object_get(obj,
+		    "seen_24h")),
+		    (long long)json_integer_value(json_object_get(obj,
+		    "artifacts")),
+		    (long long)json_integer_value(json_object_get(obj,
+		    "releases")));
+		printf("\noffered now:\n");
+		print_table(json_object_get(obj, "offered"), ocols);
+		printf("\ndevices per version:\n");
+		print_table(json_object_get(obj, "versions"), vcols);
+		printf("\nattempts:\n");
+		print_table(json_object_get(obj, "attempts"), acols);
+	}
+	json_decref(obj);
+	registry_close(reg);
+	return 0;
+}
+
+int
+main(int argc, char *argv[])
+{
+	const char *conf_path = getenv("OTAD_CONF");
+	char err[CONF_ERR_MAX];
+	char *words[64];
+	int nwords = 0, i;
+	struct opts o;
+
+	log_init("otactl", 0);
+	if (conf_path == NULL)
+		conf_path = OTAD_CONF;
+	/* global options may stand anywhere */
+	for (i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "-c") == 0 ||
+		    strcmp(argv[i], "--config") == 0) {
+			if (++i >= argc)
+				usage();
+			conf_path = argv[i];
+		} else if (strcmp(argv[i], "--json") == 0) {
+			json_out = 1;
+		} else if (strcmp(argv[i], "-h") == 0 ||
+		    strcmp(argv[i], "--help") == 0) {
+			usage();
+		} else if (nwords < 63) {
+			words[nwords++] = argv[i];
+		} else {
+			usage();
+		}
+	}
+	words[nwords] = NULL;
+	if (nwords < 1)
+		usage();
+	if (conf_load(conf_path, &conf, err, sizeof(err)) < 0)
+		die("%s", err);
+
+	if (strcmp(words[0], "artifact") == 0 && nwords >= 2) {
+		parse_opts(nwords - 2, words + 2, &o, "--version --product");
+		if (strcmp(words[1], "add") == 0)
+			return artifact_add(&o);
+		if (strcmp(words[1], "list") == 0 && o.argc == 0)
+			return artifact_list();
+		if (strcmp(words[1], "show") == 0)
+			return artifact_show(&o);
+	} else if (strcmp(words[0], "release") == 0 && nwords >= 2) {
+		parse_opts(nwords - 2, words + 2, &o, "--artifact --product");
+		if (strcmp(words[1], "create") == 0)
+			return release_create(&o);
+		if (strcmp(words[1], "list") == 0 && o.argc == 0)
+			return release_list();
+		if (strcmp(words[1], "publish") == 0)
+			return release_publish(&o);
+	} else if (strcmp(words[0], "device") == 0 && nwords >= 2) {
+		parse_opts(nwords - 2, words + 2, &o, "--offline");
+		if (strcmp(words[1], "list") == 0 && o.argc == 0)
+			return device_list(&o);
+		if (strcmp(words[1], "show") == 0)
+			return device_show(&o);
+	} else if (strcmp(words[0], "status") == 0 && nwords == 1) {
+		return status();
+	}
+	usage();
+}

@@ -1,0 +1,32 @@
+/* otad.c: the error strings for enum otad_err */
+#include "otad.h"
+
+const char *
+otad_strerror(enum otad_err err)
+{
+	switch (err) {
+	case OTAD_OK:
+		return "success";
+	case OTAD_ERR_NOMEM:
+		return "out of memory";
+	case OTAD_ERR_IO:
+		return "input/output error";
+	case OTAD_ERR_DB:
+		return "database error";
+	case OTAD_ERR_BUSY:
+		return "database busy";
+	case OTAD_ERR_INVALID:
+		return "invalid input";
+	case OTAD_ERR_NOT_FOUND:
+		return "not found";
+	case OTAD_ERR_EXISTS:
+		return "already exists";
+	case OTAD_ERR_TOO_LARGE:
+		return "too large";
+	case OTAD_ERR_NOT_IMAGE:
+		return "not an ESP32 application image";
+	case OTAD_ERR_SHUTDOWN:
+		return "shutting down";
+	}
+	return "unknown error";
+}

@@ -1,0 +1,1374 @@
+/*
+ * registry.c: SQLite open and migrations, the writer thread with group
+ * commit, read connections, and the catalog operations of otactl.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <sqlite3.h>
+
+#include "log.h"
+#include "registry.h"
+#include "semver.h"
+
+/* schema/NNN-*.sql, in order; generated into the build by the Makefile */
+extern const char *const schema_migrations[];
+extern const unsigned schema_migration_count;
+
+#define OPEN_STATES "('offered', 'downloading', 'installed')"
+#define MAX_PRODUCERS 256 /* threads that may submit; more share slots */
+#define BATCH_MAX 4096    /* records in one transaction */
+#define BUSY_WAIT_MS 200  /* one busy_timeout wait */
+
+/* One submitting thread's queue; its lock is shared only with the writer. */
+struct producer {
+	pthread_mutex_t mu;
+	pthread_cond_t not_full;
+	struct record *head, *tail;
+	unsigned len;
+};
+
+enum wstmt {
+	W_CHECKIN,
+	W_OFFER,
+	W_SUCCESS,
+	W_REPORT_DEVICE,
+	W_DEVICE_VERSION,
+	W_OPEN_ATTEMPT,
+	W_UPDATE_ATTEMPT,
+	W_LAST_ATTEMPT,
+	W_INSERT_ATTEMPT,
+	W_SAVEPOINT,
+	W_RELEASE,
+	W_ROLLBACK_TO,
+	W_COUNT
+};
+
+static const char *const wsql[W_COUNT] = {
+	[W_CHECKIN] =
+	    "INSERT INTO device (id, product, version, address, first_seen,"
+	    " last_seen, checks) VALUES (?1, ?2, ?3, ?4, ?5, ?5, 1)"
+	    " ON CONFLICT (id) DO UPDATE SET"
+	    " product = coalesce(excluded.product, product),"
+	    " version = excluded.version, address = excluded.address,"
+	    " last_seen = max(last_seen, excluded.last_seen),"
+	    " checks = checks + 1",
+	[W_OFFER] =
+	    "INSERT INTO attempt (device, release, rollout, from_version,"
+	    " to_version, state, offered_at, updated_at)"
+	    " SELECT ?1, ?2, ?3, ?4, ?5, 'offered', ?6, ?6 WHERE NOT EXISTS"
+	    " (SELECT 1 FROM attempt WHERE device = ?1 AND release = ?2"
+	    " AND state IN " OPEN_STATES ")",
+	[W_SUCCESS] =
+	    "UPDATE attempt SET state = 'success', updated_at = ?3,"
+	    " finished_at = ?3 WHERE device = ?1 AND state IN " OPEN_STATES
+	    " AND semver_compare(to_version, ?2) = 0",
+	[W_REPORT_DEVICE] =
+	    "INSERT INTO device (id, version, address, first_seen, last_seen,"
+	    " uptime, free_heap, rssi, reset_reason, battery, secure_version)"
+	    " VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+	    " ON CONFLICT (id) DO UPDATE SET"
+	    " version = coalesce(excluded.version, version),"
+	    " address = excluded.address,"
+	    " last_seen = max(last_seen, excluded.last_seen),"
+	    " uptime = coalesce(excluded.uptime, uptime),"
+	    " free_heap = coalesce(excluded.free_heap, free_heap),"
+	    " rssi = coalesce(excluded.rssi, rssi),"
+	    " reset_reason = coalesce(excluded.reset_reason, reset_reason),"
+	    " battery = coalesce(excluded.battery, battery),"
+	    " secure_version = coalesce(excluded.secure_version,"
+	    " secure_version)",
+	[W_DEVICE_VERSION] = "SELECT version FROM device WHERE id = ?1",
+	[W_OPEN_ATTEMPT] =
+	    "SELECT id FROM attempt WHERE device = ?1 AND state IN "
+	    OPEN_STATES " ORDER BY (to_version = ?2) DESC, id DESC LIMIT 1",
+	[W_UPDATE_ATTEMPT] =
+	    "UPDATE attempt SET state = ?2, reason = coalesce(?3, reason),"
+	    " updated_at = ?4, finished_at = CASE WHEN ?2 IN ('success',"
+	    " 'rollback', 'failed') THEN ?4 END WHERE id = ?1",
+	[W_LAST_ATTEMPT] =
+	    "SELECT to_version, state FROM attempt WHERE device = ?1"
+	    " ORDER BY id DESC LIMIT 1",
+	[W_INSERT_ATTEMPT] =
+	    "INSERT INTO attempt (device, release, from_version, to_version,"
+	    " state, reason, updated_at, finished_at) VALUES (?1,"
+	    " (SELECT id FROM release WHERE version = ?2 ORDER BY id DESC"
+	    " LIMIT 1), ?3, ?2, ?4, ?5, ?6, CASE WHEN ?4 IN ('success',"
+	    " 'rollback', 'failed') THEN ?6 END)",
+	[W_SAVEPOINT] = "SAVEPOINT rec",
+	[W_RELEASE] = "RELEASE rec",
+	[W_ROLLBACK_TO] = "ROLLBACK TO rec",
+};
+
+struct registry {
+	sqlite3 *db;
+	char actor[96];
+	/* writer */
+	sqlite3_stmt *w[W_COUNT];
+	pthread_t thread;
+	int running;
+	int efd; /* producers wake the writer through it */
+	atomic_int stopping;
+	unsigned queue_max;
+	pthread_key_t key; /* thread -> its struct producer */
+	int key_made;
+	pthread_mutex_t producers_mu; /* only to add a producer */
+	struct producer *producers[MAX_PRODUCERS];
+	atomic_uint nproducers;
+	atomic_size_t depth;
+};
+
+enum rstmt {
+	R_DEVICE,
+	R_DATA_VERSION,
+	R_GENERATION,
+	R_OFFERS,
+	R_COUNT
+};
+
+static const char *const rsql[R_COUNT] = {
+	[R_DEVICE] = "SELECT ifnull(version, ''), ifnull(product, ''), blocked"
+		     " FROM device WHERE id = ?1",
+	[R_DATA_VERSION] = "PRAGMA data_version",
+	[R_GENERATION] = "SELECT generation FROM catalog WHERE id = 1",
+	[R_OFFERS] =
+	    "SELECT ro.id, rel.id, rel.version, ifnull(rel.product, ''),"
+	    " a.sha256, a.md5, a.size FROM rollout ro"
+	    " JOIN release rel ON rel.id = ro.release"
+	    " JOIN artifact a ON a.sha256 = rel.artifact"
+	    " WHERE ro.state = 'active'",
+};
+
+struct registry_reader {
+	sqlite3 *db;
+	sqlite3_stmt *s[R_COUNT];
+	int64_t data_version; /* -1 before the first look */
+	int64_t generation;
+};
+
+static const char *const result_names[] = {
+	[REPORT_DOWNLOADING] = "downloading",
+	[REPORT_INSTALLED] = "installed",
+	[REPORT_SUCCESS] = "success",
+	[REPORT_ROLLBACK] = "rollback",
+	[REPORT_FAILED] = "failed",
+};
+
+int
+registry_result_parse(const char *s)
+{
+	size_t i;
+
+	for (i = 0; i < sizeof(result_names) / sizeof(result_names[0]); i++)
+		if (strcmp(s, result_names[i]) == 0)
+			return (int)i;
+	return -1;
+}
+
+const char *
+registry_result_name(enum report_result r)
+{
+	return result_names[r];
+}
+
+/* semver_compare(a, b) in SQL, so queries order versions as otad does */
+static void
+sql_semver_compare(sqlite3_context *ctx, int argc, sqlite3_value **argv)
+{
+	const unsigned char *a = sqlite3_value_text(argv[0]);
+	const unsigned char *b = sqlite3_value_text(argv[1]);
+
+	(void)argc;
+	if (a == NULL || b == NULL) {
+		sqlite3_result_null(ctx);
+		return;
+	}
+	sqlite3_result_int(ctx, semver_compare((const char *)a,
+	    (const char *)b));
+}
+
+static enum otad_err
+db_error(sqlite3 *db, const char *what)
+{
+	int code = sqlite3_errcode(db);
+
+	log_warnx("%s: %s", what, sqlite3_errmsg(db));
+	return (code == SQLITE_BUSY || code == SQLITE_LOCKED) ? OTAD_ERR_BUSY
+							      : OTAD_ERR_DB;
+}
+
+static enum otad_err
+db_open(const char *path, int flags, sqlite3 **out)
+{
+	sqlite3 *db = NULL;
+
+	*out = NULL;
+	if (sqlite3_open_v2(path, &db, flags | SQLITE_OPEN_NOMUTEX, NULL) !=
+	    SQLITE_OK) {
+		log_warnx("cannot open database '%s': %s", path,
+		    db ? sqlite3_errmsg(db) : "out of memory");
+		sqlite3_close(db);
+		return OTAD_ERR_DB;
+	}
+	sqlite3_extended_result_codes(db, 0);
+	sqlite3_busy_timeout(db, BUSY_WAIT_MS);
+	if (sqlite3_create_function(db, "semver_compare", 2,
+	    SQLITE_UTF8 | SQLITE_DETERMINISTIC, NULL, sql_semver_compare, NULL,
+	    NULL) != SQLITE_OK ||
+	    sqlite3_exec(db, "PRAGMA foreign_keys = ON", NULL, NULL, NULL) !=
+	    SQLITE_OK) {
+		enum otad_err rc = db_error(db, "cannot set up database");
+
+		sqlite3_close(db);
+		return rc;
+	}
+	*out = db;
+	return OTAD_OK;
+}
+
+static enum otad_err
+exec(sqlite3 *db, const char *sql)
+{
+	char *msg = NULL;
+
+	if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+		int code = sqlite3_errcode(db);
+
+		log_warnx("database: %s", msg ? msg : sqlite3_errmsg(db));
+		sqlite3_free(msg);
+		return (code == SQLITE_BUSY || code == SQLITE_LOCKED)
+		    ? OTAD_ERR_BUSY : OTAD_ERR_DB;
+	}
+	return OTAD_OK;
+}
+
+static int
+user_version(sqlite3 *db)
+{
+	sqlite3_stmt *st;
+	int v = -1;
+
+	if (sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL) ==
+	    SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
+		v = sqlite3_column_int(st, 0);
+	sqlite3_finalize(st);
+	return v;
+}
+
+/* Apply schema_migrations[user_version..], each in its own transaction. */
+static enum otad_err
+migrate(sqlite3 *db)
+{
+	enum otad_err rc;
+	char sql[64];
+	int v;
+
+	for (;;) {
+		/* IMMEDIATE: two processes starting at once migrate once */
+		if ((rc = exec(db, "BEGIN IMMEDIATE")) != OTAD_OK)
+			return rc;
+		if ((v = user_version(db)) < 0) {
+			exec(db, "ROLLBACK");
+			return db_error(db, "cannot read schema version");
+		}
+		if ((unsigned)v == schema_migration_count)
+			return exec(db, "COMMIT");
+		if ((unsigned)v > schema_migration_count) {
+			exec(db, "ROLLBACK");
+			log_warnx("database schema %d is newer than this build "
+			    "knows (%u)", v, schema_migration_count);
+			return OTAD_ERR_DB;
+		}
+		snprintf(sql, sizeof(sql), "PRAGMA user_version = %d", v + 1);
+		if ((rc = exec(db, schema_migrations[v])) != OTAD_OK ||
+		    (rc = exec(db, sql)) != OTAD_OK ||
+		    (rc = exec(db, "COMMIT")) != OTAD_OK) {
+			exec(db, "ROLLBACK");
+			log_warnx("migration %d failed", v + 1);
+			return rc;
+		}
+		log_info("database migrated to schema %d", v + 1);
+	}
+}
+
+enum otad_err
+registry_open(const char *path, struct registry **out)
+{
+	struct registry *reg;
+	enum otad_err rc;
+
+	*out = NULL;
+	if ((reg = calloc(1, sizeof(*reg))) == NULL)
+		return OTAD_ERR_NOMEM;
+	reg->efd = -1;
+	snprintf(reg->actor, sizeof(reg->actor), "otad");
+	pthread_mutex_init(&reg->producers_mu, NULL);
+	if ((rc = db_open(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE,
+	    &reg->db)) != OTAD_OK)
+		goto fail;
+	/* WAL: readers never block the writer nor it them */
+	if ((rc = exec(reg->db, "PRAGMA journal_mode = WAL")) != OTAD_OK ||
+	    (rc = exec(reg->db, "PRAGMA synchronous = FULL")) != OTAD_OK ||
+	    (rc = migrate(reg->db)) != OTAD_OK)
+		goto fail;
+	*out = reg;
+	return OTAD_OK;
+fail:
+	registry_close(reg);
+	return rc;
+}
+
+struct record *
+registry_record_new(enum record_kind kind)
+{
+	struct record *rec = calloc(1, sizeof(*rec));
+
+	if (rec != NULL)
+		rec->kind = kind;
+	return rec;
+}
+
+/* bind helpers: "" and absent values become NULL */
+static void
+bind_text(sqlite3_stmt *st, int i, const char *s)
+{
+	if (s == NULL || *s == '\0')
+		sqlite3_bind_null(st, i);
+	else
+		sqlite3_bind_text(st, i, s, -1, SQLITE_STATIC);
+}
+
+static void
+bind_tel(sqlite3_stmt *st, int i, const struct telemetry *t, unsigned bit,
+    int64_t v)
+{
+	if (t->present & bit)
+		sqlite3_bind_int64(st, i, v);
+	else
+		sqlite3_bind_null(st, i);
+}
+
+/* Run a prepared statement that returns no rows; 0 or -1. */
+static int
+step_done(sqlite3_stmt *st)
+{
+	int rc = sqlite3_step(st);
+
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+	return rc == SQLITE_DONE ? 0 : -1;
+}
+
+static int
+apply_checkin(struct registry *reg, const struct record *rec)
+{
+	sqlite3_stmt *st = reg->w[W_CHECKIN];
+
+	sqlite3_bind_text(st, 1, rec->device, -1, SQLITE_STATIC);
+	bind_text(st, 2, rec->product);
+	sqlite3_bind_text(st, 3, rec->version, -1, SQLITE_STATIC);
+	bind_text(st, 4, rec->address);
+	sqlite3_bind_int64(st, 5, rec->at);
+	if (step_done(st) < 0)
+		return -1;
+	if (rec->offer_release > 0) {
+		st = reg->w[W_OFFER];
+		sqlite3_bind_text(st, 1, rec->device, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 2, rec->offer_release);
+		sqlite3_bind_int64(st, 3, rec->offer_rollout);
+		sqlite3_bind_text(st, 4, rec->version, -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 5, rec->offer_version, -1,
+		    SQLITE_STATIC);
+		sqlite3_bind_int64(st, 6, rec->at);
+		return step_done(st);
+	}
+	/* running what it was offered: that attempt succeeded */
+	st = reg->w[W_SUCCESS];
+	sqlite3_bind_text(st, 1, rec->device, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, rec->version, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 3, rec->at);
+	return step_done(st);
+}
+
+static int
+apply_report(struct registry *reg, const struct record *rec)
+{
+	const struct telemetry *t = &rec->tel;
+	const char *state = result_names[rec->result];
+	char from[OTAD_VERSION_MAX + 1] = "";
+	sqlite3_stmt *st;
+	int64_t attempt = 0;
+	int rc;
+
+	/* the version it ran before this report, for a new attempt row */
+	st = reg->w[W_DEVICE_VERSION];
+	sqlite3_bind_text(st, 1, rec->device, -1, SQLITE_STATIC);
+	if (sqlite3_step(st) == SQLITE_ROW &&
+	    sqlite3_column_text(st, 0) != NULL)
+		snprintf(from, sizeof(from), "%s",
+		    (const char *)sqlite3_column_text(st, 0));
+	sqlite3_reset(st);
+
+	st = reg->w[W_REPORT_DEVICE];
+	sqlite3_bind_text(st, 1, rec->device, -1, SQLITE_STATIC);
+	/* only a success says what the device runs now */
+	bind_text(st, 2, rec->result == REPORT_SUCCESS ? rec->version : NULL);
+	bind_text(st, 3, rec->address);
+	sqlite3_bind_int64(st, 4, rec->at);
+	bind_tel(st, 5, t, TEL_UPTIME, t->uptime);
+	bind_tel(st, 6, t, TEL_FREE_HEAP, t->free_heap);
+	bind_tel(st, 7, t, TEL_RSSI, t->rssi);
+	bind_tel(st, 8, t, TEL_RESET_REASON, t->reset_reason);
+	bind_tel(st, 9, t, TEL_BATTERY, t->battery);
+	bind_tel(st, 10, t, TEL_SECURE_VERSION, t->secure_version);
+	if (step_done(st) < 0)
+		return -1;
+
+	st = reg->w[W_OPEN_ATTEMPT];
+	sqlite3_bind_text(st, 1, rec->device, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, rec->version, -1, SQLITE_STATIC);
+	if (sqlite3_step(st) == SQLITE_ROW)
+		attempt = sqlite3_column_int64(st, 0);
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+	if (attempt > 0) {
+		st = reg->w[W_UPDATE_ATTEMPT];
+		sqlite3_bind_int64(st, 1, attempt);
+		sqlite3_bind_text(st, 2, state, -1, SQLITE_STATIC);
+		bind_text(st, 3, rec->reason);
+		sqlite3_bind_int64(st, 4, rec->at);
+		return step_done(st);
+	}
+	/* no attempt waiting: a repeated report changes nothing */
+	st = reg->w[W_LAST_ATTEMPT];
+	sqlite3_bind_text(st, 1, rec->device, -1, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW && rec->version[0] != '\0' &&
+	    sqlite3_column_text(st, 0) != NULL &&
+	    strcmp((const char *)sqlite3_column_text(st, 0), rec->version) ==
+	    0 && strcmp((const char *)sqlite3_column_text(st, 1), state) == 0) {
+		sqlite3_reset(st);
+		return 0;
+	}
+	sqlite3_reset(st);
+	if (rec->version[0] == '\0')
+		return 0; /* nothing to attribute the outcome to */
+	st = reg->w[W_INSERT_ATTEMPT];
+	sqlite3_bind_text(st, 1, rec->device, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, rec->version, -1, SQLITE_STATIC);
+	bind_text(st, 3, from);
+	sqlite3_bind_text(st, 4, state, -1, SQLITE_STATIC);
+	bind_text(st, 5, rec->reason);
+	sqlite3_bind_int64(st, 6, rec->at);
+	return step_done(st);
+}
+
+/* BEGIN IMMEDIATE, waiting as long as an operator holds the database. */
+static void
+writer_begin(struct registry *reg, size_t waiting)
+{
+	time_t last_log = 0;
+
+	while (sqlite3_exec(reg->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) !=
+	    SQLITE_OK) {
+		time_t now = time(NULL);
+
+		if (now - last_log >= 10) {
+			log_warnx("database is busy (%s); %zu records wait",
+			    sqlite3_errmsg(reg->db), waiting);
+			last_log = now;
+		}
+	}
+}
+
+static void
+writer_apply(struct registry *reg, struct record *batch, size_t count)
+{
+	struct record *rec;
+	int durable = 0, rc;
+	time_t last_log = 0;
+
+	for (rec = batch; rec != NULL; rec = rec->next)
+		durable |= rec->durable;
+	/*
+	 * WAL with synchronous=NORMAL does not fsync at commit; FULL does,
+	 * and its fsync also covers every earlier commit. So check-ins alone
+	 * cost no fsync and a batch with a report pays one for all.
+	 */
+	sqlite3_exec(reg->db, durable ? "PRAGMA synchronous = FULL"
+				      : "PRAGMA synchronous = NORMAL",
+	    NULL, NULL, NULL);
+	writer_begin(reg, count);
+	for (rec = batch; rec != NULL; rec = rec->next) {
+		step_done(reg->w[W_SAVEPOINT]);
+		rc = rec->kind == RECORD_CHECKIN ? apply_checkin(reg, rec)
+						 : apply_report(reg, rec);
+		if (rc < 0) {
+			log_warnx("cannot record %s of '%s': %s",
+			    rec->kind == RECORD_CHECKIN ? "check-in" : "report",
+			    rec->device, sqlite3_errmsg(reg->db));
+			rec->err = OTAD_ERR_DB;
+			step_done(reg->w[W_ROLLBACK_TO]);
+		}
+		step_done(reg->w[W_RELEASE]);
+	}
+	while ((rc = sqlite3_exec(reg->db, "COMMIT", NULL, NULL, NULL)) !=
+	    SQLITE_OK) {
+		time_t now = time(NULL);
+
+		if (rc != SQLITE_BUSY) {
+			log_warnx("cannot commit %zu records: %s", count,
+			    sqlite3_errmsg(reg->db));
+			sqlite3_exec(reg->db, "ROLLBACK", NULL, NULL, NULL);
+			for (rec = batch; rec != NULL; rec = rec->next)
+				rec->err = OTAD_ERR_DB;
+			return;
+		}
+		if (now - last_log >= 10) {
+			log_warnx("commit waits: database is busy");
+			last_log = now;
+		}
+	}
+}
+
+/* Take up to BATCH_MAX records from the producers' queues. */
+static struct record *
+writer_collect(struct registry *reg, size_t *count)
+{
+	struct record *head = NULL, *tail = NULL;
+	unsigned i, n = atomic_load(&reg->nproducers);
+
+	*count = 0;
+	for (i = 0; i < n && *count < BATCH_MAX; i++) {
+		struct producer *p = reg->producers[i];
+
+		pthread_mutex_lock(&p->mu);
+		if (p->head != NULL) {
+			if (tail == NULL)
+				head = p->head;
+			else
+				tail->next = p->head;
+			tail = p->tail;
+			*count += p->len;
+			p->head = p->tail = NULL;
+			p->len = 0;
+			pthread_cond_broadcast(&p->not_full);
+		}
+		pthread_mutex_unlock(&p->mu);
+	}
+	return head;
+}
+
+static void *
+writer_main(void *arg)
+{
+	struct registry *reg = arg;
+	struct pollfd pfd = {.fd = reg->efd, .events = POLLIN};
+
+	for (;;) {
+		struct record *batch, *rec, *next;
+		uint64_t ticks;
+		size_t count;
+
+		batch = writer_collect(reg, &count);
+		if (batch == NULL) {
+			if (atomic_load(&reg->stopping))
+				break;
+			if (poll(&pfd, 1, 1000) > 0 &&
+			    read(reg->efd, &ticks, sizeof(ticks)) < 0 &&
+			    errno != EAGAIN)
+				log_warn("writer wake-up");
+			continue;
+		}
+		writer_apply(reg, batch, count);
+		atomic_fetch_sub(&reg->depth, count);
+		for (rec = batch; rec != NULL; rec = next) {
+			next = rec->next;
+			if (rec->done != NULL)
+				rec->done(rec->done_arg, rec->err);
+			free(rec);
+		}
+	}
+	return NULL;
+}
+
+enum otad_err
+registry_writer_start(struct registry *reg, unsigned queue_max)
+{
+	int i;
+
+	for (i = 0; i < W_COUNT; i++)
+		if (sqlite3_prepare_v3(reg->db, wsql[i], -1,
+		    SQLITE_PREPARE_PERSISTENT, &reg->w[i], NULL) != SQLITE_OK)
+			return db_error(reg->db, "cannot prepare statement");
+	if ((reg->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0) {
+		log_warn("eventfd");
+		return OTAD_ERR_IO;
+	}
+	if (pthread_key_create(&reg->key, NULL) != 0)
+		return OTAD_ERR_NOMEM;
+	reg->key_made = 1;
+	reg->queue_max = queue_max;
+	if (pthread_create(&reg->thread, NULL, writer_main, reg) != 0) {
+		log_warnx("cannot start the writer thread");
+		return OTAD_ERR_NOMEM;
+	}
+	reg->running = 1;
+	return OTAD_OK;
+}
+
+static struct producer *
+producer_get(struct registry *reg)
+{
+	struct producer *p = pthread_getspecific(reg->key);
+	unsigned n;
+
+	if (p != NULL)
+		return p;
+	pthread_mutex_lock(&reg->producers_mu);
+	n = atomic_load(&reg->nproducers);
+	if (n == MAX_PRODUCERS) {
+		/* more threads than slots: share one, still correct */
+		p = reg->producers[(uintptr_t)pthread_self() % MAX_PRODUCERS];
+	} else if ((p = calloc(1, sizeof(*p))) != NULL) {
+		pthread_mutex_init(&p->mu, NULL);
+		pthread_cond_init(&p->not_full, NULL);
+		reg->producers[n] = p;
+		atomic_store(&reg->nproducers, n + 1);
+	}
+	pthread_mutex_unlock(&reg->producers_mu);
+	if (p != NULL)
+		pthread_setspecific(reg->key, p);
+	return p;
+}
+
+enum otad_err
+registry_submit(struct registry *reg, struct record *rec)
+{
+	struct producer *p;
+	uint64_t one = 1;
+	int wake;
+
+	if (!reg->running || atomic_load(&reg->stopping))
+		return OTAD_ERR_SHUTDOWN;
+	if ((p = producer_get(reg)) == NULL)
+		return OTAD_ERR_NOMEM;
+	rec->next = NULL;
+	rec->err = OTAD_OK;
+	pthread_mutex_lock(&p->mu);
+	/* backpressure: wait for the writer rather than drop a record */
+	while (p->len >= reg->queue_max)
+		pthread_cond_wait(&p->not_full, &p->mu);
+	wake = p->head == NULL;
+	if (p->tail != NULL)
+		p->tail->next = rec;
+	else
+		p->head = rec;
+	p->tail = rec;
+	p->len++;
+	atomic_fetch_add(&reg->depth, 1);
+	pthread_mutex_unlock(&p->mu);
+	/* only the first record into an empty queue costs a wake-up */
+	if (wake && write(reg->efd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+		log_warn("cannot wake the writer");
+	return OTAD_OK;
+}
+
+size_t
+registry_queue_depth(struct registry *reg)
+{
+	return atomic_load(&reg->depth);
+}
+
+void
+registry_close(struct registry *reg)
+{
+	unsigned i;
+	int k;
+
+	if (reg == NULL)
+		return;
+	if (reg->running) {
+		uint64_t one = 1;
+
+		atomic_store(&reg->stopping, 1);
+		if (write(reg->efd, &one, sizeof(one)) < 0)
+			log_warn("cannot wake the writer");
+		pthread_join(reg->thread, NULL);
+	}
+	for (i = 0; i < atomic_load(&reg->nproducers); i++) {
+		pthread_mutex_destroy(&reg->producers[i]->mu);
+		pthread_cond_destroy(&reg->producers[i]->not_full);
+		free(reg->producers[i]);
+	}
+	if (reg->key_made)
+		pthread_key_delete(reg->key);
+	for (k = 0; k < W_COUNT; k++)
+		sqlite3_finalize(reg->w[k]);
+	if (reg->efd >= 0)
+		close(reg->efd);
+	pthread_mutex_destroy(&reg->producers_mu);
+	if (reg->db != NULL && sqlite3_close(reg->db) != SQLITE_OK)
+		log_warnx("database close: %s", sqlite3_errmsg(reg->db));
+	free(reg);
+}
+
+/* ---- readers ---- */
+
+enum otad_err
+registry_reader_open(const char *path, struct registry_reader **out)
+{
+	struct registry_reader *r;
+	enum otad_err rc;
+	int i;
+
+	*out = NULL;
+	if ((r = calloc(1, sizeof(*r))) == NULL)
+		return OTAD_ERR_NOMEM;
+	r->data_version = -1;
+	if ((rc = db_open(path, SQLITE_OPEN_READWRITE, &r->db)) != OTAD_OK)
+		goto fail;
+	if ((rc = exec(r->db, "PRAGMA query_only = ON")) != OTAD_OK)
+		goto fail;
+	for (i = 0; i < R_COUNT; i++)
+		if (sqlite3_prepare_v3(r->db, rsql[i], -1,
+		    SQLITE_PREPARE_PERSISTENT, &r->s[i], NULL) != SQLITE_OK) {
+			rc = db_error(r->db, "cannot prepare statement");
+			goto fail;
+		}
+	*out = r;
+	return OTAD_OK;
+fail:
+	registry_reader_free(r);
+	return rc;
+}
+
+void
+registry_reader_free(struct registry_reader *r)
+{
+	int i;
+
+	if (r == NULL)
+		return;
+	for (i = 0; i < R_COUNT; i++)
+		sqlite3_finalize(r->s[i]);
+	sqlite3_close(r->db);
+	free(r);
+}
+
+static void
+copy_col(char *dst, size_t len, sqlite3_stmt *st, int col)
+{
+	const unsigned char *s = sqlite3_column_text(st, col);
+
+	snprintf(dst, len, "%s", s ? (const char *)s : "");
+}
+
+enum otad_err
+registry_device_get(struct registry_reader *r, const char *id,
+    struct device_row *out)
+{
+	sqlite3_stmt *st = r->s[R_DEVICE];
+	enum otad_err rc = OTAD_ERR_NOT_FOUND;
+	int step;
+
+	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+	step = sqlite3_step(st);
+	if (step == SQLITE_ROW) {
+		copy_col(out->version, sizeof(out->version), st, 0);
+		copy_col(out->product, sizeof(out->product), st, 1);
+		out->blocked = sqlite3_column_int(st, 2);
+		rc = OTAD_OK;
+	} else if (step != SQLITE_DONE) {
+		rc = db_error(r->db, "device lookup");
+	}
+	sqlite3_reset(st);
+	return rc;
+}
+
+enum otad_err
+registry_catalog_generation(struct registry_reader *r, int64_t *generation)
+{
+	sqlite3_stmt *st = r->s[R_DATA_VERSION];
+	int64_t dv;
+
+	if (sqlite3_step(st) != SQLITE_ROW) {
+		sqlite3_reset(st);
+		return db_error(r->db, "data_version");
+	}
+	dv = sqlite3_column_int64(st, 0);
+	sqlite3_reset(st);
+	if (dv != r->data_version) {
+		st = r->s[R_GENERATION];
+		if (sqlite3_step(st) != SQLITE_ROW) {
+			sqlite3_reset(st);
+			return db_error(r->db, "catalog generation");
+		}
+		r->generation = sqlite3_column_int64(st, 0);
+		sqlite3_reset(st);
+		r->data_version = dv;
+	}
+	*generation = r->generation;
+	return OTAD_OK;
+}
+
+static int
+offer_newest_first(const void *a, const void *b)
+{
+	const struct offer *x = a, *y = b;
+	int c = semver_compare(y->version, x->version);
+
+	if (c != 0)
+		return c;
+	return y->rollout_id > x->rollout_id ? 1 : -1;
+}
+
+enum otad_err
+registry_load_offers(struct registry_reader *r, struct offer **offers,
+    size_t *n)
+{
+	sqlite3_stmt *st = r->s[R_OFFERS];
+	struct offer *v = NULL, *grown;
+	size_t len = 0, cap = 0;
+	enum otad_err rc = OTAD_OK;
+	int step;
+
+	while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+		struct offer *o;
+
+		if (len == cap) {
+			cap = cap ? cap * 2 : 8;
+			if ((grown = realloc(v, cap * sizeof(*v))) == NULL) {
+				rc = OTAD_ERR_NOMEM;
+				break;
+			}
+			v = grown;
+		}
+		o = &v[len++];
+		memset(o, 0, sizeof(*o));
+		o->rollout_id = sqlite3_column_int64(st, 0);
+		o->release_id = sqlite3_column_int64(st, 1);
+		copy_col(o->version, sizeof(o->version), st, 2);
+		copy_col(o->product, sizeof(o->product), st, 3);
+		copy_col(o->sha256, sizeof(o->sha256), st, 4);
+		copy_col(o->md5, sizeof(o->md5), st, 5);
+		o->size = (uint64_t)sqlite3_column_int64(st, 6);
+	}
+	if (rc == OTAD_OK && step != SQLITE_DONE)
+		rc = db_error(r->db, "loading offers");
+	sqlite3_reset(st);
+	if (rc != OTAD_OK) {
+		free(v);
+		return rc;
+	}
+	if (len > 1)
+		qsort(v, len, sizeof(*v), offer_newest_first);
+	*offers = v;
+	*n = len;
+	return OTAD_OK;
+}
+
+/* ---- catalog (otactl) ---- */
+
+void
+registry_set_actor(struct registry *reg, const char *actor)
+{
+	snprintf(reg->actor, sizeof(reg->actor), "%s", actor);
+}
+
+static int64_t
+now_s(void)
+{
+	return (int64_t)time(NULL);
+}
+
+/* One row as a JSON object keyed by column name. */
+static json_t *
+row_json(sqlite3_stmt *st)
+{
+	json_t *o = json_object();
+	int i, n = sqlite3_column_count(st);
+
+	for (i = 0; o != NULL && i < n; i++) {
+		const char *name = sqlite3_column_name(st, i);
+		json_t *v;
+
+		switch (sqlite3_column_type(st, i)) {
+		case SQLITE_INTEGER:
+			v = json_integer(sqlite3_column_int64(st, i));
+			break;
+		case SQLITE_FLOAT:
+			v = json_real(sqlite3_column_double(st, i));
+			break;
+		case SQLITE_NULL:
+			v = json_null();
+			break;
+		default:
+			v = json_string(
+			    (const char *)sqlite3_column_text(st, i));
+			if (v == NULL) /* not UTF-8: never from our inputs */
+				v = json_null();
+		}
+		json_object_set_new(o, name, v);
+	}
+	return o;
+}
+
+/*
+ * Run sql with text parameters (NULL-terminated list) and return every row.
+ */
+static enum otad_err
+query_rows(sqlite3 *db, json_t **rows, const char *sql, ...)
+{
+	sqlite3_stmt *st;
+	const char *p;
+	va_list ap;
+	int i = 1, step;
+
+	*rows = NULL;
+	if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
+		return db_error(db, "query");
+	va_start(ap, sql);
+	while ((p = va_arg(ap, const char *)) != NULL)
+		sqlite3_bind_text(st, i++, p, -1, SQLITE_TRANSIENT);
+	va_end(ap);
+	*rows = json_array();
+	while ((step = sqlite3_step(st)) == SQLITE_ROW)
+		json_array_append_new(*rows, row_json(st));
+	if (step != SQLITE_DONE) {
+		enum otad_err rc = db_error(db, "query");
+
+		sqlite3_finalize(st);
+		json_decref(*rows);
+		*rows = NULL;
+		return rc;
+	}
+	sqlite3_finalize(st);
+	return OTAD_OK;
+}
+
+static enum otad_err
+audit(struct registry *reg, const char *what)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	if (sqlite3_prepare_v2(reg->db, "INSERT INTO audit (at, actor, what)"
+	    " VALUES (?1, ?2, ?3)", -1, &st, NULL) != SQLITE_OK)
+		return db_error(reg->db, "audit");
+	sqlite3_bind_int64(st, 1, now_s());
+	sqlite3_bind_text(st, 2, reg->actor, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 3, what, -1, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	sqlite3_finalize(st);
+	return rc == SQLITE_DONE ? OTAD_OK : db_error(reg->db, "audit");
+}
+
+/* BEGIN IMMEDIATE and name ourselves for the audit triggers. */
+static enum otad_err
+catalog_begin(struct registry *reg)
+{
+	sqlite3_stmt *st;
+	enum otad_err rc;
+
+	sqlite3_busy_timeout(reg->db, 5000);
+	if ((rc = exec(reg->db, "BEGIN IMMEDIATE")) != OTAD_OK)
+		return rc;
+	if (sqlite3_prepare_v2(reg->db, "INSERT INTO audit_actor VALUES (?1)",
+	    -1, &st, NULL) != SQLITE_OK) {
+		exec(reg->db, "ROLLBACK");
+		return db_error(reg->db, "audit actor");
+	}
+	sqlite3_bind_text(st, 1, reg->actor, -1, SQLITE_STATIC);
+	sqlite3_step(st);
+	sqlite3_finalize(st);
+	return OTAD_OK;
+}
+
+static enum otad_err
+catalog_commit(struct registry *reg)
+{
+	enum otad_err rc;
+
+	if ((rc = exec(reg->db, "DELETE FROM audit_actor")) != OTAD_OK ||
+	    (rc = exec(reg->db, "COMMIT")) != OTAD_OK)
+		exec(reg->db, "ROLLBACK");
+	return rc;
+}
+
+static enum otad_err
+catalog_fail(struct registry *reg, enum otad_err rc)
+{
+	exec(reg->db, "ROLLBACK");
+	return rc;
+}
+
+enum otad_err
+registry_artifact_add(struct registry *reg, const struct store_artifact *art,
+    const char *version, const char *product, char *why, size_t whylen)
+{
+	const char *chip = espimg_chip_name(art->image.chip_id);
+	char what[256];
+	sqlite3_stmt *st;
+	enum otad_err rc;
+	int step;
+
+	if ((rc = catalog_begin(reg)) != OTAD_OK) {
+		snprintf(why, whylen, "database: %s", otad_strerror(rc));
+		return rc;
+	}
+	if (sqlite3_prepare_v2(reg->db, "INSERT INTO artifact (sha256, md5,"
+	    " size, version, product, chip, created) VALUES (?1, ?2, ?3, ?4,"
+	    " ?5, ?6, ?7)", -1, &st, NULL) != SQLITE_OK) {
+		snprintf(why, whylen, "database: %s", sqlite3_errmsg(reg->db));
+		return catalog_fail(reg, OTAD_ERR_DB);
+	}
+	sqlite3_bind_text(st, 1, art->sha256, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, art->md5, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 3, (int64_t)art->size);
+	sqlite3_bind_text(st, 4, version, -1, SQLITE_STATIC);
+	bind_text(st, 5, product);
+	sqlite3_bind_text(st, 6, chip ? chip : "unknown", -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 7, now_s());
+	step = sqlite3_step(st);
+	sqlite3_finalize(st);
+	if (step == SQLITE_CONSTRAINT) {
+		snprintf(why, whylen, "artifact %s is already in the store",
+		    art->sha256);
+		return catalog_fail(reg, OTAD_ERR_EXISTS);
+	}
+	if (step != SQLITE_DONE) {
+		snprintf(why, whylen, "database: %s", sqlite3_errmsg(reg->db));
+		return catalog_fail(reg, OTAD_ERR_DB);
+	}
+	snprintf(what, sizeof(what), "artifact add %s version %s",
+	    art->sha256, version);
+	if ((rc = audit(reg, what)) != OTAD_OK ||
+	    (rc = catalog_commit(reg)) != OTAD_OK) {
+		snprintf(why, whylen, "database: %s", otad_strerror(rc));
+		return catalog_fail(reg, rc);
+	}
+	return OTAD_OK;
+}
+
+static int
+hex_prefix(const char *s)
+{
+	size_t i;
+
+	for (i = 0; s[i] != '\0'; i++)
+		if (!((s[i] >= '0' && s[i] <= '9') ||
+		    (s[i] >= 'a' && s[i] <= 'f')))
+			return 0;
+	return i >= 6 && i <= 64;
+}
+
+enum otad_err
+registry_artifact_get(struct registry *reg, const char *sha, json_t **row,
+    char *why, size_t whylen)
+{
+	char pattern[80];
+	json_t *rows;
+	enum otad_err rc;
+
+	*row = NULL;
+	if (!hex_prefix(sha)) {
+		snprintf(why, whylen, "'%s' is not a SHA-256 (or a prefix of "
+		    "6 or more lower-case hex digits)", sha);
+		return OTAD_ERR_INVALID;
+	}
+	snprintf(pattern, sizeof(pattern), "%s*", sha);
+	rc = query_rows(reg->db, &rows, "SELECT sha256, size, md5, version,"
+	    " product, chip, created, (SELECT count(*) FROM release"
+	    " WHERE artifact = sha256) AS releases FROM artifact"
+	    " WHERE sha256 GLOB ?1 LIMIT 2", pattern, NULL);
+	if (rc != OTAD_OK) {
+		snprintf(why, whylen, "database: %s", otad_strerror(rc));
+		return rc;
+	}
+	if (json_array_size(rows) != 1) {
+		rc = json_array_size(rows) == 0 ? OTAD_ERR_NOT_FOUND
+						: OTAD_ERR_INVALID;
+		snprintf(why, whylen, rc == OTAD_ERR_NOT_FOUND
+		    ? "no artifact %s" : "'%s' matches several artifacts; "
+		    "give more digits", sha);
+		json_decref(rows);
+		return rc;
+	}
+	*row = json_incref(json_array_get(rows, 0));
+	json_decref(rows);
+	return OTAD_OK;
+}
+
+enum otad_err
+registry_artifact_list(struct registry *reg, json_t **rows)
+{
+	return query_rows(reg->db, rows, "SELECT sha256, size, version,"
+	    " product, chip, created FROM artifact ORDER BY created, sha256",
+	    NULL);
+}
+
+enum otad_err
+registry_release_create(struct registry *reg, const char *version,
+    const char *sha256, const char *product, int64_t *id, char *why,
+    size_t whylen)
+{
+	char what[256];
+	sqlite3_stmt *st;
+	enum otad_err rc;
+	int step;
+
+	if ((rc = catalog_begin(reg)) != OTAD_OK) {
+		snprintf(why, whylen, "database: %s", otad_strerror(rc));
+		return rc;
+	}
+	if (sqlite3_prepare_v2(reg->db, "INSERT INTO release (version,"
+	    " artifact, product, created) VALUES (?1, ?2, ?3, ?4)", -1, &st,
+	    NULL) != SQLITE_OK) {
+		snprintf(why, whylen, "database: %s", sqlite3_errmsg(reg->db));
+		return catalog_fail(reg, OTAD_ERR_DB);
+	}
+	sqlite3_bind_text(st, 1, version, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, sha256, -1, SQLITE_STATIC);
+	bind_text(st, 3, product);
+	sqlite3_bind_int64(st, 4, now_s());
+	step = sqlite3_step(st);
+	sqlite3_finalize(st);
+	if (step == SQLITE_CONSTRAINT) {
+		snprintf(why, whylen, "release %s%s%s already exists", version,
+		    product ? " for product " : "", product ? product : "");
+		return catalog_fail(reg, OTAD_ERR_EXISTS);
+	}
+	if (step != SQLITE_DONE) {
+		snprintf(why, whylen, "database: %s", sqlite3_errmsg(reg->db));
+		return catalog_fail(reg, OTAD_ERR_DB);
+	}
+	*id = sqlite3_last_insert_rowid(reg->db);
+	snprintf(what, sizeof(what), "release create %s artifact %s%s%s",
+	    version, sha256, product ? " product " : "",
+	    product ? product : "");
+	if ((rc = audit(reg, what)) != OTAD_OK ||
+	    (rc = catalog_commit(reg)) != OTAD_OK) {
+		snprintf(why, whylen, "database: %s", otad_strerror(rc));
+		return catalog_fail(reg, rc);
+	}
+	return OTAD_OK;
+}
+
+enum otad_err
+registry_release_list(struct registry *reg, json_t **rows)
+{
+	return query_rows(reg->db, rows, "SELECT rel.id, rel.version,"
+	    " rel.product, rel.artifact, a.size, rel.created,"
+	    " (SELECT ro.state FROM rollout ro WHERE ro.release = rel.id"
+	    " ORDER BY ro.id DESC LIMIT 1) AS rollout_state,"
+	    " (SELECT count(*) FROM attempt WHERE release = rel.id AND"
+	    " state = 'success') AS succeeded"
+	    " FROM release rel JOIN artifact a ON a.sha256 = rel.artifact"
+	    " ORDER BY rel.created, rel.id", NULL);
+}
+
+/* Run a statement with int64 parameters (-1 ends the list). */
+static int
+exec_ints(sqlite3 *db, const char *sql, ...)
+{
+	sqlite3_stmt *st;
+	va_list ap;
+	int64_t v;
+	int i = 1, step;
+
+	if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
+		return -1;
+	va_start(ap, sql);
+	while ((v = va_arg(ap, int64_t)) != -1)
+		sqlite3_bind_int64(st, i++, v);
+	va_end(ap);
+	step = sqlite3_step(st);
+	sqlite3_finalize(st);
+	return step == SQLITE_DONE ? 0 : -1;
+}
+
+enum otad_err
+registry_release_publish(struct registry *reg, const char *version,
+    const char *product, int64_t *rollout_id, char *why, size_t whylen)
+{
+	json_t *rows = NULL, *rel;
+	int64_t release_id;
+	char what[256];
+	enum otad_err rc;
+
+	if ((rc = catalog_begin(reg)) != OTAD_OK) {
+		snprintf(why, whylen, "database: %s", otad_strerror(rc));
+		return rc;
+	}
+	if (product != NULL)
+		rc = query_rows(reg->db, &rows, "SELECT id, product,"
+		    " (SELECT count(*) FROM rollout WHERE release = release.id"
+		    " AND state = 'active') AS active FROM release"
+		    " WHERE version = ?1 AND product = ?2", version, product,
+		    NULL);
+	else
+		rc = query_rows(reg->db, &rows, "SELECT id, product,"
+		    " (SELECT count(*) FROM rollout WHERE release = release.id"
+		    " AND state = 'active') AS active FROM release"
+		    " WHERE version = ?1", version, NULL);
+	if (rc != OTAD_OK) {
+		snprintf(why, whylen, "database: %s", otad_strerror(rc));
+		return catalog_fail(reg, rc);
+	}
+	if (json_array_size(rows) != 1) {
+		rc = json_array_size(rows) == 0 ? OTAD_ERR_NOT_FOUND
+						: OTAD_ERR_INVALID;
+		snprintf(why, whylen, rc == OTAD_ERR_NOT_FOUND
+		    ? "no release %s%s%s (create it with 'otactl release "
+		    "create')" : "several releases are version %s; name one "
+		    "with --product", version,
+		    product && rc == OTAD_ERR_NOT_FOUND ? " for product " : "",
+		    product && rc == OTAD_ERR_NOT_FOUND ? product : "");
+		json_decref(rows);
+		return catalog_fail(reg, rc);
+	}
+	rel = json_array_get(rows, 0);
+	release_id = json_integer_value(json_object_get(rel, "id"));
+	if (json_integer_value(json_object_get(rel, "active")) > 0) {
+		snprintf(why, whylen, "release %s is already being offered",
+		    version);
+		json_decref(rows);
+		return catalog_fail(reg, OTAD_ERR_EXISTS);
+	}
+	json_decref(rows);
+	/*
+	 * The newest published release of a product scope is the one offered;
+	 * the publish it replaces is complete, so status shows one.
+	 */
+	if (exec_ints(reg->db, "UPDATE rollout SET state = 'completed',"
+	    " finished = ?1, reason = 'superseded' WHERE state = 'active'"
+	    " AND release IN (SELECT id FROM release WHERE ifnull(product, '')"
+	    " = (SELECT ifnull(product, '') FROM release WHERE id = ?2))",
+	    now_s(), release_id, (int64_t)-1) < 0 ||
+	    exec_ints(reg->db, "INSERT INTO rollout (release, state, created,"
+	    " started) VALUES (?1, 'active', ?2, ?2)", release_id, now_s(),
+	    (int64_t)-1) < 0) {
+		snprintf(why, whylen, "database: %s", sqlite3_errmsg(reg->db));
+		return catalog_fail(reg, OTAD_ERR_DB);
+	}
+	*rollout_id = sqlite3_last_insert_rowid(reg->db);
+	snprintf(what, sizeof(what), "release publish %s (rollout %lld)",
+	    version, (long long)*rollout_id);
+	if ((rc = audit(reg, what)) != OTAD_OK ||
+	    (rc = catalog_commit(reg)) != OTAD_OK) {
+		snprintf(why, whylen, "database: %s", otad_strerror(rc));
+		return catalog_fail(reg, rc);
+	}
+	return OTAD_OK;
+}
+
+#define DEVICE_COLUMNS                                                         \
+	"d.id, d.version, d.product, d.grp AS \"group\", d.hw_rev,"            \
+	" d.address, d.first_seen, d.last_seen, d.checks"
+
+enum otad_err
+registry_device_list(struct registry *reg, int64_t now, int64_t offline_after,
+    json_t **rows)
+{
+	char cutoff[32];
+
+	snprintf(cutoff, sizeof(cutoff), "%lld",
+	    (long long)(offline_after > 0 ? now - offline_after : INT64_MAX));
+	return query_rows(reg->db, rows, "SELECT " DEVICE_COLUMNS ","
+	    " (SELECT state FROM attempt WHERE device = d.id ORDER BY id DESC"
+	    " LIMIT 1) AS last_attempt FROM device d"
+	    " WHERE d.last_seen < CAST(?1 AS INTEGER) ORDER BY d.id", cutoff,
+	    NULL);
+}
+
+enum otad_err
+registry_device_show(struct registry *reg, const char *id, json_t **obj,
+    char *why, size_t whylen)
+{
+	json_t *rows, *attempts;
+	enum otad_err rc;
+
+	*obj = NULL;
+	rc = query_rows(reg->db, &rows, "SELECT " DEVICE_COLUMNS ","
+	    " d.uptime, d.free_heap, d.rssi, d.reset_reason, d.battery,"
+	    " d.secure_version, d.blocked FROM device d WHERE d.id = ?1", id,
+	    NULL);
+	if (rc != OTAD_OK) {
+		snprintf(why, whylen, "database: %s", otad_strerror(rc));
+		return rc;
+	}
+	if (json_array_size(rows) == 0) {
+		json_decref(rows);
+		snprintf(why, whylen, "no device '%s'", id);
+		return OTAD_ERR_NOT_FOUND;
+	}
+	rc = query_rows(reg->db, &attempts, "SELECT id, from_version,"
+	    " to_version, state, reason, offered_at, updated_at, finished_at"
+	    " FROM attempt WHERE device = ?1 ORDER BY id DESC LIMIT 20", id,
+	    NULL);
+	if (rc != OTAD_OK) {
+		json_decref(rows);
+		snprintf(why, whylen, "database: %s", otad_strerror(rc));
+		return rc;
+	}
+	*obj = json_incref(json_array_get(rows, 0));
+	json_decref(rows);
+	json_object_set_new(*obj, "attempts", attempts);
+	return OTAD_OK;
+}
+
+enum otad_err
+registry_status(struct registry *reg, int64_t now, json_t **obj)
+{
+	json_t *counts, *versions, *attempts, *offered;
+	char day[32];
+	enum otad_err rc;
+
+	*obj = NULL;
+	snprintf(day, sizeof(day), "%lld", (long long)(now - 86400));
+	if ((rc = query_rows(reg->db, &counts, "SELECT"
+	    " (SELECT count(*) FROM device) AS devices,"
+	    " (SELECT count(*) FROM device WHERE last_seen >="
+	    " CAST(?1 AS INTEGER)) AS seen_24h,"
+	    " (SELECT count(*) FROM artifact) AS artifacts,"
+	    " (SELECT count(*) FROM release) AS releases", day, NULL)) !=
+	    OTAD_OK)
+		return rc;
+	if ((rc = query_rows(reg->db, &versions, "SELECT ifnull(version, '')"
+	    " AS version, count(*) AS devices FROM device GROUP BY version"
+	    " ORDER BY count(*) DESC, version", NULL)) != OTAD_OK) {
+		json_decref(counts);
+		return rc;
+	}
+	if ((rc = query_rows(reg->db, &attempts, "SELECT state, count(*) AS"
+	    " attempts FROM attempt GROUP BY state ORDER BY state", NULL)) !=
+	    OTAD_OK) {
+		json_decref(counts);
+		json_decref(versions);
+		return rc;
+	}
+	if ((rc = query_rows(reg->db, &offered, "SELECT ro.id AS rollout,"
+	    " rel.version, rel.product, ro.started FROM rollout ro JOIN"
+	    " release rel ON rel.id = ro.release WHERE ro.state = 'active'"
+	    " ORDER BY ro.id", NULL)) != OTAD_OK) {
+		json_decref(counts);
+		json_decref(versions);
+		json_decref(attempts);
+		return rc;
+	}
+	*obj = json_incref(json_array_get(counts, 0));
+	json_decref(counts);
+	json_object_set_new(*obj, "versions", versions);
+	json_object_set_new(*obj, "attempts", attempts);
+	json_object_set_new(*obj, "offered", offered);
+	return OTAD_OK;
+}

@@ -1,0 +1,219 @@
+/* rollout.c: the controller thread and snapshot swapping */
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "log.h"
+#include "registry.h"
+#include "rollout.h"
+
+#define TICK_MS 250 /* edits by hand take effect within a second */
+
+struct rollout {
+	struct registry_reader *reader;
+	rollout_payload_new pnew;
+	rollout_payload_free pfree;
+	void *arg;
+	pthread_mutex_t swap_mu; /* guards current */
+	struct snapshot *current;
+	atomic_llong epoch;        /* of current; read lock-free */
+	int64_t loaded_generation; /* controller thread only */
+	atomic_int force;
+	pthread_mutex_t wait_mu;
+	pthread_cond_t wake;
+	int stopping;
+	pthread_t thread;
+	int running;
+};
+
+/* snapshot_release needs the payload destructor; one controller per process */
+static rollout_payload_free payload_free_fn;
+
+void
+snapshot_release(struct snapshot *s)
+{
+	size_t i;
+
+	if (s == NULL || atomic_fetch_sub(&s->refs, 1) != 1)
+		return;
+	for (i = 0; i < s->n; i++)
+		if (s->offers[i].payload != NULL && payload_free_fn != NULL)
+			payload_free_fn(s->offers[i].payload);
+	free(s->offers);
+	free(s);
+}
+
+static enum otad_err
+build(struct rollout *r, int64_t generation, struct snapshot **out)
+{
+	struct snapshot *s;
+	struct offer *offers;
+	size_t n, i, kept = 0;
+	enum otad_err rc;
+
+	*out = NULL;
+	if ((rc = registry_load_offers(r->reader, &offers, &n)) != OTAD_OK)
+		return rc;
+	if ((s = calloc(1, sizeof(*s))) == NULL) {
+		free(offers);
+		return OTAD_ERR_NOMEM;
+	}
+	for (i = 0; i < n; i++) {
+		offers[kept] = offers[i];
+		offers[kept].payload = r->pnew(&offers[i], r->arg);
+		if (offers[kept].payload != NULL)
+			kept++;
+	}
+	atomic_init(&s->refs, 1);
+	s->generation = generation;
+	s->offers = offers;
+	s->n = kept;
+	*out = s;
+	return OTAD_OK;
+}
+
+/* Reload if the catalog moved (or force); log what is offered now. */
+static void
+refresh(struct rollout *r, int force)
+{
+	struct snapshot *s, *old;
+	int64_t gen;
+	size_t i;
+
+	if (registry_catalog_generation(r->reader, &gen) != OTAD_OK)
+		return; /* logged; try again next tick */
+	if (!force && gen == r->loaded_generation)
+		return;
+	if (build(r, gen, &s) != OTAD_OK) {
+		log_warnx("cannot load what to offer; keeping the previous "
+		    "set");
+		return;
+	}
+	pthread_mutex_lock(&r->swap_mu);
+	old = r->current;
+	s->epoch = (old ? old->epoch : 0) + 1;
+	r->current = s;
+	r->loaded_generation = gen;
+	atomic_store(&r->epoch, s->epoch);
+	pthread_mutex_unlock(&r->swap_mu);
+	snapshot_release(old);
+	if (s->n == 0)
+		log_info("catalog %lld: no release is offered",
+		    (long long)gen);
+	for (i = 0; i < s->n; i++)
+		log_info("catalog %lld: offering %s%s%s (rollout %lld, %s)",
+		    (long long)gen, s->offers[i].version,
+		    s->offers[i].product[0] ? " for product " : "",
+		    s->offers[i].product, (long long)s->offers[i].rollout_id,
+		    s->offers[i].sha256);
+}
+
+static void *
+controller_main(void *arg)
+{
+	struct rollout *r = arg;
+	struct timespec until;
+
+	pthread_mutex_lock(&r->wait_mu);
+	while (!r->stopping) {
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_nsec += TICK_MS * 1000000L;
+		if (until.tv_nsec >= 1000000000L) {
+			until.tv_sec++;
+			until.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&r->wake, &r->wait_mu, &until);
+		if (r->stopping)
+			break;
+		pthread_mutex_unlock(&r->wait_mu);
+		refresh(r, atomic_exchange(&r->force, 0));
+		pthread_mutex_lock(&r->wait_mu);
+	}
+	pthread_mutex_unlock(&r->wait_mu);
+	return NULL;
+}
+
+enum otad_err
+rollout_start(const char *db_path, rollout_payload_new pnew,
+    rollout_payload_free pfree, void *arg, struct rollout **out)
+{
+	struct rollout *r;
+	enum otad_err rc;
+
+	*out = NULL;
+	if ((r = calloc(1, sizeof(*r))) == NULL)
+		return OTAD_ERR_NOMEM;
+	r->pnew = pnew;
+	r->pfree = pfree;
+	r->arg = arg;
+	payload_free_fn = pfree;
+	atomic_init(&r->epoch, 0);
+	r->loaded_generation = -1;
+	pthread_mutex_init(&r->swap_mu, NULL);
+	pthread_mutex_init(&r->wait_mu, NULL);
+	pthread_cond_init(&r->wake, NULL);
+	if ((rc = registry_reader_open(db_path, &r->reader)) != OTAD_OK)
+		goto fail;
+	refresh(r, 1);
+	if (r->current == NULL) {
+		rc = OTAD_ERR_DB;
+		goto fail;
+	}
+	if (pthread_create(&r->thread, NULL, controller_main, r) != 0) {
+		rc = OTAD_ERR_NOMEM;
+		goto fail;
+	}
+	r->running = 1;
+	*out = r;
+	return OTAD_OK;
+fail:
+	rollout_stop(r);
+	return rc;
+}
+
+void
+rollout_stop(struct rollout *r)
+{
+	if (r == NULL)
+		return;
+	if (r->running) {
+		pthread_mutex_lock(&r->wait_mu);
+		r->stopping = 1;
+		pthread_cond_signal(&r->wake);
+		pthread_mutex_unlock(&r->wait_mu);
+		pthread_join(r->thread, NULL);
+	}
+	snapshot_release(r->current);
+	registry_reader_free(r->reader);
+	pthread_mutex_destroy(&r->swap_mu);
+	pthread_mutex_destroy(&r->wait_mu);
+	pthread_cond_destroy(&r->wake);
+	free(r);
+}
+
+void
+rollout_reload(struct rollout *r)
+{
+	atomic_store(&r->force, 1);
+	pthread_mutex_lock(&r->wait_mu);
+	pthread_cond_signal(&r->wake);
+	pthread_mutex_unlock(&r->wait_mu);
+}
+
+struct snapshot *
+rollout_snapshot(struct rollout *r, struct snapshot **cached)
+{
+	struct snapshot *mine = *cached;
+
+	/* the common case: one atomic load, no lock, no write */
+	if (mine != NULL && mine->epoch == atomic_load(&r->epoch))
+		return mine;
+	pthread_mutex_lock(&r->swap_mu);
+	mine = r->current;
+	atomic_fetch_add(&mine->refs, 1);
+	pthread_mutex_unlock(&r->swap_mu);
+	snapshot_release(*cached);
+	*cached = mine;
+	return mine;
+}

@@ -1,0 +1,319 @@
+/* store.c: content-addressed artifacts; ingest = temp, hash, fsync, rename */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+
+#include "log.h"
+#include "store.h"
+
+#define TEMP_PREFIX ".ingest-"
+
+struct store {
+	char *dir;
+	int dirfd;
+};
+
+int
+store_valid_sha256(const char *s)
+{
+	size_t i;
+
+	for (i = 0; i < 64; i++)
+		if (!((s[i] >= '0' && s[i] <= '9') ||
+		    (s[i] >= 'a' && s[i] <= 'f')))
+			return 0;
+	return s[64] == '\0';
+}
+
+enum otad_err
+store_open(const char *state_dir, struct store **out)
+{
+	struct store *store;
+	size_t len = strlen(state_dir) + sizeof("/artifacts");
+
+	*out = NULL;
+	if ((store = calloc(1, sizeof(*store))) == NULL ||
+	    (store->dir = malloc(len)) == NULL) {
+		free(store);
+		return OTAD_ERR_NOMEM;
+	}
+	snprintf(store->dir, len, "%s/artifacts", state_dir);
+	if (mkdir(store->dir, 0750) < 0 && errno != EEXIST) {
+		log_warn("cannot create '%s'", store->dir);
+		goto fail;
+	}
+	if ((store->dirfd = open(store->dir, O_RDONLY | O_DIRECTORY |
+	    O_CLOEXEC)) < 0) {
+		log_warn("cannot open '%s'", store->dir);
+		goto fail;
+	}
+	*out = store;
+	return OTAD_OK;
+fail:
+	free(store->dir);
+	free(store);
+	return OTAD_ERR_IO;
+}
+
+void
+store_free(struct store *store)
+{
+	if (store == NULL)
+		return;
+	close(store->dirfd);
+	free(store->dir);
+	free(store);
+}
+
+int
+store_path(const struct store *store, const char *sha256, char *buf,
+    size_t len)
+{
+	int n = snprintf(buf, len, "%s/%s", store->dir, sha256);
+
+	return (n < 0 || (size_t)n >= len) ? -1 : 0;
+}
+
+int
+store_open_artifact(const struct store *store, const char *sha256)
+{
+	if (!store_valid_sha256(sha256)) {
+		errno = EINVAL;
+		return -1;
+	}
+	return openat(store->dirfd, sha256, O_RDONLY | O_CLOEXEC);
+}
+
+enum otad_err
+store_remove(struct store *store, const char *sha256)
+{
+	if (!store_valid_sha256(sha256))
+		return OTAD_ERR_INVALID;
+	if (unlinkat(store->dirfd, sha256, 0) < 0 && errno != ENOENT)
+		return OTAD_ERR_IO;
+	fsync(store->dirfd);
+	return OTAD_OK;
+}
+
+static void
+hex(const unsigned char *in, size_t n, char *out)
+{
+	static const char digits[] = "0123456789abcdef";
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		out[2 * i] = digits[in[i] >> 4];
+		out[2 * i + 1] = digits[in[i] & 15];
+	}
+	out[2 * n] = '\0';
+}
+
+static int
+write_all(int fd, const void *buf, size_t len)
+{
+	const char *p = buf;
+
+	while (len > 0) {
+		ssize_t n = write(fd, p, len);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -1;
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+/* Copy src to tmp while hashing; OTAD_OK or an error with why filled in. */
+static enum otad_err
+copy_and_hash(int src, int tmp, struct store_artifact *out, uint8_t *head,
+    size_t *headlen, char *why, size_t whylen)
+{
+	enum { CHUNK = 64 * 1024 };
+	unsigned char sha[EVP_MAX_MD_SIZE], md5[EVP_MAX_MD_SIZE];
+	EVP_MD_CTX *hsha = EVP_MD_CTX_new(), *hmd5 = EVP_MD_CTX_new();
+	enum otad_err rc = OTAD_ERR_IO;
+	uint8_t *buf = malloc(CHUNK);
+	uint64_t total = 0;
+	unsigned len;
+
+	*headlen = 0;
+	if (hsha == NULL || hmd5 == NULL || buf == NULL ||
+	    !EVP_DigestInit_ex(hsha, EVP_sha256(), NULL) ||
+	    !EVP_DigestInit_ex(hmd5, EVP_md5(), NULL)) {
+		rc = OTAD_ERR_NOMEM;
+		snprintf(why, whylen, "cannot set up hashing");
+		goto done;
+	}
+	for (;;) {
+		ssize_t n = read(src, buf, CHUNK);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			snprintf(why, whylen, "read error: %s",
+			    strerror(errno));
+			goto done;
+		}
+		if (n == 0)
+			break;
+		total += (uint64_t)n;
+		if (total > ESPIMG_MAX_SIZE) {
+			snprintf(why, whylen, "file is larger than %u MiB, the "
+			    "largest app partition", ESPIMG_MAX_SIZE >> 20);
+			rc = OTAD_ERR_TOO_LARGE;
+			goto done;
+		}
+		if (*headlen < 64) {
+			size_t take = 64 - *headlen;
+
+			if (take > (size_t)n)
+				take = (size_t)n;
+			memcpy(head + *headlen, buf, take);
+			*headlen += take;
+		}
+		if (!EVP_DigestUpdate(hsha, buf, (size_t)n) ||
+		    !EVP_DigestUpdate(hmd5, buf, (size_t)n)) {
+			snprintf(why, whylen, "hashing failed");
+			goto done;
+		}
+		if (write_all(tmp, buf, (size_t)n) < 0) {
+			snprintf(why, whylen, "cannot write to the store: %s",
+			    strerror(errno));
+			goto done;
+		}
+	}
+	if (!EVP_DigestFinal_ex(hsha, sha, &len) ||
+	    !EVP_DigestFinal_ex(hmd5, md5, &len)) {
+		snprintf(why, whylen, "hashing failed");
+		goto done;
+	}
+	hex(sha, 32, out->sha256);
+	hex(md5, 16, out->md5);
+	out->size = total;
+	rc = OTAD_OK;
+done:
+	EVP_MD_CTX_free(hsha);
+	EVP_MD_CTX_free(hmd5);
+	free(buf);
+	return rc;
+}
+
+enum otad_err
+store_ingest(struct store *store, int src_fd, struct store_artifact *out,
+    int *existed, char *why, size_t whylen)
+{
+	char tmpname[sizeof(TEMP_PREFIX) + 16];
+	uint8_t head[64];
+	size_t headlen;
+	enum otad_err rc;
+	struct stat st;
+	int tmp = -1, n;
+
+	memset(out, 0, sizeof(*out));
+	*existed = 0;
+	/* a name only we use: pid and a counter make it unique per process */
+	for (n = 0;; n++) {
+		snprintf(tmpname, sizeof(tmpname), TEMP_PREFIX "%d-%d",
+		    (int)getpid(), n);
+		tmp = openat(store->dirfd, tmpname,
+		    O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
+		if (tmp >= 0 || errno != EEXIST)
+			break;
+	}
+	if (tmp < 0) {
+		snprintf(why, whylen, "cannot create a file in '%s': %s",
+		    store->dir, strerror(errno));
+		return OTAD_ERR_IO;
+	}
+	/* the lock tells store_clean this file is still being written */
+	if (flock(tmp, LOCK_EX) < 0) {
+		snprintf(why, whylen, "cannot lock '%s': %s", tmpname,
+		    strerror(errno));
+		rc = OTAD_ERR_IO;
+		goto fail;
+	}
+	rc = copy_and_hash(src_fd, tmp, out, head, &headlen, why, whylen);
+	if (rc != OTAD_OK)
+		goto fail;
+	rc = espimg_check_header(head, headlen, out->size, &out->image, why,
+	    whylen);
+	if (rc != OTAD_OK)
+		goto fail;
+	if (fsync(tmp) < 0) {
+		snprintf(why, whylen, "cannot fsync: %s", strerror(errno));
+		rc = OTAD_ERR_IO;
+		goto fail;
+	}
+	if (fstatat(store->dirfd, out->sha256, &st, 0) == 0 &&
+	    (uint64_t)st.st_size == out->size) {
+		/* same name, same length: the same content (SHA-256) */
+		*existed = 1;
+		unlinkat(store->dirfd, tmpname, 0);
+		close(tmp);
+		return OTAD_OK;
+	}
+	if (renameat(store->dirfd, tmpname, store->dirfd, out->sha256) < 0) {
+		snprintf(why, whylen, "cannot rename into the store: %s",
+		    strerror(errno));
+		rc = OTAD_ERR_IO;
+		goto fail;
+	}
+	if (fsync(store->dirfd) < 0) {
+		snprintf(why, whylen, "cannot fsync the store: %s",
+		    strerror(errno));
+		unlinkat(store->dirfd, out->sha256, 0);
+		close(tmp);
+		return OTAD_ERR_IO;
+	}
+	close(tmp);
+	return OTAD_OK;
+fail:
+	unlinkat(store->dirfd, tmpname, 0);
+	close(tmp);
+	return rc;
+}
+
+int
+store_clean(struct store *store)
+{
+	struct dirent *de;
+	DIR *d;
+	int fd, removed = 0;
+
+	if ((fd = openat(store->dirfd, ".", O_RDONLY | O_DIRECTORY |
+	    O_CLOEXEC)) < 0 || (d = fdopendir(fd)) == NULL) {
+		if (fd >= 0)
+			close(fd);
+		log_warn("cannot list '%s'", store->dir);
+		return 0;
+	}
+	while ((de = readdir(d)) != NULL) {
+		int tfd;
+
+		if (strncmp(de->d_name, TEMP_PREFIX, strlen(TEMP_PREFIX)) != 0)
+			continue;
+		tfd = openat(store->dirfd, de->d_name, O_RDONLY | O_CLOEXEC);
+		if (tfd < 0)
+			continue;
+		/* a live ingest holds the lock; a dead one left it free */
+		if (flock(tfd, LOCK_EX | LOCK_NB) == 0 &&
+		    unlinkat(store->dirfd, de->d_name, 0) == 0) {
+			log_info("removed unfinished ingest '%s'", de->d_name);
+			removed++;
+		}
+		close(tfd);
+	}
+	closedir(d);
+	return removed;
+}
