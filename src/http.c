@@ -51,6 +51,7 @@ struct body_ctx {
 	char *buf;
 	size_t len, cap;
 	int too_large;
+	size_t discarded; /* body bytes read and dropped after too_large */
 	int suspended;
 	int resumed;
 	uint64_t count_bytes;
@@ -85,6 +86,9 @@ struct http {
 };
 
 static atomic_long in_flight;
+
+/* Bodies over the limit but under this are read and dropped (see below). */
+#define DISCARD_MAX (1024 * 1024)
 
 static struct pending pending_404 = {PENDING_ERROR, NULL, 404,
     "no such path"};
@@ -204,6 +208,7 @@ first_call(struct http *h, struct MHD_Connection *conn, const char *url,
 	size_t idx, header_bytes = 0;
 	const char *cl;
 	struct body_ctx *ctx;
+	int too_large = 0;
 
 	atomic_fetch_add(&in_flight, 1);
 	MHD_get_connection_values(conn, MHD_HEADER_KIND, sum_headers,
@@ -236,15 +241,20 @@ first_call(struct http *h, struct MHD_Connection *conn, const char *url,
 			*con_cls = (void *)&pending_400;
 			return MHD_YES;
 		}
-		if (n > atomic_load(&h->max_body_bytes)) {
-			/* refuse before reading a byte of it */
+		if (n > DISCARD_MAX) {
+			/*
+			 * Refuse before reading a byte of it: answered now,
+			 * the connection closes after, as it should.
+			 */
 			*con_cls = (void *)&pending_413b;
-			return MHD_YES;
+			return queue_error(conn, 413, pending_413b.msg, 0);
 		}
+		too_large = n > atomic_load(&h->max_body_bytes);
 	}
 	if ((ctx = calloc(1, sizeof(*ctx))) == NULL)
 		return MHD_NO;
 	ctx->p.kind = PENDING_BODY;
+	ctx->too_large = too_large;
 	ctx->p.route = route;
 	ctx->h = h;
 	ctx->conn = conn;
@@ -252,14 +262,23 @@ first_call(struct http *h, struct MHD_Connection *conn, const char *url,
 	return MHD_YES;
 }
 
+/*
+ * 0 appended (or discarded), -1 out of memory, -2 past DISCARD_MAX: time to
+ * answer 413 and close.
+ */
 static int
 body_append(struct body_ctx *ctx, const char *data, size_t len)
 {
 	size_t max = atomic_load(&ctx->h->max_body_bytes);
 
 	if (ctx->too_large || len > max - ctx->len) {
-		ctx->too_large = 1; /* keep reading, answer 413 at the end */
-		return 0;
+		/*
+		 * Read and drop a modest excess so the client sees our 413
+		 * rather than a reset; past DISCARD_MAX stop reading.
+		 */
+		ctx->too_large = 1;
+		ctx->discarded += len;
+		return ctx->discarded > DISCARD_MAX ? -2 : 0;
 	}
 	if (ctx->len + len + 1 > ctx->cap) {
 		size_t cap = ctx->cap ? ctx->cap : 1024;
@@ -306,8 +325,13 @@ access_cb(void *cls, struct MHD_Connection *conn, const char *url,
 		const struct http_route *route = NULL;
 		size_t idx;
 
-		/* discard any body of a refused request */
-		*upload_data_size = 0;
+		if (*upload_data_size > 0) {
+			/* discard the body of a refused request, answer after */
+			*upload_data_size = 0;
+			return MHD_YES;
+		}
+		if (p == &pending_413b)
+			return MHD_YES; /* answered in the first call */
 		if (p == &pending_405)
 			route = find_route(h, url, &idx);
 		return queue_error(conn, p->status, p->msg,
@@ -323,11 +347,14 @@ access_cb(void *cls, struct MHD_Connection *conn, const char *url,
 		struct body_ctx *ctx = (struct body_ctx *)p;
 
 		if (*upload_data_size > 0) {
-			if (body_append(ctx, upload_data, *upload_data_size) <
-			    0)
-				return MHD_NO;
+			int rc = body_append(ctx, upload_data,
+			    *upload_data_size);
+
 			*upload_data_size = 0;
-			return MHD_YES;
+			if (rc == -2)
+				return queue_error(conn, 413,
+				    "request body is too large", 0);
+			return rc < 0 ? MHD_NO : MHD_YES;
 		}
 		if (ctx->too_large)
 			return queue_error(conn, 413,
@@ -702,24 +729,25 @@ http_start(const struct http_options *opt, const struct http_route *routes,
 	pool = opt->max_header_bytes * 2 + 16384;
 	if (h->tls_cert != NULL)
 		h->daemon = MHD_start_daemon(flags, 0, NULL, NULL, access_cb, h,
+		    MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
 		    MHD_OPTION_LISTEN_SOCKET, fd,
 		    MHD_OPTION_THREAD_POOL_SIZE, opt->threads,
 		    MHD_OPTION_CONNECTION_LIMIT, opt->max_connections,
 		    MHD_OPTION_CONNECTION_TIMEOUT, opt->connection_timeout,
 		    MHD_OPTION_CONNECTION_MEMORY_LIMIT, pool,
 		    MHD_OPTION_NOTIFY_COMPLETED, completed_cb, h,
-		    MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
 		    MHD_OPTION_HTTPS_MEM_CERT, h->tls_cert,
 		    MHD_OPTION_HTTPS_MEM_KEY, h->tls_key, MHD_OPTION_END);
 	else
 		h->daemon = MHD_start_daemon(flags, 0, NULL, NULL, access_cb, h,
+		    MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
 		    MHD_OPTION_LISTEN_SOCKET, fd,
 		    MHD_OPTION_THREAD_POOL_SIZE, opt->threads,
 		    MHD_OPTION_CONNECTION_LIMIT, opt->max_connections,
 		    MHD_OPTION_CONNECTION_TIMEOUT, opt->connection_timeout,
 		    MHD_OPTION_CONNECTION_MEMORY_LIMIT, pool,
 		    MHD_OPTION_NOTIFY_COMPLETED, completed_cb, h,
-		    MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_END);
+		    MHD_OPTION_END);
 	if (h->daemon == NULL) {
 		log_warnx("cannot start the HTTP server on '%s'%s", bound,
 		    h->tls_cert ? " (check tls_cert and tls_key)" : "");

@@ -32,6 +32,18 @@
 
 static int json_out;
 static struct conf conf;
+/* open for the whole command; closed at exit, after die() too */
+static struct registry *the_reg;
+static struct store *the_store;
+
+static void
+cleanup(void)
+{
+	registry_close(the_reg);
+	store_free(the_store);
+	the_reg = NULL;
+	the_store = NULL;
+}
 
 static _Noreturn void
 usage(void)
@@ -148,6 +160,7 @@ open_registry(void)
 	snprintf(actor, sizeof(actor), "otactl:%s",
 	    pw ? pw->pw_name : "unknown");
 	registry_set_actor(reg, actor);
+	the_reg = reg;
 	return reg;
 }
 
@@ -283,6 +296,7 @@ artifact_add(struct opts *o)
 	reg = open_registry();
 	if (store_open(conf.state_dir, &store) != OTAD_OK)
 		die("cannot open the artifact store in '%s'", conf.state_dir);
+	the_store = store;
 	if ((rc = store_ingest(store, fd, &art, &existed, why, sizeof(why))) !=
 	    OTAD_OK)
 		die("cannot add '%s': %s", o->argv[0], why);
@@ -294,12 +308,12 @@ artifact_add(struct opts *o)
 		if (registry_artifact_get(reg, art.sha256, &row, why,
 		    sizeof(why)) != OTAD_OK)
 			die("%s", why);
-		if (strcmp(json_string_value(json_object_get(row, "version")),
-		    o->version) != 0)
-			die("artifact %s is already in the store as version "
-			    "%s", art.sha256, json_string_value(
-			    json_object_get(row, "version")));
+		snprintf(why, sizeof(why), "%s",
+		    json_string_value(json_object_get(row, "version")));
 		json_decref(row);
+		if (strcmp(why, o->version) != 0)
+			die("artifact %s is already in the store as version "
+			    "%s", art.sha256, why);
 	} else if (rc != OTAD_OK) {
 		if (!existed)
 			store_remove(store, art.sha256);
@@ -314,8 +328,6 @@ artifact_add(struct opts *o)
 	} else {
 		puts(art.sha256);
 	}
-	store_free(store);
-	registry_close(reg);
 	return 0;
 }
 
@@ -331,7 +343,6 @@ artifact_list(void)
 		die("cannot read artifacts");
 	print_rows(rows, cols);
 	json_decref(rows);
-	registry_close(reg);
 	return 0;
 }
 
@@ -355,7 +366,6 @@ artifact_show(struct opts *o)
 	else
 		print_fields(row, keys);
 	json_decref(row);
-	registry_close(reg);
 	return 0;
 }
 
@@ -365,8 +375,7 @@ static int
 release_create(struct opts *o)
 {
 	struct registry *reg;
-	const char *sha, *aver;
-	char why[512];
+	char why[512], sha[65], aver[OTAD_VERSION_MAX + 1];
 	int64_t id;
 	json_t *art;
 
@@ -380,8 +389,11 @@ release_create(struct opts *o)
 	if (registry_artifact_get(reg, o->artifact, &art, why, sizeof(why)) !=
 	    OTAD_OK)
 		die("%s", why);
-	sha = json_string_value(json_object_get(art, "sha256"));
-	aver = json_string_value(json_object_get(art, "version"));
+	snprintf(sha, sizeof(sha), "%s",
+	    json_string_value(json_object_get(art, "sha256")));
+	snprintf(aver, sizeof(aver), "%s",
+	    json_string_value(json_object_get(art, "version")));
+	json_decref(art);
 	/* a release that says one version and ships another breaks "304" */
 	if (strcmp(aver, o->argv[0]) != 0)
 		die("artifact %.12s is version %s, not %s", sha, aver,
@@ -400,8 +412,6 @@ release_create(struct opts *o)
 		printf("release %s created (id %lld, artifact %.12s)\n",
 		    o->argv[0], (long long)id, sha);
 	}
-	json_decref(art);
-	registry_close(reg);
 	return 0;
 }
 
@@ -417,7 +427,6 @@ release_list(void)
 		die("cannot read releases");
 	print_rows(rows, cols);
 	json_decref(rows);
-	registry_close(reg);
 	return 0;
 }
 
@@ -446,7 +455,6 @@ release_publish(struct opts *o)
 		printf("release %s published to every matching device "
 		    "(rollout %lld)\n", o->argv[0], (long long)rollout);
 	}
-	registry_close(reg);
 	return 0;
 }
 
@@ -465,7 +473,6 @@ device_list(struct opts *o)
 		die("cannot read devices");
 	print_rows(rows, cols);
 	json_decref(rows);
-	registry_close(reg);
 	return 0;
 }
 
@@ -496,7 +503,6 @@ device_show(struct opts *o)
 		print_table(json_object_get(obj, "attempts"), cols);
 	}
 	json_decref(obj);
-	registry_close(reg);
 	return 0;
 }
 
@@ -533,7 +539,6 @@ status(void)
 		print_table(json_object_get(obj, "attempts"), acols);
 	}
 	json_decref(obj);
-	registry_close(reg);
 	return 0;
 }
 
@@ -547,6 +552,7 @@ main(int argc, char *argv[])
 	struct opts o;
 
 	log_init("otactl", 0);
+	atexit(cleanup);
 	if (conf_path == NULL)
 		conf_path = OTAD_CONF;
 	/* global options may stand anywhere */

@@ -1,0 +1,236 @@
+"""Shared harness: start the real otad on a free port with a temp config and
+state directory, wait for its readiness line, talk HTTP to it, run otactl.
+
+Every daemon started here must stop cleanly (exit 0) and print no sanitizer
+report; teardown fails the test otherwise.
+"""
+import hashlib
+import http.client
+import json
+import os
+import pathlib
+import re
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+BUILD = pathlib.Path(os.environ.get("OTAD_BUILD", ROOT / "build"))
+SHARED = pathlib.Path(os.environ.get("SHARED", ROOT.parent / "shared"))
+FIRMWARE = SHARED / "firmware"
+WLED = FIRMWARE / "wled-esp32"
+OTAD = BUILD / "otad"
+OTACTL = BUILD / "otactl"
+
+READY = re.compile(r"ready: listening on (\S+?):(\d+)")
+SANITIZER = re.compile(r"(ERROR: AddressSanitizer|ERROR: LeakSanitizer|"
+                       r"runtime error:)")
+
+
+def sha256(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+def md5(data):
+    return hashlib.md5(data).hexdigest()
+
+
+class Response:
+    def __init__(self, status, headers, body):
+        self.status = status
+        self.headers = headers  # lower-case names
+        self.body = body
+
+    def json(self):
+        return json.loads(self.body)
+
+
+class Otad:
+    """One otad instance with its own state directory."""
+
+    def __init__(self, tmp, extra_conf=""):
+        self.dir = pathlib.Path(tmp)
+        self.state = self.dir / "state"
+        self.conf = self.dir / "otad.conf"
+        self.conf.write_text(
+            "listen = 127.0.0.1:0\n"
+            f"state_dir = {self.state}\n"
+            "http_threads = 2\n"
+            "shutdown_timeout = 10\n" + extra_conf)
+        self.proc = None
+        self.log = []
+        self.port = None
+        self.env = dict(os.environ, OTAD_CONF=str(self.conf))
+        self.env.pop("NOTIFY_SOCKET", None)
+        self.env.pop("JOURNAL_STREAM", None)
+
+    @property
+    def db(self):
+        return self.state / "otad.db"
+
+    def start(self, args=(), env=None, wait=True):
+        self.log = []
+        self.proc = subprocess.Popen(
+            [str(OTAD), "-c", str(self.conf), *args],
+            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+            env=env or self.env, text=True)
+        ready = threading.Event()
+
+        def reader(proc=self.proc):
+            for line in proc.stderr:
+                self.log.append(line.rstrip("\n"))
+                m = READY.search(line)
+                if m:
+                    self.port = int(m.group(2))
+                    ready.set()
+            ready.set()
+
+        threading.Thread(target=reader, daemon=True).start()
+        if wait:
+            assert ready.wait(20), "otad did not get ready:\n" + self.logtext()
+            assert self.proc.poll() is None, "otad exited:\n" + self.logtext()
+        return self
+
+    def logtext(self):
+        return "\n".join(self.log)
+
+    def stop(self, sig=signal.SIGTERM, timeout=20):
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(sig)
+        rc = self.proc.wait(timeout)
+        time.sleep(0.05)  # let the reader drain the pipe
+        return rc
+
+    def check_clean_exit(self):
+        rc = self.stop()
+        assert not SANITIZER.search(self.logtext()), self.logtext()
+        assert rc == 0, f"otad exited {rc}:\n{self.logtext()}"
+
+    def otactl(self, *args, check=True, json_out=False):
+        argv = [str(OTACTL), *(["--json"] if json_out else []), *args]
+        p = subprocess.run(argv, capture_output=True, text=True,
+                           env=self.env, timeout=60)
+        assert not SANITIZER.search(p.stderr), p.stderr
+        if check:
+            assert p.returncode == 0, p.stderr
+        if json_out and p.returncode == 0:
+            return json.loads(p.stdout)
+        return p
+
+    def request(self, method, path, headers=None, body=None, conn=None):
+        c = conn or http.client.HTTPConnection("127.0.0.1", self.port,
+                                               timeout=20)
+        c.request(method, path, body=body, headers=headers or {})
+        r = c.getresponse()
+        data = r.read()
+        hdrs = {k.lower(): v for k, v in r.getheaders()}
+        if conn is None:
+            c.close()
+        return Response(r.status, hdrs, data)
+
+    def get(self, path, headers=None):
+        return self.request("GET", path, headers)
+
+    def post_json(self, path, obj, headers=None):
+        body = obj if isinstance(obj, (bytes, str)) else json.dumps(obj)
+        h = {"Content-Type": "application/json"}
+        h.update(headers or {})
+        return self.request("POST", path, h, body)
+
+    def raw(self, data, timeout=10):
+        """Send bytes as they are, read until the server closes."""
+        with socket.create_connection(("127.0.0.1", self.port),
+                                      timeout=timeout) as s:
+            try:
+                s.sendall(data)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the server may refuse before reading it all
+            chunks = []
+            while True:
+                try:
+                    b = s.recv(65536)
+                except (socket.timeout, ConnectionResetError):
+                    break
+                if not b:
+                    break
+                chunks.append(b)
+        return parse_raw(b"".join(chunks))
+
+    def publish(self, image, version, product=None):
+        extra = ["--product", product] if product else []
+        sha = self.otactl("artifact", "add", str(image), "--version",
+                          version, *extra).stdout.strip()
+        self.otactl("release", "create", version, "--artifact", sha, *extra)
+        self.otactl("release", "publish", version, *extra)
+        return sha
+
+    def wait_for(self, predicate, timeout=5.0, what="condition"):
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if predicate():
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"timed out waiting for {what}")
+
+
+def parse_raw(data):
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    m = re.match(r"HTTP/1\.[01] (\d{3})", lines[0]) if lines else None
+    status = int(m.group(1)) if m else 0
+    headers = {}
+    for line in lines[1:]:
+        k, _, v = line.partition(":")
+        headers[k.strip().lower()] = v.strip()
+    return Response(status, headers, body)
+
+
+def arduino_request(path, mac, version, port, sketch_sha256=None,
+                    free_space=1966080):
+    """What Arduino-ESP32's HTTPUpdate sends, header for header."""
+    lines = [
+        f"GET {path} HTTP/1.0",
+        f"Host: 127.0.0.1:{port}",
+        "User-Agent: ESP32-http-Update",
+        "Connection: close",
+        "Cache-Control: no-cache",
+        f"x-ESP32-STA-MAC: {mac}",
+        "x-ESP32-AP-MAC: 0C:B8:15:F8:AD:1D",
+        f"x-ESP32-free-space: {free_space}",
+        "x-ESP32-sketch-size: 1286112",
+        "x-ESP32-sketch-md5: 5c3d8fa3c3807f5431a87409ec479d57",
+    ]
+    if sketch_sha256:
+        lines.append(f"x-ESP32-sketch-sha256: {sketch_sha256.upper()}")
+    lines += [
+        "x-ESP32-chip-size: 4194304",
+        "x-ESP32-sdk-version: v4.4.4",
+        "x-ESP32-mode: sketch",
+    ]
+    if version:
+        lines.append(f"x-ESP32-version: {version}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+@pytest.fixture
+def otad(tmp_path):
+    d = Otad(tmp_path)
+    d.start()
+    yield d
+    d.check_clean_exit()
+
+
+@pytest.fixture
+def published(otad):
+    """otad offering WLED 0.14.3 to every device."""
+    otad.sha = otad.publish(WLED / "0.14.3.bin", "0.14.3")
+    otad.image = (WLED / "0.14.3.bin").read_bytes()
+    # the daemon notices within a second
+    otad.wait_for(lambda: any("offering 0.14.3" in l for l in otad.log),
+                  what="the publish to be noticed")
+    return otad

@@ -1,0 +1,187 @@
+"""Start, readiness, reload, hand edits, graceful stop, health, metrics."""
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import threading
+import time
+
+from conftest import Otad, WLED
+
+
+def test_ready_is_sent_to_systemd(tmp_path):
+    path = str(tmp_path / "notify.sock")
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    s.bind(path)
+    s.settimeout(20)
+    d = Otad(tmp_path)
+    env = dict(d.env, NOTIFY_SOCKET=path)
+    d.start(env=env)
+    msg = s.recv(4096).decode()
+    assert "READY=1" in msg
+    # the readiness line was logged before (and so after the bind)
+    assert any("ready: listening on" in l for l in d.log)
+    d.proc.send_signal(signal.SIGHUP)
+    got = s.recv(4096).decode() + s.recv(4096).decode()
+    assert "RELOADING=1" in got and "READY=1" in got
+    d.check_clean_exit()
+    assert "STOPPING=1" in s.recv(4096).decode()
+    s.close()
+
+
+def test_sighup_with_a_broken_config_keeps_running(otad):
+    good = otad.conf.read_text()
+    otad.conf.write_text(good + "bogus = 1\n")
+    otad.proc.send_signal(signal.SIGHUP)
+    otad.wait_for(lambda: any("reload refused" in l for l in otad.log))
+    assert any(f"{otad.conf}:" in l and "unknown key 'bogus'" in l
+               for l in otad.log)
+    assert otad.get("/health").status == 200
+    otad.conf.write_text(good + "max_body_bytes = 300\n")
+    otad.proc.send_signal(signal.SIGHUP)
+    otad.wait_for(lambda: any("configuration reloaded" in l
+                              for l in otad.log))
+    r = otad.post_json("/firmware/report", {"device": "d", "result":
+                                            "failed", "reason": "x" * 300})
+    assert r.status == 413, "the new body limit applies after reload"
+
+
+def test_hand_edit_pauses_offers_within_a_second(published):
+    r = published.get("/firmware/check?device=e1&version=0.14.2")
+    assert r.status == 200
+    subprocess.run(["sqlite3", str(published.db),
+                    "UPDATE rollout SET state='paused' WHERE id=1"],
+                   check=True)
+    t0 = time.monotonic()
+    published.wait_for(lambda: published.get(
+        "/firmware/check?device=e2&version=0.14.2").status == 304,
+        timeout=1.5, what="the pause to take effect")
+    assert time.monotonic() - t0 < 1.5
+    db = sqlite3.connect(published.db)
+    audit = db.execute("SELECT actor, what FROM audit ORDER BY id DESC"
+                       " LIMIT 1").fetchone()
+    assert audit == ("sql", "rollout 1 state active -> paused")
+    db.close()
+    subprocess.run(["sqlite3", str(published.db),
+                    "UPDATE rollout SET state='active' WHERE id=1"],
+                   check=True)
+    published.wait_for(lambda: published.get(
+        "/firmware/check?device=e3&version=0.14.2").status == 200,
+        timeout=1.5, what="the resume to take effect")
+
+
+def test_invalid_hand_edit_is_refused(published):
+    p = subprocess.run(["sqlite3", str(published.db),
+                        "UPDATE rollout SET state='bogus' WHERE id=1"],
+                       capture_output=True, text=True)
+    assert p.returncode != 0 and "CHECK constraint failed" in p.stderr
+    assert published.get(
+        "/firmware/check?device=i1&version=0.14.2").status == 200
+
+
+def test_busy_database_delays_but_loses_nothing(published):
+    """An operator holding a write lock delays records; none is dropped."""
+    holder = sqlite3.connect(published.db, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    for i in range(20):
+        assert published.get(
+            f"/firmware/check?device=busy-{i}&version=0.14.3").status == 304
+    time.sleep(0.5)
+    holder.execute("ROLLBACK")
+    holder.close()
+    published.wait_for(lambda: len(published.otactl(
+        "device", "list", json_out=True)) == 20, timeout=10,
+        what="queued check-ins to be written")
+
+
+def test_sigterm_finishes_a_download_in_flight(published):
+    img = published.image
+    s = socket.create_connection(("127.0.0.1", published.port))
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.sendall(b"GET /firmware/check?device=slow&version=0.14.0 HTTP/1.0\r\n"
+              b"Host: x\r\n\r\n")
+    first = s.recv(1024)
+    assert first.startswith(b"HTTP/1.1 200")
+    published.proc.send_signal(signal.SIGTERM)
+    data = first
+    while True:
+        b = s.recv(65536)
+        if not b:
+            break
+        data += b
+    s.close()
+    body = data.partition(b"\r\n\r\n")[2]
+    assert body == img
+    assert published.proc.wait(10) == 0
+    # the offer it recorded before stopping is on disk
+    db = sqlite3.connect(published.db)
+    assert db.execute("SELECT state FROM attempt WHERE device='slow'"
+                      ).fetchone() == ("offered",)
+    db.close()
+    published.start()
+
+
+def test_sigterm_waits_for_a_report_to_be_durable(published):
+    """A report stuck behind an operator's lock when SIGTERM comes is still
+    answered 200, and is on disk, before otad exits."""
+    holder = sqlite3.connect(published.db, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    result = {}
+
+    def send():
+        result["r"] = published.post_json("/firmware/report", {
+            "device": "late", "version": "0.14.3", "result": "success"})
+    t = threading.Thread(target=send)
+    t.start()
+    time.sleep(0.3)
+    published.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    assert published.proc.poll() is None, "otad must wait for the report"
+    assert "r" not in result, "no 2xx before the report is on disk"
+    holder.execute("ROLLBACK")
+    holder.close()
+    t.join(10)
+    assert result["r"].status == 200
+    assert published.proc.wait(10) == 0
+    db = sqlite3.connect(published.db)
+    assert db.execute("SELECT state FROM attempt WHERE device='late'"
+                      ).fetchone() == ("success",)
+    db.close()
+    published.start()
+
+
+def test_health_and_metrics(published):
+    r = published.get("/health")
+    assert r.status == 200 and r.json() == {"status": "ok"}
+    published.get("/firmware/check?device=m1&version=0.14.3")
+    published.get("/firmware/check?device=m2&version=0.14.2")
+    published.get("/nowhere")
+    m = published.get("/metrics")
+    assert m.status == 200
+    assert m.headers["content-type"].startswith("text/plain")
+    text = m.body.decode()
+    values = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            k, v = line.rsplit(" ", 1)
+            values[k] = float(v)
+    assert values["otad_checks_total"] == 2
+    assert values["otad_offers_total"] == 1
+    assert values['otad_http_responses_total{code="304"}'] == 1
+    assert values['otad_http_responses_total{code="404"}'] == 1
+    published.wait_for(lambda: "otad_bytes_served_total %d" %
+                       len(published.image) in
+                       published.get("/metrics").body.decode())
+
+
+def test_health_writes_nothing(otad):
+    otad.otactl("status")
+    before = os.stat(otad.db).st_mtime_ns, os.path.getsize(str(otad.db) +
+                                                          "-wal")
+    for _ in range(20):
+        assert otad.get("/health").status == 200
+    time.sleep(0.3)
+    after = os.stat(otad.db).st_mtime_ns, os.path.getsize(str(otad.db) +
+                                                         "-wal")
+    assert before == after
