@@ -1142,6 +1142,11 @@ registry_release_create(struct registry *reg, const char *version,
 	sqlite3_bind_int64(st, 4, now_s());
 	step = sqlite3_step(st);
 	sqlite3_finalize(st);
+	if (step == SQLITE_CONSTRAINT && sqlite3_extended_errcode(reg->db) ==
+	    SQLITE_CONSTRAINT_FOREIGNKEY) {
+		snprintf(why, whylen, "no artifact %s", sha256);
+		return catalog_fail(reg, OTAD_ERR_NOT_FOUND);
+	}
 	if (step == SQLITE_CONSTRAINT) {
 		snprintf(why, whylen, "release %s%s%s already exists", version,
 		    product ? " for product " : "", product ? product : "");

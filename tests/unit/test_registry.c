@@ -1,0 +1,307 @@
+/* registry: migrations, catalog operations, the writer, readers */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <sqlite3.h>
+
+#include "registry.h"
+
+static struct store_artifact
+fake_artifact(char fill)
+{
+	struct store_artifact a;
+
+	memset(&a, 0, sizeof(a));
+	memset(a.sha256, fill, 64);
+	memset(a.md5, 'a', 32);
+	a.size = 1000;
+	a.image.chip_id = 0;
+	return a;
+}
+
+static void
+test_catalog_in_memory(void **state)
+{
+	struct store_artifact a = fake_artifact('1'), b = fake_artifact('2');
+	struct registry *reg;
+	char why[256];
+	json_t *rows, *row;
+	int64_t id, rollout;
+
+	(void)state;
+	assert_int_equal(registry_open(":memory:", &reg), OTAD_OK);
+	registry_set_actor(reg, "test:unit");
+	assert_int_equal(registry_artifact_add(reg, &a, "1.0.0", NULL, why,
+	    sizeof(why)), OTAD_OK);
+	assert_int_equal(registry_artifact_add(reg, &a, "1.0.0", NULL, why,
+	    sizeof(why)), OTAD_ERR_EXISTS);
+	assert_int_equal(registry_artifact_add(reg, &b, "2.0.0", "wled", why,
+	    sizeof(why)), OTAD_OK);
+	/* prefixes: unique, ambiguous, too short, unknown */
+	assert_int_equal(registry_artifact_get(reg, "111111", &row, why,
+	    sizeof(why)), OTAD_OK);
+	assert_string_equal(json_string_value(json_object_get(row, "version")),
+	    "1.0.0");
+	assert_string_equal(json_string_value(json_object_get(row, "chip")),
+	    "esp32");
+	json_decref(row);
+	assert_int_equal(registry_artifact_get(reg, "11111", &row, why,
+	    sizeof(why)), OTAD_ERR_INVALID);
+	assert_int_equal(registry_artifact_get(reg, "333333", &row, why,
+	    sizeof(why)), OTAD_ERR_NOT_FOUND);
+	assert_int_equal(registry_artifact_list(reg, &rows), OTAD_OK);
+	assert_int_equal(json_array_size(rows), 2);
+	json_decref(rows);
+
+	assert_int_equal(registry_release_create(reg, "1.0.0", a.sha256, NULL,
+	    &id, why, sizeof(why)), OTAD_OK);
+	assert_int_equal(registry_release_create(reg, "1.0.0", a.sha256, NULL,
+	    &id, why, sizeof(why)), OTAD_ERR_EXISTS);
+	assert_non_null(strstr(why, "already exists"));
+	/* the same version for a product is another release */
+	assert_int_equal(registry_release_create(reg, "1.0.0", b.sha256,
+	    "wled", &id, why, sizeof(why)), OTAD_OK);
+	/* an artifact that does not exist cannot be released */
+	assert_int_equal(registry_release_create(reg, "3.0.0",
+	    "ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
+	    NULL, &id, why, sizeof(why)), OTAD_ERR_NOT_FOUND);
+	assert_non_null(strstr(why, "no artifact"));
+
+	assert_int_equal(registry_release_publish(reg, "1.0.0", NULL, &rollout,
+	    why, sizeof(why)), OTAD_ERR_INVALID);
+	assert_non_null(strstr(why, "--product"));
+	assert_int_equal(registry_release_publish(reg, "1.0.0", "wled",
+	    &rollout, why, sizeof(why)), OTAD_OK);
+	assert_int_equal(registry_release_publish(reg, "1.0.0", "wled",
+	    &rollout, why, sizeof(why)), OTAD_ERR_EXISTS);
+	assert_int_equal(registry_release_publish(reg, "9.9.9", NULL, &rollout,
+	    why, sizeof(why)), OTAD_ERR_NOT_FOUND);
+
+	assert_int_equal(registry_status(reg, 1700000000, &row), OTAD_OK);
+	assert_int_equal(json_integer_value(json_object_get(row, "releases")),
+	    2);
+	assert_int_equal(json_array_size(json_object_get(row, "offered")), 1);
+	json_decref(row);
+	registry_close(reg);
+}
+
+static char *
+temp_db(void)
+{
+	static char dir[64];
+	static char path[96];
+
+	snprintf(dir, sizeof(dir), "/tmp/otad-reg-XXXXXX");
+	assert_non_null(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/otad.db", dir);
+	return path;
+}
+
+static void
+cleanup_db(const char *path)
+{
+	char p[128];
+
+	unlink(path);
+	snprintf(p, sizeof(p), "%s-wal", path);
+	unlink(p);
+	snprintf(p, sizeof(p), "%s-shm", path);
+	unlink(p);
+	snprintf(p, sizeof(p), "%s", path);
+	*strrchr(p, '/') = '\0';
+	rmdir(p);
+}
+
+static int done_calls;
+static enum otad_err done_err = OTAD_ERR_IO;
+
+static void
+on_done(void *arg, enum otad_err err)
+{
+	(void)arg;
+	done_calls++;
+	done_err = err;
+}
+
+static struct record *
+checkin(const char *dev, const char *version, int64_t release,
+    const char *offer_version)
+{
+	struct record *r = registry_record_new(RECORD_CHECKIN);
+
+	snprintf(r->device, sizeof(r->device), "%s", dev);
+	snprintf(r->version, sizeof(r->version), "%s", version);
+	snprintf(r->address, sizeof(r->address), "10.0.0.7");
+	r->at = 1700000000;
+	r->offer_release = release;
+	r->offer_rollout = release ? 1 : 0;
+	if (offer_version)
+		snprintf(r->offer_version, sizeof(r->offer_version), "%s",
+		    offer_version);
+	return r;
+}
+
+static void
+test_writer_and_readers(void **state)
+{
+	struct store_artifact a = fake_artifact('a'), b = fake_artifact('b');
+	const char *path = temp_db();
+	struct registry *reg, *cat;
+	struct registry_reader *rd;
+	struct device_row row;
+	struct offer *offers;
+	struct record *r;
+	char why[256];
+	int64_t id, rel1, rollout, gen0, gen1;
+	json_t *obj, *att;
+	size_t n;
+	int i;
+
+	(void)state;
+	assert_int_equal(registry_open(path, &cat), OTAD_OK);
+	assert_int_equal(registry_artifact_add(cat, &a, "1.0.0", NULL, why,
+	    sizeof(why)), OTAD_OK);
+	assert_int_equal(registry_artifact_add(cat, &b, "1.0.10", NULL, why,
+	    sizeof(why)), OTAD_OK);
+	assert_int_equal(registry_release_create(cat, "1.0.0", a.sha256, NULL,
+	    &rel1, why, sizeof(why)), OTAD_OK);
+
+	assert_int_equal(registry_reader_open(path, &rd), OTAD_OK);
+	assert_int_equal(registry_catalog_generation(rd, &gen0), OTAD_OK);
+	assert_int_equal(registry_load_offers(rd, &offers, &n), OTAD_OK);
+	assert_int_equal(n, 0);
+	free(offers);
+	assert_int_equal(registry_release_publish(cat, "1.0.0", NULL, &rollout,
+	    why, sizeof(why)), OTAD_OK);
+	assert_int_equal(registry_release_create(cat, "1.0.10", b.sha256, NULL,
+	    &id, why, sizeof(why)), OTAD_OK);
+	assert_int_equal(registry_release_publish(cat, "1.0.10", NULL,
+	    &rollout, why, sizeof(why)), OTAD_OK);
+	assert_int_equal(registry_catalog_generation(rd, &gen1), OTAD_OK);
+	assert_true(gen1 > gen0);
+	/* the newer publish superseded the older one */
+	assert_int_equal(registry_load_offers(rd, &offers, &n), OTAD_OK);
+	assert_int_equal(n, 1);
+	assert_string_equal(offers[0].version, "1.0.10");
+	assert_string_equal(offers[0].sha256, b.sha256);
+	free(offers);
+
+	/* the daemon's side: a writer with a queue of two */
+	assert_int_equal(registry_open(path, &reg), OTAD_OK);
+	assert_int_equal(registry_writer_start(reg, 2), OTAD_OK);
+	assert_int_equal(registry_submit(reg, checkin("d1", "0.9.0", rel1,
+	    "1.0.0")), OTAD_OK);
+	/* the same offer again is the same attempt */
+	assert_int_equal(registry_submit(reg, checkin("d1", "0.9.0", rel1,
+	    "1.0.0")), OTAD_OK);
+	/* more than the queue holds: producers wait, nothing is dropped */
+	for (i = 0; i < 50; i++) {
+		char dev[16];
+
+		snprintf(dev, sizeof(dev), "bulk-%d", i);
+		assert_int_equal(registry_submit(reg, checkin(dev, "1.0.0", 0,
+		    NULL)), OTAD_OK);
+	}
+	r = registry_record_new(RECORD_REPORT);
+	snprintf(r->device, sizeof(r->device), "d2");
+	snprintf(r->version, sizeof(r->version), "1.0.0");
+	r->result = REPORT_FAILED;
+	snprintf(r->reason, sizeof(r->reason), "flash");
+	r->tel.present = TEL_RSSI | TEL_BATTERY;
+	r->tel.rssi = -70;
+	r->tel.battery = 55;
+	r->at = 1700000001;
+	r->durable = 1;
+	r->done = on_done;
+	assert_int_equal(registry_submit(reg, r), OTAD_OK);
+	/* d1 comes back running what it was offered */
+	assert_int_equal(registry_submit(reg, checkin("d1", "1.0.0", 0, NULL)),
+	    OTAD_OK);
+	registry_close(reg); /* flushes everything queued */
+	assert_int_equal(done_calls, 1);
+	assert_int_equal(done_err, OTAD_OK);
+	/* no writer: refused, and the caller still owns the record */
+	r = checkin("x", "1", 0, NULL);
+	assert_int_equal(registry_submit(cat, r), OTAD_ERR_SHUTDOWN);
+	free(r);
+
+	assert_int_equal(registry_device_get(rd, "d1", &row), OTAD_OK);
+	assert_string_equal(row.version, "1.0.0");
+	assert_int_equal(row.blocked, 0);
+	assert_int_equal(registry_device_get(rd, "nobody", &row),
+	    OTAD_ERR_NOT_FOUND);
+	assert_int_equal(registry_device_show(cat, "d1", &obj, why,
+	    sizeof(why)), OTAD_OK);
+	assert_int_equal(json_integer_value(json_object_get(obj, "checks")), 3);
+	assert_string_equal(json_string_value(json_object_get(obj, "address")),
+	    "10.0.0.7");
+	att = json_object_get(obj, "attempts");
+	assert_int_equal(json_array_size(att), 1);
+	assert_string_equal(json_string_value(json_object_get(
+	    json_array_get(att, 0), "state")), "success");
+	json_decref(obj);
+	assert_int_equal(registry_device_show(cat, "d2", &obj, why,
+	    sizeof(why)), OTAD_OK);
+	assert_int_equal(json_integer_value(json_object_get(obj, "rssi")), -70);
+	assert_int_equal(json_integer_value(json_object_get(obj, "battery")),
+	    55);
+	att = json_array_get(json_object_get(obj, "attempts"), 0);
+	assert_string_equal(json_string_value(json_object_get(att, "state")),
+	    "failed");
+	assert_string_equal(json_string_value(json_object_get(att, "reason")),
+	    "flash");
+	json_decref(obj);
+	assert_int_equal(registry_device_list(cat, 1700000000, 0, &obj),
+	    OTAD_OK);
+	assert_int_equal(json_array_size(obj), 52);
+	json_decref(obj);
+	registry_reader_free(rd);
+	registry_close(cat);
+	cleanup_db(path);
+}
+
+static void
+test_newer_schema_is_refused(void **state)
+{
+	const char *path = temp_db();
+	struct registry *reg;
+	sqlite3 *db;
+
+	(void)state;
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db, "PRAGMA user_version = 999", NULL,
+	    NULL, NULL), SQLITE_OK);
+	sqlite3_close(db);
+	assert_int_equal(registry_open(path, &reg), OTAD_ERR_DB);
+	cleanup_db(path);
+}
+
+static void
+test_result_names(void **state)
+{
+	(void)state;
+	assert_int_equal(registry_result_parse("rollback"), REPORT_ROLLBACK);
+	assert_int_equal(registry_result_parse("Rollback"), -1);
+	assert_int_equal(registry_result_parse(""), -1);
+	assert_string_equal(registry_result_name(REPORT_SUCCESS), "success");
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_catalog_in_memory),
+		cmocka_unit_test(test_writer_and_readers),
+		cmocka_unit_test(test_newer_schema_is_refused),
+		cmocka_unit_test(test_result_names),
+	};
+
+	return cmocka_run_group_tests_name("registry", tests, NULL, NULL);
+}
