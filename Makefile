@@ -44,9 +44,9 @@ UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 # Debian packages: to build, to test, to benchmark
 DEPS_BUILD := gcc make pkg-config libmicrohttpd-dev libssl-dev \
 	libsqlite3-dev libjansson-dev libmosquitto-dev libsystemd-dev
-DEPS_TEST  := libcmocka-dev python3 python3-pytest sqlite3 openssl \
-	mosquitto mosquitto-clients
-DEPS_BENCH := wrk nginx-light
+DEPS_TEST  := libcmocka-dev python3 python3-pytest sqlite3 openssl curl \
+	cppcheck mosquitto mosquitto-clients
+DEPS_BENCH := wrk nginx-light bc
 
 .PHONY: all run test unit integration deps deps-test deps-bench lint \
 	install clean bench fuzz
@@ -133,6 +133,7 @@ integration: all
 
 test: deps-test
 	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory lint
 	@$(MAKE) --no-print-directory unit
 	@$(MAKE) --no-print-directory integration
 

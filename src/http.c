@@ -134,18 +134,20 @@ sum_headers(void *cls, enum MHD_ValueKind kind, const char *key,
 static void
 allow_header(struct MHD_Response *r, unsigned methods)
 {
-	char allow[32] = "";
+	static const struct {
+		unsigned bit;
+		const char *name;
+	} names[] = {{HTTP_GET, "GET"}, {HTTP_HEAD, "HEAD"}, {HTTP_POST, "POST"}};
+	char allow[32];
+	size_t i, len = 0;
 
-	if (methods & HTTP_GET)
-		strcat(allow, "GET, ");
-	if (methods & HTTP_HEAD)
-		strcat(allow, "HEAD, ");
-	if (methods & HTTP_POST)
-		strcat(allow, "POST, ");
-	if (allow[0] != '\0') {
-		allow[strlen(allow) - 2] = '\0';
+	allow[0] = '\0';
+	for (i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		if (methods & names[i].bit)
+			len += (size_t)snprintf(allow + len, sizeof(allow) - len,
+			    "%s%s", len ? ", " : "", names[i].name);
+	if (len > 0)
 		MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, allow);
-	}
 }
 
 static int

@@ -221,7 +221,7 @@ print_table(json_t *rows, const char *const *cols)
 	size_t ncol, c, r, w[32] = {0};
 	char buf[512];
 
-	for (ncol = 0; cols[ncol] != NULL && ncol < 32; ncol++)
+	for (ncol = 0; ncol < 32 && cols[ncol] != NULL; ncol++)
 		w[ncol] = strlen(cols[ncol]);
 	for (r = 0; r < json_array_size(rows); r++)
 		for (c = 0; c < ncol; c++) {

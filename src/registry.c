@@ -23,6 +23,8 @@
 extern const char *const schema_migrations[];
 extern const unsigned schema_migration_count;
 
+/* ends the text parameters of query_rows: a typed NULL, not a bare 0 */
+#define ARGS_END ((const char *)NULL)
 #define OPEN_STATES "('offered', 'downloading', 'installed')"
 #define MAX_PRODUCERS 256 /* threads that may submit; more share slots */
 #define BATCH_MAX 4096    /* records in one transaction */
@@ -1089,7 +1091,7 @@ registry_artifact_get(struct registry *reg, const char *sha, json_t **row,
 	rc = query_rows(reg->db, &rows, "SELECT sha256, size, md5, version,"
 	    " product, chip, created, (SELECT count(*) FROM release"
 	    " WHERE artifact = sha256) AS releases FROM artifact"
-	    " WHERE sha256 GLOB ?1 LIMIT 2", pattern, NULL);
+	    " WHERE sha256 GLOB ?1 LIMIT 2", pattern, ARGS_END);
 	if (rc != OTAD_OK) {
 		snprintf(why, whylen, "database: %s", otad_strerror(rc));
 		return rc;
@@ -1113,7 +1115,7 @@ registry_artifact_list(struct registry *reg, json_t **rows)
 {
 	return query_rows(reg->db, rows, "SELECT sha256, size, version,"
 	    " product, chip, created FROM artifact ORDER BY created, sha256",
-	    NULL);
+	    ARGS_END);
 }
 
 enum otad_err
@@ -1178,7 +1180,7 @@ registry_release_list(struct registry *reg, json_t **rows)
 	    " (SELECT count(*) FROM attempt WHERE release = rel.id AND"
 	    " state = 'success') AS succeeded"
 	    " FROM release rel JOIN artifact a ON a.sha256 = rel.artifact"
-	    " ORDER BY rel.created, rel.id", NULL);
+	    " ORDER BY rel.created, rel.id", ARGS_END);
 }
 
 /* Run a statement with int64 parameters (-1 ends the list). */
@@ -1219,12 +1221,12 @@ registry_release_publish(struct registry *reg, const char *version,
 		    " (SELECT count(*) FROM rollout WHERE release = release.id"
 		    " AND state = 'active') AS active FROM release"
 		    " WHERE version = ?1 AND product = ?2", version, product,
-		    NULL);
+		    ARGS_END);
 	else
 		rc = query_rows(reg->db, &rows, "SELECT id, product,"
 		    " (SELECT count(*) FROM rollout WHERE release = release.id"
 		    " AND state = 'active') AS active FROM release"
-		    " WHERE version = ?1", version, NULL);
+		    " WHERE version = ?1", version, ARGS_END);
 	if (rc != OTAD_OK) {
 		snprintf(why, whylen, "database: %s", otad_strerror(rc));
 		return catalog_fail(reg, rc);
@@ -1292,7 +1294,7 @@ registry_device_list(struct registry *reg, int64_t now, int64_t offline_after,
 	    " (SELECT state FROM attempt WHERE device = d.id ORDER BY id DESC"
 	    " LIMIT 1) AS last_attempt FROM device d"
 	    " WHERE d.last_seen < CAST(?1 AS INTEGER) ORDER BY d.id", cutoff,
-	    NULL);
+	    ARGS_END);
 }
 
 enum otad_err
@@ -1306,7 +1308,7 @@ registry_device_show(struct registry *reg, const char *id, json_t **obj,
 	rc = query_rows(reg->db, &rows, "SELECT " DEVICE_COLUMNS ","
 	    " d.uptime, d.free_heap, d.rssi, d.reset_reason, d.battery,"
 	    " d.secure_version, d.blocked FROM device d WHERE d.id = ?1", id,
-	    NULL);
+	    ARGS_END);
 	if (rc != OTAD_OK) {
 		snprintf(why, whylen, "database: %s", otad_strerror(rc));
 		return rc;
@@ -1319,7 +1321,7 @@ registry_device_show(struct registry *reg, const char *id, json_t **obj,
 	rc = query_rows(reg->db, &attempts, "SELECT id, from_version,"
 	    " to_version, state, reason, offered_at, updated_at, finished_at"
 	    " FROM attempt WHERE device = ?1 ORDER BY id DESC LIMIT 20", id,
-	    NULL);
+	    ARGS_END);
 	if (rc != OTAD_OK) {
 		json_decref(rows);
 		snprintf(why, whylen, "database: %s", otad_strerror(rc));
@@ -1345,17 +1347,17 @@ registry_status(struct registry *reg, int64_t now, json_t **obj)
 	    " (SELECT count(*) FROM device WHERE last_seen >="
 	    " CAST(?1 AS INTEGER)) AS seen_24h,"
 	    " (SELECT count(*) FROM artifact) AS artifacts,"
-	    " (SELECT count(*) FROM release) AS releases", day, NULL)) !=
+	    " (SELECT count(*) FROM release) AS releases", day, ARGS_END)) !=
 	    OTAD_OK)
 		return rc;
 	if ((rc = query_rows(reg->db, &versions, "SELECT ifnull(version, '')"
 	    " AS version, count(*) AS devices FROM device GROUP BY version"
-	    " ORDER BY count(*) DESC, version", NULL)) != OTAD_OK) {
+	    " ORDER BY count(*) DESC, version", ARGS_END)) != OTAD_OK) {
 		json_decref(counts);
 		return rc;
 	}
 	if ((rc = query_rows(reg->db, &attempts, "SELECT state, count(*) AS"
-	    " attempts FROM attempt GROUP BY state ORDER BY state", NULL)) !=
+	    " attempts FROM attempt GROUP BY state ORDER BY state", ARGS_END)) !=
 	    OTAD_OK) {
 		json_decref(counts);
 		json_decref(versions);
@@ -1364,7 +1366,7 @@ registry_status(struct registry *reg, int64_t now, json_t **obj)
 	if ((rc = query_rows(reg->db, &offered, "SELECT ro.id AS rollout,"
 	    " rel.version, rel.product, ro.started FROM rollout ro JOIN"
 	    " release rel ON rel.id = ro.release WHERE ro.state = 'active'"
-	    " ORDER BY ro.id", NULL)) != OTAD_OK) {
+	    " ORDER BY ro.id", ARGS_END)) != OTAD_OK) {
 		json_decref(counts);
 		json_decref(versions);
 		json_decref(attempts);
