@@ -29,6 +29,8 @@ extern const unsigned schema_migration_count;
 #define MAX_PRODUCERS 256 /* threads that may submit; more share slots */
 #define BATCH_MAX 4096    /* records in one transaction */
 #define BUSY_WAIT_MS 200  /* one busy_timeout wait */
+#define NAP_BELOW 256     /* batches smaller than this ... */
+#define NAP_NS 1000000L   /* ... are followed by a 1 ms nap */
 
 /* One submitting thread's queue; its lock is shared only with the writer. */
 struct producer {
@@ -118,6 +120,7 @@ struct registry {
 	pthread_t thread;
 	int running;
 	int efd; /* producers wake the writer through it */
+	atomic_int idle; /* the writer waits on efd: only then wake it */
 	atomic_int stopping;
 	unsigned queue_max;
 	pthread_key_t key; /* thread -> its struct producer */
@@ -510,12 +513,22 @@ writer_apply(struct registry *reg, struct record *batch, size_t count)
 	    NULL, NULL, NULL);
 	writer_begin(reg, count);
 	for (rec = batch; rec != NULL; rec = rec->next) {
+		/*
+		 * A report is all or nothing (savepoint). A check-in's
+		 * statements each stand alone, and check-ins are most of the
+		 * traffic, so they go without.
+		 */
+		if (rec->kind == RECORD_CHECKIN) {
+			if (apply_checkin(reg, rec) < 0) {
+				log_warnx("cannot record check-in of '%s': %s",
+				    rec->device, sqlite3_errmsg(reg->db));
+				rec->err = OTAD_ERR_DB;
+			}
+			continue;
+		}
 		step_done(reg->w[W_SAVEPOINT]);
-		rc = rec->kind == RECORD_CHECKIN ? apply_checkin(reg, rec)
-						 : apply_report(reg, rec);
-		if (rc < 0) {
-			log_warnx("cannot record %s of '%s': %s",
-			    rec->kind == RECORD_CHECKIN ? "check-in" : "report",
+		if (apply_report(reg, rec) < 0) {
+			log_warnx("cannot record report of '%s': %s",
 			    rec->device, sqlite3_errmsg(reg->db));
 			rec->err = OTAD_ERR_DB;
 			step_done(reg->w[W_ROLLBACK_TO]);
@@ -574,12 +587,19 @@ writer_main(void *arg)
 {
 	struct registry *reg = arg;
 	struct pollfd pfd = {.fd = reg->efd, .events = POLLIN};
+	const struct timespec nap = {0, NAP_NS};
 
 	for (;;) {
 		struct record *batch, *rec, *next;
 		uint64_t ticks;
 		size_t count;
 
+		/*
+		 * Say we are idle before the last look: a producer that
+		 * queues after the look sees idle and wakes us; one that
+		 * queued before it is found by the look.
+		 */
+		atomic_store(&reg->idle, 1);
 		batch = writer_collect(reg, &count);
 		if (batch == NULL) {
 			if (atomic_load(&reg->stopping))
@@ -588,8 +608,10 @@ writer_main(void *arg)
 			    read(reg->efd, &ticks, sizeof(ticks)) < 0 &&
 			    errno != EAGAIN)
 				log_warn("writer wake-up");
+			atomic_store(&reg->idle, 0);
 			continue;
 		}
+		atomic_store(&reg->idle, 0);
 		writer_apply(reg, batch, count);
 		atomic_fetch_sub(&reg->depth, count);
 		for (rec = batch; rec != NULL; rec = next) {
@@ -598,6 +620,13 @@ writer_main(void *arg)
 				rec->done(rec->done_arg, rec->err);
 			free(rec);
 		}
+		/*
+		 * Under a steady trickle, a short nap turns many tiny
+		 * transactions (and as many wake-ups) into a few larger ones;
+		 * a report waits at most this much longer for its fsync.
+		 */
+		if (count < NAP_BELOW)
+			nanosleep(&nap, NULL);
 	}
 	return NULL;
 }
@@ -678,8 +707,12 @@ registry_submit(struct registry *reg, struct record *rec)
 	p->len++;
 	atomic_fetch_add(&reg->depth, 1);
 	pthread_mutex_unlock(&p->mu);
-	/* only the first record into an empty queue costs a wake-up */
-	if (wake && write(reg->efd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+	/*
+	 * Only the first record into an empty queue, and only while the
+	 * writer waits, costs a wake-up.
+	 */
+	if (wake && atomic_load(&reg->idle) &&
+	    write(reg->efd, &one, sizeof(one)) < 0 && errno != EAGAIN)
 		log_warn("cannot wake the writer");
 	return OTAD_OK;
 }
