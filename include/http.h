@@ -55,9 +55,12 @@ enum otad_err http_start(const struct http_options *opt,
 
 /*
  * Stop accepting, let requests in flight finish for up to grace seconds,
- * then close everything and free h. NULL-safe.
+ * then close everything. h stays valid (tickets resume nothing) until
+ * http_free, which comes after every thread that may hold a ticket has
+ * stopped. Both NULL-safe.
  */
 void http_stop(struct http *h, unsigned grace);
+void http_free(struct http *h);
 
 /* Body limit, changeable on reload. */
 void http_set_max_body(struct http *h, size_t max_body_bytes);
@@ -75,8 +78,14 @@ const char *http_arg(const struct http_request *req, const char *name);
 const char *http_body(const struct http_request *req, size_t *len);
 /* The peer's address as text. */
 void http_peer(const struct http_request *req, char *buf, size_t len);
-/* Per-request slot for the handler, kept across suspend/resume. */
-void **http_userdata(struct http_request *req);
+/*
+ * The handler's own pointer for this request, kept across suspend and
+ * resume (POST routes only). release, if set, runs when the request ends,
+ * however it ends (answered, client gone, daemon stopping).
+ */
+void *http_userdata(const struct http_request *req);
+void http_set_userdata(struct http_request *req, void *data,
+    void (*release)(void *));
 
 /*
  * Answer with a prepared response (not consumed). count_bytes > 0 adds
@@ -91,9 +100,21 @@ int http_error(struct http_request *req, unsigned status, const char *msg);
 int http_send(struct http_request *req, unsigned status,
     const char *content_type, const char *body, size_t len);
 
-/* Suspend until http_resume (any thread); only on POST routes. */
-void http_suspend(struct http_request *req);
-void http_resume(struct http_request *req);
+/*
+ * Suspend a POST request until http_resume is called with its ticket, from
+ * any thread; the handler is then called again with the same request.
+ * Resuming a ticket whose request has ended (client gone, daemon stopped)
+ * does nothing, so the resumer never needs to know. When the daemon stops,
+ * requests still suspended after the grace period are resumed by http
+ * itself: their handler must answer without the result it waited for.
+ */
+struct http_ticket {
+	struct http *h;
+	uint64_t id;
+};
+
+struct http_ticket http_suspend(struct http_request *req);
+void http_resume(struct http_ticket ticket);
 
 /*
  * Prepared responses. http_response_file takes ownership of fd and serves

@@ -1,5 +1,6 @@
 /* api.c: /firmware/check, /firmware/report, /health, /metrics */
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -29,11 +30,28 @@ struct api_thread {
 	struct snapshot *snap;
 };
 
-/* A report between its submit and its resume; freed by http. */
+/*
+ * A report between its submit and its answer. Two owners: the request
+ * (released by http when the request ends) and the writer's record
+ * (released in report_done); whichever finishes last frees it. done is set
+ * once the writer has an answer; a request resumed without it (the daemon
+ * stopping) must not claim the report was recorded.
+ */
 struct report_wait {
-	struct http_request *req;
-	enum otad_err err;
+	atomic_int refs;
+	atomic_int done;
+	enum otad_err err; /* valid once done */
+	struct http_ticket ticket;
 };
+
+static void
+report_wait_release(void *p)
+{
+	struct report_wait *w = p;
+
+	if (atomic_fetch_sub(&w->refs, 1) == 1)
+		free(w);
+}
 
 static void
 thread_free(void *p)
@@ -332,21 +350,25 @@ report_done(void *arg, enum otad_err err)
 	struct report_wait *w = arg;
 
 	w->err = err;
-	http_resume(w->req);
+	atomic_store(&w->done, 1);
+	http_resume(w->ticket); /* a request that ended is not found */
+	report_wait_release(w);
 }
 
 static int
 api_report(struct http_request *req, void *arg)
 {
 	struct api *api = arg;
-	void **slot = http_userdata(req);
-	struct report_wait *w = *slot;
+	struct report_wait *w = http_userdata(req);
 	struct record *rec;
 	const char *bad;
 	char msg[256];
 
 	if (w != NULL) {
-		/* resumed: the writer has answered */
+		/* resumed: by the writer, or by a stopping daemon */
+		if (!atomic_load(&w->done))
+			return http_error(req, 503, "shutting down; report not "
+			    "confirmed, send it again");
 		if (w->err != OTAD_OK) {
 			metrics_add(M_RECORD_ERRORS, 1);
 			return http_error(req, status_for(w->err),
@@ -366,19 +388,19 @@ api_report(struct http_request *req, void *arg)
 		free(rec);
 		return http_error(req, 503, "out of memory");
 	}
+	atomic_init(&w->refs, 2);
+	atomic_init(&w->done, 0);
+	http_set_userdata(req, w, report_wait_release);
 	rec->at = (int64_t)time(NULL);
 	http_peer(req, rec->address, sizeof(rec->address));
 	rec->durable = 1;
 	rec->done = report_done;
 	rec->done_arg = w;
-	w->req = req;
-	*slot = w; /* freed by http with the request */
 	/* suspend first: the writer may finish before we return */
-	http_suspend(req);
+	w->ticket = http_suspend(req);
 	if (registry_submit(api->reg, rec) != OTAD_OK) {
 		free(rec);
-		w->err = OTAD_ERR_SHUTDOWN;
-		http_resume(req);
+		report_done(w, OTAD_ERR_SHUTDOWN);
 	}
 	return 0;
 }

@@ -13,6 +13,7 @@
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,6 +45,16 @@ struct pending {
 	const char *msg;
 };
 
+struct http_request {
+	struct http *h;
+	struct MHD_Connection *conn;
+	const struct http_route *route;
+	enum http_method method;
+	void **con_cls;
+	struct body_ctx *body; /* NULL for bodyless requests */
+	int answered;
+};
+
 struct body_ctx {
 	struct pending p; /* kind PENDING_BODY; first, for the cast */
 	struct http *h;
@@ -52,26 +63,24 @@ struct body_ctx {
 	size_t len, cap;
 	int too_large;
 	size_t discarded; /* body bytes read and dropped after too_large */
-	int suspended;
+	int suspended;           /* in h->suspended, under h->susp_mu */
+	uint64_t ticket;         /* its id there */
+	struct body_ctx *susp_next;
 	int resumed;
 	uint64_t count_bytes;
 	void *userdata;
+	void (*userdata_release)(void *);
+	/*
+	 * The request its handler sees. It lives here, not on the stack,
+	 * because a suspended handler hands it to another thread (which
+	 * calls http_resume) and sees it again when resumed.
+	 */
+	struct http_request req;
 };
 
 struct count_ctx {
 	struct pending p;
 	uint64_t bytes;
-};
-
-struct http_request {
-	struct http *h;
-	struct MHD_Connection *conn;
-	const struct http_route *route;
-	enum http_method method;
-	void **con_cls;
-	struct body_ctx *body; /* NULL for bodyless requests */
-	void *userdata;        /* bodyless requests' slot */
-	int answered;
 };
 
 struct http {
@@ -83,6 +92,9 @@ struct http {
 	size_t max_header_bytes;
 	atomic_size_t max_body_bytes;
 	char *tls_cert, *tls_key;
+	pthread_mutex_t susp_mu; /* guards the list and every ctx->suspended */
+	struct body_ctx *suspended;
+	uint64_t next_ticket;
 };
 
 static atomic_long in_flight;
@@ -253,8 +265,11 @@ first_call(struct http *h, struct MHD_Connection *conn, const char *url,
 		}
 		too_large = n > atomic_load(&h->max_body_bytes);
 	}
-	if ((ctx = calloc(1, sizeof(*ctx))) == NULL)
+	if ((ctx = calloc(1, sizeof(*ctx))) == NULL) {
+		/* completed_cb will see no marker: undo the count here */
+		atomic_fetch_sub(&in_flight, 1);
 		return MHD_NO;
+	}
 	ctx->p.kind = PENDING_BODY;
 	ctx->too_large = too_large;
 	ctx->p.route = route;
@@ -305,10 +320,24 @@ static enum MHD_Result
 run_handler(struct http_request *req)
 {
 	req->route->handler(req, req->h->arg);
-	if (req->answered || (req->body && req->body->suspended))
+	if (req->answered || (req->body && req->body->ticket != 0 &&
+	    !req->body->resumed))
 		return MHD_YES;
 	log_warnx("handler for '%s' gave no answer", req->route->path);
 	return queue_error(req->conn, 500, "internal error", 0);
+}
+
+static void
+request_init(struct http_request *req, struct http *h,
+    struct MHD_Connection *conn, const struct http_route *route,
+    const char *method, void **con_cls)
+{
+	memset(req, 0, sizeof(*req));
+	req->h = h;
+	req->conn = conn;
+	req->route = route;
+	req->method = parse_method(method);
+	req->con_cls = con_cls;
 }
 
 static enum MHD_Result
@@ -339,12 +368,6 @@ access_cb(void *cls, struct MHD_Connection *conn, const char *url,
 		return queue_error(conn, p->status, p->msg,
 		    route ? route->methods : 0);
 	}
-	memset(&req, 0, sizeof(req));
-	req.h = h;
-	req.conn = conn;
-	req.route = p->route;
-	req.method = parse_method(method);
-	req.con_cls = con_cls;
 	if (p->kind == PENDING_BODY) {
 		struct body_ctx *ctx = (struct body_ctx *)p;
 
@@ -361,31 +384,53 @@ access_cb(void *cls, struct MHD_Connection *conn, const char *url,
 		if (ctx->too_large)
 			return queue_error(conn, 413,
 			    "request body is too large", 0);
-		if (ctx->suspended) {
-			ctx->suspended = 0;
-			ctx->resumed = 1;
-		}
-		req.body = ctx;
+		if (ctx->ticket != 0)
+			ctx->resumed = 1; /* called again after a resume */
+		request_init(&ctx->req, h, conn, p->route, method, con_cls);
+		ctx->req.body = ctx;
+		return run_handler(&ctx->req);
 	}
+	request_init(&req, h, conn, p->route, method, con_cls);
 	return run_handler(&req);
+}
+
+/* Take ctx off the suspended list; 1 if it was on it. Under susp_mu. */
+static int
+unlist_suspended(struct http *h, struct body_ctx *ctx)
+{
+	struct body_ctx **pp;
+
+	for (pp = &h->suspended; *pp != NULL; pp = &(*pp)->susp_next)
+		if (*pp == ctx) {
+			*pp = ctx->susp_next;
+			ctx->suspended = 0;
+			return 1;
+		}
+	return 0;
 }
 
 static void
 completed_cb(void *cls, struct MHD_Connection *conn, void **con_cls,
     enum MHD_RequestTerminationCode toe)
 {
+	struct http *h = cls;
 	struct pending *p = *con_cls;
 
-	(void)cls;
 	(void)conn;
 	if (p != NULL) {
 		if (p->kind == PENDING_BODY) {
 			struct body_ctx *ctx = (struct body_ctx *)p;
 
+			/* from here on its ticket resumes nothing */
+			pthread_mutex_lock(&h->susp_mu);
+			unlist_suspended(h, ctx);
+			pthread_mutex_unlock(&h->susp_mu);
+
 			if (toe == MHD_REQUEST_TERMINATED_COMPLETED_OK &&
 			    ctx->count_bytes > 0)
 				metrics_add(M_BYTES_SERVED, ctx->count_bytes);
-			free(ctx->userdata);
+			if (ctx->userdata_release != NULL)
+				ctx->userdata_release(ctx->userdata);
 			free(ctx->buf);
 			free(ctx);
 		} else if (p->kind == PENDING_COUNT) {
@@ -451,10 +496,20 @@ http_peer(const struct http_request *req, char *buf, size_t len)
 		    *)sa)->sin6_addr, buf, (socklen_t)len);
 }
 
-void **
-http_userdata(struct http_request *req)
+void *
+http_userdata(const struct http_request *req)
 {
-	return req->body ? &req->body->userdata : &req->userdata;
+	return req->body ? req->body->userdata : NULL;
+}
+
+void
+http_set_userdata(struct http_request *req, void *data,
+    void (*release)(void *))
+{
+	if (req->body == NULL)
+		return;
+	req->body->userdata = data;
+	req->body->userdata_release = release;
 }
 
 int
@@ -510,19 +565,55 @@ http_send(struct http_request *req, unsigned status, const char *content_type,
 	return 0;
 }
 
-void
+struct http_ticket
 http_suspend(struct http_request *req)
 {
-	if (req->body == NULL)
-		return;
-	req->body->suspended = 1;
+	struct http_ticket t = {req->h, 0};
+	struct body_ctx *ctx = req->body;
+	struct http *h = req->h;
+
+	if (ctx == NULL)
+		return t;
+	pthread_mutex_lock(&h->susp_mu);
+	ctx->ticket = ++h->next_ticket;
+	ctx->suspended = 1;
+	ctx->susp_next = h->suspended;
+	h->suspended = ctx;
+	t.id = ctx->ticket;
+	/* under the lock: a resume cannot come before the suspend */
 	MHD_suspend_connection(req->conn);
+	pthread_mutex_unlock(&h->susp_mu);
+	return t;
 }
 
 void
-http_resume(struct http_request *req)
+http_resume(struct http_ticket t)
 {
-	MHD_resume_connection(req->conn);
+	struct body_ctx *ctx;
+
+	if (t.h == NULL || t.id == 0)
+		return;
+	pthread_mutex_lock(&t.h->susp_mu);
+	for (ctx = t.h->suspended; ctx != NULL; ctx = ctx->susp_next)
+		if (ctx->ticket == t.id)
+			break;
+	if (ctx != NULL && unlist_suspended(t.h, ctx))
+		MHD_resume_connection(ctx->conn);
+	pthread_mutex_unlock(&t.h->susp_mu);
+}
+
+/* Resume every suspended request (the daemon is stopping). */
+static void
+resume_all(struct http *h)
+{
+	struct body_ctx *ctx;
+
+	pthread_mutex_lock(&h->susp_mu);
+	while ((ctx = h->suspended) != NULL) {
+		unlist_suspended(h, ctx);
+		MHD_resume_connection(ctx->conn);
+	}
+	pthread_mutex_unlock(&h->susp_mu);
 }
 
 /* ---- prepared responses ---- */
@@ -706,6 +797,7 @@ http_start(const struct http_options *opt, const struct http_route *routes,
 		free(h);
 		return OTAD_ERR_NOMEM;
 	}
+	pthread_mutex_init(&h->susp_mu, NULL);
 	h->routes = routes;
 	h->nroutes = nroutes;
 	h->arg = arg;
@@ -762,6 +854,7 @@ fail:
 	free(h->tls_cert);
 	free(h->tls_key);
 	free(h->route_pending);
+	pthread_mutex_destroy(&h->susp_mu);
 	free(h);
 	return OTAD_ERR_IO;
 }
@@ -772,29 +865,56 @@ http_set_max_body(struct http *h, size_t max_body_bytes)
 	atomic_store(&h->max_body_bytes, max_body_bytes);
 }
 
+/* Wait for requests in flight to finish: 0, or -1 after grace seconds. */
+static int
+wait_in_flight(unsigned grace)
+{
+	struct timespec start, now, pause = {0, 20 * 1000000L};
+
+	clock_gettime(CLOCK_MONOTONIC, &start);
+	while (atomic_load(&in_flight) > 0) {
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		if (now.tv_sec - start.tv_sec >= (time_t)grace)
+			return -1;
+		nanosleep(&pause, NULL);
+	}
+	return 0;
+}
+
 void
 http_stop(struct http *h, unsigned grace)
 {
-	struct timespec start, now, pause = {0, 20 * 1000000L};
 	MHD_socket fd;
 
-	if (h == NULL)
+	if (h == NULL || h->daemon == NULL)
 		return;
 	/* no new connections; requests in flight go on */
 	fd = MHD_quiesce_daemon(h->daemon);
 	if (fd != MHD_INVALID_SOCKET)
 		close(fd);
-	clock_gettime(CLOCK_MONOTONIC, &start);
-	while (atomic_load(&in_flight) > 0) {
-		clock_gettime(CLOCK_MONOTONIC, &now);
-		if (now.tv_sec - start.tv_sec >= (time_t)grace) {
-			log_warnx("%ld requests still in flight after %us; "
-			    "closing them", atomic_load(&in_flight), grace);
-			break;
-		}
-		nanosleep(&pause, NULL);
+	if (wait_in_flight(grace) < 0) {
+		log_warnx("%ld requests still in flight after %us; "
+		    "closing them", atomic_load(&in_flight), grace);
+		/*
+		 * microhttpd refuses to stop with suspended connections:
+		 * resume them (their handlers answer without waiting) and
+		 * give them a moment to do so.
+		 */
+		resume_all(h);
+		wait_in_flight(1);
 	}
 	MHD_stop_daemon(h->daemon);
+	h->daemon = NULL;
+}
+
+void
+http_free(struct http *h)
+{
+	if (h == NULL)
+		return;
+	if (h->daemon != NULL)
+		http_stop(h, 0);
+	pthread_mutex_destroy(&h->susp_mu);
 	if (h->tls_key != NULL)
 		explicit_bzero(h->tls_key, strlen(h->tls_key));
 	free(h->tls_cert);

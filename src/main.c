@@ -175,6 +175,7 @@ main(int argc, char *argv[])
 	rollout_stop(rollout);
 	/* after the HTTP threads: their records are all queued by now */
 	registry_close(reg);
+	http_free(http);
 	api_free(api);
 	store_free(store);
 	log_info("stopped");

@@ -56,11 +56,14 @@ class Otad:
         self.dir = pathlib.Path(tmp)
         self.state = self.dir / "state"
         self.conf = self.dir / "otad.conf"
-        self.conf.write_text(
-            "listen = 127.0.0.1:0\n"
-            f"state_dir = {self.state}\n"
-            "http_threads = 2\n"
-            "shutdown_timeout = 10\n" + extra_conf)
+        keys = {"listen": "127.0.0.1:0", "state_dir": str(self.state),
+                "http_threads": "2", "shutdown_timeout": "10"}
+        # extra_conf's keys replace the defaults above
+        for line in extra_conf.splitlines():
+            k, _, v = line.partition("=")
+            keys[k.strip()] = v.strip()
+        self.conf.write_text("".join(f"{k} = {v}\n"
+                                     for k, v in keys.items()))
         self.proc = None
         self.log = []
         self.port = None
@@ -74,6 +77,7 @@ class Otad:
 
     def start(self, args=(), env=None, wait=True):
         self.log = []
+        self.port = None
         self.proc = subprocess.Popen(
             [str(OTAD), "-c", str(self.conf), *args],
             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
@@ -92,7 +96,8 @@ class Otad:
         threading.Thread(target=reader, daemon=True).start()
         if wait:
             assert ready.wait(20), "otad did not get ready:\n" + self.logtext()
-            assert self.proc.poll() is None, "otad exited:\n" + self.logtext()
+            assert self.port is not None and self.proc.poll() is None, \
+                "otad exited:\n" + self.logtext()
         return self
 
     def logtext(self):

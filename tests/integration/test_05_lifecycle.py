@@ -151,6 +151,39 @@ def test_sigterm_waits_for_a_report_to_be_durable(published):
     published.start()
 
 
+def test_stop_after_the_grace_period_with_a_report_queued(tmp_path):
+    """shutdown_timeout runs out while a report waits for the database: the
+    connection is closed without a 2xx, the record is still written once
+    the database frees up, and nothing touches the closed request."""
+    d = Otad(tmp_path, "shutdown_timeout = 1\n")
+    d.start()
+    holder = sqlite3.connect(d.db, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    result = {}
+
+    def send():
+        try:
+            result["r"] = d.post_json("/firmware/report", {
+                "device": "grace", "version": "1.0.0", "result": "failed"})
+        except Exception as e:  # closed without an answer
+            result["e"] = e
+    t = threading.Thread(target=send)
+    t.start()
+    time.sleep(0.3)
+    d.proc.send_signal(signal.SIGTERM)
+    t.join(10)
+    assert "e" in result or result["r"].status >= 500
+    time.sleep(0.5)
+    assert d.proc.poll() is None, "queued records are flushed before exit"
+    holder.execute("ROLLBACK")
+    holder.close()
+    d.check_clean_exit()
+    db = sqlite3.connect(d.db)
+    assert db.execute("SELECT state FROM attempt WHERE device='grace'"
+                      ).fetchone() == ("failed",)
+    db.close()
+
+
 def test_health_and_metrics(published):
     r = published.get("/health")
     assert r.status == 200 and r.json() == {"status": "ok"}
