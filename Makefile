@@ -49,7 +49,7 @@ UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 DEPS_BUILD := gcc make pkg-config libmicrohttpd-dev libssl-dev \
 	libsqlite3-dev libjansson-dev libmosquitto-dev libsystemd-dev
 DEPS_TEST  := libcmocka-dev python3 python3-pytest sqlite3 openssl curl \
-	cppcheck mosquitto mosquitto-clients
+	cppcheck clang libclang-rt-14-dev mosquitto mosquitto-clients
 DEPS_BENCH := wrk nginx-light bc
 
 .PHONY: all run test unit integration deps deps-test deps-bench lint \
@@ -129,7 +129,7 @@ run: deps
 	exec $(BUILD)/otad -c state/otad.conf
 
 unit: $(UNIT_BINS)
-	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
+	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; SHARED=$(CURDIR)/../shared $$t; done
 
 integration: all
 	OTAD_BUILD=$(CURDIR)/$(BUILD) SHARED=$(CURDIR)/../shared \
@@ -140,6 +140,25 @@ test: deps-test
 	@$(MAKE) --no-print-directory lint
 	@$(MAKE) --no-print-directory unit
 	@$(MAKE) --no-print-directory integration
+	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(FUZZ_SECONDS)
+
+# libFuzzer targets (clang), each run for FUZZ_SECONDS from a seed corpus
+# of the real images; make test runs them briefly.
+FUZZ_SECONDS ?= 20
+FUZZ_TARGETS := $(patsubst tests/fuzz/%.c,build/fuzz/%,$(wildcard tests/fuzz/fuzz_*.c))
+build/fuzz/%: tests/fuzz/%.c $(LIB_SRCS) $(BUILD)/obj/schema.c
+	@mkdir -p $(dir $@)
+	clang -g -O1 -std=c11 -D_GNU_SOURCE -Iinclude \
+		-fsanitize=fuzzer,address,undefined -o $@ $< src/espimg.c -lcrypto
+
+fuzz: $(FUZZ_TARGETS)
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	  corpus=build/fuzz/corpus-$$(basename $$t); mkdir -p $$corpus; \
+	  cp -n ../shared/firmware/esp-idf/*.bin $$corpus/ 2>/dev/null || true; \
+	  echo "== $$t ($(FUZZ_SECONDS) s)"; \
+	  $$t -max_total_time=$(FUZZ_SECONDS) -max_len=262144 \
+	    -print_final_stats=1 $$corpus 2>&1 | tail -n 4; \
+	done
 
 bench: deps-bench all
 	tests/bench/check.sh $(BUILD)

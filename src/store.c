@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -209,6 +210,26 @@ done:
 	return rc;
 }
 
+/* The whole image, checked from the temp file before it gets a name. */
+static enum otad_err
+validate(int fd, struct store_artifact *out, char *why, size_t whylen)
+{
+	enum otad_err rc;
+	void *map;
+
+	map = mmap(NULL, (size_t)out->size, PROT_READ, MAP_PRIVATE, fd, 0);
+	if (map == MAP_FAILED) {
+		snprintf(why, whylen, "cannot read back the file: %s",
+		    strerror(errno));
+		return OTAD_ERR_IO;
+	}
+	rc = espimg_parse(map, (size_t)out->size, &out->image, why, whylen);
+	/* the block pointers would dangle once unmapped */
+	memset(out->image.sig, 0, sizeof(out->image.sig));
+	munmap(map, (size_t)out->size);
+	return rc;
+}
+
 enum otad_err
 store_ingest(struct store *store, int src_fd, struct store_artifact *out,
     int *existed, char *why, size_t whylen)
@@ -227,7 +248,7 @@ store_ingest(struct store *store, int src_fd, struct store_artifact *out,
 		snprintf(tmpname, sizeof(tmpname), TEMP_PREFIX "%d-%d",
 		    (int)getpid(), n);
 		tmp = openat(store->dirfd, tmpname,
-		    O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
+		    O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
 		if (tmp >= 0 || errno != EEXIST)
 			break;
 	}
@@ -248,7 +269,7 @@ store_ingest(struct store *store, int src_fd, struct store_artifact *out,
 		goto fail;
 	rc = espimg_check_header(head, headlen, out->size, &out->image, why,
 	    whylen);
-	if (rc != OTAD_OK)
+	if (rc != OTAD_OK || (rc = validate(tmp, out, why, whylen)) != OTAD_OK)
 		goto fail;
 	if (fsync(tmp) < 0) {
 		snprintf(why, whylen, "cannot fsync: %s", strerror(errno));

@@ -14,6 +14,7 @@
 #include <cmocka.h>
 #include <openssl/evp.h>
 
+#include "imgbuild.h"
 #include "store.h"
 
 static char state_dir[64];
@@ -36,22 +37,16 @@ teardown(void **state)
 	return system(cmd) == 0 ? 0 : -1;
 }
 
-/* A minimal image header: magic, 1 segment, esp32, segment of len bytes */
+/* A valid image of about len bytes for chip */
 static size_t
 make_image(uint8_t *buf, size_t len, uint16_t chip)
 {
-	memset(buf, 0x5a, len);
-	memset(buf, 0, 32);
-	buf[0] = 0xe9;
-	buf[1] = 1;
-	buf[12] = (uint8_t)chip;
-	buf[13] = (uint8_t)(chip >> 8);
-	buf[17] = 0xff;
-	buf[18] = 0xff;
-	buf[23] = 1;
-	buf[28] = (uint8_t)(len - 32);
-	buf[29] = (uint8_t)((len - 32) >> 8);
-	return len;
+	struct imgspec s = img_default();
+
+	s.chip = chip;
+	s.segments = 1;
+	s.seglen = (uint32_t)((len - 24 - 8 - 16 - 32) & ~3u);
+	return img_build(buf, len, &s);
 }
 
 /* An fd that reads buf: a temp file, rewound. */
@@ -103,22 +98,25 @@ test_ingest(void **state)
 	struct store_artifact art;
 	struct store *st;
 	char why[256], sha[65], md5[33], path[256];
+	size_t n;
 	int fd, existed;
 	FILE *f;
 	long size;
 
 	(void)state;
-	make_image(img, sizeof(img), 5);
+	n = make_image(img, sizeof(img), 5);
+	assert_true(n > 60000);
 	assert_int_equal(store_open(state_dir, &st), OTAD_OK);
-	fd = source(img, sizeof(img));
+	fd = source(img, n);
 	assert_int_equal(store_ingest(st, fd, &art, &existed, why,
 	    sizeof(why)), OTAD_OK);
 	close(fd);
-	hexdigest(EVP_sha256(), img, sizeof(img), sha);
-	hexdigest(EVP_md5(), img, sizeof(img), md5);
+	hexdigest(EVP_sha256(), img, n, sha);
+	hexdigest(EVP_md5(), img, n, md5);
 	assert_string_equal(art.sha256, sha);
 	assert_string_equal(art.md5, md5);
-	assert_int_equal(art.size, sizeof(img));
+	assert_int_equal(art.size, n);
+	assert_string_equal(art.image.project_name, "sensor");
 	assert_int_equal(art.image.chip_id, 5);
 	assert_int_equal(existed, 0);
 	assert_int_equal(store_path(st, sha, path, sizeof(path)), 0);
@@ -126,9 +124,9 @@ test_ingest(void **state)
 	fseek(f, 0, SEEK_END);
 	size = ftell(f);
 	fclose(f);
-	assert_int_equal(size, sizeof(img));
+	assert_int_equal(size, (long)n);
 	/* the same content again: nothing new */
-	fd = source(img, sizeof(img));
+	fd = source(img, n);
 	assert_int_equal(store_ingest(st, fd, &art, &existed, why,
 	    sizeof(why)), OTAD_OK);
 	close(fd);
@@ -150,27 +148,28 @@ test_refusals_leave_nothing(void **state)
 	struct store_artifact art;
 	struct store *st;
 	char why[256];
+	size_t n;
 	int fd, existed;
 
 	(void)state;
 	assert_int_equal(store_open(state_dir, &st), OTAD_OK);
-	make_image(img, sizeof(img), 0);
+	n = make_image(img, sizeof(img), 0);
 	img[0] = 0x7f;
-	fd = source(img, sizeof(img));
+	fd = source(img, n);
 	assert_int_equal(store_ingest(st, fd, &art, &existed, why,
 	    sizeof(why)), OTAD_ERR_NOT_IMAGE);
 	assert_non_null(strstr(why, "not 0xe9"));
 	close(fd);
-	make_image(img, sizeof(img), 0x42);
-	fd = source(img, sizeof(img));
+	n = make_image(img, sizeof(img), 0x42);
+	fd = source(img, n);
 	assert_int_equal(store_ingest(st, fd, &art, &existed, why,
 	    sizeof(why)), OTAD_ERR_NOT_IMAGE);
 	assert_string_equal(why, "unknown chip id 0x0042");
 	close(fd);
-	make_image(img, sizeof(img), 0);
+	n = make_image(img, sizeof(img), 0);
 	img[28] = 0xff;
 	img[29] = 0xff; /* segment 0 longer than the file */
-	fd = source(img, sizeof(img));
+	fd = source(img, n);
 	assert_int_equal(store_ingest(st, fd, &art, &existed, why,
 	    sizeof(why)), OTAD_ERR_NOT_IMAGE);
 	assert_non_null(strstr(why, "runs past the end"));
@@ -178,6 +177,13 @@ test_refusals_leave_nothing(void **state)
 	fd = source(img, 10);
 	assert_int_equal(store_ingest(st, fd, &art, &existed, why,
 	    sizeof(why)), OTAD_ERR_NOT_IMAGE);
+	close(fd);
+	n = make_image(img, sizeof(img), 0);
+	img[100] ^= 1; /* a data byte: the checksum no longer matches */
+	fd = source(img, n);
+	assert_int_equal(store_ingest(st, fd, &art, &existed, why,
+	    sizeof(why)), OTAD_ERR_NOT_IMAGE);
+	assert_non_null(strstr(why, "checksum mismatch"));
 	close(fd);
 	fd = open("/dev/zero", O_RDONLY);
 	assert_int_equal(store_ingest(st, fd, &art, &existed, why,
