@@ -8,6 +8,8 @@
 #ifndef OTAD_H
 #define OTAD_H
 
+#include <stddef.h>
+
 #define OTAD_VERSION "0.1.0"
 
 /* Bounds on strings devices send us; also enforced by the schema. */
@@ -33,5 +35,8 @@ enum otad_err {
 
 /* Static, never NULL. */
 const char *otad_strerror(enum otad_err err);
+
+/* n bytes as 2n lower-case hex digits and a NUL into out. */
+void otad_hex(const unsigned char *in, size_t n, char *out);
 
 #endif

@@ -22,6 +22,9 @@ struct offer {
 	int64_t release_id;
 	char version[OTAD_VERSION_MAX + 1];
 	char product[OTAD_PRODUCT_MAX + 1]; /* "" = every product */
+	char chip[16];                      /* the artifact's, "esp32" */
+	char hw_rev[OTAD_PRODUCT_MAX + 1];  /* "" = every hardware revision */
+	uint32_t secure_version;            /* the artifact's */
 	char sha256[65];                    /* the artifact */
 	char md5[33];
 	uint64_t size;
@@ -31,8 +34,11 @@ struct offer {
 /* What a device told us, or what the registry knows of it. */
 struct device_facts {
 	const char *id;
-	const char *version; /* running version, never NULL */
-	const char *product; /* NULL or "" if unknown */
+	const char *version;    /* running version, never NULL */
+	const char *product;    /* NULL or "" if unknown */
+	const char *chip;       /* NULL or "" if unknown */
+	const char *hw_rev;     /* NULL or "" if unknown */
+	int64_t secure_version; /* eFuse anti-rollback value; -1 if unknown */
 };
 
 enum decision_kind {
@@ -40,17 +46,33 @@ enum decision_kind {
 	DECISION_OFFER, /* send offer */
 };
 
+/* Why nothing is offered although a release is newer (never a failure). */
+enum decision_reason {
+	REASON_NONE,
+	REASON_CHIP,           /* chip unknown, releases for several chips */
+	REASON_SECURE_VERSION, /* the image would be refused by the eFuse */
+	REASON_COUNT
+};
+
 struct decision {
 	enum decision_kind kind;
+	enum decision_reason reason;
 	const struct offer *offer; /* borrowed from the snapshot */
 };
 
+/* "chip", "secure-version"; NULL for REASON_NONE. */
+const char *policy_reason_name(enum decision_reason reason);
+
 /*
- * Decide for one device. A release limited to a product is offered only to
- * devices of that product, and for such a device it takes precedence over
- * unrestricted releases. The newest matching release is offered when it is
- * newer than what the device runs (semver order); a device on it, or on
- * anything newer, is left alone. now is Unix seconds.
+ * Decide for one device. A release is for its artifact's chip and never
+ * offered to a device known to be of another; while the chip is unknown a
+ * release is offered only if every candidate is for one chip. A release
+ * limited to a hardware revision goes only to devices of that revision. A
+ * release limited to a product is offered only to devices of that product,
+ * and for such a device it takes precedence over unrestricted releases.
+ * The newest matching release is offered when it is newer than what the
+ * device runs (semver order) and its secure_version is not below the
+ * device's. now is Unix seconds.
  */
 void policy_decide(const struct device_facts *dev, const struct offer *offers,
     size_t n, int64_t now, struct decision *out);

@@ -71,6 +71,10 @@ struct record {
 	char version[OTAD_VERSION_MAX + 1]; /* running; "" in a report = none */
 	char product[OTAD_PRODUCT_MAX + 1]; /* "" = not sent */
 	char address[OTAD_ADDR_MAX];
+	char hw_rev[OTAD_PRODUCT_MAX + 1];  /* "" = not sent */
+	char running_sha256[65];            /* "" = not sent */
+	char chip[16];      /* learned from the running image; "" = unknown */
+	int64_t secure_version; /* sent by the device; -1 = not sent */
 	/* check-ins: the release offered in this answer (0 = none) */
 	int64_t offer_release;
 	int64_t offer_rollout;
@@ -94,7 +98,17 @@ struct record {
 struct device_row {
 	char version[OTAD_VERSION_MAX + 1];
 	char product[OTAD_PRODUCT_MAX + 1];
+	char chip[16];                     /* "" = unknown */
+	char hw_rev[OTAD_PRODUCT_MAX + 1]; /* "" = unknown */
+	int64_t secure_version;            /* -1 = unknown */
 	int blocked;
+};
+
+/* What the store knows of an image a device says it runs. */
+struct running_image {
+	char chip[16];
+	char version[OTAD_VERSION_MAX + 1];
+	uint32_t secure_version;
 };
 
 /* Open (creating and migrating as needed). Caller owns *out. */
@@ -132,6 +146,10 @@ void registry_reader_free(struct registry_reader *r);
 enum otad_err registry_device_get(struct registry_reader *r, const char *id,
     struct device_row *out);
 
+/* The artifact whose appended SHA-256 is app_sha256; NOT_FOUND if none. */
+enum otad_err registry_running_image(struct registry_reader *r,
+    const char *app_sha256, struct running_image *out);
+
 /*
  * The catalog generation: it moves whenever what can be offered changed,
  * by otactl or by hand. Cheap when nothing was committed since last call.
@@ -163,21 +181,28 @@ enum otad_err registry_artifact_get(struct registry *reg, const char *sha,
     json_t **row, char *why, size_t whylen);
 enum otad_err registry_artifact_list(struct registry *reg, json_t **rows);
 
+/* The release is for its artifact's chip; hw_rev may be NULL. */
 enum otad_err registry_release_create(struct registry *reg,
     const char *version, const char *sha256, const char *product,
-    int64_t *id, char *why, size_t whylen);
+    const char *hw_rev, int64_t *id, char *why, size_t whylen);
 enum otad_err registry_release_list(struct registry *reg, json_t **rows);
 /*
  * Offer a release to every matching device now: an active rollout with no
- * rings. product may be NULL when only one release has that version.
+ * rings. product and chip may be NULL when only one release has that
+ * version. It completes the publish it replaces (same product, chip and
+ * hardware revision).
  */
 enum otad_err registry_release_publish(struct registry *reg,
-    const char *version, const char *product, int64_t *rollout_id,
-    char *why, size_t whylen);
+    const char *version, const char *product, const char *chip,
+    int64_t *rollout_id, char *why, size_t whylen);
 
 /* offline_after > 0: only devices not seen for that many seconds. */
 enum otad_err registry_device_list(struct registry *reg, int64_t now,
     int64_t offline_after, json_t **rows);
+/* Set what is not NULL; NOT_FOUND for a device never seen. */
+enum otad_err registry_device_set(struct registry *reg, const char *id,
+    const char *group, const char *hw_rev, const char *chip, char *why,
+    size_t whylen);
 /* The device row plus "attempts": its last attempts, newest first. */
 enum otad_err registry_device_show(struct registry *reg, const char *id,
     json_t **obj, char *why, size_t whylen);

@@ -20,7 +20,8 @@ struct api {
 	struct registry *reg;
 	struct store *store;
 	struct rollout *rollout;
-	struct http_response *not_modified; /* built once, queued everywhere */
+	/* 304s, one per reason, built once and queued everywhere */
+	struct http_response *not_modified[REASON_COUNT];
 	pthread_key_t thread_key;
 };
 
@@ -136,6 +137,40 @@ device_id(const struct http_request *req)
 	    "x-ESP32-BASE-MAC");
 }
 
+/* 64 hex digits, either case, into lower-case out; 0 or -1. */
+static int
+parse_sha256(const char *s, char *out)
+{
+	size_t i;
+
+	for (i = 0; i < 64; i++) {
+		char c = s[i];
+
+		if (c >= 'A' && c <= 'F')
+			c = (char)(c - 'A' + 'a');
+		if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
+			return -1;
+		out[i] = c;
+	}
+	out[64] = '\0';
+	return s[64] == '\0' ? 0 : -1;
+}
+
+/* A decimal 0..UINT32_MAX; -1 if s is not one. */
+static int64_t
+parse_u32(const char *s)
+{
+	int64_t v = 0;
+	size_t i;
+
+	for (i = 0; s[i] != '\0'; i++) {
+		if (s[i] < '0' || s[i] > '9' || i >= 10)
+			return -1;
+		v = v * 10 + (s[i] - '0');
+	}
+	return (i == 0 || v > UINT32_MAX) ? -1 : v;
+}
+
 static int
 status_for(enum otad_err err)
 {
@@ -158,7 +193,10 @@ api_check(struct http_request *req, void *arg)
 {
 	struct api *api = arg;
 	struct api_thread *t;
-	const char *id, *version, *product;
+	const char *id, *version, *product, *hw_rev, *s;
+	char running[65] = "";
+	int64_t secure_version = -1;
+	struct running_image img;
 	struct device_row row;
 	struct device_facts facts;
 	struct decision d;
@@ -184,6 +222,17 @@ api_check(struct http_request *req, void *arg)
 	product = first_of(req, "X-Product", "product", NULL, NULL);
 	if (product != NULL && !valid_token(product, OTAD_PRODUCT_MAX))
 		return http_error(req, 400, "invalid product");
+	hw_rev = first_of(req, "X-Hardware-Rev", "hw_rev", NULL, NULL);
+	if (hw_rev != NULL && !valid_token(hw_rev, OTAD_PRODUCT_MAX))
+		return http_error(req, 400, "invalid hardware revision");
+	if ((s = first_of(req, "X-Running-SHA256", NULL,
+	    "x-ESP32-sketch-sha256", NULL)) != NULL &&
+	    parse_sha256(s, running) < 0)
+		return http_error(req, 400, "invalid running SHA-256: 64 hex "
+		    "digits");
+	if ((s = http_header(req, "X-Secure-Version")) != NULL &&
+	    (secure_version = parse_u32(s)) < 0)
+		return http_error(req, 400, "invalid secure version");
 	if ((t = thread_state(api)) == NULL)
 		return http_error(req, 503, "registry unavailable");
 	rc = registry_device_get(t->reader, id, &row);
@@ -191,11 +240,28 @@ api_check(struct http_request *req, void *arg)
 		return http_error(req, 503, "registry unavailable");
 	if (rc == OTAD_OK && row.blocked)
 		return http_error(req, 403, "device is blocked");
+	if (rc != OTAD_OK) {
+		memset(&row, 0, sizeof(row)); /* a first check-in */
+		row.secure_version = -1;
+	}
+	/* the image it runs, if we know it, tells its chip for certain */
+	if (running[0] != '\0' &&
+	    registry_running_image(t->reader, running, &img) == OTAD_OK) {
+		/* it booted that image: its eFuse is at least that high */
+		if ((int64_t)img.secure_version > secure_version)
+			secure_version = img.secure_version;
+	} else {
+		img.chip[0] = '\0';
+	}
+	if (row.secure_version > secure_version)
+		secure_version = row.secure_version;
 
 	facts.id = id;
 	facts.version = version;
-	facts.product = product ? product
-				: (rc == OTAD_OK ? row.product : NULL);
+	facts.product = product ? product : row.product;
+	facts.chip = img.chip[0] ? img.chip : row.chip;
+	facts.hw_rev = hw_rev ? hw_rev : row.hw_rev;
+	facts.secure_version = secure_version;
 	snap = rollout_snapshot(api->rollout, &t->snap);
 	policy_decide(&facts, snap->offers, snap->n, now, &d);
 
@@ -208,6 +274,12 @@ api_check(struct http_request *req, void *arg)
 			snprintf(rec->product, sizeof(rec->product), "%s",
 			    product);
 		http_peer(req, rec->address, sizeof(rec->address));
+		if (hw_rev != NULL)
+			snprintf(rec->hw_rev, sizeof(rec->hw_rev), "%s",
+			    hw_rev);
+		memcpy(rec->running_sha256, running, sizeof(running));
+		memcpy(rec->chip, img.chip, sizeof(img.chip));
+		rec->secure_version = secure_version;
 		if (d.kind == DECISION_OFFER && http_method(req) == HTTP_GET) {
 			rec->offer_release = d.offer->release_id;
 			rec->offer_rollout = d.offer->rollout_id;
@@ -222,7 +294,7 @@ api_check(struct http_request *req, void *arg)
 		metrics_add(M_OFFERS, 1);
 		return http_queue(req, 200, d.offer->payload, d.offer->size);
 	}
-	return http_queue(req, 304, api->not_modified, 0);
+	return http_queue(req, 304, api->not_modified[d.reason], 0);
 }
 
 /* Integer field within bounds; 0 absent, 1 set, -1 wrong. */
@@ -482,6 +554,7 @@ api_new(const char *db_path, struct registry *reg, struct store *store,
     struct api **out)
 {
 	struct api *api;
+	int i;
 
 	*out = NULL;
 	if ((api = calloc(1, sizeof(*api))) == NULL ||
@@ -491,14 +564,22 @@ api_new(const char *db_path, struct registry *reg, struct store *store,
 	}
 	api->reg = reg;
 	api->store = store;
-	if (pthread_key_create(&api->thread_key, thread_free) != 0 ||
-	    (api->not_modified = http_response_empty()) == NULL ||
-	    http_response_header(api->not_modified, "Cache-Control",
-	    "no-store") < 0) {
-		http_response_free(api->not_modified);
+	if (pthread_key_create(&api->thread_key, thread_free) != 0) {
 		free(api->db_path);
 		free(api);
 		return OTAD_ERR_NOMEM;
+	}
+	for (i = 0; i < REASON_COUNT; i++) {
+		const char *why = policy_reason_name((enum decision_reason)i);
+
+		if ((api->not_modified[i] = http_response_empty()) == NULL ||
+		    http_response_header(api->not_modified[i], "Cache-Control",
+		    "no-store") < 0 || (why != NULL &&
+		    http_response_header(api->not_modified[i],
+		    "X-Update-Deferred", why) < 0)) {
+			api_free(api);
+			return OTAD_ERR_NOMEM;
+		}
 	}
 	*out = api;
 	return OTAD_OK;
@@ -519,10 +600,13 @@ api_start_rollout(struct api *api, struct rollout **out)
 void
 api_free(struct api *api)
 {
+	int i;
+
 	if (api == NULL)
 		return;
 	pthread_key_delete(api->thread_key);
-	http_response_free(api->not_modified);
+	for (i = 0; i < REASON_COUNT; i++)
+		http_response_free(api->not_modified[i]);
 	free(api->db_path);
 	free(api);
 }

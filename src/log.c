@@ -1,4 +1,4 @@
-/* log.c: one line per event on stderr, journald priorities when under systemd */
+/* log.c: one line per event on stderr, journald priorities under systemd */
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>

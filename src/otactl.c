@@ -50,11 +50,13 @@ usage(void)
 {
 	fprintf(stderr,
 	    "usage: otactl [-c FILE] [--json] COMMAND\n"
-	    "  artifact add FILE --version V [--product P]\n"
+	    "  artifact add FILE [--version V] [--product P]\n"
 	    "  artifact list | show SHA256\n"
-	    "  release create VERSION --artifact SHA256 [--product P]\n"
-	    "  release list | publish VERSION [--product P]\n"
+	    "  release create VERSION --artifact SHA256 [--product P]"
+	    " [--hw-rev R]\n"
+	    "  release list | publish VERSION [--product P] [--chip C]\n"
 	    "  device list [--offline] | show ID\n"
+	    "  device set ID [--group G] [--hw-rev R] [--chip C]\n"
 	    "  status\n");
 	exit(EXIT_USAGE);
 }
@@ -77,7 +79,7 @@ die(const char *fmt, ...)
 struct opts {
 	int argc;
 	char **argv; /* positional words left */
-	const char *version, *product, *artifact;
+	const char *version, *product, *artifact, *hw_rev, *group, *chip;
 	int offline;
 };
 
@@ -111,6 +113,12 @@ parse_opts(int argc, char **argv, struct opts *o, const char *allowed)
 			slot = &o->product;
 		else if (strcmp(a, "--artifact") == 0)
 			slot = &o->artifact;
+		else if (strcmp(a, "--hw-rev") == 0)
+			slot = &o->hw_rev;
+		else if (strcmp(a, "--group") == 0)
+			slot = &o->group;
+		else if (strcmp(a, "--chip") == 0)
+			slot = &o->chip;
 		else
 			die("unknown option '%s'", a);
 		if (i + 1 >= argc)
@@ -128,8 +136,9 @@ check_version(const char *v)
 		    "spaces", v);
 }
 
+/* An optional option value: 1 to 64 printable characters, no spaces. */
 static void
-check_product(const char *p)
+check_token(const char *option, const char *p)
 {
 	size_t n;
 
@@ -137,10 +146,16 @@ check_product(const char *p)
 		return;
 	for (n = 0; p[n] != '\0'; n++)
 		if (n >= OTAD_PRODUCT_MAX || p[n] <= 0x20 || p[n] >= 0x7f)
-			die("invalid product '%s': 1 to 64 printable "
-			    "characters, no spaces", p);
+			die("invalid %s '%s': 1 to 64 printable characters, "
+			    "no spaces", option, p);
 	if (n == 0)
-		die("--product must not be empty");
+		die("%s must not be empty", option);
+}
+
+static void
+check_product(const char *p)
+{
+	check_token("--product", p);
 }
 
 static struct registry *
@@ -273,12 +288,37 @@ print_rows(json_t *rows, const char *const *cols)
 
 /* ---- artifact ---- */
 
+/*
+ * The product version: --version, else the descriptor's when it means
+ * something. NULL with the reason in why.
+ */
+static const char *
+artifact_version(const struct opts *o, const struct espimg_info *img,
+    char *why, size_t whylen)
+{
+	if (o->version != NULL)
+		return o->version;
+	if (espimg_version_is_generic(img)) {
+		snprintf(why, whylen, "the image's own version '%s' is the "
+		    "same for every build of '%s', not the product's; give "
+		    "--version", img->version, img->project_name);
+		return NULL;
+	}
+	if (!semver_valid(img->version)) {
+		snprintf(why, whylen, "the image's own version '%s' is not "
+		    "usable; give --version", img->version);
+		return NULL;
+	}
+	return img->version;
+}
+
 static int
 artifact_add(struct opts *o)
 {
 	struct store_artifact art;
 	struct registry *reg;
 	struct store *store;
+	const char *version;
 	char why[512];
 	json_t *row;
 	enum otad_err rc;
@@ -286,10 +326,8 @@ artifact_add(struct opts *o)
 
 	if (o->argc != 1)
 		usage();
-	if (o->version == NULL)
-		die("artifact add needs --version (the product version devices "
-		    "will report)");
-	check_version(o->version);
+	if (o->version != NULL)
+		check_version(o->version);
 	check_product(o->product);
 	if ((fd = open(o->argv[0], O_RDONLY | O_CLOEXEC)) < 0)
 		die("cannot open '%s': %s", o->argv[0], strerror(errno));
@@ -301,7 +339,13 @@ artifact_add(struct opts *o)
 	    OTAD_OK)
 		die("cannot add '%s': %s", o->argv[0], why);
 	close(fd);
-	rc = registry_artifact_add(reg, &art, o->version, o->product, why,
+	if ((version = artifact_version(o, &art.image, why, sizeof(why))) ==
+	    NULL) {
+		if (!existed)
+			store_remove(store, art.sha256);
+		die("%s", why);
+	}
+	rc = registry_artifact_add(reg, &art, version, o->product, why,
 	    sizeof(why));
 	if (rc == OTAD_ERR_EXISTS) {
 		/* the same file again: fine if it says the same thing */
@@ -311,7 +355,7 @@ artifact_add(struct opts *o)
 		snprintf(why, sizeof(why), "%s",
 		    json_string_value(json_object_get(row, "version")));
 		json_decref(row);
-		if (strcmp(why, o->version) != 0)
+		if (strcmp(why, version) != 0)
 			die("artifact %s is already in the store as version "
 			    "%s", art.sha256, why);
 	} else if (rc != OTAD_OK) {
@@ -350,7 +394,9 @@ static int
 artifact_show(struct opts *o)
 {
 	static const char *const keys[] = {"sha256", "version", "product",
-	    "chip", "size", "md5", "created", "releases", NULL};
+	    "chip", "project", "idf_ver", "desc_version", "build_date",
+	    "secure_version", "size", "image_len", "app_sha256", "sig_blocks",
+	    "md5", "created", "releases", NULL};
 	struct registry *reg;
 	char why[256];
 	json_t *row;
@@ -385,6 +431,7 @@ release_create(struct opts *o)
 		die("release create needs --artifact SHA256");
 	check_version(o->argv[0]);
 	check_product(o->product);
+	check_token("--hw-rev", o->hw_rev);
 	reg = open_registry();
 	if (registry_artifact_get(reg, o->artifact, &art, why, sizeof(why)) !=
 	    OTAD_OK)
@@ -398,8 +445,8 @@ release_create(struct opts *o)
 	if (strcmp(aver, o->argv[0]) != 0)
 		die("artifact %.12s is version %s, not %s", sha, aver,
 		    o->argv[0]);
-	if (registry_release_create(reg, o->argv[0], sha, o->product, &id, why,
-	    sizeof(why)) != OTAD_OK)
+	if (registry_release_create(reg, o->argv[0], sha, o->product,
+	    o->hw_rev, &id, why, sizeof(why)) != OTAD_OK)
 		die("%s", why);
 	if (json_out) {
 		json_t *v = json_pack("{s:I,s:s,s:s,s:s?}", "id", (json_int_t)id,
@@ -419,7 +466,8 @@ static int
 release_list(void)
 {
 	static const char *const cols[] = {"id", "version", "product",
-	    "artifact", "size", "rollout_state", "succeeded", "created", NULL};
+	    "chip", "hw_rev", "artifact", "size", "rollout_state", "succeeded",
+	    "created", NULL};
 	struct registry *reg = open_registry();
 	json_t *rows;
 
@@ -442,8 +490,8 @@ release_publish(struct opts *o)
 	check_version(o->argv[0]);
 	check_product(o->product);
 	reg = open_registry();
-	if (registry_release_publish(reg, o->argv[0], o->product, &rollout,
-	    why, sizeof(why)) != OTAD_OK)
+	if (registry_release_publish(reg, o->argv[0], o->product, o->chip,
+	    &rollout, why, sizeof(why)) != OTAD_OK)
 		die("%s", why);
 	if (json_out) {
 		json_t *v = json_pack("{s:s,s:I}", "version", o->argv[0],
@@ -477,10 +525,38 @@ device_list(struct opts *o)
 }
 
 static int
+device_set(struct opts *o)
+{
+	struct registry *reg;
+	char why[256];
+
+	if (o->argc != 1)
+		usage();
+	if (o->group == NULL && o->hw_rev == NULL && o->chip == NULL)
+		die("device set needs --group, --hw-rev or --chip");
+	check_token("--group", o->group);
+	check_token("--hw-rev", o->hw_rev);
+	if (o->chip != NULL && espimg_chip_id(o->chip) < 0)
+		die("unknown chip '%s' (esp32, esp32s2, esp32s3, esp32c3, "
+		    "esp32c2, esp32c6, esp32h2, esp32p4, esp32c5, esp32c61)",
+		    o->chip);
+	reg = open_registry();
+	if (registry_device_set(reg, o->argv[0], o->group, o->hw_rev, o->chip,
+	    why, sizeof(why)) != OTAD_OK)
+		die("%s", why);
+	if (!json_out)
+		printf("device %s updated\n", o->argv[0]);
+	else
+		puts("{}");
+	return 0;
+}
+
+static int
 device_show(struct opts *o)
 {
 	static const char *const keys[] = {"id", "version", "product",
-	    "group", "hw_rev", "address", "first_seen", "last_seen", "checks",
+	    "chip", "group", "hw_rev", "running_sha256", "address",
+	    "first_seen", "last_seen", "checks",
 	    "uptime", "free_heap", "rssi", "reset_reason", "battery",
 	    "secure_version", "blocked", NULL};
 	static const char *const cols[] = {"id", "from_version", "to_version",
@@ -588,7 +664,8 @@ main(int argc, char *argv[])
 		if (strcmp(words[1], "show") == 0)
 			return artifact_show(&o);
 	} else if (strcmp(words[0], "release") == 0 && nwords >= 2) {
-		parse_opts(nwords - 2, words + 2, &o, "--artifact --product");
+		parse_opts(nwords - 2, words + 2, &o,
+		    "--artifact --product --hw-rev --chip");
 		if (strcmp(words[1], "create") == 0)
 			return release_create(&o);
 		if (strcmp(words[1], "list") == 0 && o.argc == 0)
@@ -596,9 +673,12 @@ main(int argc, char *argv[])
 		if (strcmp(words[1], "publish") == 0)
 			return release_publish(&o);
 	} else if (strcmp(words[0], "device") == 0 && nwords >= 2) {
-		parse_opts(nwords - 2, words + 2, &o, "--offline");
+		parse_opts(nwords - 2, words + 2, &o,
+		    "--offline --group --hw-rev --chip");
 		if (strcmp(words[1], "list") == 0 && o.argc == 0)
 			return device_list(&o);
+		if (strcmp(words[1], "set") == 0)
+			return device_set(&o);
 		if (strcmp(words[1], "show") == 0)
 			return device_show(&o);
 	} else if (strcmp(words[0], "status") == 0 && nwords == 1) {

@@ -5,20 +5,51 @@
 #include "policy.h"
 #include "semver.h"
 
-/* Newest offer limited to product (or, with product NULL, unrestricted). */
-static const struct offer *
-newest_for(const char *product, const struct offer *offers, size_t n)
+static int
+known(const char *s)
 {
+	return s != NULL && s[0] != '\0';
+}
+
+/* product NULL: unrestricted releases; otherwise releases for product */
+static int
+matches(const struct offer *o, const struct device_facts *dev,
+    const char *product)
+{
+	if (product == NULL ? o->product[0] != '\0'
+			    : strcmp(o->product, product) != 0)
+		return 0;
+	if (o->hw_rev[0] != '\0' &&
+	    (!known(dev->hw_rev) || strcmp(o->hw_rev, dev->hw_rev) != 0))
+		return 0;
+	if (known(dev->chip) && strcmp(o->chip, dev->chip) != 0)
+		return 0;
+	return 1;
+}
+
+/*
+ * Newest offer for product (NULL: unrestricted). *ambiguous is set when the
+ * chip is unknown and the candidates are for more than one chip.
+ */
+static const struct offer *
+newest_for(const struct device_facts *dev, const char *product,
+    const struct offer *offers, size_t n, int *ambiguous)
+{
+	const struct offer *first = NULL;
 	size_t i;
 
 	/* offers are sorted newest first, so the first match is the one */
 	for (i = 0; i < n; i++) {
-		if (product == NULL && offers[i].product[0] == '\0')
-			return &offers[i];
-		if (product != NULL && strcmp(offers[i].product, product) == 0)
-			return &offers[i];
+		if (!matches(&offers[i], dev, product))
+			continue;
+		if (first == NULL)
+			first = &offers[i];
+		else if (strcmp(first->chip, offers[i].chip) != 0)
+			*ambiguous = 1;
+		if (known(dev->chip))
+			break; /* every match is for its chip */
 	}
-	return NULL;
+	return first;
 }
 
 void
@@ -26,18 +57,42 @@ policy_decide(const struct device_facts *dev, const struct offer *offers,
     size_t n, int64_t now, struct decision *out)
 {
 	const struct offer *o = NULL;
+	int ambiguous = 0;
 
 	(void)now; /* windows and soak times will read it */
 	out->kind = DECISION_NONE;
+	out->reason = REASON_NONE;
 	out->offer = NULL;
-	if (dev->product != NULL && dev->product[0] != '\0')
-		o = newest_for(dev->product, offers, n);
+	if (known(dev->product))
+		o = newest_for(dev, dev->product, offers, n, &ambiguous);
 	if (o == NULL)
-		o = newest_for(NULL, offers, n);
-	if (o == NULL)
+		o = newest_for(dev, NULL, offers, n, &ambiguous);
+	if (o == NULL || semver_compare(dev->version, o->version) >= 0)
 		return;
-	if (semver_compare(dev->version, o->version) >= 0)
+	if (ambiguous) {
+		/* an image for the wrong chip would be refused, or worse */
+		out->reason = REASON_CHIP;
 		return;
+	}
+	if (dev->secure_version >= 0 &&
+	    (int64_t)o->secure_version < dev->secure_version) {
+		/* the bootloader would refuse it: not an attempt at all */
+		out->reason = REASON_SECURE_VERSION;
+		return;
+	}
 	out->kind = DECISION_OFFER;
 	out->offer = o;
+}
+
+const char *
+policy_reason_name(enum decision_reason reason)
+{
+	switch (reason) {
+	case REASON_CHIP:
+		return "chip";
+	case REASON_SECURE_VERSION:
+		return "secure-version";
+	default:
+		return NULL;
+	}
 }

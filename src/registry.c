@@ -50,6 +50,7 @@ enum wstmt {
 	W_UPDATE_ATTEMPT,
 	W_LAST_ATTEMPT,
 	W_INSERT_ATTEMPT,
+	W_LEARN_CHIP,
 	W_SAVEPOINT,
 	W_RELEASE,
 	W_ROLLBACK_TO,
@@ -59,12 +60,19 @@ enum wstmt {
 static const char *const wsql[W_COUNT] = {
 	[W_CHECKIN] =
 	    "INSERT INTO device (id, product, version, address, first_seen,"
-	    " last_seen, checks) VALUES (?1, ?2, ?3, ?4, ?5, ?5, 1)"
-	    " ON CONFLICT (id) DO UPDATE SET"
+	    " last_seen, checks, hw_rev, running_sha256, chip,"
+	    " secure_version) VALUES (?1, ?2, ?3, ?4, ?5, ?5, 1, ?6, ?7, ?8,"
+	    " ?9) ON CONFLICT (id) DO UPDATE SET"
 	    " product = coalesce(excluded.product, product),"
 	    " version = excluded.version, address = excluded.address,"
 	    " last_seen = max(last_seen, excluded.last_seen),"
-	    " checks = checks + 1",
+	    " checks = checks + 1,"
+	    " hw_rev = coalesce(excluded.hw_rev, hw_rev),"
+	    " running_sha256 = coalesce(excluded.running_sha256,"
+	    " running_sha256),"
+	    " chip = coalesce(excluded.chip, chip),"
+	    " secure_version = coalesce(excluded.secure_version,"
+	    " secure_version)",
 	[W_OFFER] =
 	    "INSERT INTO attempt (device, release, rollout, from_version,"
 	    " to_version, state, offered_at, updated_at)"
@@ -107,6 +115,14 @@ static const char *const wsql[W_COUNT] = {
 	    " (SELECT id FROM release WHERE version = ?2 ORDER BY id DESC"
 	    " LIMIT 1), ?3, ?2, ?4, ?5, ?6, CASE WHEN ?4 IN ('success',"
 	    " 'rollback', 'failed') THEN ?6 END)",
+	[W_LEARN_CHIP] =
+	    "UPDATE device SET chip = (SELECT a.chip FROM attempt t"
+	    " JOIN release r ON r.id = t.release"
+	    " JOIN artifact a ON a.sha256 = r.artifact"
+	    " WHERE t.device = ?1 AND t.state = 'success'"
+	    " ORDER BY t.id DESC LIMIT 1) WHERE id = ?1 AND EXISTS"
+	    " (SELECT 1 FROM attempt t WHERE t.device = ?1 AND"
+	    " t.state = 'success' AND t.release IS NOT NULL)",
 	[W_SAVEPOINT] = "SAVEPOINT rec",
 	[W_RELEASE] = "RELEASE rec",
 	[W_ROLLBACK_TO] = "ROLLBACK TO rec",
@@ -133,6 +149,7 @@ struct registry {
 
 enum rstmt {
 	R_DEVICE,
+	R_RUNNING,
 	R_DATA_VERSION,
 	R_GENERATION,
 	R_OFFERS,
@@ -140,13 +157,17 @@ enum rstmt {
 };
 
 static const char *const rsql[R_COUNT] = {
-	[R_DEVICE] = "SELECT ifnull(version, ''), ifnull(product, ''), blocked"
-		     " FROM device WHERE id = ?1",
+	[R_DEVICE] = "SELECT ifnull(version, ''), ifnull(product, ''), blocked,"
+		     " ifnull(chip, ''), ifnull(hw_rev, ''),"
+		     " ifnull(secure_version, -1) FROM device WHERE id = ?1",
+	[R_RUNNING] = "SELECT chip, version, secure_version FROM artifact"
+		      " WHERE app_sha256 = ?1 LIMIT 1",
 	[R_DATA_VERSION] = "PRAGMA data_version",
 	[R_GENERATION] = "SELECT generation FROM catalog WHERE id = 1",
 	[R_OFFERS] =
 	    "SELECT ro.id, rel.id, rel.version, ifnull(rel.product, ''),"
-	    " a.sha256, a.md5, a.size FROM rollout ro"
+	    " a.sha256, a.md5, a.size, a.chip, ifnull(rel.hw_rev, ''),"
+	    " a.secure_version FROM rollout ro"
 	    " JOIN release rel ON rel.id = ro.release"
 	    " JOIN artifact a ON a.sha256 = rel.artifact"
 	    " WHERE ro.state = 'active'",
@@ -336,8 +357,10 @@ registry_record_new(enum record_kind kind)
 {
 	struct record *rec = calloc(1, sizeof(*rec));
 
-	if (rec != NULL)
+	if (rec != NULL) {
 		rec->kind = kind;
+		rec->secure_version = -1;
+	}
 	return rec;
 }
 
@@ -382,6 +405,11 @@ apply_checkin(struct registry *reg, const struct record *rec)
 	sqlite3_bind_text(st, 3, rec->version, -1, SQLITE_STATIC);
 	bind_text(st, 4, rec->address);
 	sqlite3_bind_int64(st, 5, rec->at);
+	bind_text(st, 6, rec->hw_rev);
+	bind_text(st, 7, rec->running_sha256);
+	bind_text(st, 8, rec->chip);
+	if (rec->secure_version >= 0)
+		sqlite3_bind_int64(st, 9, rec->secure_version);
 	if (step_done(st) < 0)
 		return -1;
 	if (rec->offer_release > 0) {
@@ -400,6 +428,13 @@ apply_checkin(struct registry *reg, const struct record *rec)
 	sqlite3_bind_text(st, 1, rec->device, -1, SQLITE_STATIC);
 	sqlite3_bind_text(st, 2, rec->version, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 3, rec->at);
+	if (step_done(st) < 0)
+		return -1;
+	if (sqlite3_changes(reg->db) == 0 || rec->chip[0] != '\0')
+		return 0;
+	/* it runs the image it was offered: that image's chip is its own */
+	st = reg->w[W_LEARN_CHIP];
+	sqlite3_bind_text(st, 1, rec->device, -1, SQLITE_STATIC);
 	return step_done(st);
 }
 
@@ -807,26 +842,67 @@ copy_col(char *dst, size_t len, sqlite3_stmt *st, int col)
 	snprintf(dst, len, "%s", s ? (const char *)s : "");
 }
 
+/*
+ * One row by key through a prepared reader statement: fill copies its
+ * columns. OTAD_ERR_NOT_FOUND when there is none.
+ */
+static enum otad_err
+point_lookup(struct registry_reader *r, enum rstmt which, const char *key,
+    void (*fill)(sqlite3_stmt *, void *), void *out, const char *what)
+{
+	sqlite3_stmt *st = r->s[which];
+	enum otad_err rc = OTAD_ERR_NOT_FOUND;
+	int step;
+
+	sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+	step = sqlite3_step(st);
+	if (step == SQLITE_ROW) {
+		fill(st, out);
+		rc = OTAD_OK;
+	} else if (step != SQLITE_DONE) {
+		rc = db_error(r->db, what);
+	}
+	sqlite3_reset(st);
+	return rc;
+}
+
+static void
+fill_device(sqlite3_stmt *st, void *p)
+{
+	struct device_row *out = p;
+
+	copy_col(out->version, sizeof(out->version), st, 0);
+	copy_col(out->product, sizeof(out->product), st, 1);
+	out->blocked = sqlite3_column_int(st, 2);
+	copy_col(out->chip, sizeof(out->chip), st, 3);
+	copy_col(out->hw_rev, sizeof(out->hw_rev), st, 4);
+	out->secure_version = sqlite3_column_int64(st, 5);
+}
+
 enum otad_err
 registry_device_get(struct registry_reader *r, const char *id,
     struct device_row *out)
 {
-	sqlite3_stmt *st = r->s[R_DEVICE];
-	enum otad_err rc = OTAD_ERR_NOT_FOUND;
-	int step;
+	return point_lookup(r, R_DEVICE, id, fill_device, out,
+	    "device lookup");
+}
 
-	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-	step = sqlite3_step(st);
-	if (step == SQLITE_ROW) {
-		copy_col(out->version, sizeof(out->version), st, 0);
-		copy_col(out->product, sizeof(out->product), st, 1);
-		out->blocked = sqlite3_column_int(st, 2);
-		rc = OTAD_OK;
-	} else if (step != SQLITE_DONE) {
-		rc = db_error(r->db, "device lookup");
-	}
-	sqlite3_reset(st);
-	return rc;
+static void
+fill_running(sqlite3_stmt *st, void *p)
+{
+	struct running_image *out = p;
+
+	copy_col(out->chip, sizeof(out->chip), st, 0);
+	copy_col(out->version, sizeof(out->version), st, 1);
+	out->secure_version = (uint32_t)sqlite3_column_int64(st, 2);
+}
+
+enum otad_err
+registry_running_image(struct registry_reader *r, const char *app_sha256,
+    struct running_image *out)
+{
+	return point_lookup(r, R_RUNNING, app_sha256, fill_running, out,
+	    "running image lookup");
 }
 
 enum otad_err
@@ -896,6 +972,9 @@ registry_load_offers(struct registry_reader *r, struct offer **offers,
 		copy_col(o->sha256, sizeof(o->sha256), st, 4);
 		copy_col(o->md5, sizeof(o->md5), st, 5);
 		o->size = (uint64_t)sqlite3_column_int64(st, 6);
+		copy_col(o->chip, sizeof(o->chip), st, 7);
+		copy_col(o->hw_rev, sizeof(o->hw_rev), st, 8);
+		o->secure_version = (uint32_t)sqlite3_column_int64(st, 9);
 	}
 	if (rc == OTAD_OK && step != SQLITE_DONE)
 		rc = db_error(r->db, "loading offers");
@@ -1046,26 +1125,63 @@ catalog_fail(struct registry *reg, enum otad_err rc)
 	return rc;
 }
 
+/* catalog_begin, saying why in why when it fails */
+static enum otad_err
+catalog_open(struct registry *reg, char *why, size_t whylen)
+{
+	enum otad_err rc = catalog_begin(reg);
+
+	if (rc != OTAD_OK)
+		snprintf(why, whylen, "database: %s", otad_strerror(rc));
+	return rc;
+}
+
+/* Prepare inside an open catalog transaction; on error roll it back. */
+static enum otad_err
+catalog_prepare(struct registry *reg, const char *sql, sqlite3_stmt **st,
+    char *why, size_t whylen)
+{
+	if (sqlite3_prepare_v2(reg->db, sql, -1, st, NULL) == SQLITE_OK)
+		return OTAD_OK;
+	snprintf(why, whylen, "database: %s", sqlite3_errmsg(reg->db));
+	return catalog_fail(reg, OTAD_ERR_DB);
+}
+
+/* The audit row for what, then commit; on error roll it all back. */
+static enum otad_err
+catalog_close(struct registry *reg, const char *what, char *why,
+    size_t whylen)
+{
+	enum otad_err rc;
+
+	if ((rc = audit(reg, what)) != OTAD_OK ||
+	    (rc = catalog_commit(reg)) != OTAD_OK) {
+		snprintf(why, whylen, "database: %s", otad_strerror(rc));
+		return catalog_fail(reg, rc);
+	}
+	return OTAD_OK;
+}
+
 enum otad_err
 registry_artifact_add(struct registry *reg, const struct store_artifact *art,
     const char *version, const char *product, char *why, size_t whylen)
 {
 	const char *chip = espimg_chip_name(art->image.chip_id);
-	char what[256];
+	const struct espimg_info *img = &art->image;
+	char what[256], date[40], app[65];
 	sqlite3_stmt *st;
 	enum otad_err rc;
 	int step;
 
-	if ((rc = catalog_begin(reg)) != OTAD_OK) {
-		snprintf(why, whylen, "database: %s", otad_strerror(rc));
+	if ((rc = catalog_open(reg, why, whylen)) != OTAD_OK)
 		return rc;
-	}
-	if (sqlite3_prepare_v2(reg->db, "INSERT INTO artifact (sha256, md5,"
-	    " size, version, product, chip, created) VALUES (?1, ?2, ?3, ?4,"
-	    " ?5, ?6, ?7)", -1, &st, NULL) != SQLITE_OK) {
-		snprintf(why, whylen, "database: %s", sqlite3_errmsg(reg->db));
-		return catalog_fail(reg, OTAD_ERR_DB);
-	}
+	if ((rc = catalog_prepare(reg, "INSERT INTO artifact (sha256, md5,"
+	    " size, version, product, chip, created, project, idf_ver,"
+	    " desc_version, build_date, secure_version, image_len,"
+	    " app_sha256, sig_blocks) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8,"
+	    " ?9, ?10, ?11, ?12, ?13, ?14, ?15)", &st, why, whylen)) !=
+	    OTAD_OK)
+		return rc;
 	sqlite3_bind_text(st, 1, art->sha256, -1, SQLITE_STATIC);
 	sqlite3_bind_text(st, 2, art->md5, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 3, (int64_t)art->size);
@@ -1073,6 +1189,19 @@ registry_artifact_add(struct registry *reg, const struct store_artifact *art,
 	bind_text(st, 5, product);
 	sqlite3_bind_text(st, 6, chip ? chip : "unknown", -1, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 7, now_s());
+	bind_text(st, 8, img->project_name);
+	bind_text(st, 9, img->idf_ver);
+	bind_text(st, 10, img->version);
+	snprintf(date, sizeof(date), "%s %s", img->build_date,
+	    img->build_time);
+	bind_text(st, 11, date);
+	sqlite3_bind_int64(st, 12, img->secure_version);
+	sqlite3_bind_int64(st, 13, (int64_t)img->image_len);
+	if (img->hash_appended) {
+		otad_hex(img->app_sha256, 32, app);
+		sqlite3_bind_text(st, 14, app, -1, SQLITE_STATIC);
+	}
+	sqlite3_bind_int(st, 15, (int)img->nsig);
 	step = sqlite3_step(st);
 	sqlite3_finalize(st);
 	if (step == SQLITE_CONSTRAINT) {
@@ -1086,12 +1215,7 @@ registry_artifact_add(struct registry *reg, const struct store_artifact *art,
 	}
 	snprintf(what, sizeof(what), "artifact add %s version %s",
 	    art->sha256, version);
-	if ((rc = audit(reg, what)) != OTAD_OK ||
-	    (rc = catalog_commit(reg)) != OTAD_OK) {
-		snprintf(why, whylen, "database: %s", otad_strerror(rc));
-		return catalog_fail(reg, rc);
-	}
-	return OTAD_OK;
+	return catalog_close(reg, what, why, whylen);
 }
 
 static int
@@ -1122,7 +1246,9 @@ registry_artifact_get(struct registry *reg, const char *sha, json_t **row,
 	}
 	snprintf(pattern, sizeof(pattern), "%s*", sha);
 	rc = query_rows(reg->db, &rows, "SELECT sha256, size, md5, version,"
-	    " product, chip, created, (SELECT count(*) FROM release"
+	    " product, chip, project, idf_ver, desc_version, build_date,"
+	    " secure_version, image_len, app_sha256, sig_blocks,"
+	    " created, (SELECT count(*) FROM release"
 	    " WHERE artifact = sha256) AS releases FROM artifact"
 	    " WHERE sha256 GLOB ?1 LIMIT 2", pattern, ARGS_END);
 	if (rc != OTAD_OK) {
@@ -1153,28 +1279,26 @@ registry_artifact_list(struct registry *reg, json_t **rows)
 
 enum otad_err
 registry_release_create(struct registry *reg, const char *version,
-    const char *sha256, const char *product, int64_t *id, char *why,
-    size_t whylen)
+    const char *sha256, const char *product, const char *hw_rev, int64_t *id,
+    char *why, size_t whylen)
 {
 	char what[256];
 	sqlite3_stmt *st;
 	enum otad_err rc;
 	int step;
 
-	if ((rc = catalog_begin(reg)) != OTAD_OK) {
-		snprintf(why, whylen, "database: %s", otad_strerror(rc));
+	if ((rc = catalog_open(reg, why, whylen)) != OTAD_OK)
 		return rc;
-	}
-	if (sqlite3_prepare_v2(reg->db, "INSERT INTO release (version,"
-	    " artifact, product, created) VALUES (?1, ?2, ?3, ?4)", -1, &st,
-	    NULL) != SQLITE_OK) {
-		snprintf(why, whylen, "database: %s", sqlite3_errmsg(reg->db));
-		return catalog_fail(reg, OTAD_ERR_DB);
-	}
+	if ((rc = catalog_prepare(reg, "INSERT INTO release (version,"
+	    " artifact, product, created, hw_rev, chip) VALUES (?1, ?2, ?3,"
+	    " ?4, ?5, (SELECT chip FROM artifact WHERE sha256 = ?2))", &st,
+	    why, whylen)) != OTAD_OK)
+		return rc;
 	sqlite3_bind_text(st, 1, version, -1, SQLITE_STATIC);
 	sqlite3_bind_text(st, 2, sha256, -1, SQLITE_STATIC);
 	bind_text(st, 3, product);
 	sqlite3_bind_int64(st, 4, now_s());
+	bind_text(st, 5, hw_rev);
 	step = sqlite3_step(st);
 	sqlite3_finalize(st);
 	if (step == SQLITE_CONSTRAINT && sqlite3_extended_errcode(reg->db) ==
@@ -1195,19 +1319,15 @@ registry_release_create(struct registry *reg, const char *version,
 	snprintf(what, sizeof(what), "release create %s artifact %s%s%s",
 	    version, sha256, product ? " product " : "",
 	    product ? product : "");
-	if ((rc = audit(reg, what)) != OTAD_OK ||
-	    (rc = catalog_commit(reg)) != OTAD_OK) {
-		snprintf(why, whylen, "database: %s", otad_strerror(rc));
-		return catalog_fail(reg, rc);
-	}
-	return OTAD_OK;
+	return catalog_close(reg, what, why, whylen);
 }
 
 enum otad_err
 registry_release_list(struct registry *reg, json_t **rows)
 {
 	return query_rows(reg->db, rows, "SELECT rel.id, rel.version,"
-	    " rel.product, rel.artifact, a.size, rel.created,"
+	    " rel.product, rel.chip, rel.hw_rev, rel.artifact, a.size,"
+	    " rel.created,"
 	    " (SELECT ro.state FROM rollout ro WHERE ro.release = rel.id"
 	    " ORDER BY ro.id DESC LIMIT 1) AS rollout_state,"
 	    " (SELECT count(*) FROM attempt WHERE release = rel.id AND"
@@ -1238,28 +1358,23 @@ exec_ints(sqlite3 *db, const char *sql, ...)
 
 enum otad_err
 registry_release_publish(struct registry *reg, const char *version,
-    const char *product, int64_t *rollout_id, char *why, size_t whylen)
+    const char *product, const char *chip, int64_t *rollout_id, char *why,
+    size_t whylen)
 {
 	json_t *rows = NULL, *rel;
 	int64_t release_id;
 	char what[256];
 	enum otad_err rc;
 
-	if ((rc = catalog_begin(reg)) != OTAD_OK) {
-		snprintf(why, whylen, "database: %s", otad_strerror(rc));
+	if ((rc = catalog_open(reg, why, whylen)) != OTAD_OK)
 		return rc;
-	}
-	if (product != NULL)
-		rc = query_rows(reg->db, &rows, "SELECT id, product,"
-		    " (SELECT count(*) FROM rollout WHERE release = release.id"
-		    " AND state = 'active') AS active FROM release"
-		    " WHERE version = ?1 AND product = ?2", version, product,
-		    ARGS_END);
-	else
-		rc = query_rows(reg->db, &rows, "SELECT id, product,"
-		    " (SELECT count(*) FROM rollout WHERE release = release.id"
-		    " AND state = 'active') AS active FROM release"
-		    " WHERE version = ?1", version, ARGS_END);
+	/* "" matches anything: product and chip narrow the choice */
+	rc = query_rows(reg->db, &rows, "SELECT id, product,"
+	    " (SELECT count(*) FROM rollout WHERE release = release.id"
+	    " AND state = 'active') AS active FROM release"
+	    " WHERE version = ?1 AND (?2 = '' OR product = ?2)"
+	    " AND (?3 = '' OR chip = ?3)", version, product ? product : "",
+	    chip ? chip : "", ARGS_END);
 	if (rc != OTAD_OK) {
 		snprintf(why, whylen, "database: %s", otad_strerror(rc));
 		return catalog_fail(reg, rc);
@@ -1270,7 +1385,7 @@ registry_release_publish(struct registry *reg, const char *version,
 		snprintf(why, whylen, rc == OTAD_ERR_NOT_FOUND
 		    ? "no release %s%s%s (create it with 'otactl release "
 		    "create')" : "several releases are version %s; name one "
-		    "with --product", version,
+		    "with --product or --chip", version,
 		    product && rc == OTAD_ERR_NOT_FOUND ? " for product " : "",
 		    product && rc == OTAD_ERR_NOT_FOUND ? product : "");
 		json_decref(rows);
@@ -1291,8 +1406,10 @@ registry_release_publish(struct registry *reg, const char *version,
 	 */
 	if (exec_ints(reg->db, "UPDATE rollout SET state = 'completed',"
 	    " finished = ?1, reason = 'superseded' WHERE state = 'active'"
-	    " AND release IN (SELECT id FROM release WHERE ifnull(product, '')"
-	    " = (SELECT ifnull(product, '') FROM release WHERE id = ?2))",
+	    " AND release IN (SELECT o.id FROM release o, release n"
+	    " WHERE n.id = ?2 AND ifnull(o.product, '') ="
+	    " ifnull(n.product, '') AND ifnull(o.chip, '') = ifnull(n.chip, '')"
+	    " AND ifnull(o.hw_rev, '') = ifnull(n.hw_rev, ''))",
 	    now_s(), release_id, (int64_t)-1) < 0 ||
 	    exec_ints(reg->db, "INSERT INTO rollout (release, state, created,"
 	    " started) VALUES (?1, 'active', ?2, ?2)", release_id, now_s(),
@@ -1303,16 +1420,11 @@ registry_release_publish(struct registry *reg, const char *version,
 	*rollout_id = sqlite3_last_insert_rowid(reg->db);
 	snprintf(what, sizeof(what), "release publish %s (rollout %lld)",
 	    version, (long long)*rollout_id);
-	if ((rc = audit(reg, what)) != OTAD_OK ||
-	    (rc = catalog_commit(reg)) != OTAD_OK) {
-		snprintf(why, whylen, "database: %s", otad_strerror(rc));
-		return catalog_fail(reg, rc);
-	}
-	return OTAD_OK;
+	return catalog_close(reg, what, why, whylen);
 }
 
 #define DEVICE_COLUMNS                                                         \
-	"d.id, d.version, d.product, d.grp AS \"group\", d.hw_rev,"            \
+	"d.id, d.version, d.product, d.chip, d.grp AS \"group\", d.hw_rev,"    \
 	" d.address, d.first_seen, d.last_seen, d.checks"
 
 enum otad_err
@@ -1331,6 +1443,43 @@ registry_device_list(struct registry *reg, int64_t now, int64_t offline_after,
 }
 
 enum otad_err
+registry_device_set(struct registry *reg, const char *id, const char *group,
+    const char *hw_rev, const char *chip, char *why, size_t whylen)
+{
+	char what[256];
+	sqlite3_stmt *st;
+	enum otad_err rc;
+	int step;
+
+	if ((rc = catalog_open(reg, why, whylen)) != OTAD_OK)
+		return rc;
+	if ((rc = catalog_prepare(reg, "UPDATE device SET"
+	    " grp = coalesce(?2, grp), hw_rev = coalesce(?3, hw_rev),"
+	    " chip = coalesce(?4, chip) WHERE id = ?1", &st, why,
+	    whylen)) != OTAD_OK)
+		return rc;
+	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+	bind_text(st, 2, group);
+	bind_text(st, 3, hw_rev);
+	bind_text(st, 4, chip);
+	step = sqlite3_step(st);
+	sqlite3_finalize(st);
+	if (step != SQLITE_DONE) {
+		snprintf(why, whylen, "database: %s", sqlite3_errmsg(reg->db));
+		return catalog_fail(reg, OTAD_ERR_DB);
+	}
+	if (sqlite3_changes(reg->db) == 0) {
+		snprintf(why, whylen, "no device '%s'", id);
+		return catalog_fail(reg, OTAD_ERR_NOT_FOUND);
+	}
+	snprintf(what, sizeof(what), "device set %s%s%s%s%s%s%s", id,
+	    group ? " group " : "", group ? group : "",
+	    hw_rev ? " hw_rev " : "", hw_rev ? hw_rev : "",
+	    chip ? " chip " : "", chip ? chip : "");
+	return catalog_close(reg, what, why, whylen);
+}
+
+enum otad_err
 registry_device_show(struct registry *reg, const char *id, json_t **obj,
     char *why, size_t whylen)
 {
@@ -1340,7 +1489,8 @@ registry_device_show(struct registry *reg, const char *id, json_t **obj,
 	*obj = NULL;
 	rc = query_rows(reg->db, &rows, "SELECT " DEVICE_COLUMNS ","
 	    " d.uptime, d.free_heap, d.rssi, d.reset_reason, d.battery,"
-	    " d.secure_version, d.blocked FROM device d WHERE d.id = ?1", id,
+	    " d.secure_version, d.running_sha256, d.blocked FROM device d"
+	    " WHERE d.id = ?1", id,
 	    ARGS_END);
 	if (rc != OTAD_OK) {
 		snprintf(why, whylen, "database: %s", otad_strerror(rc));

@@ -104,19 +104,6 @@ store_remove(struct store *store, const char *sha256)
 	return OTAD_OK;
 }
 
-static void
-hex(const unsigned char *in, size_t n, char *out)
-{
-	static const char digits[] = "0123456789abcdef";
-	size_t i;
-
-	for (i = 0; i < n; i++) {
-		out[2 * i] = digits[in[i] >> 4];
-		out[2 * i + 1] = digits[in[i] & 15];
-	}
-	out[2 * n] = '\0';
-}
-
 static int
 write_all(int fd, const void *buf, size_t len)
 {
@@ -199,8 +186,8 @@ copy_and_hash(int src, int tmp, struct store_artifact *out, uint8_t *head,
 		snprintf(why, whylen, "hashing failed");
 		goto done;
 	}
-	hex(sha, 32, out->sha256);
-	hex(md5, 16, out->md5);
+	otad_hex(sha, 32, out->sha256);
+	otad_hex(md5, 16, out->md5);
 	out->size = total;
 	rc = OTAD_OK;
 done:

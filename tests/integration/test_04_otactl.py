@@ -95,12 +95,12 @@ def test_bad_arguments(tmp_path):
     d = Otad(tmp_path)
     f = str(WLED / "0.14.2.bin")
     one_line_error(d.otactl("artifact", "add", f, check=False),
-                   "needs --version")
+                   "give --version")
     one_line_error(d.otactl("artifact", "add", f, "--version", "1 0",
                             check=False), "invalid version")
     one_line_error(d.otactl("artifact", "add", f, "--version", "1.0",
                             "--product", "a/b c", check=False),
-                   "invalid product")
+                   "invalid --product")
     one_line_error(d.otactl("artifact", "add", f, "--version", check=False),
                    "needs a value")
     one_line_error(d.otactl("artifact", "add", f, "--version", "1",

@@ -20,14 +20,37 @@ mk(int64_t release, const char *version, const char *product)
 	o.rollout_id = release;
 	snprintf(o.version, sizeof(o.version), "%s", version);
 	snprintf(o.product, sizeof(o.product), "%s", product);
+	snprintf(o.chip, sizeof(o.chip), "esp32");
 	return o;
+}
+
+static struct offer
+mk_chip(int64_t release, const char *version, const char *chip)
+{
+	struct offer o = mk(release, version, "");
+
+	snprintf(o.chip, sizeof(o.chip), "%s", chip);
+	return o;
+}
+
+static struct decision
+decide_full(const struct device_facts *dev, const struct offer *offers,
+    size_t n)
+{
+	struct decision d;
+
+	policy_decide(dev, offers, n, 1700000000, &d);
+	assert_true((d.kind == DECISION_OFFER) == (d.offer != NULL));
+	if (d.kind == DECISION_OFFER)
+		assert_int_equal(d.reason, REASON_NONE);
+	return d;
 }
 
 static const struct offer *
 decide(const char *version, const char *product, const struct offer *offers,
     size_t n)
 {
-	struct device_facts dev = {"dev-1", version, product};
+	struct device_facts dev = {"dev-1", version, product, NULL, NULL, -1};
 	struct decision d;
 
 	policy_decide(&dev, offers, n, 1700000000, &d);
@@ -102,6 +125,72 @@ test_product_only_releases(void **state)
 	assert_non_null(decide("0.1.0", "wled", offers, 1));
 }
 
+static void
+test_chip(void **state)
+{
+	struct offer offers[] = {mk_chip(2, "2.0.0", "esp32c3"),
+	    mk_chip(1, "1.5.0", "esp32")};
+	struct device_facts dev = {"d", "1.0.0", NULL, "esp32", NULL, -1};
+	struct decision d;
+
+	(void)state;
+	/* a known ESP32 skips the newer C3 release for its own chip's */
+	d = decide_full(&dev, offers, 2);
+	assert_ptr_equal(d.offer, &offers[1]);
+	dev.chip = "esp32c3";
+	assert_ptr_equal(decide_full(&dev, offers, 2).offer, &offers[0]);
+	dev.chip = "esp32s3";
+	d = decide_full(&dev, offers, 2);
+	assert_null(d.offer);
+	assert_int_equal(d.reason, REASON_NONE);
+	/* unknown chip, two chips on offer: no guess */
+	dev.chip = NULL;
+	d = decide_full(&dev, offers, 2);
+	assert_null(d.offer);
+	assert_int_equal(d.reason, REASON_CHIP);
+	assert_string_equal(policy_reason_name(d.reason), "chip");
+	/* unknown chip, one chip on offer: offered */
+	assert_ptr_equal(decide_full(&dev, offers + 1, 1).offer, &offers[1]);
+}
+
+static void
+test_hw_rev(void **state)
+{
+	struct offer offers[] = {mk(1, "2.0.0", "")};
+	struct device_facts dev = {"d", "1.0.0", NULL, NULL, NULL, -1};
+
+	(void)state;
+	snprintf(offers[0].hw_rev, sizeof(offers[0].hw_rev), "B");
+	assert_null(decide_full(&dev, offers, 1).offer);
+	dev.hw_rev = "A";
+	assert_null(decide_full(&dev, offers, 1).offer);
+	dev.hw_rev = "B";
+	assert_non_null(decide_full(&dev, offers, 1).offer);
+}
+
+static void
+test_secure_version(void **state)
+{
+	struct offer offers[] = {mk(1, "2.0.0", "")};
+	struct device_facts dev = {"d", "1.0.0", NULL, NULL, NULL, -1};
+	struct decision d;
+
+	(void)state;
+	offers[0].secure_version = 1;
+	assert_non_null(decide_full(&dev, offers, 1).offer);
+	dev.secure_version = 1;
+	assert_non_null(decide_full(&dev, offers, 1).offer);
+	dev.secure_version = 2;
+	d = decide_full(&dev, offers, 1);
+	assert_null(d.offer);
+	assert_int_equal(d.reason, REASON_SECURE_VERSION);
+	assert_string_equal(policy_reason_name(d.reason), "secure-version");
+	/* up to date beats the reason: nothing to say */
+	dev.version = "2.0.0";
+	d = decide_full(&dev, offers, 1);
+	assert_int_equal(d.reason, REASON_NONE);
+}
+
 int
 main(void)
 {
@@ -111,6 +200,9 @@ main(void)
 		cmocka_unit_test(test_newest_first),
 		cmocka_unit_test(test_product_rules),
 		cmocka_unit_test(test_product_only_releases),
+		cmocka_unit_test(test_chip),
+		cmocka_unit_test(test_hw_rev),
+		cmocka_unit_test(test_secure_version),
 	};
 
 	return cmocka_run_group_tests_name("policy", tests, NULL, NULL);

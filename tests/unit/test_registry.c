@@ -60,28 +60,28 @@ test_catalog_in_memory(void **state)
 	assert_int_equal(json_array_size(rows), 2);
 	json_decref(rows);
 
-	assert_int_equal(registry_release_create(reg, "1.0.0", a.sha256, NULL,
+	assert_int_equal(registry_release_create(reg, "1.0.0", a.sha256, NULL, NULL,
 	    &id, why, sizeof(why)), OTAD_OK);
-	assert_int_equal(registry_release_create(reg, "1.0.0", a.sha256, NULL,
+	assert_int_equal(registry_release_create(reg, "1.0.0", a.sha256, NULL, NULL,
 	    &id, why, sizeof(why)), OTAD_ERR_EXISTS);
 	assert_non_null(strstr(why, "already exists"));
 	/* the same version for a product is another release */
 	assert_int_equal(registry_release_create(reg, "1.0.0", b.sha256,
-	    "wled", &id, why, sizeof(why)), OTAD_OK);
+	    "wled", NULL, &id, why, sizeof(why)), OTAD_OK);
 	/* an artifact that does not exist cannot be released */
 	assert_int_equal(registry_release_create(reg, "3.0.0",
 	    "ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
-	    NULL, &id, why, sizeof(why)), OTAD_ERR_NOT_FOUND);
+	    NULL, NULL, &id, why, sizeof(why)), OTAD_ERR_NOT_FOUND);
 	assert_non_null(strstr(why, "no artifact"));
 
-	assert_int_equal(registry_release_publish(reg, "1.0.0", NULL, &rollout,
+	assert_int_equal(registry_release_publish(reg, "1.0.0", NULL, NULL, &rollout,
 	    why, sizeof(why)), OTAD_ERR_INVALID);
 	assert_non_null(strstr(why, "--product"));
-	assert_int_equal(registry_release_publish(reg, "1.0.0", "wled",
+	assert_int_equal(registry_release_publish(reg, "1.0.0", "wled", NULL,
 	    &rollout, why, sizeof(why)), OTAD_OK);
-	assert_int_equal(registry_release_publish(reg, "1.0.0", "wled",
+	assert_int_equal(registry_release_publish(reg, "1.0.0", "wled", NULL,
 	    &rollout, why, sizeof(why)), OTAD_ERR_EXISTS);
-	assert_int_equal(registry_release_publish(reg, "9.9.9", NULL, &rollout,
+	assert_int_equal(registry_release_publish(reg, "9.9.9", NULL, NULL, &rollout,
 	    why, sizeof(why)), OTAD_ERR_NOT_FOUND);
 
 	assert_int_equal(registry_status(reg, 1700000000, &row), OTAD_OK);
@@ -170,7 +170,7 @@ test_writer_and_readers(void **state)
 	    sizeof(why)), OTAD_OK);
 	assert_int_equal(registry_artifact_add(cat, &b, "1.0.10", NULL, why,
 	    sizeof(why)), OTAD_OK);
-	assert_int_equal(registry_release_create(cat, "1.0.0", a.sha256, NULL,
+	assert_int_equal(registry_release_create(cat, "1.0.0", a.sha256, NULL, NULL,
 	    &rel1, why, sizeof(why)), OTAD_OK);
 
 	assert_int_equal(registry_reader_open(path, &rd), OTAD_OK);
@@ -178,11 +178,11 @@ test_writer_and_readers(void **state)
 	assert_int_equal(registry_load_offers(rd, &offers, &n), OTAD_OK);
 	assert_int_equal(n, 0);
 	free(offers);
-	assert_int_equal(registry_release_publish(cat, "1.0.0", NULL, &rollout,
+	assert_int_equal(registry_release_publish(cat, "1.0.0", NULL, NULL, &rollout,
 	    why, sizeof(why)), OTAD_OK);
-	assert_int_equal(registry_release_create(cat, "1.0.10", b.sha256, NULL,
+	assert_int_equal(registry_release_create(cat, "1.0.10", b.sha256, NULL, NULL,
 	    &id, why, sizeof(why)), OTAD_OK);
-	assert_int_equal(registry_release_publish(cat, "1.0.10", NULL,
+	assert_int_equal(registry_release_publish(cat, "1.0.10", NULL, NULL,
 	    &rollout, why, sizeof(why)), OTAD_OK);
 	assert_int_equal(registry_catalog_generation(rd, &gen1), OTAD_OK);
 	assert_true(gen1 > gen0);
