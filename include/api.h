@@ -25,6 +25,12 @@ enum otad_err api_new(const char *db_path, struct registry *reg,
     struct store *store, struct api **out);
 void api_free(struct api *api);
 
+/*
+ * Offer only artifacts signed by a trusted key (require_signature); takes
+ * effect at the next snapshot (rollout_reload).
+ */
+void api_set_require_signature(struct api *api, int on);
+
 /* Start the rollout controller whose offers carry api's responses. */
 enum otad_err api_start_rollout(struct api *api, struct rollout **out);
 

@@ -27,6 +27,7 @@ struct conf {
 	unsigned shutdown_timeout; /* seconds to finish in-flight requests */
 	unsigned offline_after;    /* seconds unseen before "offline" */
 	int debug;                 /* log_level = debug */
+	int require_signature;     /* offer only artifacts signed by a key */
 	char tls_cert[PATH_MAX];   /* PEM; empty = plain HTTP */
 	char tls_key[PATH_MAX];    /* PEM; required with tls_cert */
 };

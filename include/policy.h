@@ -28,6 +28,9 @@ struct offer {
 	char sha256[65];                    /* the artifact */
 	char md5[33];
 	uint64_t size;
+	char key_id[OTAD_ID_MAX + 1];       /* signing key; "" = unsigned */
+	uint8_t sig[512];                   /* its signature over the file */
+	size_t siglen;
 	void *payload; /* the prepared response; opaque to policy */
 };
 

@@ -173,9 +173,35 @@ enum otad_err registry_load_offers(struct registry_reader *r,
 /* Who is acting, for audit rows ("otactl:alice"). */
 void registry_set_actor(struct registry *reg, const char *actor);
 
+/*
+ * Record an artifact and, when key is not NULL, its signature (already
+ * verified) in the same transaction.
+ */
 enum otad_err registry_artifact_add(struct registry *reg,
     const struct store_artifact *art, const char *version,
-    const char *product, char *why, size_t whylen);
+    const char *product, const char *key, const uint8_t *sig, size_t siglen,
+    char *why, size_t whylen);
+/* Add a (verified) signature to an artifact. */
+enum otad_err registry_signature_add(struct registry *reg, const char *sha256,
+    const char *key, const uint8_t *sig, size_t siglen, char *why,
+    size_t whylen);
+/* Signatures of an artifact by keys that are not revoked. */
+enum otad_err registry_artifact_signatures(struct registry *reg,
+    const char *sha256, json_t **rows);
+
+/* Key slots. purpose is "artifact" or "secure-boot". */
+enum otad_err registry_key_add(struct registry *reg, const char *name,
+    const char *algo, const char *purpose, const char *public_pem,
+    const char *fingerprint, int server_held, char *why, size_t whylen);
+enum otad_err registry_key_get(struct registry *reg, const char *name,
+    json_t **row, char *why, size_t whylen);
+enum otad_err registry_key_list(struct registry *reg, json_t **rows);
+/* Active keys of a purpose, with their public_key PEM. */
+enum otad_err registry_keys_active(struct registry *reg, const char *purpose,
+    json_t **rows);
+enum otad_err registry_key_revoke(struct registry *reg, const char *name,
+    char *why, size_t whylen);
+
 /* By full SHA-256 or a unique prefix of at least 6 hex characters. */
 enum otad_err registry_artifact_get(struct registry *reg, const char *sha,
     json_t **row, char *why, size_t whylen);

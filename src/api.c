@@ -14,6 +14,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "semver.h"
+#include "sign.h"
 
 struct api {
 	char *db_path;
@@ -23,6 +24,7 @@ struct api {
 	/* 304s, one per reason, built once and queued everywhere */
 	struct http_response *not_modified[REASON_COUNT];
 	pthread_key_t thread_key;
+	atomic_int require_signature; /* read by the rollout controller */
 };
 
 /* What one HTTP thread keeps between requests. */
@@ -519,9 +521,14 @@ offer_payload(const struct offer *o, void *arg)
 {
 	struct api *api = arg;
 	struct http_response *resp;
-	char etag[80];
+	char etag[80], *sig;
 	int fd;
 
+	if (o->key_id[0] == '\0' && atomic_load(&api->require_signature)) {
+		log_warnx("release %s: artifact %.12s has no signature by a "
+		    "trusted key; not offered", o->version, o->sha256);
+		return NULL;
+	}
 	if ((fd = store_open_artifact(api->store, o->sha256)) < 0) {
 		log_warn("release %s: cannot open artifact %s", o->version,
 		    o->sha256);
@@ -529,6 +536,7 @@ offer_payload(const struct offer *o, void *arg)
 	}
 	if ((resp = http_response_file(fd, o->size)) == NULL)
 		return NULL;
+	sig = o->key_id[0] != '\0' ? sign_base64(o->sig, o->siglen) : NULL;
 	snprintf(etag, sizeof(etag), "\"%s\"", o->sha256);
 	if (http_response_header(resp, "Content-Type",
 	    "application/octet-stream") < 0 ||
@@ -536,10 +544,15 @@ offer_payload(const struct offer *o, void *arg)
 	    http_response_header(resp, "Cache-Control", "no-store") < 0 ||
 	    http_response_header(resp, "X-Firmware-Version", o->version) < 0 ||
 	    http_response_header(resp, "X-Firmware-SHA256", o->sha256) < 0 ||
-	    http_response_header(resp, "x-MD5", o->md5) < 0) {
+	    http_response_header(resp, "x-MD5", o->md5) < 0 ||
+	    (o->key_id[0] != '\0' && (sig == NULL ||
+	    http_response_header(resp, "X-Firmware-Signature", sig) < 0 ||
+	    http_response_header(resp, "X-Firmware-Key-ID", o->key_id) < 0))) {
+		free(sig);
 		http_response_free(resp);
 		return NULL;
 	}
+	free(sig);
 	return resp;
 }
 
@@ -583,6 +596,12 @@ api_new(const char *db_path, struct registry *reg, struct store *store,
 	}
 	*out = api;
 	return OTAD_OK;
+}
+
+void
+api_set_require_signature(struct api *api, int on)
+{
+	atomic_store(&api->require_signature, on);
 }
 
 enum otad_err

@@ -16,6 +16,7 @@ enum conf_type {
 	CONF_SIZE,   /* bytes, with optional k/M suffix, within [min, max] */
 	CONF_LISTEN, /* host:port */
 	CONF_LOGLEVEL,
+	CONF_BOOL, /* yes/no, true/false, on/off, 1/0 */
 };
 
 struct conf_key {
@@ -47,6 +48,7 @@ static const struct conf_key conf_keys[] = {
 	{"shutdown_timeout", CONF_UINT, F(shutdown_timeout), 0, 3600, "30", 0},
 	{"offline_after", CONF_UINT, F(offline_after), 10, 31536000, "600", 0},
 	{"log_level", CONF_LOGLEVEL, F(debug), 0, 0, "info", 0},
+	{"require_signature", CONF_BOOL, F(require_signature), 0, 0, "yes", 0},
 	{"tls_cert", CONF_STRING, F(tls_cert), 0, 0, "", 1},
 	{"tls_key", CONF_STRING, F(tls_key), 0, 0, "", 1},
 };
@@ -150,6 +152,19 @@ conf_set(const struct conf_key *k, struct conf *conf, const char *v,
 			*(size_t *)(void *)field = (size_t)n;
 		else
 			*(unsigned *)(void *)field = (unsigned)n;
+		return 0;
+	case CONF_BOOL:
+		if (strcmp(v, "yes") == 0 || strcmp(v, "true") == 0 ||
+		    strcmp(v, "on") == 0 || strcmp(v, "1") == 0)
+			*(int *)(void *)field = 1;
+		else if (strcmp(v, "no") == 0 || strcmp(v, "false") == 0 ||
+		    strcmp(v, "off") == 0 || strcmp(v, "0") == 0)
+			*(int *)(void *)field = 0;
+		else {
+			snprintf(msg, msglen, "'%s' is yes or no, not '%s'",
+			    k->name, v);
+			return -1;
+		}
 		return 0;
 	case CONF_LOGLEVEL:
 		if (strcmp(v, "info") == 0)

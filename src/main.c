@@ -41,7 +41,7 @@ queue_depth(void *arg)
 
 /* SIGHUP: a new config, checked whole, then swapped in. */
 static void
-reload(const char *path, struct conf *conf, struct http *http,
+reload(const char *path, struct conf *conf, struct http *http, struct api *api,
     struct rollout *rollout, int debug_flag)
 {
 	char err[CONF_ERR_MAX];
@@ -62,6 +62,8 @@ reload(const char *path, struct conf *conf, struct http *http,
 		conf->shutdown_timeout = next.shutdown_timeout;
 		conf->offline_after = next.offline_after;
 		conf->debug = next.debug;
+		conf->require_signature = next.require_signature;
+		api_set_require_signature(api, next.require_signature);
 		log_info("configuration reloaded");
 	}
 	rollout_reload(rollout);
@@ -132,8 +134,10 @@ main(int argc, char *argv[])
 	store_clean(store);
 	if (registry_writer_start(reg, conf.writer_queue_max) != OTAD_OK)
 		fatalx("cannot start the registry writer");
-	if (api_new(db_path, reg, store, &api) != OTAD_OK ||
-	    api_start_rollout(api, &rollout) != OTAD_OK)
+	if (api_new(db_path, reg, store, &api) != OTAD_OK)
+		fatalx("out of memory");
+	api_set_require_signature(api, conf.require_signature);
+	if (api_start_rollout(api, &rollout) != OTAD_OK)
 		fatalx("cannot load the releases to offer");
 
 	ncpu = sysconf(_SC_NPROCESSORS_ONLN);
@@ -160,7 +164,7 @@ main(int argc, char *argv[])
 	for (;;) {
 		sig = sigwaitinfo(&sigs, NULL);
 		if (sig == SIGHUP) {
-			reload(conf_path, &conf, http, rollout, debug);
+			reload(conf_path, &conf, http, api, rollout, debug);
 			continue;
 		}
 		if (sig == SIGTERM || sig == SIGINT)

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -22,6 +23,7 @@
 #include "log.h"
 #include "registry.h"
 #include "semver.h"
+#include "sign.h"
 #include "store.h"
 
 #ifndef OTAD_CONF
@@ -35,10 +37,14 @@ static struct conf conf;
 /* open for the whole command; closed at exit, after die() too */
 static struct registry *the_reg;
 static struct store *the_store;
+/* an artifact file ingested but not (yet) recorded: removed at exit */
+static char pending_sha[65];
 
 static void
 cleanup(void)
 {
+	if (pending_sha[0] != '\0' && the_store != NULL)
+		store_remove(the_store, pending_sha);
 	registry_close(the_reg);
 	store_free(the_store);
 	the_reg = NULL;
@@ -50,8 +56,12 @@ usage(void)
 {
 	fprintf(stderr,
 	    "usage: otactl [-c FILE] [--json] COMMAND\n"
-	    "  artifact add FILE [--version V] [--product P]\n"
-	    "  artifact list | show SHA256\n"
+	    "  artifact add FILE [--version V] [--product P]"
+	    " [--signature SIG --key NAME]\n"
+	    "  artifact list | show SHA256 | sign SHA256 --key NAME\n"
+	    "  key add NAME --public PEM [--secure-boot]\n"
+	    "  key generate NAME [--algo ecdsa-p256|ed25519]\n"
+	    "  key list | revoke NAME\n"
 	    "  release create VERSION --artifact SHA256 [--product P]"
 	    " [--hw-rev R]\n"
 	    "  release list | publish VERSION [--product P] [--chip C]\n"
@@ -80,7 +90,8 @@ struct opts {
 	int argc;
 	char **argv; /* positional words left */
 	const char *version, *product, *artifact, *hw_rev, *group, *chip;
-	int offline;
+	const char *signature, *key, *public, *algo;
+	int offline, secure_boot;
 };
 
 static void
@@ -107,6 +118,10 @@ parse_opts(int argc, char **argv, struct opts *o, const char *allowed)
 			o->offline = 1;
 			continue;
 		}
+		if (strcmp(a, "--secure-boot") == 0) {
+			o->secure_boot = 1;
+			continue;
+		}
 		if (strcmp(a, "--version") == 0)
 			slot = &o->version;
 		else if (strcmp(a, "--product") == 0)
@@ -119,6 +134,14 @@ parse_opts(int argc, char **argv, struct opts *o, const char *allowed)
 			slot = &o->group;
 		else if (strcmp(a, "--chip") == 0)
 			slot = &o->chip;
+		else if (strcmp(a, "--signature") == 0)
+			slot = &o->signature;
+		else if (strcmp(a, "--key") == 0)
+			slot = &o->key;
+		else if (strcmp(a, "--public") == 0)
+			slot = &o->public;
+		else if (strcmp(a, "--algo") == 0)
+			slot = &o->algo;
 		else
 			die("unknown option '%s'", a);
 		if (i + 1 >= argc)
@@ -312,14 +335,139 @@ artifact_version(const struct opts *o, const struct espimg_info *img,
 	return img->version;
 }
 
+/* A whole small file (PEM, signature) into memory; dies on error. */
+static char *
+read_small(const char *path, size_t max, size_t *len)
+{
+	char *buf;
+	ssize_t n;
+	int fd;
+
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+		die("cannot open '%s': %s", path, strerror(errno));
+	if ((buf = malloc(max + 1)) == NULL)
+		die("out of memory");
+	n = read(fd, buf, max + 1);
+	close(fd);
+	if (n < 0)
+		die("cannot read '%s': %s", path, strerror(errno));
+	if ((size_t)n > max)
+		die("'%s' is larger than %zu bytes", path, max);
+	buf[n] = '\0';
+	*len = (size_t)n;
+	return buf;
+}
+
+/* A stored artifact, mapped read-only; dies on error. */
+static uint8_t *
+map_artifact(const char *sha, size_t *len)
+{
+	struct stat st;
+	void *map;
+	int fd;
+
+	if ((fd = store_open_artifact(the_store, sha)) < 0 ||
+	    fstat(fd, &st) < 0)
+		die("cannot open artifact %s: %s", sha, strerror(errno));
+	map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+	close(fd);
+	if (map == MAP_FAILED)
+		die("cannot read artifact %s: %s", sha, strerror(errno));
+	*len = (size_t)st.st_size;
+	return map;
+}
+
+static struct store *
+open_store(void)
+{
+	if (the_store == NULL &&
+	    store_open(conf.state_dir, &the_store) != OTAD_OK)
+		die("cannot open the artifact store in '%s'", conf.state_dir);
+	return the_store;
+}
+
+/* An active key of purpose, by name, as a verifying key; dies if none. */
+static struct sign_key *
+trusted_key(const char *name, const char *purpose)
+{
+	struct sign_key *key;
+	const char *pem;
+	char why[256];
+	json_t *row;
+
+	if (registry_key_get(the_reg, name, &row, why, sizeof(why)) != OTAD_OK)
+		die("%s", why);
+	if (strcmp(json_string_value(json_object_get(row, "purpose")),
+	    purpose) != 0 || strcmp(json_string_value(json_object_get(row,
+	    "state")), "active") != 0) {
+		json_decref(row);
+		die("key '%s' is not an active %s key", name, purpose);
+	}
+	pem = json_string_value(json_object_get(row, "public_key"));
+	if (sign_key_from_pem(pem, strlen(pem), 0, &key, why, sizeof(why)) !=
+	    OTAD_OK) {
+		json_decref(row);
+		die("key '%s': %s", name, why);
+	}
+	json_decref(row);
+	return key;
+}
+
+/*
+ * With secure boot keys configured, the image must carry a Secure Boot v2
+ * block that one of them verifies: the bootloader would refuse it
+ * otherwise. Dies with the reason.
+ */
+static void
+check_secure_boot(const uint8_t *img, size_t len)
+{
+	struct espimg_info info;
+	char why[256];
+	json_t *keys;
+	size_t i, b;
+
+	if (registry_keys_active(the_reg, "secure-boot", &keys) != OTAD_OK)
+		die("cannot read the secure boot keys");
+	if (json_array_size(keys) == 0) {
+		json_decref(keys);
+		return;
+	}
+	if (espimg_parse(img, len, &info, why, sizeof(why)) != OTAD_OK)
+		die("%s", why);
+	for (b = 0; b < info.nsig; b++)
+		for (i = 0; i < json_array_size(keys); i++) {
+			const char *pem = json_string_value(json_object_get(
+			    json_array_get(keys, i), "public_key"));
+			struct sign_key *k;
+			int ok;
+
+			if (sign_key_from_pem(pem, strlen(pem), 0, &k, why,
+			    sizeof(why)) != OTAD_OK)
+				continue;
+			ok = sign_sbv2_verify(info.sig[b].block, k) == OTAD_OK;
+			sign_key_free(k);
+			if (ok) {
+				json_decref(keys);
+				return;
+			}
+		}
+	json_decref(keys);
+	die(info.nsig == 0 ? "secure boot keys are configured and the image "
+	    "carries no Secure Boot v2 signature: the bootloader would refuse "
+	    "it" : "no Secure Boot v2 signature block of the image verifies "
+	    "with a trusted secure boot key: the bootloader would refuse it");
+}
+
 static int
 artifact_add(struct opts *o)
 {
 	struct store_artifact art;
+	struct sign_key *key = NULL;
 	struct registry *reg;
-	struct store *store;
 	const char *version;
-	char why[512];
+	char why[512], *sig = NULL;
+	size_t siglen = 0, len;
+	uint8_t *img;
 	json_t *row;
 	enum otad_err rc;
 	int fd, existed;
@@ -329,24 +477,34 @@ artifact_add(struct opts *o)
 	if (o->version != NULL)
 		check_version(o->version);
 	check_product(o->product);
+	if ((o->signature == NULL) != (o->key == NULL))
+		die("--signature and --key go together");
 	if ((fd = open(o->argv[0], O_RDONLY | O_CLOEXEC)) < 0)
 		die("cannot open '%s': %s", o->argv[0], strerror(errno));
 	reg = open_registry();
-	if (store_open(conf.state_dir, &store) != OTAD_OK)
-		die("cannot open the artifact store in '%s'", conf.state_dir);
-	the_store = store;
-	if ((rc = store_ingest(store, fd, &art, &existed, why, sizeof(why))) !=
-	    OTAD_OK)
+	if (o->signature != NULL) {
+		sig = read_small(o->signature, SIGN_MAX_SIG, &siglen);
+		key = trusted_key(o->key, "artifact");
+	}
+	if ((rc = store_ingest(open_store(), fd, &art, &existed, why,
+	    sizeof(why))) != OTAD_OK)
 		die("cannot add '%s': %s", o->argv[0], why);
 	close(fd);
+	if (!existed)
+		memcpy(pending_sha, art.sha256, sizeof(pending_sha));
 	if ((version = artifact_version(o, &art.image, why, sizeof(why))) ==
-	    NULL) {
-		if (!existed)
-			store_remove(store, art.sha256);
+	    NULL)
 		die("%s", why);
-	}
-	rc = registry_artifact_add(reg, &art, version, o->product, why,
-	    sizeof(why));
+	img = map_artifact(art.sha256, &len);
+	if (key != NULL && sign_verify(key, img, len, (const uint8_t *)sig,
+	    siglen) != OTAD_OK)
+		die("the signature in '%s' does not verify with key '%s'",
+		    o->signature, o->key);
+	check_secure_boot(img, len);
+	munmap(img, len);
+	sign_key_free(key);
+	rc = registry_artifact_add(reg, &art, version, o->product, o->key,
+	    (const uint8_t *)sig, siglen, why, sizeof(why));
 	if (rc == OTAD_ERR_EXISTS) {
 		/* the same file again: fine if it says the same thing */
 		if (registry_artifact_get(reg, art.sha256, &row, why,
@@ -358,11 +516,15 @@ artifact_add(struct opts *o)
 		if (strcmp(why, version) != 0)
 			die("artifact %s is already in the store as version "
 			    "%s", art.sha256, why);
+		if (o->key != NULL && registry_signature_add(reg, art.sha256,
+		    o->key, (const uint8_t *)sig, siglen, why, sizeof(why)) !=
+		    OTAD_OK)
+			die("%s", why);
 	} else if (rc != OTAD_OK) {
-		if (!existed)
-			store_remove(store, art.sha256);
 		die("cannot add '%s': %s", o->argv[0], why);
 	}
+	pending_sha[0] = '\0'; /* recorded: it stays */
+	free(sig);
 	if (json_out) {
 		if (registry_artifact_get(reg, art.sha256, &row, why,
 		    sizeof(why)) != OTAD_OK)
@@ -372,6 +534,67 @@ artifact_add(struct opts *o)
 	} else {
 		puts(art.sha256);
 	}
+	return 0;
+}
+
+/* <state_dir>/keys/<name>.pem, where server-held private keys live */
+static void
+key_path(const char *name, char *buf, size_t len)
+{
+	if ((size_t)snprintf(buf, len, "%s/keys/%s.pem", conf.state_dir, name)
+	    >= len)
+		die("state_dir is too long");
+}
+
+static int
+artifact_sign(struct opts *o)
+{
+	struct sign_key *priv, *pub;
+	char why[256], path[PATH_MAX], sha[65], fp1[65], fp2[65], *pem;
+	uint8_t *img, *sig;
+	size_t len, pemlen, siglen;
+	json_t *row;
+
+	if (o->argc != 1 || o->key == NULL)
+		die("artifact sign needs SHA256 and --key NAME");
+	open_registry();
+	if (registry_artifact_get(the_reg, o->argv[0], &row, why,
+	    sizeof(why)) != OTAD_OK)
+		die("%s", why);
+	snprintf(sha, sizeof(sha), "%s",
+	    json_string_value(json_object_get(row, "sha256")));
+	json_decref(row);
+	pub = trusted_key(o->key, "artifact");
+	key_path(o->key, path, sizeof(path));
+	if (access(path, R_OK) < 0)
+		die("key '%s' is not held by this server (no %s): sign in CI "
+		    "and use artifact add --signature", o->key, path);
+	pem = read_small(path, 64 * 1024, &pemlen);
+	if (sign_key_from_pem(pem, pemlen, 1, &priv, why, sizeof(why)) !=
+	    OTAD_OK)
+		die("%s: %s", path, why);
+	explicit_bzero(pem, pemlen);
+	free(pem);
+	if (sign_key_fingerprint(priv, fp1) != OTAD_OK ||
+	    sign_key_fingerprint(pub, fp2) != OTAD_OK || strcmp(fp1, fp2) != 0)
+		die("%s is not the private half of key '%s'", path, o->key);
+	open_store();
+	img = map_artifact(sha, &len);
+	if (sign_sign(priv, img, len, &sig, &siglen) != OTAD_OK ||
+	    sign_verify(pub, img, len, sig, siglen) != OTAD_OK)
+		die("cannot sign artifact %s", sha);
+	munmap(img, len);
+	if (registry_signature_add(the_reg, sha, o->key, sig, siglen, why,
+	    sizeof(why)) != OTAD_OK)
+		die("%s", why);
+	free(sig);
+	sign_key_free(priv);
+	sign_key_free(pub);
+	if (json_out)
+		printf("{\"artifact\": \"%s\", \"key\": \"%s\"}\n", sha,
+		    o->key);
+	else
+		printf("artifact %.12s signed with key %s\n", sha, o->key);
 	return 0;
 }
 
@@ -397,9 +620,11 @@ artifact_show(struct opts *o)
 	    "chip", "project", "idf_ver", "desc_version", "build_date",
 	    "secure_version", "size", "image_len", "app_sha256", "sig_blocks",
 	    "md5", "created", "releases", NULL};
+	static const char *const sigcols[] = {"key", "algo", "state",
+	    "created", NULL};
 	struct registry *reg;
 	char why[256];
-	json_t *row;
+	json_t *row, *sigs;
 
 	if (o->argc != 1)
 		usage();
@@ -407,10 +632,17 @@ artifact_show(struct opts *o)
 	if (registry_artifact_get(reg, o->argv[0], &row, why, sizeof(why)) !=
 	    OTAD_OK)
 		die("%s", why);
-	if (json_out)
+	if (registry_artifact_signatures(reg, json_string_value(
+	    json_object_get(row, "sha256")), &sigs) != OTAD_OK)
+		die("cannot read signatures");
+	json_object_set_new(row, "signatures", sigs);
+	if (json_out) {
 		print_json(row);
-	else
+	} else {
 		print_fields(row, keys);
+		printf("\nsignatures:\n");
+		print_table(sigs, sigcols);
+	}
 	json_decref(row);
 	return 0;
 }
@@ -445,6 +677,19 @@ release_create(struct opts *o)
 	if (strcmp(aver, o->argv[0]) != 0)
 		die("artifact %.12s is version %s, not %s", sha, aver,
 		    o->argv[0]);
+	if (conf.require_signature) {
+		json_t *sigs;
+		size_t n;
+
+		if (registry_artifact_signatures(reg, sha, &sigs) != OTAD_OK)
+			die("cannot read signatures");
+		n = json_array_size(sigs);
+		json_decref(sigs);
+		if (n == 0)
+			die("artifact %.12s is not signed by a trusted key "
+			    "(otactl artifact sign, or artifact add "
+			    "--signature); require_signature is on", sha);
+	}
 	if (registry_release_create(reg, o->argv[0], sha, o->product,
 	    o->hw_rev, &id, why, sizeof(why)) != OTAD_OK)
 		die("%s", why);
@@ -503,6 +748,162 @@ release_publish(struct opts *o)
 		printf("release %s published to every matching device "
 		    "(rollout %lld)\n", o->argv[0], (long long)rollout);
 	}
+	return 0;
+}
+
+/* ---- key ---- */
+
+static void
+check_key_name(const char *name)
+{
+	size_t n;
+
+	for (n = 0; name[n] != '\0'; n++) {
+		char c = name[n];
+
+		if (n >= OTAD_ID_MAX || !((c >= 'a' && c <= 'z') ||
+		    (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		    c == '-' || c == '_' || c == '.'))
+			die("invalid key name '%s': 1 to 64 of A-Z a-z 0-9 . _ -",
+			    name);
+	}
+	if (n == 0 || name[0] == '.')
+		die("invalid key name '%s'", name);
+}
+
+/*
+ * Record key in the registry and say so; dies on error. held is the path
+ * of its private half for a server-held key (removed if the record
+ * fails), NULL for a key whose private half stays elsewhere.
+ */
+static void
+key_record(const char *name, const struct sign_key *key, const char *purpose,
+    const char *held)
+{
+	char fp[65], why[256], *pem = NULL;
+	enum otad_err rc = OTAD_ERR_NOMEM;
+
+	if (sign_key_fingerprint(key, fp) == OTAD_OK &&
+	    (pem = sign_key_public_pem(key)) != NULL)
+		rc = registry_key_add(the_reg, name, sign_key_algo(key),
+		    purpose, pem, fp, held != NULL, why, sizeof(why));
+	free(pem);
+	if (rc != OTAD_OK) {
+		if (held != NULL)
+			unlink(held);
+		die("%s", rc == OTAD_ERR_NOMEM ? "cannot encode the key" : why);
+	}
+	if (json_out)
+		printf("{\"name\": \"%s\", \"algo\": \"%s\", \"purpose\": "
+		    "\"%s\", \"fingerprint\": \"%s\"}\n", name,
+		    sign_key_algo(key), purpose, fp);
+	else
+		printf("key %s %s: %s, %s, fingerprint %s%s%s\n", name,
+		    held ? "generated" : "added", sign_key_algo(key), purpose,
+		    fp, held ? ", private key in " : "", held ? held : "");
+}
+
+static int
+key_add(struct opts *o)
+{
+	const char *purpose = o->secure_boot ? "secure-boot" : "artifact";
+	struct sign_key *key;
+	char why[256], *pem;
+	size_t len;
+
+	if (o->argc != 1 || o->public == NULL)
+		die("key add needs NAME and --public PEM");
+	check_key_name(o->argv[0]);
+	pem = read_small(o->public, 64 * 1024, &len);
+	if (sign_key_from_pem(pem, len, 0, &key, why, sizeof(why)) != OTAD_OK)
+		die("%s: %s", o->public, why);
+	free(pem);
+	if (o->secure_boot && strcmp(sign_key_algo(key), "rsa-3072") != 0)
+		die("a secure boot key is the RSA-3072 public key of Secure "
+		    "Boot v2, not %s", sign_key_algo(key));
+	if (!o->secure_boot && strcmp(sign_key_algo(key), "rsa-3072") == 0)
+		die("RSA keys are for --secure-boot; artifact keys are "
+		    "ecdsa-p256 or ed25519");
+	open_registry();
+	key_record(o->argv[0], key, purpose, NULL);
+	sign_key_free(key);
+	return 0;
+}
+
+static int
+key_generate(struct opts *o)
+{
+	const char *algo = o->algo ? o->algo : "ecdsa-p256";
+	char path[PATH_MAX], tmp[PATH_MAX + 8], dir[PATH_MAX], *pem;
+	struct sign_key *key;
+	size_t len;
+	int fd;
+
+	if (o->argc != 1)
+		usage();
+	check_key_name(o->argv[0]);
+	if (strcmp(algo, "ecdsa-p256") != 0 && strcmp(algo, "ed25519") != 0)
+		die("--algo is ecdsa-p256 or ed25519, not '%s'", algo);
+	open_registry();
+	if ((size_t)snprintf(dir, sizeof(dir), "%s/keys", conf.state_dir) >=
+	    sizeof(dir))
+		die("state_dir is too long");
+	if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+		die("cannot create '%s': %s", dir, strerror(errno));
+	key_path(o->argv[0], path, sizeof(path));
+	if (access(path, F_OK) == 0)
+		die("'%s' exists already", path);
+	if (sign_generate(algo, &key) != OTAD_OK ||
+	    (pem = sign_key_private_pem(key)) == NULL)
+		die("cannot generate a key");
+	/* temp, fsync, rename: a crash leaves no half key file */
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	len = strlen(pem);
+	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)) <
+	    0 || write(fd, pem, len) != (ssize_t)len || fsync(fd) < 0 ||
+	    close(fd) < 0 || rename(tmp, path) < 0) {
+		unlink(tmp);
+		die("cannot write '%s': %s", path, strerror(errno));
+	}
+	explicit_bzero(pem, len);
+	free(pem);
+	key_record(o->argv[0], key, "artifact", path);
+	sign_key_free(key);
+	return 0;
+}
+
+static int
+key_list(void)
+{
+	static const char *const cols[] = {"name", "algo", "purpose", "state",
+	    "server_held", "signatures", "fingerprint", "created", NULL};
+	json_t *rows;
+
+	open_registry();
+	if (registry_key_list(the_reg, &rows) != OTAD_OK)
+		die("cannot read keys");
+	print_rows(rows, cols);
+	json_decref(rows);
+	return 0;
+}
+
+static int
+key_revoke(struct opts *o)
+{
+	char why[256];
+
+	if (o->argc != 1)
+		usage();
+	open_registry();
+	if (registry_key_revoke(the_reg, o->argv[0], why, sizeof(why)) !=
+	    OTAD_OK)
+		die("%s", why);
+	if (json_out)
+		printf("{\"name\": \"%s\", \"state\": \"revoked\"}\n",
+		    o->argv[0]);
+	else
+		printf("key %s revoked: artifacts signed only by it are no "
+		    "longer offered\n", o->argv[0]);
 	return 0;
 }
 
@@ -656,9 +1057,12 @@ main(int argc, char *argv[])
 		die("%s", err);
 
 	if (strcmp(words[0], "artifact") == 0 && nwords >= 2) {
-		parse_opts(nwords - 2, words + 2, &o, "--version --product");
+		parse_opts(nwords - 2, words + 2, &o,
+		    "--version --product --signature --key");
 		if (strcmp(words[1], "add") == 0)
 			return artifact_add(&o);
+		if (strcmp(words[1], "sign") == 0)
+			return artifact_sign(&o);
 		if (strcmp(words[1], "list") == 0 && o.argc == 0)
 			return artifact_list();
 		if (strcmp(words[1], "show") == 0)
@@ -681,6 +1085,17 @@ main(int argc, char *argv[])
 			return device_set(&o);
 		if (strcmp(words[1], "show") == 0)
 			return device_show(&o);
+	} else if (strcmp(words[0], "key") == 0 && nwords >= 2) {
+		parse_opts(nwords - 2, words + 2, &o,
+		    "--public --secure-boot --algo");
+		if (strcmp(words[1], "add") == 0)
+			return key_add(&o);
+		if (strcmp(words[1], "generate") == 0)
+			return key_generate(&o);
+		if (strcmp(words[1], "list") == 0 && o.argc == 0)
+			return key_list();
+		if (strcmp(words[1], "revoke") == 0)
+			return key_revoke(&o);
 	} else if (strcmp(words[0], "status") == 0 && nwords == 1) {
 		return status();
 	}

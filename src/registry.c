@@ -167,9 +167,15 @@ static const char *const rsql[R_COUNT] = {
 	[R_OFFERS] =
 	    "SELECT ro.id, rel.id, rel.version, ifnull(rel.product, ''),"
 	    " a.sha256, a.md5, a.size, a.chip, ifnull(rel.hw_rev, ''),"
-	    " a.secure_version FROM rollout ro"
+	    " a.secure_version, s.key, s.sig FROM rollout ro"
 	    " JOIN release rel ON rel.id = ro.release"
 	    " JOIN artifact a ON a.sha256 = rel.artifact"
+	    /* its newest signature by a key still trusted, if any */
+	    " LEFT JOIN signature s ON s.artifact = a.sha256 AND s.key ="
+	    " (SELECT s2.key FROM signature s2 JOIN signing_key k"
+	    " ON k.name = s2.key WHERE s2.artifact = a.sha256"
+	    " AND k.purpose = 'artifact' AND k.state != 'revoked'"
+	    " ORDER BY k.state = 'active' DESC, s2.created DESC LIMIT 1)"
 	    " WHERE ro.state = 'active'",
 };
 
@@ -975,6 +981,14 @@ registry_load_offers(struct registry_reader *r, struct offer **offers,
 		copy_col(o->chip, sizeof(o->chip), st, 7);
 		copy_col(o->hw_rev, sizeof(o->hw_rev), st, 8);
 		o->secure_version = (uint32_t)sqlite3_column_int64(st, 9);
+		copy_col(o->key_id, sizeof(o->key_id), st, 10);
+		if (sqlite3_column_type(st, 11) == SQLITE_BLOB &&
+		    (size_t)sqlite3_column_bytes(st, 11) <= sizeof(o->sig)) {
+			o->siglen = (size_t)sqlite3_column_bytes(st, 11);
+			memcpy(o->sig, sqlite3_column_blob(st, 11), o->siglen);
+		} else {
+			o->key_id[0] = '\0';
+		}
 	}
 	if (rc == OTAD_OK && step != SQLITE_DONE)
 		rc = db_error(r->db, "loading offers");
@@ -1162,9 +1176,64 @@ catalog_close(struct registry *reg, const char *what, char *why,
 	return OTAD_OK;
 }
 
+/* INSERT INTO signature inside an open catalog transaction. */
+static enum otad_err
+insert_signature(struct registry *reg, const char *sha256, const char *key,
+    const uint8_t *sig, size_t siglen, char *why, size_t whylen)
+{
+	sqlite3_stmt *st;
+	enum otad_err rc;
+	int step;
+
+	if ((rc = catalog_prepare(reg, "INSERT INTO signature (artifact, key,"
+	    " sig, created) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO UPDATE"
+	    " SET sig = excluded.sig, created = excluded.created", &st, why,
+	    whylen)) != OTAD_OK)
+		return rc;
+	sqlite3_bind_text(st, 1, sha256, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, key, -1, SQLITE_STATIC);
+	sqlite3_bind_blob(st, 3, sig, (int)siglen, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 4, now_s());
+	step = sqlite3_step(st);
+	sqlite3_finalize(st);
+	if (step != SQLITE_DONE) {
+		snprintf(why, whylen, "cannot record the signature: %s",
+		    sqlite3_errmsg(reg->db));
+		return catalog_fail(reg, OTAD_ERR_DB);
+	}
+	return OTAD_OK;
+}
+
+enum otad_err
+registry_signature_add(struct registry *reg, const char *sha256,
+    const char *key, const uint8_t *sig, size_t siglen, char *why,
+    size_t whylen)
+{
+	char what[256];
+	enum otad_err rc;
+
+	if ((rc = catalog_open(reg, why, whylen)) != OTAD_OK ||
+	    (rc = insert_signature(reg, sha256, key, sig, siglen, why,
+	    whylen)) != OTAD_OK)
+		return rc;
+	snprintf(what, sizeof(what), "artifact sign %s key %s", sha256, key);
+	return catalog_close(reg, what, why, whylen);
+}
+
+enum otad_err
+registry_artifact_signatures(struct registry *reg, const char *sha256,
+    json_t **rows)
+{
+	return query_rows(reg->db, rows, "SELECT s.key, k.algo, k.state,"
+	    " s.created FROM signature s JOIN signing_key k ON k.name = s.key"
+	    " WHERE s.artifact = ?1 AND k.state != 'revoked' ORDER BY"
+	    " s.created", sha256, ARGS_END);
+}
+
 enum otad_err
 registry_artifact_add(struct registry *reg, const struct store_artifact *art,
-    const char *version, const char *product, char *why, size_t whylen)
+    const char *version, const char *product, const char *key,
+    const uint8_t *sig, size_t siglen, char *why, size_t whylen)
 {
 	const char *chip = espimg_chip_name(art->image.chip_id);
 	const struct espimg_info *img = &art->image;
@@ -1213,8 +1282,11 @@ registry_artifact_add(struct registry *reg, const struct store_artifact *art,
 		snprintf(why, whylen, "database: %s", sqlite3_errmsg(reg->db));
 		return catalog_fail(reg, OTAD_ERR_DB);
 	}
-	snprintf(what, sizeof(what), "artifact add %s version %s",
-	    art->sha256, version);
+	if (key != NULL && (rc = insert_signature(reg, art->sha256, key, sig,
+	    siglen, why, whylen)) != OTAD_OK)
+		return rc;
+	snprintf(what, sizeof(what), "artifact add %s version %s%s%s",
+	    art->sha256, version, key ? " signed by " : "", key ? key : "");
 	return catalog_close(reg, what, why, whylen);
 }
 
@@ -1560,5 +1632,127 @@ registry_status(struct registry *reg, int64_t now, json_t **obj)
 	json_object_set_new(*obj, "versions", versions);
 	json_object_set_new(*obj, "attempts", attempts);
 	json_object_set_new(*obj, "offered", offered);
+	return OTAD_OK;
+}
+
+enum otad_err
+registry_key_add(struct registry *reg, const char *name, const char *algo,
+    const char *purpose, const char *public_pem, const char *fingerprint,
+    int server_held, char *why, size_t whylen)
+{
+	char what[256];
+	sqlite3_stmt *st;
+	enum otad_err rc;
+	int step;
+
+	if ((rc = catalog_open(reg, why, whylen)) != OTAD_OK)
+		return rc;
+	if ((rc = catalog_prepare(reg, "INSERT INTO signing_key (name, algo,"
+	    " purpose, public_key, fingerprint, server_held, created) VALUES"
+	    " (?1, ?2, ?3, ?4, ?5, ?6, ?7)", &st, why, whylen)) != OTAD_OK)
+		return rc;
+	sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, algo, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 3, purpose, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 4, public_pem, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 5, fingerprint, -1, SQLITE_STATIC);
+	sqlite3_bind_int(st, 6, server_held);
+	sqlite3_bind_int64(st, 7, now_s());
+	step = sqlite3_step(st);
+	sqlite3_finalize(st);
+	if (step == SQLITE_CONSTRAINT) {
+		snprintf(why, whylen, "a key named '%s', or this same key, is "
+		    "already there", name);
+		return catalog_fail(reg, OTAD_ERR_EXISTS);
+	}
+	if (step != SQLITE_DONE) {
+		snprintf(why, whylen, "database: %s", sqlite3_errmsg(reg->db));
+		return catalog_fail(reg, OTAD_ERR_DB);
+	}
+	snprintf(what, sizeof(what), "key add %s %s %s%s fingerprint %.16s",
+	    name, purpose, algo, server_held ? " server-held" : "",
+	    fingerprint);
+	return catalog_close(reg, what, why, whylen);
+}
+
+enum otad_err
+registry_key_get(struct registry *reg, const char *name, json_t **row,
+    char *why, size_t whylen)
+{
+	json_t *rows;
+	enum otad_err rc;
+
+	*row = NULL;
+	if ((rc = query_rows(reg->db, &rows, "SELECT name, algo, purpose,"
+	    " public_key, fingerprint, server_held, state, created, revoked_at"
+	    " FROM signing_key WHERE name = ?1", name, ARGS_END)) != OTAD_OK) {
+		snprintf(why, whylen, "database: %s", otad_strerror(rc));
+		return rc;
+	}
+	if (json_array_size(rows) == 0) {
+		json_decref(rows);
+		snprintf(why, whylen, "no key '%s'", name);
+		return OTAD_ERR_NOT_FOUND;
+	}
+	*row = json_incref(json_array_get(rows, 0));
+	json_decref(rows);
+	return OTAD_OK;
+}
+
+enum otad_err
+registry_key_list(struct registry *reg, json_t **rows)
+{
+	return query_rows(reg->db, rows, "SELECT name, algo, purpose, state,"
+	    " server_held, fingerprint, created, revoked_at,"
+	    " (SELECT count(*) FROM signature WHERE key = name) AS signatures"
+	    " FROM signing_key ORDER BY created, name", ARGS_END);
+}
+
+enum otad_err
+registry_keys_active(struct registry *reg, const char *purpose,
+    json_t **rows)
+{
+	return query_rows(reg->db, rows, "SELECT name, algo, public_key FROM"
+	    " signing_key WHERE purpose = ?1 AND state = 'active'"
+	    " ORDER BY name", purpose, ARGS_END);
+}
+
+enum otad_err
+registry_key_revoke(struct registry *reg, const char *name, char *why,
+    size_t whylen)
+{
+	sqlite3_stmt *st;
+	enum otad_err rc;
+	int step;
+
+	if ((rc = catalog_open(reg, why, whylen)) != OTAD_OK)
+		return rc;
+	if ((rc = catalog_prepare(reg, "UPDATE signing_key SET state ="
+	    " 'revoked', revoked_at = ?2 WHERE name = ?1 AND state !="
+	    " 'revoked'", &st, why, whylen)) != OTAD_OK)
+		return rc;
+	sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, now_s());
+	step = sqlite3_step(st);
+	sqlite3_finalize(st);
+	if (step != SQLITE_DONE) {
+		snprintf(why, whylen, "database: %s", sqlite3_errmsg(reg->db));
+		return catalog_fail(reg, OTAD_ERR_DB);
+	}
+	if (sqlite3_changes(reg->db) == 0) {
+		json_t *row;
+
+		catalog_fail(reg, OTAD_OK);
+		if (registry_key_get(reg, name, &row, why, whylen) != OTAD_OK)
+			return OTAD_ERR_NOT_FOUND;
+		json_decref(row);
+		snprintf(why, whylen, "key '%s' is already revoked", name);
+		return OTAD_ERR_EXISTS;
+	}
+	/* the trigger wrote the audit row, with our name on it */
+	if ((rc = catalog_commit(reg)) != OTAD_OK) {
+		snprintf(why, whylen, "database: %s", otad_strerror(rc));
+		return catalog_fail(reg, rc);
+	}
 	return OTAD_OK;
 }

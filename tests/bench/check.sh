@@ -48,6 +48,9 @@ INSERT INTO device (id, version, first_seen, last_seen, checks)
 SELECT 'dev-' || i, '0.14.3', unixepoch(), unixepoch(), 0 FROM n;
 SQL
 sha=$("$BUILD/otactl" artifact add "$IMAGE" --version 0.14.3 2>/dev/null)
+# signed, as in production: the offer carries its signature headers
+"$BUILD/otactl" key generate bench >/dev/null 2>&1
+"$BUILD/otactl" artifact sign "$sha" --key bench >/dev/null 2>&1
 "$BUILD/otactl" release create 0.14.3 --artifact "$sha" >/dev/null 2>&1
 "$BUILD/otactl" release publish 0.14.3 >/dev/null 2>&1
 "$BUILD/otad" -c "$work/otad.conf" 2>"$work/otad.log" &

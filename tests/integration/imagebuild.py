@@ -3,6 +3,8 @@ writes them: header, segments (the app descriptor opening the first), the
 XOR checksum at the end of a 16-byte block, the appended SHA-256."""
 import hashlib
 import struct
+import subprocess
+import zlib
 
 CHIPS = {"esp32": 0, "esp32s2": 2, "esp32c3": 5, "esp32s3": 9}
 
@@ -36,3 +38,30 @@ def build(version="1.0.0", project="sensor", chip="esp32",
 def app_sha256(image):
     """What a device running this image reports: the appended digest."""
     return image[-32:].hex()
+
+
+def sign_sbv2(image, key_pem):
+    """Append a Secure Boot v2 signature sector (one RSA-3072-PSS block) as
+    espsecure sign_data --version 2 does, signing with the openssl CLI."""
+    body = image + b"\xff" * (-len(image) % 4096)
+    digest = hashlib.sha256(body).digest()
+    sig = subprocess.run(
+        ["openssl", "pkeyutl", "-sign", "-inkey", str(key_pem),
+         "-pkeyopt", "rsa_padding_mode:pss", "-pkeyopt", "rsa_pss_saltlen:32",
+         "-pkeyopt", "digest:sha256", "-pkeyopt", "rsa_mgf1_md:sha256"],
+        input=digest, capture_output=True, check=True).stdout
+    mod = subprocess.run(["openssl", "rsa", "-in", str(key_pem), "-noout",
+                          "-modulus"], capture_output=True, check=True,
+                         text=True).stdout.strip().split("=", 1)[1]
+    n = int(mod, 16)
+    block = bytearray(1216)
+    block[0], block[1] = 0xE7, 0x02
+    block[4:36] = digest
+    block[36:420] = n.to_bytes(384, "little")
+    block[420:424] = (65537).to_bytes(4, "little")
+    # the ROM's Montgomery constants, for completeness
+    block[424:808] = pow(2, 2 * 3072, n).to_bytes(384, "little")
+    block[808:812] = ((-pow(n, -1, 2 ** 32)) % 2 ** 32).to_bytes(4, "little")
+    block[812:1196] = sig[::-1]
+    block[1196:1200] = zlib.crc32(bytes(block[:1196])).to_bytes(4, "little")
+    return body + bytes(block) + b"\xff" * (4096 - 1216)

@@ -38,11 +38,11 @@ test_catalog_in_memory(void **state)
 	(void)state;
 	assert_int_equal(registry_open(":memory:", &reg), OTAD_OK);
 	registry_set_actor(reg, "test:unit");
-	assert_int_equal(registry_artifact_add(reg, &a, "1.0.0", NULL, why,
+	assert_int_equal(registry_artifact_add(reg, &a, "1.0.0", NULL, NULL, NULL, 0, why,
 	    sizeof(why)), OTAD_OK);
-	assert_int_equal(registry_artifact_add(reg, &a, "1.0.0", NULL, why,
+	assert_int_equal(registry_artifact_add(reg, &a, "1.0.0", NULL, NULL, NULL, 0, why,
 	    sizeof(why)), OTAD_ERR_EXISTS);
-	assert_int_equal(registry_artifact_add(reg, &b, "2.0.0", "wled", why,
+	assert_int_equal(registry_artifact_add(reg, &b, "2.0.0", "wled", NULL, NULL, 0, why,
 	    sizeof(why)), OTAD_OK);
 	/* prefixes: unique, ambiguous, too short, unknown */
 	assert_int_equal(registry_artifact_get(reg, "111111", &row, why,
@@ -166,9 +166,9 @@ test_writer_and_readers(void **state)
 
 	(void)state;
 	assert_int_equal(registry_open(path, &cat), OTAD_OK);
-	assert_int_equal(registry_artifact_add(cat, &a, "1.0.0", NULL, why,
+	assert_int_equal(registry_artifact_add(cat, &a, "1.0.0", NULL, NULL, NULL, 0, why,
 	    sizeof(why)), OTAD_OK);
-	assert_int_equal(registry_artifact_add(cat, &b, "1.0.10", NULL, why,
+	assert_int_equal(registry_artifact_add(cat, &b, "1.0.10", NULL, NULL, NULL, 0, why,
 	    sizeof(why)), OTAD_OK);
 	assert_int_equal(registry_release_create(cat, "1.0.0", a.sha256, NULL, NULL,
 	    &rel1, why, sizeof(why)), OTAD_OK);
