@@ -28,6 +28,7 @@ struct offer {
 	char sha256[65];                    /* the artifact */
 	char md5[33];
 	uint64_t size;
+	char min_from[OTAD_VERSION_MAX + 1]; /* "" = from any version */
 	char key_id[OTAD_ID_MAX + 1];       /* signing key; "" = unsigned */
 	uint8_t sig[512];                   /* its signature over the file */
 	size_t siglen;
@@ -54,16 +55,29 @@ enum decision_reason {
 	REASON_NONE,
 	REASON_CHIP,           /* chip unknown, releases for several chips */
 	REASON_SECURE_VERSION, /* the image would be refused by the eFuse */
+	REASON_UPGRADE_PATH,   /* too old for the release, no stepping stone */
 	REASON_COUNT
 };
 
 struct decision {
 	enum decision_kind kind;
 	enum decision_reason reason;
-	const struct offer *offer; /* borrowed from the snapshot */
+	const struct offer *offer;  /* what to send; borrowed from the snapshot */
+	const struct offer *target; /* the release it leads to (== offer, or
+				       the release a stepping stone leads on
+				       to); its rollout owns the attempt */
 };
 
-/* "chip", "secure-version"; NULL for REASON_NONE. */
+/*
+ * The releases a device may step through (every release of the catalog,
+ * newest first), for targets with a min_from; may be empty.
+ */
+struct stones {
+	const struct offer *v;
+	size_t n;
+};
+
+/* "chip", "secure-version", "upgrade-path"; NULL for REASON_NONE. */
 const char *policy_reason_name(enum decision_reason reason);
 
 /*
@@ -75,9 +89,11 @@ const char *policy_reason_name(enum decision_reason reason);
  * and for such a device it takes precedence over unrestricted releases.
  * The newest matching release is offered when it is newer than what the
  * device runs (semver order) and its secure_version is not below the
- * device's. now is Unix seconds.
+ * device's. A device older than the release's min_from gets instead the
+ * newest release it can take that leads on to it (directly or in further
+ * steps), never the target itself. now is Unix seconds.
  */
 void policy_decide(const struct device_facts *dev, const struct offer *offers,
-    size_t n, int64_t now, struct decision *out);
+    size_t n, const struct stones *stones, int64_t now, struct decision *out);
 
 #endif

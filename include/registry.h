@@ -163,6 +163,9 @@ enum otad_err registry_catalog_generation(struct registry_reader *r,
  */
 enum otad_err registry_load_offers(struct registry_reader *r,
     struct offer **offers, size_t *n);
+/* Every release, as offers with rollout_id 0 (stepping stones). */
+enum otad_err registry_load_stones(struct registry_reader *r,
+    struct offer **stones, size_t *n);
 
 /*
  * Catalog functions (otactl). Each is one transaction; on error nothing is
@@ -207,10 +210,20 @@ enum otad_err registry_artifact_get(struct registry *reg, const char *sha,
     json_t **row, char *why, size_t whylen);
 enum otad_err registry_artifact_list(struct registry *reg, json_t **rows);
 
-/* The release is for its artifact's chip; hw_rev may be NULL. */
+/*
+ * The release is for its artifact's chip; hw_rev and min_from may be NULL
+ * (min_from: devices older than it go through a stepping stone).
+ */
 enum otad_err registry_release_create(struct registry *reg,
     const char *version, const char *sha256, const char *product,
-    const char *hw_rev, int64_t *id, char *why, size_t whylen);
+    const char *hw_rev, const char *min_from, int64_t *id, char *why,
+    size_t whylen);
+/*
+ * The highest secure_version among the images already released for this
+ * product scope and chip (-1 if none): what a new release would raise.
+ */
+enum otad_err registry_released_secure_version(struct registry *reg,
+    const char *product, const char *chip, int64_t *out);
 enum otad_err registry_release_list(struct registry *reg, json_t **rows);
 /*
  * Offer a release to every matching device now: an active rollout with no

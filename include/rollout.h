@@ -26,6 +26,9 @@ struct snapshot {
 	int64_t generation; /* the catalog generation it was built from */
 	size_t n;
 	struct offer *offers; /* newest first, each with its payload */
+	/* every release, when some offer has a min_from; else empty */
+	struct stones stones;
+	struct offer *stone_v; /* owns stones.v */
 };
 
 /*

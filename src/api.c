@@ -265,7 +265,7 @@ api_check(struct http_request *req, void *arg)
 	facts.hw_rev = hw_rev ? hw_rev : row.hw_rev;
 	facts.secure_version = secure_version;
 	snap = rollout_snapshot(api->rollout, &t->snap);
-	policy_decide(&facts, snap->offers, snap->n, now, &d);
+	policy_decide(&facts, snap->offers, snap->n, &snap->stones, now, &d);
 
 	/* a HEAD looks without taking: the record opens no attempt */
 	if ((rec = registry_record_new(RECORD_CHECKIN)) != NULL) {
@@ -284,7 +284,8 @@ api_check(struct http_request *req, void *arg)
 		rec->secure_version = secure_version;
 		if (d.kind == DECISION_OFFER && http_method(req) == HTTP_GET) {
 			rec->offer_release = d.offer->release_id;
-			rec->offer_rollout = d.offer->rollout_id;
+			/* a stepping stone is part of its target's rollout */
+			rec->offer_rollout = d.target->rollout_id;
 			snprintf(rec->offer_version, sizeof(rec->offer_version),
 			    "%s", d.offer->version);
 		}

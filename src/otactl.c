@@ -64,6 +64,7 @@ usage(void)
 	    "  key list | revoke NAME\n"
 	    "  release create VERSION --artifact SHA256 [--product P]"
 	    " [--hw-rev R]\n"
+	    "    [--min-from V] [--confirm-secure-version]\n"
 	    "  release list | publish VERSION [--product P] [--chip C]\n"
 	    "  device list [--offline] | show ID\n"
 	    "  device set ID [--group G] [--hw-rev R] [--chip C]\n"
@@ -90,8 +91,8 @@ struct opts {
 	int argc;
 	char **argv; /* positional words left */
 	const char *version, *product, *artifact, *hw_rev, *group, *chip;
-	const char *signature, *key, *public, *algo;
-	int offline, secure_boot;
+	const char *signature, *key, *public, *algo, *min_from;
+	int offline, secure_boot, confirm_sv;
 };
 
 static void
@@ -122,6 +123,10 @@ parse_opts(int argc, char **argv, struct opts *o, const char *allowed)
 			o->secure_boot = 1;
 			continue;
 		}
+		if (strcmp(a, "--confirm-secure-version") == 0) {
+			o->confirm_sv = 1;
+			continue;
+		}
 		if (strcmp(a, "--version") == 0)
 			slot = &o->version;
 		else if (strcmp(a, "--product") == 0)
@@ -142,6 +147,8 @@ parse_opts(int argc, char **argv, struct opts *o, const char *allowed)
 			slot = &o->public;
 		else if (strcmp(a, "--algo") == 0)
 			slot = &o->algo;
+		else if (strcmp(a, "--min-from") == 0)
+			slot = &o->min_from;
 		else
 			die("unknown option '%s'", a);
 		if (i + 1 >= argc)
@@ -653,8 +660,8 @@ static int
 release_create(struct opts *o)
 {
 	struct registry *reg;
-	char why[512], sha[65], aver[OTAD_VERSION_MAX + 1];
-	int64_t id;
+	char why[512], sha[65], aver[OTAD_VERSION_MAX + 1], chip[16];
+	int64_t id, sv, released_sv;
 	json_t *art;
 
 	if (o->argc != 1)
@@ -664,6 +671,12 @@ release_create(struct opts *o)
 	check_version(o->argv[0]);
 	check_product(o->product);
 	check_token("--hw-rev", o->hw_rev);
+	if (o->min_from != NULL) {
+		check_version(o->min_from);
+		if (semver_compare(o->min_from, o->argv[0]) >= 0)
+			die("--min-from %s must be older than the release %s",
+			    o->min_from, o->argv[0]);
+	}
 	reg = open_registry();
 	if (registry_artifact_get(reg, o->artifact, &art, why, sizeof(why)) !=
 	    OTAD_OK)
@@ -672,6 +685,9 @@ release_create(struct opts *o)
 	    json_string_value(json_object_get(art, "sha256")));
 	snprintf(aver, sizeof(aver), "%s",
 	    json_string_value(json_object_get(art, "version")));
+	snprintf(chip, sizeof(chip), "%s",
+	    json_string_value(json_object_get(art, "chip")));
+	sv = json_integer_value(json_object_get(art, "secure_version"));
 	json_decref(art);
 	/* a release that says one version and ships another breaks "304" */
 	if (strcmp(aver, o->argv[0]) != 0)
@@ -690,8 +706,18 @@ release_create(struct opts *o)
 			    "(otactl artifact sign, or artifact add "
 			    "--signature); require_signature is on", sha);
 	}
+	/* burning the anti-rollback eFuse cannot be undone: ask first */
+	if (registry_released_secure_version(reg, o->product, chip,
+	    &released_sv) != OTAD_OK)
+		die("cannot read released secure versions");
+	if (sv > (released_sv < 0 ? 0 : released_sv) && !o->confirm_sv)
+		die("release %s raises secure_version from %lld to %lld: a "
+		    "device that installs it burns its anti-rollback eFuse and "
+		    "can never run an older image; add --confirm-secure-version",
+		    o->argv[0], (long long)(released_sv < 0 ? 0 : released_sv),
+		    (long long)sv);
 	if (registry_release_create(reg, o->argv[0], sha, o->product,
-	    o->hw_rev, &id, why, sizeof(why)) != OTAD_OK)
+	    o->hw_rev, o->min_from, &id, why, sizeof(why)) != OTAD_OK)
 		die("%s", why);
 	if (json_out) {
 		json_t *v = json_pack("{s:I,s:s,s:s,s:s?}", "id", (json_int_t)id,
@@ -711,8 +737,8 @@ static int
 release_list(void)
 {
 	static const char *const cols[] = {"id", "version", "product",
-	    "chip", "hw_rev", "artifact", "size", "rollout_state", "succeeded",
-	    "created", NULL};
+	    "chip", "hw_rev", "min_from", "secure_version", "artifact",
+	    "rollout_state", "succeeded", "created", NULL};
 	struct registry *reg = open_registry();
 	json_t *rows;
 
@@ -1068,8 +1094,8 @@ main(int argc, char *argv[])
 		if (strcmp(words[1], "show") == 0)
 			return artifact_show(&o);
 	} else if (strcmp(words[0], "release") == 0 && nwords >= 2) {
-		parse_opts(nwords - 2, words + 2, &o,
-		    "--artifact --product --hw-rev --chip");
+		parse_opts(nwords - 2, words + 2, &o, "--artifact --product "
+		    "--hw-rev --chip --min-from --confirm-secure-version");
 		if (strcmp(words[1], "create") == 0)
 			return release_create(&o);
 		if (strcmp(words[1], "list") == 0 && o.argc == 0)

@@ -52,17 +52,73 @@ newest_for(const struct device_facts *dev, const char *product,
 	return first;
 }
 
+/* A device on version v may take o (o's min_from does not exclude it). */
+static int
+takes(const char *v, const struct offer *o)
+{
+	return o->min_from[0] == '\0' || semver_compare(v, o->min_from) >= 0;
+}
+
+#define PATH_DEPTH 8 /* steps looked ahead; release chains are short */
+
+/* From version v, can a chain of stones reach target? */
+static int
+leads_on(const char *v, const struct offer *target, const struct stones *st,
+    int depth)
+{
+	size_t i;
+
+	if (takes(v, target))
+		return 1;
+	if (depth >= PATH_DEPTH)
+		return 0;
+	for (i = 0; i < st->n; i++) {
+		const struct offer *y = &st->v[i];
+
+		if (strcmp(y->product, target->product) == 0 &&
+		    strcmp(y->chip, target->chip) == 0 &&
+		    semver_compare(y->version, v) > 0 &&
+		    semver_compare(y->version, target->version) < 0 &&
+		    takes(v, y) && leads_on(y->version, target, st, depth + 1))
+			return 1;
+	}
+	return 0;
+}
+
+/* The newest release dev can take now that leads on to target. */
+static const struct offer *
+stepping_stone(const struct device_facts *dev, const struct offer *target,
+    const struct stones *st)
+{
+	size_t i;
+
+	for (i = 0; st != NULL && i < st->n; i++) {
+		const struct offer *x = &st->v[i];
+
+		if (strcmp(x->product, target->product) == 0 &&
+		    strcmp(x->chip, target->chip) == 0 &&
+		    matches(x, dev, x->product[0] ? x->product : NULL) &&
+		    semver_compare(x->version, dev->version) > 0 &&
+		    semver_compare(x->version, target->version) < 0 &&
+		    takes(dev->version, x) &&
+		    leads_on(x->version, target, st, 0))
+			return x;
+	}
+	return NULL;
+}
+
 void
 policy_decide(const struct device_facts *dev, const struct offer *offers,
-    size_t n, int64_t now, struct decision *out)
+    size_t n, const struct stones *stones, int64_t now, struct decision *out)
 {
-	const struct offer *o = NULL;
+	const struct offer *o = NULL, *target;
 	int ambiguous = 0;
 
 	(void)now; /* windows and soak times will read it */
 	out->kind = DECISION_NONE;
 	out->reason = REASON_NONE;
 	out->offer = NULL;
+	out->target = NULL;
 	if (known(dev->product))
 		o = newest_for(dev, dev->product, offers, n, &ambiguous);
 	if (o == NULL)
@@ -74,6 +130,12 @@ policy_decide(const struct device_facts *dev, const struct offer *offers,
 		out->reason = REASON_CHIP;
 		return;
 	}
+	target = o;
+	if (!takes(dev->version, o) &&
+	    (o = stepping_stone(dev, target, stones)) == NULL) {
+		out->reason = REASON_UPGRADE_PATH;
+		return;
+	}
 	if (dev->secure_version >= 0 &&
 	    (int64_t)o->secure_version < dev->secure_version) {
 		/* the bootloader would refuse it: not an attempt at all */
@@ -82,6 +144,7 @@ policy_decide(const struct device_facts *dev, const struct offer *offers,
 	}
 	out->kind = DECISION_OFFER;
 	out->offer = o;
+	out->target = target;
 }
 
 const char *
@@ -92,6 +155,8 @@ policy_reason_name(enum decision_reason reason)
 		return "chip";
 	case REASON_SECURE_VERSION:
 		return "secure-version";
+	case REASON_UPGRADE_PATH:
+		return "upgrade-path";
 	default:
 		return NULL;
 	}

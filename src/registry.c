@@ -147,9 +147,27 @@ struct registry {
 	atomic_size_t depth;
 };
 
+/*
+ * A release as an offer: what registry_load_offers and _stones return,
+ * after the rollout id, read by offer_row.
+ */
+#define OFFER_COLUMNS                                                          \
+	" rel.id, rel.version, ifnull(rel.product, ''), a.sha256, a.md5,"     \
+	" a.size, a.chip, ifnull(rel.hw_rev, ''), a.secure_version, s.key,"   \
+	" s.sig, ifnull(rel.min_from, '')"
+#define OFFER_JOINS                                                            \
+	" JOIN artifact a ON a.sha256 = rel.artifact"                          \
+	/* its newest signature by a key still trusted, if any */              \
+	" LEFT JOIN signature s ON s.artifact = a.sha256 AND s.key ="          \
+	" (SELECT s2.key FROM signature s2 JOIN signing_key k"                 \
+	" ON k.name = s2.key WHERE s2.artifact = a.sha256"                     \
+	" AND k.purpose = 'artifact' AND k.state != 'revoked'"                 \
+	" ORDER BY k.state = 'active' DESC, s2.created DESC LIMIT 1)"
+
 enum rstmt {
 	R_DEVICE,
 	R_RUNNING,
+	R_STONES,
 	R_DATA_VERSION,
 	R_GENERATION,
 	R_OFFERS,
@@ -164,19 +182,10 @@ static const char *const rsql[R_COUNT] = {
 		      " WHERE app_sha256 = ?1 LIMIT 1",
 	[R_DATA_VERSION] = "PRAGMA data_version",
 	[R_GENERATION] = "SELECT generation FROM catalog WHERE id = 1",
-	[R_OFFERS] =
-	    "SELECT ro.id, rel.id, rel.version, ifnull(rel.product, ''),"
-	    " a.sha256, a.md5, a.size, a.chip, ifnull(rel.hw_rev, ''),"
-	    " a.secure_version, s.key, s.sig FROM rollout ro"
-	    " JOIN release rel ON rel.id = ro.release"
-	    " JOIN artifact a ON a.sha256 = rel.artifact"
-	    /* its newest signature by a key still trusted, if any */
-	    " LEFT JOIN signature s ON s.artifact = a.sha256 AND s.key ="
-	    " (SELECT s2.key FROM signature s2 JOIN signing_key k"
-	    " ON k.name = s2.key WHERE s2.artifact = a.sha256"
-	    " AND k.purpose = 'artifact' AND k.state != 'revoked'"
-	    " ORDER BY k.state = 'active' DESC, s2.created DESC LIMIT 1)"
-	    " WHERE ro.state = 'active'",
+	[R_OFFERS] = "SELECT ro.id," OFFER_COLUMNS " FROM rollout ro"
+		     " JOIN release rel ON rel.id = ro.release" OFFER_JOINS
+		     " WHERE ro.state = 'active'",
+	[R_STONES] = "SELECT 0," OFFER_COLUMNS " FROM release rel" OFFER_JOINS,
 };
 
 struct registry_reader {
@@ -418,17 +427,6 @@ apply_checkin(struct registry *reg, const struct record *rec)
 		sqlite3_bind_int64(st, 9, rec->secure_version);
 	if (step_done(st) < 0)
 		return -1;
-	if (rec->offer_release > 0) {
-		st = reg->w[W_OFFER];
-		sqlite3_bind_text(st, 1, rec->device, -1, SQLITE_STATIC);
-		sqlite3_bind_int64(st, 2, rec->offer_release);
-		sqlite3_bind_int64(st, 3, rec->offer_rollout);
-		sqlite3_bind_text(st, 4, rec->version, -1, SQLITE_STATIC);
-		sqlite3_bind_text(st, 5, rec->offer_version, -1,
-		    SQLITE_STATIC);
-		sqlite3_bind_int64(st, 6, rec->at);
-		return step_done(st);
-	}
 	/* running what it was offered: that attempt succeeded */
 	st = reg->w[W_SUCCESS];
 	sqlite3_bind_text(st, 1, rec->device, -1, SQLITE_STATIC);
@@ -436,11 +434,23 @@ apply_checkin(struct registry *reg, const struct record *rec)
 	sqlite3_bind_int64(st, 3, rec->at);
 	if (step_done(st) < 0)
 		return -1;
-	if (sqlite3_changes(reg->db) == 0 || rec->chip[0] != '\0')
+	if (sqlite3_changes(reg->db) > 0 && rec->chip[0] == '\0') {
+		/* it runs the image it was offered: its chip is that one's */
+		st = reg->w[W_LEARN_CHIP];
+		sqlite3_bind_text(st, 1, rec->device, -1, SQLITE_STATIC);
+		if (step_done(st) < 0)
+			return -1;
+	}
+	/* and maybe, in the same answer, the next step is offered */
+	if (rec->offer_release <= 0)
 		return 0;
-	/* it runs the image it was offered: that image's chip is its own */
-	st = reg->w[W_LEARN_CHIP];
+	st = reg->w[W_OFFER];
 	sqlite3_bind_text(st, 1, rec->device, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, rec->offer_release);
+	sqlite3_bind_int64(st, 3, rec->offer_rollout);
+	sqlite3_bind_text(st, 4, rec->version, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 5, rec->offer_version, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 6, rec->at);
 	return step_done(st);
 }
 
@@ -948,19 +958,43 @@ offer_newest_first(const void *a, const void *b)
 	return y->rollout_id > x->rollout_id ? 1 : -1;
 }
 
-enum otad_err
-registry_load_offers(struct registry_reader *r, struct offer **offers,
-    size_t *n)
+static void
+offer_row(sqlite3_stmt *st, struct offer *o)
 {
-	sqlite3_stmt *st = r->s[R_OFFERS];
+	memset(o, 0, sizeof(*o));
+	o->rollout_id = sqlite3_column_int64(st, 0);
+	o->release_id = sqlite3_column_int64(st, 1);
+	copy_col(o->version, sizeof(o->version), st, 2);
+	copy_col(o->product, sizeof(o->product), st, 3);
+	copy_col(o->sha256, sizeof(o->sha256), st, 4);
+	copy_col(o->md5, sizeof(o->md5), st, 5);
+	o->size = (uint64_t)sqlite3_column_int64(st, 6);
+	copy_col(o->chip, sizeof(o->chip), st, 7);
+	copy_col(o->hw_rev, sizeof(o->hw_rev), st, 8);
+	o->secure_version = (uint32_t)sqlite3_column_int64(st, 9);
+	copy_col(o->key_id, sizeof(o->key_id), st, 10);
+	if (sqlite3_column_type(st, 11) == SQLITE_BLOB &&
+	    (size_t)sqlite3_column_bytes(st, 11) <= sizeof(o->sig)) {
+		o->siglen = (size_t)sqlite3_column_bytes(st, 11);
+		memcpy(o->sig, sqlite3_column_blob(st, 11), o->siglen);
+	} else {
+		o->key_id[0] = '\0';
+	}
+	copy_col(o->min_from, sizeof(o->min_from), st, 12);
+}
+
+/* Every row of an offer-shaped statement, newest version first. */
+static enum otad_err
+load_offer_rows(struct registry_reader *r, enum rstmt which,
+    struct offer **offers, size_t *n)
+{
+	sqlite3_stmt *st = r->s[which];
 	struct offer *v = NULL, *grown;
 	size_t len = 0, cap = 0;
 	enum otad_err rc = OTAD_OK;
 	int step;
 
 	while ((step = sqlite3_step(st)) == SQLITE_ROW) {
-		struct offer *o;
-
 		if (len == cap) {
 			cap = cap ? cap * 2 : 8;
 			if ((grown = realloc(v, cap * sizeof(*v))) == NULL) {
@@ -969,26 +1003,7 @@ registry_load_offers(struct registry_reader *r, struct offer **offers,
 			}
 			v = grown;
 		}
-		o = &v[len++];
-		memset(o, 0, sizeof(*o));
-		o->rollout_id = sqlite3_column_int64(st, 0);
-		o->release_id = sqlite3_column_int64(st, 1);
-		copy_col(o->version, sizeof(o->version), st, 2);
-		copy_col(o->product, sizeof(o->product), st, 3);
-		copy_col(o->sha256, sizeof(o->sha256), st, 4);
-		copy_col(o->md5, sizeof(o->md5), st, 5);
-		o->size = (uint64_t)sqlite3_column_int64(st, 6);
-		copy_col(o->chip, sizeof(o->chip), st, 7);
-		copy_col(o->hw_rev, sizeof(o->hw_rev), st, 8);
-		o->secure_version = (uint32_t)sqlite3_column_int64(st, 9);
-		copy_col(o->key_id, sizeof(o->key_id), st, 10);
-		if (sqlite3_column_type(st, 11) == SQLITE_BLOB &&
-		    (size_t)sqlite3_column_bytes(st, 11) <= sizeof(o->sig)) {
-			o->siglen = (size_t)sqlite3_column_bytes(st, 11);
-			memcpy(o->sig, sqlite3_column_blob(st, 11), o->siglen);
-		} else {
-			o->key_id[0] = '\0';
-		}
+		offer_row(st, &v[len++]);
 	}
 	if (rc == OTAD_OK && step != SQLITE_DONE)
 		rc = db_error(r->db, "loading offers");
@@ -1002,6 +1017,20 @@ registry_load_offers(struct registry_reader *r, struct offer **offers,
 	*offers = v;
 	*n = len;
 	return OTAD_OK;
+}
+
+enum otad_err
+registry_load_offers(struct registry_reader *r, struct offer **offers,
+    size_t *n)
+{
+	return load_offer_rows(r, R_OFFERS, offers, n);
+}
+
+enum otad_err
+registry_load_stones(struct registry_reader *r, struct offer **stones,
+    size_t *n)
+{
+	return load_offer_rows(r, R_STONES, stones, n);
 }
 
 /* ---- catalog (otactl) ---- */
@@ -1350,9 +1379,28 @@ registry_artifact_list(struct registry *reg, json_t **rows)
 }
 
 enum otad_err
+registry_released_secure_version(struct registry *reg, const char *product,
+    const char *chip, int64_t *out)
+{
+	json_t *rows;
+	enum otad_err rc;
+
+	rc = query_rows(reg->db, &rows, "SELECT ifnull(max(a.secure_version),"
+	    " -1) AS sv FROM release r JOIN artifact a ON a.sha256 ="
+	    " r.artifact WHERE ifnull(r.product, '') = ?1 AND r.chip = ?2",
+	    product ? product : "", chip, ARGS_END);
+	if (rc != OTAD_OK)
+		return rc;
+	*out = json_integer_value(json_object_get(json_array_get(rows, 0),
+	    "sv"));
+	json_decref(rows);
+	return OTAD_OK;
+}
+
+enum otad_err
 registry_release_create(struct registry *reg, const char *version,
-    const char *sha256, const char *product, const char *hw_rev, int64_t *id,
-    char *why, size_t whylen)
+    const char *sha256, const char *product, const char *hw_rev,
+    const char *min_from, int64_t *id, char *why, size_t whylen)
 {
 	char what[256];
 	sqlite3_stmt *st;
@@ -1362,15 +1410,16 @@ registry_release_create(struct registry *reg, const char *version,
 	if ((rc = catalog_open(reg, why, whylen)) != OTAD_OK)
 		return rc;
 	if ((rc = catalog_prepare(reg, "INSERT INTO release (version,"
-	    " artifact, product, created, hw_rev, chip) VALUES (?1, ?2, ?3,"
-	    " ?4, ?5, (SELECT chip FROM artifact WHERE sha256 = ?2))", &st,
-	    why, whylen)) != OTAD_OK)
+	    " artifact, product, created, hw_rev, min_from, chip) VALUES (?1,"
+	    " ?2, ?3, ?4, ?5, ?6, (SELECT chip FROM artifact WHERE sha256 ="
+	    " ?2))", &st, why, whylen)) != OTAD_OK)
 		return rc;
 	sqlite3_bind_text(st, 1, version, -1, SQLITE_STATIC);
 	sqlite3_bind_text(st, 2, sha256, -1, SQLITE_STATIC);
 	bind_text(st, 3, product);
 	sqlite3_bind_int64(st, 4, now_s());
 	bind_text(st, 5, hw_rev);
+	bind_text(st, 6, min_from);
 	step = sqlite3_step(st);
 	sqlite3_finalize(st);
 	if (step == SQLITE_CONSTRAINT && sqlite3_extended_errcode(reg->db) ==
@@ -1398,8 +1447,8 @@ enum otad_err
 registry_release_list(struct registry *reg, json_t **rows)
 {
 	return query_rows(reg->db, rows, "SELECT rel.id, rel.version,"
-	    " rel.product, rel.chip, rel.hw_rev, rel.artifact, a.size,"
-	    " rel.created,"
+	    " rel.product, rel.chip, rel.hw_rev, rel.min_from, rel.artifact,"
+	    " a.size, a.secure_version, rel.created,"
 	    " (SELECT ro.state FROM rollout ro WHERE ro.release = rel.id"
 	    " ORDER BY ro.id DESC LIMIT 1) AS rollout_state,"
 	    " (SELECT count(*) FROM attempt WHERE release = rel.id AND"

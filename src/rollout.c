@@ -40,35 +40,61 @@ snapshot_release(struct snapshot *s)
 	for (i = 0; i < s->n; i++)
 		if (s->offers[i].payload != NULL && payload_free_fn != NULL)
 			payload_free_fn(s->offers[i].payload);
+	for (i = 0; i < s->stones.n; i++)
+		if (s->stone_v[i].payload != NULL && payload_free_fn != NULL)
+			payload_free_fn(s->stone_v[i].payload);
 	free(s->offers);
+	free(s->stone_v);
 	free(s);
+}
+
+/* Give each offer its payload; drop those that get none. New count. */
+static size_t
+prepare(struct rollout *r, struct offer *v, size_t n)
+{
+	size_t i, kept = 0;
+
+	for (i = 0; i < n; i++) {
+		v[kept] = v[i];
+		v[kept].payload = r->pnew(&v[i], r->arg);
+		if (v[kept].payload != NULL)
+			kept++;
+	}
+	return kept;
 }
 
 static enum otad_err
 build(struct rollout *r, int64_t generation, struct snapshot **out)
 {
 	struct snapshot *s;
-	struct offer *offers;
-	size_t n, i, kept = 0;
+	struct offer *offers, *stones = NULL;
+	size_t n, i, nstones = 0;
 	enum otad_err rc;
+	int paths = 0;
 
 	*out = NULL;
 	if ((rc = registry_load_offers(r->reader, &offers, &n)) != OTAD_OK)
 		return rc;
+	for (i = 0; i < n; i++)
+		paths |= offers[i].min_from[0] != '\0';
+	/* stepping stones matter only when some release has a min_from */
+	if (paths && (rc = registry_load_stones(r->reader, &stones,
+	    &nstones)) != OTAD_OK) {
+		free(offers);
+		return rc;
+	}
 	if ((s = calloc(1, sizeof(*s))) == NULL) {
 		free(offers);
+		free(stones);
 		return OTAD_ERR_NOMEM;
-	}
-	for (i = 0; i < n; i++) {
-		offers[kept] = offers[i];
-		offers[kept].payload = r->pnew(&offers[i], r->arg);
-		if (offers[kept].payload != NULL)
-			kept++;
 	}
 	atomic_init(&s->refs, 1);
 	s->generation = generation;
 	s->offers = offers;
-	s->n = kept;
+	s->n = prepare(r, offers, n);
+	s->stone_v = stones;
+	s->stones.v = stones;
+	s->stones.n = prepare(r, stones, nstones);
 	*out = s;
 	return OTAD_OK;
 }

@@ -65,10 +65,10 @@ def test_damaged_images_are_refused_with_the_reason(tmp_path):
     assert d.otactl("artifact", "list", json_out=True) == []
 
 
-def publish(d, path, version, chip=None):
+def publish(d, path, version, chip=None, create_args=()):
     sha = d.otactl("artifact", "add", str(path), "--version",
                    version).stdout.strip()
-    d.otactl("release", "create", version, "--artifact", sha)
+    d.otactl("release", "create", version, "--artifact", sha, *create_args)
     d.otactl("release", "publish", version,
              *(["--chip", chip] if chip else []))
     return sha
@@ -160,7 +160,7 @@ def test_hardware_revision_limit(otad):
 def test_secure_version_is_never_lowered(otad, tmp_path):
     sv1 = tmp_path / "sv1.bin"
     sv1.write_bytes(imagebuild.build(version="2.0.0", secure_version=1))
-    publish(otad, sv1, "2.0.0")
+    publish(otad, sv1, "2.0.0", create_args=["--confirm-secure-version"])
     otad.wait_for(lambda: any("offering 2.0.0" in l for l in otad.log))
     r = otad.get("/firmware/check?device=s2&version=1.0.0",
                  {"X-Secure-Version": "2"})
@@ -198,3 +198,63 @@ def test_bad_device_facts_get_400(otad):
         assert r.status == 400, headers
         assert needle in r.json()["error"]
     assert otad.otactl("device", "list", json_out=True) == []
+
+
+def test_raising_secure_version_needs_confirmation(otad, tmp_path):
+    v1 = tmp_path / "v1.bin"
+    v1.write_bytes(imagebuild.build(version="1.0.0"))
+    sv1 = tmp_path / "sv1.bin"
+    sv1.write_bytes(imagebuild.build(version="2.0.0", secure_version=1))
+    sv1b = tmp_path / "sv1b.bin"
+    sv1b.write_bytes(imagebuild.build(version="2.1.0", secure_version=1,
+                                      seed=1))
+    a1 = otad.otactl("artifact", "add", str(v1)).stdout.strip()
+    otad.otactl("release", "create", "1.0.0", "--artifact", a1)
+    a2 = otad.otactl("artifact", "add", str(sv1)).stdout.strip()
+    p = otad.otactl("release", "create", "2.0.0", "--artifact", a2,
+                    check=False)
+    assert p.returncode == 1
+    assert "raises secure_version from 0 to 1" in p.stderr
+    assert "--confirm-secure-version" in p.stderr
+    assert len(otad.otactl("release", "list", json_out=True)) == 1
+    otad.otactl("release", "create", "2.0.0", "--artifact", a2,
+                "--confirm-secure-version")
+    # the next one at the same level raises nothing
+    a3 = otad.otactl("artifact", "add", str(sv1b)).stdout.strip()
+    otad.otactl("release", "create", "2.1.0", "--artifact", a3)
+    rel = otad.otactl("release", "list", json_out=True)
+    assert [r["secure_version"] for r in rel] == [0, 1, 1]
+
+
+def test_min_from_goes_through_a_stepping_stone(otad):
+    shas = {}
+    for v in ("0.14.0", "0.14.2", "0.14.4"):
+        shas[v] = otad.otactl("artifact", "add", str(WLED / f"{v}.bin"),
+                              "--version", v).stdout.strip()
+    otad.otactl("release", "create", "0.14.0", "--artifact", shas["0.14.0"])
+    otad.otactl("release", "create", "0.14.2", "--artifact", shas["0.14.2"])
+    p = otad.otactl("release", "create", "0.14.4", "--artifact",
+                    shas["0.14.4"], "--min-from", "0.14.9", check=False)
+    assert p.returncode == 1 and "must be older" in p.stderr
+    otad.otactl("release", "create", "0.14.4", "--artifact", shas["0.14.4"],
+                "--min-from", "0.14.2")
+    rollout = otad.otactl("release", "publish", "0.14.4",
+                          json_out=True)["rollout"]
+    otad.wait_for(lambda: any("offering 0.14.4" in l for l in otad.log))
+    # 0.13.0 is too old for 0.14.4: it gets 0.14.2, the newest step
+    r = otad.get("/firmware/check?device=old&version=0.13.0")
+    assert r.status == 200
+    assert r.headers["x-firmware-version"] == "0.14.2"
+    assert r.body == (WLED / "0.14.2.bin").read_bytes()
+    # once there, the target
+    r = otad.get("/firmware/check?device=old&version=0.14.2")
+    assert r.headers["x-firmware-version"] == "0.14.4"
+    # the step counted as an attempt of the target's rollout
+    otad.wait_for(lambda: len(otad.otactl("device", "show", "old",
+                                          json_out=True)["attempts"]) == 2)
+    db = sqlite3.connect(otad.db)
+    rows = db.execute("SELECT to_version, state, rollout FROM attempt"
+                      " WHERE device='old' ORDER BY id").fetchall()
+    db.close()
+    assert rows == [("0.14.2", "success", rollout),
+                    ("0.14.4", "offered", rollout)]

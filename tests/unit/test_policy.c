@@ -39,7 +39,7 @@ decide_full(const struct device_facts *dev, const struct offer *offers,
 {
 	struct decision d;
 
-	policy_decide(dev, offers, n, 1700000000, &d);
+	policy_decide(dev, offers, n, NULL, 1700000000, &d);
 	assert_true((d.kind == DECISION_OFFER) == (d.offer != NULL));
 	if (d.kind == DECISION_OFFER)
 		assert_int_equal(d.reason, REASON_NONE);
@@ -53,7 +53,7 @@ decide(const char *version, const char *product, const struct offer *offers,
 	struct device_facts dev = {"dev-1", version, product, NULL, NULL, -1};
 	struct decision d;
 
-	policy_decide(&dev, offers, n, 1700000000, &d);
+	policy_decide(&dev, offers, n, NULL, 1700000000, &d);
 	if (d.kind == DECISION_NONE) {
 		assert_null(d.offer);
 		return NULL;
@@ -191,6 +191,60 @@ test_secure_version(void **state)
 	assert_int_equal(d.reason, REASON_NONE);
 }
 
+static struct offer
+mk_from(int64_t release, const char *version, const char *min_from)
+{
+	struct offer o = mk(release, version, "");
+
+	snprintf(o.min_from, sizeof(o.min_from), "%s", min_from);
+	return o;
+}
+
+static const struct offer *
+via(const char *version, const struct offer *target, const struct offer *st,
+    size_t nst, enum decision_reason *reason)
+{
+	struct device_facts dev = {"d", version, NULL, NULL, NULL, -1};
+	struct stones stones = {st, nst};
+	struct decision d;
+
+	policy_decide(&dev, target, 1, &stones, 1700000000, &d);
+	*reason = d.reason;
+	if (d.offer != NULL)
+		assert_ptr_equal(d.target, target);
+	return d.offer;
+}
+
+static void
+test_stepping_stones(void **state)
+{
+	struct offer target = mk_from(9, "3.0.0", "2.0.0");
+	struct offer st[] = {mk_from(9, "3.0.0", "2.0.0"), mk(8, "2.5.0", ""),
+	    mk(7, "2.0.0", ""), mk(6, "1.5.0", "")};
+	enum decision_reason why;
+
+	(void)state;
+	/* old enough to need a step: the newest one that leads on */
+	assert_ptr_equal(via("1.0.0", &target, st, 4, &why), &st[1]);
+	/* past min_from: straight to the target */
+	assert_ptr_equal(via("2.0.0", &target, st, 4, &why), &target);
+	assert_ptr_equal(via("2.7.0", &target, st, 4, &why), &target);
+	/* no stones: nothing, and why */
+	assert_null(via("1.0.0", &target, st, 0, &why));
+	assert_int_equal(why, REASON_UPGRADE_PATH);
+	assert_string_equal(policy_reason_name(why), "upgrade-path");
+	/* a stone the device cannot take itself is skipped */
+	snprintf(st[1].min_from, sizeof(st[1].min_from), "2.0.0");
+	assert_ptr_equal(via("1.0.0", &target, st, 4, &why), &st[2]);
+	/* a chain: 1.0 -> 1.5 -> 2.0 (which needs 1.5) -> 3.0 */
+	snprintf(st[2].min_from, sizeof(st[2].min_from), "1.5.0");
+	assert_ptr_equal(via("1.0.0", &target, st, 4, &why), &st[3]);
+	/* a stone of another chip leads nowhere for this one */
+	snprintf(st[3].chip, sizeof(st[3].chip), "esp32c3");
+	assert_null(via("1.0.0", &target, st, 4, &why));
+	assert_int_equal(why, REASON_UPGRADE_PATH);
+}
+
 int
 main(void)
 {
@@ -203,6 +257,7 @@ main(void)
 		cmocka_unit_test(test_chip),
 		cmocka_unit_test(test_hw_rev),
 		cmocka_unit_test(test_secure_version),
+		cmocka_unit_test(test_stepping_stones),
 	};
 
 	return cmocka_run_group_tests_name("policy", tests, NULL, NULL);

@@ -60,18 +60,18 @@ test_catalog_in_memory(void **state)
 	assert_int_equal(json_array_size(rows), 2);
 	json_decref(rows);
 
-	assert_int_equal(registry_release_create(reg, "1.0.0", a.sha256, NULL, NULL,
+	assert_int_equal(registry_release_create(reg, "1.0.0", a.sha256, NULL, NULL, NULL,
 	    &id, why, sizeof(why)), OTAD_OK);
-	assert_int_equal(registry_release_create(reg, "1.0.0", a.sha256, NULL, NULL,
+	assert_int_equal(registry_release_create(reg, "1.0.0", a.sha256, NULL, NULL, NULL,
 	    &id, why, sizeof(why)), OTAD_ERR_EXISTS);
 	assert_non_null(strstr(why, "already exists"));
 	/* the same version for a product is another release */
 	assert_int_equal(registry_release_create(reg, "1.0.0", b.sha256,
-	    "wled", NULL, &id, why, sizeof(why)), OTAD_OK);
+	    "wled", NULL, NULL, &id, why, sizeof(why)), OTAD_OK);
 	/* an artifact that does not exist cannot be released */
 	assert_int_equal(registry_release_create(reg, "3.0.0",
 	    "ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
-	    NULL, NULL, &id, why, sizeof(why)), OTAD_ERR_NOT_FOUND);
+	    NULL, NULL, NULL, &id, why, sizeof(why)), OTAD_ERR_NOT_FOUND);
 	assert_non_null(strstr(why, "no artifact"));
 
 	assert_int_equal(registry_release_publish(reg, "1.0.0", NULL, NULL, &rollout,
@@ -170,7 +170,7 @@ test_writer_and_readers(void **state)
 	    sizeof(why)), OTAD_OK);
 	assert_int_equal(registry_artifact_add(cat, &b, "1.0.10", NULL, NULL, NULL, 0, why,
 	    sizeof(why)), OTAD_OK);
-	assert_int_equal(registry_release_create(cat, "1.0.0", a.sha256, NULL, NULL,
+	assert_int_equal(registry_release_create(cat, "1.0.0", a.sha256, NULL, NULL, NULL,
 	    &rel1, why, sizeof(why)), OTAD_OK);
 
 	assert_int_equal(registry_reader_open(path, &rd), OTAD_OK);
@@ -180,7 +180,7 @@ test_writer_and_readers(void **state)
 	free(offers);
 	assert_int_equal(registry_release_publish(cat, "1.0.0", NULL, NULL, &rollout,
 	    why, sizeof(why)), OTAD_OK);
-	assert_int_equal(registry_release_create(cat, "1.0.10", b.sha256, NULL, NULL,
+	assert_int_equal(registry_release_create(cat, "1.0.10", b.sha256, NULL, NULL, NULL,
 	    &id, why, sizeof(why)), OTAD_OK);
 	assert_int_equal(registry_release_publish(cat, "1.0.10", NULL, NULL,
 	    &rollout, why, sizeof(why)), OTAD_OK);
