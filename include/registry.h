@@ -173,6 +173,20 @@ enum otad_err registry_load_stones(struct registry_reader *r,
  * by column name; the caller owns them.
  */
 
+/*
+ * The daemon's side of the handshake: it serves generation now (and is
+ * alive). Cheap; a busy database makes it a no-op until the next call.
+ */
+void registry_daemon_mark(struct registry *reg, int64_t generation,
+    int64_t now);
+
+/*
+ * otactl's side: after a change, wait up to timeout_ms for a live daemon
+ * to serve it. OTAD_OK once served, OTAD_ERR_NOT_FOUND when no daemon is
+ * running (nothing to wait for), OTAD_ERR_BUSY on timeout.
+ */
+enum otad_err registry_wait_served(struct registry *reg, int timeout_ms);
+
 /* Who is acting, for audit rows ("otactl:alice"). */
 void registry_set_actor(struct registry *reg, const char *actor);
 

@@ -209,6 +209,18 @@ open_registry(void)
 	return reg;
 }
 
+/*
+ * After a change to what is offered: when otad is running, return only
+ * once it serves the change, so that the next device request sees it.
+ */
+static void
+wait_served(void)
+{
+	if (registry_wait_served(the_reg, 3000) == OTAD_ERR_BUSY)
+		fprintf(stderr, "otactl: warning: otad has not picked up the "
+		    "change within 3 s; it will\n");
+}
+
 static void
 print_json(json_t *v)
 {
@@ -594,6 +606,7 @@ artifact_sign(struct opts *o)
 	if (registry_signature_add(the_reg, sha, o->key, sig, siglen, why,
 	    sizeof(why)) != OTAD_OK)
 		die("%s", why);
+	wait_served();
 	free(sig);
 	sign_key_free(priv);
 	sign_key_free(pub);
@@ -764,6 +777,7 @@ release_publish(struct opts *o)
 	if (registry_release_publish(reg, o->argv[0], o->product, o->chip,
 	    &rollout, why, sizeof(why)) != OTAD_OK)
 		die("%s", why);
+	wait_served();
 	if (json_out) {
 		json_t *v = json_pack("{s:s,s:I}", "version", o->argv[0],
 		    "rollout", (json_int_t)rollout);
@@ -924,6 +938,7 @@ key_revoke(struct opts *o)
 	if (registry_key_revoke(the_reg, o->argv[0], why, sizeof(why)) !=
 	    OTAD_OK)
 		die("%s", why);
+	wait_served();
 	if (json_out)
 		printf("{\"name\": \"%s\", \"state\": \"revoked\"}\n",
 		    o->argv[0]);

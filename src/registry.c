@@ -1805,3 +1805,49 @@ registry_key_revoke(struct registry *reg, const char *name, char *why,
 	}
 	return OTAD_OK;
 }
+
+void
+registry_daemon_mark(struct registry *reg, int64_t generation, int64_t now)
+{
+	if (exec_ints(reg->db, "INSERT INTO daemon (id, pid, generation, seen)"
+	    " VALUES (1, ?1, ?2, ?3) ON CONFLICT (id) DO UPDATE SET"
+	    " pid = excluded.pid, generation = excluded.generation,"
+	    " seen = excluded.seen", (int64_t)getpid(), generation, now,
+	    (int64_t)-1) < 0)
+		log_debug("cannot mark the served generation: %s",
+		    sqlite3_errmsg(reg->db));
+}
+
+#define DAEMON_ALIVE_S 5 /* a heartbeat older than this: no daemon */
+
+enum otad_err
+registry_wait_served(struct registry *reg, int timeout_ms)
+{
+	const struct timespec pause = {0, 20 * 1000000L};
+	json_t *rows;
+	int64_t want, served, seen;
+	int waited = 0;
+
+	for (;;) {
+		if (query_rows(reg->db, &rows, "SELECT (SELECT generation FROM"
+		    " catalog) AS want, ifnull((SELECT generation FROM daemon),"
+		    " -1) AS served, ifnull((SELECT seen FROM daemon), 0) AS"
+		    " seen", ARGS_END) != OTAD_OK)
+			return OTAD_ERR_DB;
+		want = json_integer_value(json_object_get(json_array_get(rows,
+		    0), "want"));
+		served = json_integer_value(json_object_get(json_array_get(
+		    rows, 0), "served"));
+		seen = json_integer_value(json_object_get(json_array_get(rows,
+		    0), "seen"));
+		json_decref(rows);
+		if (now_s() - seen > DAEMON_ALIVE_S)
+			return OTAD_ERR_NOT_FOUND;
+		if (served >= want)
+			return OTAD_OK;
+		if (waited >= timeout_ms)
+			return OTAD_ERR_BUSY;
+		nanosleep(&pause, NULL);
+		waited += 20;
+	}
+}

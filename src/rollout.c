@@ -12,6 +12,8 @@
 
 struct rollout {
 	struct registry_reader *reader;
+	struct registry *marker; /* writes what is served (the handshake) */
+	int64_t marked_at;
 	rollout_payload_new pnew;
 	rollout_payload_free pfree;
 	void *arg;
@@ -99,6 +101,21 @@ build(struct rollout *r, int64_t generation, struct snapshot **out)
 	return OTAD_OK;
 }
 
+/*
+ * Tell otactl what is served now (changed) or that we are alive (every
+ * couple of seconds): a command that changed the catalog waits for it.
+ */
+static void
+heartbeat(struct rollout *r, int changed)
+{
+	int64_t now = (int64_t)time(NULL);
+
+	if (r->marker == NULL || (!changed && now - r->marked_at < 2))
+		return;
+	registry_daemon_mark(r->marker, r->loaded_generation, now);
+	r->marked_at = now;
+}
+
 /* Reload if the catalog moved (or force); log what is offered now. */
 static void
 refresh(struct rollout *r, int force)
@@ -109,8 +126,10 @@ refresh(struct rollout *r, int force)
 
 	if (registry_catalog_generation(r->reader, &gen) != OTAD_OK)
 		return; /* logged; try again next tick */
-	if (!force && gen == r->loaded_generation)
+	if (!force && gen == r->loaded_generation) {
+		heartbeat(r, 0);
 		return;
+	}
 	if (build(r, gen, &s) != OTAD_OK) {
 		log_warnx("cannot load what to offer; keeping the previous "
 		    "set");
@@ -124,6 +143,7 @@ refresh(struct rollout *r, int force)
 	atomic_store(&r->epoch, s->epoch);
 	pthread_mutex_unlock(&r->swap_mu);
 	snapshot_release(old);
+	heartbeat(r, 1);
 	if (s->n == 0)
 		log_info("catalog %lld: no release is offered",
 		    (long long)gen);
@@ -179,7 +199,8 @@ rollout_start(const char *db_path, rollout_payload_new pnew,
 	pthread_mutex_init(&r->swap_mu, NULL);
 	pthread_mutex_init(&r->wait_mu, NULL);
 	pthread_cond_init(&r->wake, NULL);
-	if ((rc = registry_reader_open(db_path, &r->reader)) != OTAD_OK)
+	if ((rc = registry_reader_open(db_path, &r->reader)) != OTAD_OK ||
+	    (rc = registry_open(db_path, &r->marker)) != OTAD_OK)
 		goto fail;
 	refresh(r, 1);
 	if (r->current == NULL) {
@@ -212,6 +233,7 @@ rollout_stop(struct rollout *r)
 	}
 	snapshot_release(r->current);
 	registry_reader_free(r->reader);
+	registry_close(r->marker);
 	pthread_mutex_destroy(&r->swap_mu);
 	pthread_mutex_destroy(&r->wait_mu);
 	pthread_cond_destroy(&r->wake);

@@ -71,6 +71,15 @@ def test_hand_edit_pauses_offers_within_a_second(published):
         timeout=1.5, what="the resume to take effect")
 
 
+def test_publish_is_served_when_otactl_returns(otad):
+    sha = otad.otactl("artifact", "add", str(WLED / "0.14.4.bin"),
+                      "--version", "0.14.4").stdout.strip()
+    otad.otactl("release", "create", "0.14.4", "--artifact", sha)
+    otad.otactl("release", "publish", "0.14.4")
+    # no waiting here: the very next request is offered the release
+    assert otad.get("/firmware/check?device=n1&version=0.14.3").status == 200
+
+
 def test_invalid_hand_edit_is_refused(published):
     p = subprocess.run(["sqlite3", str(published.db),
                         "UPDATE rollout SET state='bogus' WHERE id=1"],

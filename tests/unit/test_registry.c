@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -284,6 +285,28 @@ test_newer_schema_is_refused(void **state)
 }
 
 static void
+test_wait_served(void **state)
+{
+	struct registry *reg;
+	int64_t now = (int64_t)time(NULL);
+
+	(void)state;
+	assert_int_equal(registry_open(":memory:", &reg), OTAD_OK);
+	/* no daemon has ever run: nothing to wait for */
+	assert_int_equal(registry_wait_served(reg, 100), OTAD_ERR_NOT_FOUND);
+	/* a live daemon serving an older generation: wait, then give up */
+	registry_daemon_mark(reg, 0, now);
+	assert_int_equal(registry_wait_served(reg, 60), OTAD_ERR_BUSY);
+	/* serving the current one */
+	registry_daemon_mark(reg, 1, now);
+	assert_int_equal(registry_wait_served(reg, 60), OTAD_OK);
+	/* a daemon silent for long is taken as gone */
+	registry_daemon_mark(reg, 0, now - 60);
+	assert_int_equal(registry_wait_served(reg, 60), OTAD_ERR_NOT_FOUND);
+	registry_close(reg);
+}
+
+static void
 test_result_names(void **state)
 {
 	(void)state;
@@ -300,6 +323,7 @@ main(void)
 		cmocka_unit_test(test_catalog_in_memory),
 		cmocka_unit_test(test_writer_and_readers),
 		cmocka_unit_test(test_newer_schema_is_refused),
+		cmocka_unit_test(test_wait_served),
 		cmocka_unit_test(test_result_names),
 	};
 
