@@ -29,7 +29,7 @@ enum http_method {
 };
 
 struct http_route {
-	const char *path;  /* exact match */
+	const char *path;  /* exact match, or a prefix when it ends in '/' */
 	unsigned methods;  /* enum http_method bits allowed */
 	int (*handler)(struct http_request *req, void *arg); /* result unused */
 };
@@ -72,6 +72,8 @@ long http_in_flight(void);
 enum http_method http_method(const struct http_request *req);
 /* A request header, case-insensitive; NULL if absent. */
 const char *http_header(const struct http_request *req, const char *name);
+/* The request path (without the query). */
+const char *http_path(const struct http_request *req);
 /* A query parameter (URL-decoded); NULL if absent. */
 const char *http_arg(const struct http_request *req, const char *name);
 /* The whole body (POST routes only); NUL-terminated, len excludes it. */
@@ -96,6 +98,9 @@ int http_queue(struct http_request *req, unsigned status,
     struct http_response *resp, uint64_t count_bytes);
 /* {"error": msg} with status (4xx/5xx). */
 int http_error(struct http_request *req, unsigned status, const char *msg);
+/* The same with one more header (name NULL: none). */
+int http_error_header(struct http_request *req, unsigned status,
+    const char *msg, const char *name, const char *value);
 /* A JSON (or other) body given as text; copied. These return 0. */
 int http_send(struct http_request *req, unsigned status,
     const char *content_type, const char *body, size_t len);
@@ -121,6 +126,9 @@ void http_resume(struct http_ticket ticket);
  * it with sendfile. Headers are added before the first queue.
  */
 struct http_response *http_response_file(int fd, uint64_t size);
+/* len bytes of fd from offset (takes fd), for one Range answer. */
+struct http_response *http_response_file_range(int fd, uint64_t offset,
+    uint64_t len);
 struct http_response *http_response_empty(void);
 int http_response_header(struct http_response *resp, const char *name,
     const char *value);

@@ -32,8 +32,9 @@ struct registry;
 struct registry_reader;
 
 enum record_kind {
-	RECORD_CHECKIN, /* a device asked for an update */
-	RECORD_REPORT,  /* a device reported an outcome */
+	RECORD_CHECKIN,  /* a device asked for an update */
+	RECORD_REPORT,   /* a device reported an outcome */
+	RECORD_DOWNLOAD, /* a device fetched (part of) an artifact */
 };
 
 enum report_result {
@@ -75,6 +76,7 @@ struct record {
 	char running_sha256[65];            /* "" = not sent */
 	char chip[16];      /* learned from the running image; "" = unknown */
 	int64_t secure_version; /* sent by the device; -1 = not sent */
+	char artifact[65];      /* downloads: which one */
 	/* check-ins: the release offered in this answer (0 = none) */
 	int64_t offer_release;
 	int64_t offer_rollout;
@@ -145,6 +147,13 @@ void registry_reader_free(struct registry_reader *r);
 /* OTAD_ERR_NOT_FOUND when the device never checked in. */
 enum otad_err registry_device_get(struct registry_reader *r, const char *id,
     struct device_row *out);
+
+/*
+ * A released artifact as an offer (rollout_id 0), with its newest trusted
+ * signature; NOT_FOUND when no release uses it.
+ */
+enum otad_err registry_released_artifact(struct registry_reader *r,
+    const char *sha256, struct offer *out);
 
 /* The artifact whose appended SHA-256 is app_sha256; NOT_FOUND if none. */
 enum otad_err registry_running_image(struct registry_reader *r,

@@ -13,6 +13,7 @@
 #include "api.h"
 #include "log.h"
 #include "metrics.h"
+#include "range.h"
 #include "semver.h"
 #include "sign.h"
 
@@ -190,6 +191,9 @@ status_for(enum otad_err err)
 	}
 }
 
+static int serve_image(struct http_request *req, struct api *api,
+    const struct offer *o);
+
 static int
 api_check(struct http_request *req, void *arg)
 {
@@ -295,6 +299,9 @@ api_check(struct http_request *req, void *arg)
 	metrics_add(M_CHECKS, 1);
 	if (d.kind == DECISION_OFFER) {
 		metrics_add(M_OFFERS, 1);
+		/* esp_https_ota's partial download may ask the check path */
+		if (http_header(req, "Range") != NULL)
+			return serve_image(req, api, d.offer);
 		return http_queue(req, 200, d.offer->payload, d.offer->size);
 	}
 	return http_queue(req, 304, api->not_modified[d.reason], 0);
@@ -501,19 +508,37 @@ api_metrics(struct http_request *req, void *arg)
 	return 0;
 }
 
-static const struct http_route routes[] = {
-	{"/firmware/check", HTTP_GET | HTTP_HEAD, api_check},
-	{"/ota/firmware.bin", HTTP_GET | HTTP_HEAD, api_check},
-	{"/firmware/report", HTTP_POST, api_report},
-	{"/health", HTTP_GET | HTTP_HEAD, api_health},
-	{"/metrics", HTTP_GET, api_metrics},
-};
 
-const struct http_route *
-api_routes(size_t *n)
+/*
+ * The headers of an image response: what it is, how to check it, and its
+ * signature. x-MD5 only with the whole file (Arduino checks it against
+ * what it received).
+ */
+static int
+image_headers(struct http_response *resp, const struct offer *o, int whole)
 {
-	*n = sizeof(routes) / sizeof(routes[0]);
-	return routes;
+	char etag[80], *sig = NULL;
+	int rc = -1;
+
+	snprintf(etag, sizeof(etag), "\"%s\"", o->sha256);
+	if (o->key_id[0] != '\0' &&
+	    (sig = sign_base64(o->sig, o->siglen)) == NULL)
+		return -1;
+	if (http_response_header(resp, "Content-Type",
+	    "application/octet-stream") < 0 ||
+	    http_response_header(resp, "ETag", etag) < 0 ||
+	    http_response_header(resp, "Cache-Control", "no-store") < 0 ||
+	    http_response_header(resp, "X-Firmware-Version", o->version) < 0 ||
+	    http_response_header(resp, "X-Firmware-SHA256", o->sha256) < 0 ||
+	    (whole && http_response_header(resp, "x-MD5", o->md5) < 0) ||
+	    (sig != NULL && (http_response_header(resp,
+	    "X-Firmware-Signature", sig) < 0 || http_response_header(resp,
+	    "X-Firmware-Key-ID", o->key_id) < 0)))
+		goto done;
+	rc = 0;
+done:
+	free(sig);
+	return rc;
 }
 
 /* Rollout hook: the image response for one offer, built once. */
@@ -522,7 +547,6 @@ offer_payload(const struct offer *o, void *arg)
 {
 	struct api *api = arg;
 	struct http_response *resp;
-	char etag[80], *sig;
 	int fd;
 
 	if (o->key_id[0] == '\0' && atomic_load(&api->require_signature)) {
@@ -537,24 +561,114 @@ offer_payload(const struct offer *o, void *arg)
 	}
 	if ((resp = http_response_file(fd, o->size)) == NULL)
 		return NULL;
-	sig = o->key_id[0] != '\0' ? sign_base64(o->sig, o->siglen) : NULL;
-	snprintf(etag, sizeof(etag), "\"%s\"", o->sha256);
-	if (http_response_header(resp, "Content-Type",
-	    "application/octet-stream") < 0 ||
-	    http_response_header(resp, "ETag", etag) < 0 ||
-	    http_response_header(resp, "Cache-Control", "no-store") < 0 ||
-	    http_response_header(resp, "X-Firmware-Version", o->version) < 0 ||
-	    http_response_header(resp, "X-Firmware-SHA256", o->sha256) < 0 ||
-	    http_response_header(resp, "x-MD5", o->md5) < 0 ||
-	    (o->key_id[0] != '\0' && (sig == NULL ||
-	    http_response_header(resp, "X-Firmware-Signature", sig) < 0 ||
-	    http_response_header(resp, "X-Firmware-Key-ID", o->key_id) < 0))) {
-		free(sig);
+	if (image_headers(resp, o, 1) < 0 ||
+	    http_response_header(resp, "Accept-Ranges", "bytes") < 0) {
 		http_response_free(resp);
 		return NULL;
 	}
-	free(sig);
 	return resp;
+}
+
+/*
+ * Answer with (part of) an image, per the request's Range and If-Range:
+ * 200 whole, 206 one range, 416 a start past the end. Zero-copy.
+ */
+static int
+serve_image(struct http_request *req, struct api *api, const struct offer *o)
+{
+	struct http_response *resp;
+	struct range r;
+	char etag[80], cr[96];
+	int fd;
+
+	snprintf(etag, sizeof(etag), "\"%s\"", o->sha256);
+	range_parse(http_header(req, "Range"), http_header(req, "If-Range"),
+	    etag, o->size, &r);
+	if (r.kind == RANGE_UNSATISFIABLE) {
+		snprintf(cr, sizeof(cr), "bytes */%llu",
+		    (unsigned long long)o->size);
+		return http_error_header(req, 416, "range starts past the end",
+		    "Content-Range", cr);
+	}
+	if ((fd = store_open_artifact(api->store, o->sha256)) < 0) {
+		log_warn("cannot open artifact %s", o->sha256);
+		return http_error(req, 503, "artifact unavailable");
+	}
+	resp = http_response_file_range(fd, r.start, r.len);
+	if (resp == NULL || image_headers(resp, o, r.kind == RANGE_NONE) < 0 ||
+	    http_response_header(resp, "Accept-Ranges", "bytes") < 0) {
+		http_response_free(resp);
+		return http_error(req, 503, "out of memory");
+	}
+	if (r.kind == RANGE_PARTIAL) {
+		snprintf(cr, sizeof(cr), "bytes %llu-%llu/%llu",
+		    (unsigned long long)r.start,
+		    (unsigned long long)(r.start + r.len - 1),
+		    (unsigned long long)o->size);
+		if (http_response_header(resp, "Content-Range", cr) < 0) {
+			http_response_free(resp);
+			return http_error(req, 503, "out of memory");
+		}
+	}
+	http_queue(req, r.kind == RANGE_PARTIAL ? 206 : 200, resp, r.len);
+	http_response_free(resp); /* the connection holds its own reference */
+	return 0;
+}
+
+#define ARTIFACTS "/firmware/artifacts/"
+
+static int
+api_artifact(struct http_request *req, void *arg)
+{
+	struct api *api = arg;
+	const char *sha = http_path(req) + strlen(ARTIFACTS), *id;
+	struct api_thread *t;
+	struct record *rec;
+	struct offer o;
+	enum otad_err rc;
+	char lower[65];
+
+	if (parse_sha256(sha, lower) < 0)
+		return http_error(req, 404, "no such artifact");
+	if ((id = device_id(req)) != NULL && !valid_id(id))
+		return http_error(req, 400, "invalid device id: 1 to 64 of "
+		    "A-Z a-z 0-9 . _ : -");
+	if ((t = thread_state(api)) == NULL)
+		return http_error(req, 503, "registry unavailable");
+	rc = registry_released_artifact(t->reader, lower, &o);
+	if (rc == OTAD_ERR_NOT_FOUND)
+		return http_error(req, 404, "no such artifact");
+	if (rc != OTAD_OK)
+		return http_error(req, 503, "registry unavailable");
+	if (o.key_id[0] == '\0' && atomic_load(&api->require_signature))
+		return http_error(req, 403, "artifact is not signed by a "
+		    "trusted key");
+	if (id != NULL && http_method(req) == HTTP_GET &&
+	    (rec = registry_record_new(RECORD_DOWNLOAD)) != NULL) {
+		rec->at = (int64_t)time(NULL);
+		snprintf(rec->device, sizeof(rec->device), "%s", id);
+		memcpy(rec->artifact, lower, sizeof(lower));
+		http_peer(req, rec->address, sizeof(rec->address));
+		if (registry_submit(api->reg, rec) != OTAD_OK)
+			free(rec);
+	}
+	return serve_image(req, api, &o);
+}
+
+static const struct http_route routes[] = {
+	{"/firmware/check", HTTP_GET | HTTP_HEAD, api_check},
+	{"/ota/firmware.bin", HTTP_GET | HTTP_HEAD, api_check},
+	{"/firmware/report", HTTP_POST, api_report},
+	{ARTIFACTS, HTTP_GET | HTTP_HEAD, api_artifact},
+	{"/health", HTTP_GET | HTTP_HEAD, api_health},
+	{"/metrics", HTTP_GET, api_metrics},
+};
+
+const struct http_route *
+api_routes(size_t *n)
+{
+	*n = sizeof(routes) / sizeof(routes[0]);
+	return routes;
 }
 
 static void

@@ -48,6 +48,7 @@ struct pending {
 struct http_request {
 	struct http *h;
 	struct MHD_Connection *conn;
+	const char *url;
 	const struct http_route *route;
 	enum http_method method;
 	void **con_cls;
@@ -164,7 +165,7 @@ allow_header(struct MHD_Response *r, unsigned methods)
 
 static int
 queue_json(struct MHD_Connection *conn, unsigned status, const char *body,
-    size_t len, unsigned allow)
+    size_t len, unsigned allow, const char *name, const char *value)
 {
 	struct MHD_Response *r;
 	int ok;
@@ -177,6 +178,8 @@ queue_json(struct MHD_Connection *conn, unsigned status, const char *body,
 	    "application/json");
 	if (status == 405)
 		allow_header(r, allow);
+	if (name != NULL)
+		MHD_add_response_header(r, name, value);
 	ok = MHD_queue_response(conn, status, r);
 	MHD_destroy_response(r);
 	metrics_status(status);
@@ -184,8 +187,8 @@ queue_json(struct MHD_Connection *conn, unsigned status, const char *body,
 }
 
 static int
-queue_error(struct MHD_Connection *conn, unsigned status, const char *msg,
-    unsigned allow)
+queue_error_header(struct MHD_Connection *conn, unsigned status,
+    const char *msg, unsigned allow, const char *name, const char *value)
 {
 	json_t *o = json_pack("{s:s}", "error", msg);
 	char *body = o ? json_dumps(o, JSON_COMPACT) : NULL;
@@ -194,9 +197,16 @@ queue_error(struct MHD_Connection *conn, unsigned status, const char *msg,
 	json_decref(o);
 	if (body == NULL)
 		return MHD_NO;
-	ok = queue_json(conn, status, body, strlen(body), allow);
+	ok = queue_json(conn, status, body, strlen(body), allow, name, value);
 	free(body);
 	return ok;
+}
+
+static int
+queue_error(struct MHD_Connection *conn, unsigned status, const char *msg,
+    unsigned allow)
+{
+	return queue_error_header(conn, status, msg, allow, NULL, NULL);
 }
 
 static const struct http_route *
@@ -204,11 +214,16 @@ find_route(struct http *h, const char *url, size_t *idx)
 {
 	size_t i;
 
-	for (i = 0; i < h->nroutes; i++)
-		if (strcmp(h->routes[i].path, url) == 0) {
+	for (i = 0; i < h->nroutes; i++) {
+		const char *path = h->routes[i].path;
+		size_t n = strlen(path);
+
+		if (path[n - 1] == '/' ? strncmp(path, url, n) == 0
+				       : strcmp(path, url) == 0) {
 			*idx = i;
 			return &h->routes[i];
 		}
+	}
 	return NULL;
 }
 
@@ -329,12 +344,13 @@ run_handler(struct http_request *req)
 
 static void
 request_init(struct http_request *req, struct http *h,
-    struct MHD_Connection *conn, const struct http_route *route,
-    const char *method, void **con_cls)
+    struct MHD_Connection *conn, const char *url,
+    const struct http_route *route, const char *method, void **con_cls)
 {
 	memset(req, 0, sizeof(*req));
 	req->h = h;
 	req->conn = conn;
+	req->url = url;
 	req->route = route;
 	req->method = parse_method(method);
 	req->con_cls = con_cls;
@@ -386,11 +402,12 @@ access_cb(void *cls, struct MHD_Connection *conn, const char *url,
 			    "request body is too large", 0);
 		if (ctx->ticket != 0)
 			ctx->resumed = 1; /* called again after a resume */
-		request_init(&ctx->req, h, conn, p->route, method, con_cls);
+		request_init(&ctx->req, h, conn, url, p->route, method,
+		    con_cls);
 		ctx->req.body = ctx;
 		return run_handler(&ctx->req);
 	}
-	request_init(&req, h, conn, p->route, method, con_cls);
+	request_init(&req, h, conn, url, p->route, method, con_cls);
 	return run_handler(&req);
 }
 
@@ -457,6 +474,12 @@ const char *
 http_header(const struct http_request *req, const char *name)
 {
 	return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name);
+}
+
+const char *
+http_path(const struct http_request *req)
+{
+	return req->url;
 }
 
 const char *
@@ -547,6 +570,15 @@ http_error(struct http_request *req, unsigned status, const char *msg)
 }
 
 int
+http_error_header(struct http_request *req, unsigned status, const char *msg,
+    const char *name, const char *value)
+{
+	req->answered = 1;
+	queue_error_header(req->conn, status, msg, 0, name, value);
+	return 0;
+}
+
+int
 http_send(struct http_request *req, unsigned status, const char *content_type,
     const char *body, size_t len)
 {
@@ -623,6 +655,17 @@ http_response_file(int fd, uint64_t size)
 {
 	struct MHD_Response *r = MHD_create_response_from_fd64(size, fd);
 
+	if (r == NULL)
+		close(fd);
+	return (struct http_response *)r;
+}
+
+struct http_response *
+http_response_file_range(int fd, uint64_t offset, uint64_t len)
+{
+	struct MHD_Response *r;
+
+	r = MHD_create_response_from_fd_at_offset64(len, fd, offset);
 	if (r == NULL)
 		close(fd);
 	return (struct http_response *)r;

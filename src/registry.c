@@ -51,6 +51,8 @@ enum wstmt {
 	W_LAST_ATTEMPT,
 	W_INSERT_ATTEMPT,
 	W_LEARN_CHIP,
+	W_DOWNLOAD,
+	W_SEEN,
 	W_SAVEPOINT,
 	W_RELEASE,
 	W_ROLLBACK_TO,
@@ -123,6 +125,13 @@ static const char *const wsql[W_COUNT] = {
 	    " ORDER BY t.id DESC LIMIT 1) WHERE id = ?1 AND EXISTS"
 	    " (SELECT 1 FROM attempt t WHERE t.device = ?1 AND"
 	    " t.state = 'success' AND t.release IS NOT NULL)",
+	[W_DOWNLOAD] =
+	    "UPDATE attempt SET state = 'downloading', updated_at = ?3"
+	    " WHERE device = ?1 AND state = 'offered' AND release IN"
+	    " (SELECT id FROM release WHERE artifact = ?2)",
+	[W_SEEN] =
+	    "UPDATE device SET last_seen = max(last_seen, ?2),"
+	    " address = coalesce(?3, address) WHERE id = ?1",
 	[W_SAVEPOINT] = "SAVEPOINT rec",
 	[W_RELEASE] = "RELEASE rec",
 	[W_ROLLBACK_TO] = "ROLLBACK TO rec",
@@ -168,6 +177,7 @@ enum rstmt {
 	R_DEVICE,
 	R_RUNNING,
 	R_STONES,
+	R_RELEASED,
 	R_DATA_VERSION,
 	R_GENERATION,
 	R_OFFERS,
@@ -186,6 +196,9 @@ static const char *const rsql[R_COUNT] = {
 		     " JOIN release rel ON rel.id = ro.release" OFFER_JOINS
 		     " WHERE ro.state = 'active'",
 	[R_STONES] = "SELECT 0," OFFER_COLUMNS " FROM release rel" OFFER_JOINS,
+	[R_RELEASED] = "SELECT 0," OFFER_COLUMNS " FROM release rel"
+		       OFFER_JOINS " WHERE a.sha256 = ?1 ORDER BY rel.id DESC"
+		       " LIMIT 1",
 };
 
 struct registry_reader {
@@ -454,6 +467,24 @@ apply_checkin(struct registry *reg, const struct record *rec)
 	return step_done(st);
 }
 
+/* A device fetched (part of) an artifact: seen, and its offer is on. */
+static int
+apply_download(struct registry *reg, const struct record *rec)
+{
+	sqlite3_stmt *st = reg->w[W_SEEN];
+
+	sqlite3_bind_text(st, 1, rec->device, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, rec->at);
+	bind_text(st, 3, rec->address);
+	if (step_done(st) < 0)
+		return -1;
+	st = reg->w[W_DOWNLOAD];
+	sqlite3_bind_text(st, 1, rec->device, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, rec->artifact, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 3, rec->at);
+	return step_done(st);
+}
+
 static int
 apply_report(struct registry *reg, const struct record *rec)
 {
@@ -569,10 +600,14 @@ writer_apply(struct registry *reg, struct record *batch, size_t count)
 		 * statements each stand alone, and check-ins are most of the
 		 * traffic, so they go without.
 		 */
-		if (rec->kind == RECORD_CHECKIN) {
-			if (apply_checkin(reg, rec) < 0) {
-				log_warnx("cannot record check-in of '%s': %s",
-				    rec->device, sqlite3_errmsg(reg->db));
+		if (rec->kind != RECORD_REPORT) {
+			if ((rec->kind == RECORD_CHECKIN ?
+			    apply_checkin(reg, rec) :
+			    apply_download(reg, rec)) < 0) {
+				log_warnx("cannot record %s of '%s': %s",
+				    rec->kind == RECORD_CHECKIN ? "check-in" :
+				    "download", rec->device,
+				    sqlite3_errmsg(reg->db));
 				rec->err = OTAD_ERR_DB;
 			}
 			continue;
@@ -1017,6 +1052,20 @@ load_offer_rows(struct registry_reader *r, enum rstmt which,
 	*offers = v;
 	*n = len;
 	return OTAD_OK;
+}
+
+static void
+fill_offer(sqlite3_stmt *st, void *p)
+{
+	offer_row(st, p);
+}
+
+enum otad_err
+registry_released_artifact(struct registry_reader *r, const char *sha256,
+    struct offer *out)
+{
+	return point_lookup(r, R_RELEASED, sha256, fill_offer, out,
+	    "artifact lookup");
 }
 
 enum otad_err
