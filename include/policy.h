@@ -43,6 +43,7 @@ struct device_facts {
 	const char *chip;       /* NULL or "" if unknown */
 	const char *hw_rev;     /* NULL or "" if unknown */
 	int64_t secure_version; /* eFuse anti-rollback value; -1 if unknown */
+	int64_t free_space;     /* bytes the OTA slot holds; -1 if unknown */
 };
 
 enum decision_kind {
@@ -56,6 +57,7 @@ enum decision_reason {
 	REASON_CHIP,           /* chip unknown, releases for several chips */
 	REASON_SECURE_VERSION, /* the image would be refused by the eFuse */
 	REASON_UPGRADE_PATH,   /* too old for the release, no stepping stone */
+	REASON_SPACE,          /* the image is larger than the OTA slot */
 	REASON_COUNT
 };
 
@@ -77,7 +79,7 @@ struct stones {
 	size_t n;
 };
 
-/* "chip", "secure-version", "upgrade-path"; NULL for REASON_NONE. */
+/* "chip", "secure-version", "upgrade-path", "space"; NULL for none. */
 const char *policy_reason_name(enum decision_reason reason);
 
 /*

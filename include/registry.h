@@ -77,6 +77,8 @@ struct record {
 	char chip[16];      /* learned from the running image; "" = unknown */
 	int64_t secure_version; /* sent by the device; -1 = not sent */
 	char artifact[65];      /* downloads: which one */
+	int64_t free_space;     /* check-ins: OTA slot size; -1 = not sent */
+	const char *deferred;   /* check-ins: why not offered; NULL = none */
 	/* check-ins: the release offered in this answer (0 = none) */
 	int64_t offer_release;
 	int64_t offer_rollout;

@@ -17,6 +17,8 @@
 #include "semver.h"
 #include "sign.h"
 
+#define ARTIFACTS "/firmware/artifacts/"
+
 struct api {
 	char *db_path;
 	struct registry *reg;
@@ -132,12 +134,34 @@ first_of(const struct http_request *req, const char *header, const char *arg,
 	return NULL;
 }
 
+/*
+ * The first of the named headers, or else the query parameter arg (which
+ * may be NULL). Headers first: they are what devices are built to send.
+ */
+static const char *
+first_named(const struct http_request *req, const char *const *names,
+    const char *arg)
+{
+	const char *v;
+
+	if ((v = http_header(req, names[0])) != NULL)
+		return v;
+	if (arg != NULL && (v = http_arg(req, arg)) != NULL)
+		return v;
+	for (names++; *names != NULL; names++)
+		if ((v = http_header(req, *names)) != NULL)
+			return v;
+	return NULL;
+}
+
 /* Identity: X-Device-ID, ?device=, Arduino's STA then BASE MAC. */
 static const char *
 device_id(const struct http_request *req)
 {
-	return first_of(req, "X-Device-ID", "device", "x-ESP32-STA-MAC",
-	    "x-ESP32-BASE-MAC");
+	static const char *const names[] = {"X-Device-ID", "x-ESP32-STA-MAC",
+	    "x-ESP32-BASE-MAC", "x-ESP8266-STA-MAC", NULL};
+
+	return first_named(req, names, "device");
 }
 
 /* 64 hex digits, either case, into lower-case out; 0 or -1. */
@@ -194,58 +218,80 @@ status_for(enum otad_err err)
 static int serve_image(struct http_request *req, struct api *api,
     const struct offer *o);
 
+/* Answer an error from a helper whose caller must stop: -1. */
 static int
-api_check(struct http_request *req, void *arg)
+refuse(struct http_request *req, unsigned status, const char *msg)
 {
-	struct api *api = arg;
+	http_error(req, status, msg);
+	return -1;
+}
+
+/* What one check found out, for the answer. */
+struct check {
+	struct decision d;
+	const char *id;
+};
+
+/*
+ * Everything a check and a manifest share: read what the device says,
+ * add what the registry knows of it, decide, queue the record. 0 with
+ * c->d filled, or -1 when an error was answered.
+ */
+static int
+check_decide(struct http_request *req, struct api *api, struct check *c)
+{
+	static const char *const version_names[] = {"X-Current-Version",
+	    "x-ESP32-version", "x-ESP8266-version", NULL};
+	static const char *const space_names[] = {"x-ESP32-free-space",
+	    "x-ESP8266-free-space", NULL};
 	struct api_thread *t;
 	const char *id, *version, *product, *hw_rev, *s;
 	char running[65] = "";
-	int64_t secure_version = -1;
+	int64_t secure_version = -1, free_space = -1;
 	struct running_image img;
 	struct device_row row;
 	struct device_facts facts;
-	struct decision d;
 	struct snapshot *snap;
 	struct record *rec;
 	enum otad_err rc;
 	int64_t now = (int64_t)time(NULL);
 
 	if ((id = device_id(req)) == NULL)
-		return http_error(req, 400, "missing device id (X-Device-ID, "
+		return refuse(req, 400, "missing device id (X-Device-ID, "
 		    "?device= or x-ESP32-STA-MAC)");
 	if (!valid_id(id))
-		return http_error(req, 400, "invalid device id: 1 to 64 of "
+		return refuse(req, 400, "invalid device id: 1 to 64 of "
 		    "A-Z a-z 0-9 . _ : -");
-	version = first_of(req, "X-Current-Version", "version",
-	    "x-ESP32-version", NULL);
-	if (version == NULL)
-		return http_error(req, 400, "missing current version "
+	if ((version = first_named(req, version_names, "version")) == NULL)
+		return refuse(req, 400, "missing current version "
 		    "(X-Current-Version, ?version= or x-ESP32-version)");
 	if (!semver_valid(version))
-		return http_error(req, 400, "invalid version: 1 to 64 "
+		return refuse(req, 400, "invalid version: 1 to 64 "
 		    "printable characters, no spaces");
 	product = first_of(req, "X-Product", "product", NULL, NULL);
 	if (product != NULL && !valid_token(product, OTAD_PRODUCT_MAX))
-		return http_error(req, 400, "invalid product");
+		return refuse(req, 400, "invalid product");
 	hw_rev = first_of(req, "X-Hardware-Rev", "hw_rev", NULL, NULL);
 	if (hw_rev != NULL && !valid_token(hw_rev, OTAD_PRODUCT_MAX))
-		return http_error(req, 400, "invalid hardware revision");
+		return refuse(req, 400, "invalid hardware revision");
 	if ((s = first_of(req, "X-Running-SHA256", NULL,
 	    "x-ESP32-sketch-sha256", NULL)) != NULL &&
 	    parse_sha256(s, running) < 0)
-		return http_error(req, 400, "invalid running SHA-256: 64 hex "
+		return refuse(req, 400, "invalid running SHA-256: 64 hex "
 		    "digits");
 	if ((s = http_header(req, "X-Secure-Version")) != NULL &&
 	    (secure_version = parse_u32(s)) < 0)
-		return http_error(req, 400, "invalid secure version");
+		return refuse(req, 400, "invalid secure version");
+	if ((s = first_named(req, space_names, NULL)) != NULL &&
+	    (free_space = parse_u32(s)) < 0)
+		return refuse(req, 400, "invalid free space");
 	if ((t = thread_state(api)) == NULL)
-		return http_error(req, 503, "registry unavailable");
+		return refuse(req, 503, "registry unavailable");
 	rc = registry_device_get(t->reader, id, &row);
 	if (rc != OTAD_OK && rc != OTAD_ERR_NOT_FOUND)
-		return http_error(req, 503, "registry unavailable");
+		return refuse(req, 503, "registry unavailable");
 	if (rc == OTAD_OK && row.blocked)
-		return http_error(req, 403, "device is blocked");
+		return refuse(req, 403, "device is blocked");
 	if (rc != OTAD_OK) {
 		memset(&row, 0, sizeof(row)); /* a first check-in */
 		row.secure_version = -1;
@@ -268,8 +314,11 @@ api_check(struct http_request *req, void *arg)
 	facts.chip = img.chip[0] ? img.chip : row.chip;
 	facts.hw_rev = hw_rev ? hw_rev : row.hw_rev;
 	facts.secure_version = secure_version;
+	facts.free_space = free_space;
 	snap = rollout_snapshot(api->rollout, &t->snap);
-	policy_decide(&facts, snap->offers, snap->n, &snap->stones, now, &d);
+	policy_decide(&facts, snap->offers, snap->n, &snap->stones, now,
+	    &c->d);
+	c->id = id;
 
 	/* a HEAD looks without taking: the record opens no attempt */
 	if ((rec = registry_record_new(RECORD_CHECKIN)) != NULL) {
@@ -286,25 +335,83 @@ api_check(struct http_request *req, void *arg)
 		memcpy(rec->running_sha256, running, sizeof(running));
 		memcpy(rec->chip, img.chip, sizeof(img.chip));
 		rec->secure_version = secure_version;
-		if (d.kind == DECISION_OFFER && http_method(req) == HTTP_GET) {
-			rec->offer_release = d.offer->release_id;
+		rec->free_space = free_space;
+		rec->deferred = policy_reason_name(c->d.reason); /* static */
+		if (c->d.kind == DECISION_OFFER &&
+		    http_method(req) == HTTP_GET) {
+			rec->offer_release = c->d.offer->release_id;
 			/* a stepping stone is part of its target's rollout */
-			rec->offer_rollout = d.target->rollout_id;
+			rec->offer_rollout = c->d.target->rollout_id;
 			snprintf(rec->offer_version, sizeof(rec->offer_version),
-			    "%s", d.offer->version);
+			    "%s", c->d.offer->version);
 		}
 		if (registry_submit(api->reg, rec) != OTAD_OK)
 			free(rec); /* stopping: the answer still goes out */
 	}
 	metrics_add(M_CHECKS, 1);
-	if (d.kind == DECISION_OFFER) {
+	if (c->d.kind == DECISION_OFFER)
 		metrics_add(M_OFFERS, 1);
+	return 0;
+}
+
+static int
+api_check(struct http_request *req, void *arg)
+{
+	struct api *api = arg;
+	struct check c;
+
+	if (check_decide(req, api, &c) < 0)
+		return 0;
+	if (c.d.kind == DECISION_OFFER) {
 		/* esp_https_ota's partial download may ask the check path */
 		if (http_header(req, "Range") != NULL)
-			return serve_image(req, api, d.offer);
-		return http_queue(req, 200, d.offer->payload, d.offer->size);
+			return serve_image(req, api, c.d.offer);
+		return http_queue(req, 200, c.d.offer->payload,
+		    c.d.offer->size);
 	}
-	return http_queue(req, 304, api->not_modified[d.reason], 0);
+	return http_queue(req, 304, api->not_modified[c.d.reason], 0);
+}
+
+/* The same decision as JSON, for firmware that fetches the image itself. */
+static int
+api_manifest(struct http_request *req, void *arg)
+{
+	struct api *api = arg;
+	const struct offer *o;
+	struct check c;
+	char url[96], *body, *sig = NULL;
+	json_t *j;
+
+	if (check_decide(req, api, &c) < 0)
+		return 0;
+	if (c.d.kind != DECISION_OFFER) {
+		j = json_pack("{s:b}", "update", 0);
+		if (j != NULL && c.d.reason != REASON_NONE)
+			json_object_set_new(j, "deferred", json_string(
+			    policy_reason_name(c.d.reason)));
+	} else {
+		o = c.d.offer;
+		snprintf(url, sizeof(url), ARTIFACTS "%s", o->sha256);
+		j = json_pack("{s:b,s:s,s:I,s:s,s:s,s:s,s:b}", "update", 1,
+		    "version", o->version, "size", (json_int_t)o->size,
+		    "sha256", o->sha256, "md5", o->md5, "url", url, "forced",
+		    0);
+		if (j != NULL && o->key_id[0] != '\0' &&
+		    (sig = sign_base64(o->sig, o->siglen)) != NULL) {
+			json_object_set_new(j, "signature", json_string(sig));
+			json_object_set_new(j, "key_id",
+			    json_string(o->key_id));
+		}
+		free(sig);
+	}
+	if (j == NULL || (body = json_dumps(j, JSON_COMPACT)) == NULL) {
+		json_decref(j);
+		return http_error(req, 503, "out of memory");
+	}
+	json_decref(j);
+	http_send(req, 200, "application/json", body, strlen(body));
+	free(body);
+	return 0;
 }
 
 /* Integer field within bounds; 0 absent, 1 set, -1 wrong. */
@@ -615,8 +722,6 @@ serve_image(struct http_request *req, struct api *api, const struct offer *o)
 	return 0;
 }
 
-#define ARTIFACTS "/firmware/artifacts/"
-
 static int
 api_artifact(struct http_request *req, void *arg)
 {
@@ -660,6 +765,7 @@ static const struct http_route routes[] = {
 	{"/ota/firmware.bin", HTTP_GET | HTTP_HEAD, api_check},
 	{"/firmware/report", HTTP_POST, api_report},
 	{ARTIFACTS, HTTP_GET | HTTP_HEAD, api_artifact},
+	{"/firmware/manifest", HTTP_GET, api_manifest},
 	{"/health", HTTP_GET | HTTP_HEAD, api_health},
 	{"/metrics", HTTP_GET, api_metrics},
 };

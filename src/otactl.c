@@ -1000,7 +1000,8 @@ device_show(struct opts *o)
 	    "chip", "group", "hw_rev", "running_sha256", "address",
 	    "first_seen", "last_seen", "checks",
 	    "uptime", "free_heap", "rssi", "reset_reason", "battery",
-	    "secure_version", "blocked", NULL};
+	    "secure_version", "free_space", "deferred", "deferred_at",
+	    "blocked", NULL};
 	static const char *const cols[] = {"id", "from_version", "to_version",
 	    "state", "reason", "offered_at", "updated_at", NULL};
 	struct registry *reg;

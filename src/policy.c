@@ -142,6 +142,11 @@ policy_decide(const struct device_facts *dev, const struct offer *offers,
 		out->reason = REASON_SECURE_VERSION;
 		return;
 	}
+	if (dev->free_space >= 0 && o->size > (uint64_t)dev->free_space) {
+		/* the device would fail writing it: say so instead */
+		out->reason = REASON_SPACE;
+		return;
+	}
 	out->kind = DECISION_OFFER;
 	out->offer = o;
 	out->target = target;
@@ -157,6 +162,8 @@ policy_reason_name(enum decision_reason reason)
 		return "secure-version";
 	case REASON_UPGRADE_PATH:
 		return "upgrade-path";
+	case REASON_SPACE:
+		return "space";
 	default:
 		return NULL;
 	}

@@ -63,8 +63,15 @@ static const char *const wsql[W_COUNT] = {
 	[W_CHECKIN] =
 	    "INSERT INTO device (id, product, version, address, first_seen,"
 	    " last_seen, checks, hw_rev, running_sha256, chip,"
-	    " secure_version) VALUES (?1, ?2, ?3, ?4, ?5, ?5, 1, ?6, ?7, ?8,"
-	    " ?9) ON CONFLICT (id) DO UPDATE SET"
+	    " secure_version, free_space, deferred, deferred_at) VALUES (?1,"
+	    " ?2, ?3, ?4, ?5, ?5, 1, ?6, ?7, ?8, ?9, ?10, ?11, CASE WHEN ?11"
+	    " IS NOT NULL THEN ?5 END) ON CONFLICT (id) DO UPDATE SET"
+	    " free_space = coalesce(excluded.free_space, free_space),"
+	    /* the last answer's reason stands until an answer without one */
+	    " deferred = excluded.deferred,"
+	    " deferred_at = CASE WHEN excluded.deferred IS NULL THEN NULL"
+	    " WHEN deferred IS excluded.deferred THEN deferred_at"
+	    " ELSE excluded.deferred_at END,"
 	    " product = coalesce(excluded.product, product),"
 	    " version = excluded.version, address = excluded.address,"
 	    " last_seen = max(last_seen, excluded.last_seen),"
@@ -388,6 +395,7 @@ registry_record_new(enum record_kind kind)
 	if (rec != NULL) {
 		rec->kind = kind;
 		rec->secure_version = -1;
+		rec->free_space = -1;
 	}
 	return rec;
 }
@@ -438,6 +446,9 @@ apply_checkin(struct registry *reg, const struct record *rec)
 	bind_text(st, 8, rec->chip);
 	if (rec->secure_version >= 0)
 		sqlite3_bind_int64(st, 9, rec->secure_version);
+	if (rec->free_space >= 0)
+		sqlite3_bind_int64(st, 10, rec->free_space);
+	bind_text(st, 11, rec->deferred);
 	if (step_done(st) < 0)
 		return -1;
 	/* running what it was offered: that attempt succeeded */
@@ -1659,7 +1670,8 @@ registry_device_show(struct registry *reg, const char *id, json_t **obj,
 	*obj = NULL;
 	rc = query_rows(reg->db, &rows, "SELECT " DEVICE_COLUMNS ","
 	    " d.uptime, d.free_heap, d.rssi, d.reset_reason, d.battery,"
-	    " d.secure_version, d.running_sha256, d.blocked FROM device d"
+	    " d.secure_version, d.running_sha256, d.free_space, d.deferred,"
+	    " d.deferred_at, d.blocked FROM device d"
 	    " WHERE d.id = ?1", id,
 	    ARGS_END);
 	if (rc != OTAD_OK) {

@@ -50,7 +50,7 @@ static const struct offer *
 decide(const char *version, const char *product, const struct offer *offers,
     size_t n)
 {
-	struct device_facts dev = {"dev-1", version, product, NULL, NULL, -1};
+	struct device_facts dev = {"dev-1", version, product, NULL, NULL, -1, -1};
 	struct decision d;
 
 	policy_decide(&dev, offers, n, NULL, 1700000000, &d);
@@ -130,7 +130,7 @@ test_chip(void **state)
 {
 	struct offer offers[] = {mk_chip(2, "2.0.0", "esp32c3"),
 	    mk_chip(1, "1.5.0", "esp32")};
-	struct device_facts dev = {"d", "1.0.0", NULL, "esp32", NULL, -1};
+	struct device_facts dev = {"d", "1.0.0", NULL, "esp32", NULL, -1, -1};
 	struct decision d;
 
 	(void)state;
@@ -157,7 +157,7 @@ static void
 test_hw_rev(void **state)
 {
 	struct offer offers[] = {mk(1, "2.0.0", "")};
-	struct device_facts dev = {"d", "1.0.0", NULL, NULL, NULL, -1};
+	struct device_facts dev = {"d", "1.0.0", NULL, NULL, NULL, -1, -1};
 
 	(void)state;
 	snprintf(offers[0].hw_rev, sizeof(offers[0].hw_rev), "B");
@@ -172,7 +172,7 @@ static void
 test_secure_version(void **state)
 {
 	struct offer offers[] = {mk(1, "2.0.0", "")};
-	struct device_facts dev = {"d", "1.0.0", NULL, NULL, NULL, -1};
+	struct device_facts dev = {"d", "1.0.0", NULL, NULL, NULL, -1, -1};
 	struct decision d;
 
 	(void)state;
@@ -204,7 +204,7 @@ static const struct offer *
 via(const char *version, const struct offer *target, const struct offer *st,
     size_t nst, enum decision_reason *reason)
 {
-	struct device_facts dev = {"d", version, NULL, NULL, NULL, -1};
+	struct device_facts dev = {"d", version, NULL, NULL, NULL, -1, -1};
 	struct stones stones = {st, nst};
 	struct decision d;
 
@@ -213,6 +213,25 @@ via(const char *version, const struct offer *target, const struct offer *st,
 	if (d.offer != NULL)
 		assert_ptr_equal(d.target, target);
 	return d.offer;
+}
+
+static void
+test_space(void **state)
+{
+	struct offer offers[] = {mk(1, "2.0.0", "")};
+	struct device_facts dev = {"d", "1.0.0", NULL, NULL, NULL, -1, -1};
+	struct decision d;
+
+	(void)state;
+	offers[0].size = 1286096;
+	assert_non_null(decide_full(&dev, offers, 1).offer);
+	dev.free_space = 1286096;
+	assert_non_null(decide_full(&dev, offers, 1).offer);
+	dev.free_space = 1286095;
+	d = decide_full(&dev, offers, 1);
+	assert_null(d.offer);
+	assert_int_equal(d.reason, REASON_SPACE);
+	assert_string_equal(policy_reason_name(d.reason), "space");
 }
 
 static void
@@ -258,6 +277,7 @@ main(void)
 		cmocka_unit_test(test_hw_rev),
 		cmocka_unit_test(test_secure_version),
 		cmocka_unit_test(test_stepping_stones),
+		cmocka_unit_test(test_space),
 	};
 
 	return cmocka_run_group_tests_name("policy", tests, NULL, NULL);
