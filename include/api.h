@@ -31,6 +31,13 @@ void api_free(struct api *api);
  */
 void api_set_require_signature(struct api *api, int on);
 
+/*
+ * Device tokens (device_auth = token) and request caps per minute (0 = no
+ * cap); take effect on the next request.
+ */
+void api_set_access(struct api *api, int tokens, unsigned per_device,
+    unsigned per_address);
+
 /* Start the rollout controller whose offers carry api's responses. */
 enum otad_err api_start_rollout(struct api *api, struct rollout **out);
 

@@ -28,6 +28,9 @@ struct conf {
 	unsigned offline_after;    /* seconds unseen before "offline" */
 	int debug;                 /* log_level = debug */
 	int require_signature;     /* offer only artifacts signed by a key */
+	int device_auth;           /* 1 = token: devices must present one */
+	unsigned rate_per_device;  /* requests a minute; 0 = no cap */
+	unsigned rate_per_address; /* requests a minute; 0 = no cap */
 	char tls_cert[PATH_MAX];   /* PEM; empty = plain HTTP */
 	char tls_key[PATH_MAX];    /* PEM; required with tls_cert */
 };

@@ -78,6 +78,12 @@ const char *http_path(const struct http_request *req);
 const char *http_arg(const struct http_request *req, const char *name);
 /* The whole body (POST routes only); NUL-terminated, len excludes it. */
 const char *http_body(const struct http_request *req, size_t *len);
+/*
+ * Basic auth credentials, if the request carries them: *user and *pass
+ * are the caller's to release with http_free_basic. 0, or -1 if absent.
+ */
+int http_basic_auth(const struct http_request *req, char **user, char **pass);
+void http_free_basic(char *user, char *pass);
 /* The peer's address as text. */
 void http_peer(const struct http_request *req, char *buf, size_t len);
 /*

@@ -105,6 +105,7 @@ struct device_row {
 	char chip[16];                     /* "" = unknown */
 	char hw_rev[OTAD_PRODUCT_MAX + 1]; /* "" = unknown */
 	int64_t secure_version;            /* -1 = unknown */
+	char token_hash[65];               /* "" = no token issued */
 	int blocked;
 };
 
@@ -156,6 +157,10 @@ enum otad_err registry_device_get(struct registry_reader *r, const char *id,
  */
 enum otad_err registry_released_artifact(struct registry_reader *r,
     const char *sha256, struct offer *out);
+
+/* The device holding the token with this hash; NOT_FOUND if none. */
+enum otad_err registry_token_owner(struct registry_reader *r,
+    const char *token_hash, char *id, size_t idlen);
 
 /* The artifact whose appended SHA-256 is app_sha256; NOT_FOUND if none. */
 enum otad_err registry_running_image(struct registry_reader *r,
@@ -263,6 +268,19 @@ enum otad_err registry_release_publish(struct registry *reg,
 /* offline_after > 0: only devices not seen for that many seconds. */
 enum otad_err registry_device_list(struct registry *reg, int64_t now,
     int64_t offline_after, json_t **rows);
+/*
+ * Register a device with a token (its hash), or give a token to a device
+ * seen before without one; EXISTS when it has one already.
+ */
+enum otad_err registry_device_add(struct registry *reg, const char *id,
+    const char *group, const char *token_hash, char *why, size_t whylen);
+/* Forget a device's token: it is refused until it gets a new one. */
+enum otad_err registry_device_revoke_token(struct registry *reg,
+    const char *id, char *why, size_t whylen);
+/* Block (1) or unblock (0): a blocked device is refused (403). */
+enum otad_err registry_device_block(struct registry *reg, const char *id,
+    int blocked, char *why, size_t whylen);
+
 /* Set what is not NULL; NOT_FOUND for a device never seen. */
 enum otad_err registry_device_set(struct registry *reg, const char *id,
     const char *group, const char *hw_rev, const char *chip, char *why,

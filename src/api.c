@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include <jansson.h>
@@ -13,7 +14,9 @@
 #include "api.h"
 #include "log.h"
 #include "metrics.h"
+#include "auth.h"
 #include "range.h"
+#include "ratelimit.h"
 #include "semver.h"
 #include "sign.h"
 
@@ -28,6 +31,9 @@ struct api {
 	struct http_response *not_modified[REASON_COUNT];
 	pthread_key_t thread_key;
 	atomic_int require_signature; /* read by the rollout controller */
+	atomic_int tokens;            /* device_auth = token */
+	atomic_uint per_device, per_address;
+	struct ratelimit *rl_device, *rl_address;
 };
 
 /* What one HTTP thread keeps between requests. */
@@ -226,6 +232,132 @@ refuse(struct http_request *req, unsigned status, const char *msg)
 	return -1;
 }
 
+/* Over a cap: 429 with Retry-After. */
+static int
+too_many(struct http_request *req, unsigned retry_after)
+{
+	char secs[16];
+
+	snprintf(secs, sizeof(secs), "%u", retry_after);
+	http_error_header(req, 429, "too many requests; retry later",
+	    "Retry-After", secs);
+	return -1;
+}
+
+/* The per-address cap, before anything else is looked at. */
+static int
+gate_address(struct http_request *req, struct api *api)
+{
+	char addr[OTAD_ADDR_MAX];
+	unsigned retry;
+
+	http_peer(req, addr, sizeof(addr));
+	if (!ratelimit_hit(api->rl_address, addr, strlen(addr),
+	    atomic_load(&api->per_address), (int64_t)time(NULL), &retry))
+		return too_many(req, retry);
+	return 0;
+}
+
+static int
+unauthorized(struct http_request *req, const char *msg)
+{
+	http_error_header(req, 401, msg, "WWW-Authenticate",
+	    "Bearer realm=\"otad\"");
+	return -1;
+}
+
+/*
+ * The device's own cap, then its token when device_auth = token: from
+ * X-Device-Token, ?token=, Authorization: Bearer, or Basic auth whose user
+ * is the device. row is the device's row (found or not). 0 to go on, -1
+ * when refused (answered).
+ */
+static int
+gate_device(struct http_request *req, struct api *api,
+    struct registry_reader *reader, const char *id,
+    const struct device_row *row, int found)
+{
+	char hash[65], owner[OTAD_ID_MAX + 1], *user = NULL, *pass = NULL;
+	const char *token, *authz;
+	unsigned retry;
+	int rc = -1;
+
+	if (!ratelimit_hit(api->rl_device, id, strlen(id),
+	    atomic_load(&api->per_device), (int64_t)time(NULL), &retry))
+		return too_many(req, retry);
+	if (!atomic_load(&api->tokens))
+		return 0;
+	token = http_header(req, "X-Device-Token");
+	if (token == NULL)
+		token = http_arg(req, "token");
+	authz = http_header(req, "Authorization");
+	if (token == NULL && authz != NULL &&
+	    strncasecmp(authz, "Bearer ", 7) == 0)
+		token = authz + 7;
+	if (token == NULL && http_basic_auth(req, &user, &pass) == 0) {
+		size_t ulen = strlen(user), idlen = strlen(id);
+
+		/*
+		 * Basic splits at the first colon, and MAC addresses are full
+		 * of them: "AA:BB:..:FF:token" arrives as "AA" and the rest.
+		 */
+		if (strcmp(user, id) == 0)
+			token = pass;
+		else if (ulen < idlen && strncmp(id, user, ulen) == 0 &&
+		    id[ulen] == ':' && strncmp(pass, id + ulen + 1,
+		    idlen - ulen - 1) == 0 && pass[idlen - ulen - 1] == ':')
+			token = pass + (idlen - ulen);
+		else {
+			http_free_basic(user, pass);
+			return refuse(req, 403, "basic auth user is not this "
+			    "device");
+		}
+	}
+	if (token == NULL) {
+		unauthorized(req, "missing device token");
+		goto done;
+	}
+	if (auth_token_hash(token, hash) != OTAD_OK) {
+		unauthorized(req, "invalid device token");
+		goto done;
+	}
+	if (found && auth_hash_equal(hash, row->token_hash)) {
+		rc = 0;
+		goto done;
+	}
+	if (registry_token_owner(reader, hash, owner, sizeof(owner)) ==
+	    OTAD_OK && strcmp(owner, id) != 0)
+		refuse(req, 403, "token belongs to another device");
+	else
+		unauthorized(req, "unknown device or wrong token");
+done:
+	http_free_basic(user, pass);
+	return rc;
+}
+
+/*
+ * The device's row (zeroed for one never seen) and everything that may
+ * refuse it: its cap, its token, a block. 0 to go on, -1 when answered.
+ */
+static int
+lookup_device(struct http_request *req, struct api *api,
+    struct api_thread *t, const char *id, struct device_row *row)
+{
+	enum otad_err rc = registry_device_get(t->reader, id, row);
+
+	if (rc != OTAD_OK && rc != OTAD_ERR_NOT_FOUND)
+		return refuse(req, 503, "registry unavailable");
+	if (rc != OTAD_OK) {
+		memset(row, 0, sizeof(*row)); /* a first check-in */
+		row->secure_version = -1;
+	}
+	if (gate_device(req, api, t->reader, id, row, rc == OTAD_OK) < 0)
+		return -1;
+	if (row->blocked)
+		return refuse(req, 403, "device is blocked");
+	return 0;
+}
+
 /* What one check found out, for the answer. */
 struct check {
 	struct decision d;
@@ -253,9 +385,10 @@ check_decide(struct http_request *req, struct api *api, struct check *c)
 	struct device_facts facts;
 	struct snapshot *snap;
 	struct record *rec;
-	enum otad_err rc;
 	int64_t now = (int64_t)time(NULL);
 
+	if (gate_address(req, api) < 0)
+		return -1;
 	if ((id = device_id(req)) == NULL)
 		return refuse(req, 400, "missing device id (X-Device-ID, "
 		    "?device= or x-ESP32-STA-MAC)");
@@ -287,15 +420,8 @@ check_decide(struct http_request *req, struct api *api, struct check *c)
 		return refuse(req, 400, "invalid free space");
 	if ((t = thread_state(api)) == NULL)
 		return refuse(req, 503, "registry unavailable");
-	rc = registry_device_get(t->reader, id, &row);
-	if (rc != OTAD_OK && rc != OTAD_ERR_NOT_FOUND)
-		return refuse(req, 503, "registry unavailable");
-	if (rc == OTAD_OK && row.blocked)
-		return refuse(req, 403, "device is blocked");
-	if (rc != OTAD_OK) {
-		memset(&row, 0, sizeof(row)); /* a first check-in */
-		row.secure_version = -1;
-	}
+	if (lookup_device(req, api, t, id, &row) < 0)
+		return -1;
 	/* the image it runs, if we know it, tells its chip for certain */
 	if (running[0] != '\0' &&
 	    registry_running_image(t->reader, running, &img) == OTAD_OK) {
@@ -549,6 +675,8 @@ api_report(struct http_request *req, void *arg)
 {
 	struct api *api = arg;
 	struct report_wait *w = http_userdata(req);
+	struct api_thread *t;
+	struct device_row row;
 	struct record *rec;
 	const char *bad;
 	char msg[256];
@@ -567,11 +695,21 @@ api_report(struct http_request *req, void *arg)
 		return http_send(req, 200, "application/json",
 		    "{\"recorded\":true}", 17);
 	}
+	if (gate_address(req, api) < 0)
+		return 0;
 	if ((rec = registry_record_new(RECORD_REPORT)) == NULL)
 		return http_error(req, 503, "out of memory");
 	if ((bad = parse_report(req, rec, msg, sizeof(msg))) != NULL) {
 		free(rec);
 		return http_error(req, 400, bad);
+	}
+	if ((t = thread_state(api)) == NULL) {
+		free(rec);
+		return http_error(req, 503, "registry unavailable");
+	}
+	if (lookup_device(req, api, t, rec->device, &row) < 0) {
+		free(rec);
+		return 0;
 	}
 	if ((w = calloc(1, sizeof(*w))) == NULL) {
 		free(rec);
@@ -727,19 +865,28 @@ api_artifact(struct http_request *req, void *arg)
 {
 	struct api *api = arg;
 	const char *sha = http_path(req) + strlen(ARTIFACTS), *id;
+	struct device_row row;
 	struct api_thread *t;
 	struct record *rec;
 	struct offer o;
 	enum otad_err rc;
 	char lower[65];
 
+	if (gate_address(req, api) < 0)
+		return 0;
 	if (parse_sha256(sha, lower) < 0)
 		return http_error(req, 404, "no such artifact");
 	if ((id = device_id(req)) != NULL && !valid_id(id))
 		return http_error(req, 400, "invalid device id: 1 to 64 of "
 		    "A-Z a-z 0-9 . _ : -");
+	if (id == NULL && atomic_load(&api->tokens)) {
+		unauthorized(req, "missing device id");
+		return 0;
+	}
 	if ((t = thread_state(api)) == NULL)
 		return http_error(req, 503, "registry unavailable");
+	if (id != NULL && lookup_device(req, api, t, id, &row) < 0)
+		return 0;
 	rc = registry_released_artifact(t->reader, lower, &o);
 	if (rc == OTAD_ERR_NOT_FOUND)
 		return http_error(req, 404, "no such artifact");
@@ -798,9 +945,15 @@ api_new(const char *db_path, struct registry *reg, struct store *store,
 	}
 	api->reg = reg;
 	api->store = store;
+	/* tables well above any fleet: collisions only make caps stricter */
 	if (pthread_key_create(&api->thread_key, thread_free) != 0) {
 		free(api->db_path);
 		free(api);
+		return OTAD_ERR_NOMEM;
+	}
+	if ((api->rl_device = ratelimit_new(1 << 20)) == NULL ||
+	    (api->rl_address = ratelimit_new(1 << 16)) == NULL) {
+		api_free(api);
 		return OTAD_ERR_NOMEM;
 	}
 	for (i = 0; i < REASON_COUNT; i++) {
@@ -817,6 +970,15 @@ api_new(const char *db_path, struct registry *reg, struct store *store,
 	}
 	*out = api;
 	return OTAD_OK;
+}
+
+void
+api_set_access(struct api *api, int tokens, unsigned per_device,
+    unsigned per_address)
+{
+	atomic_store(&api->tokens, tokens);
+	atomic_store(&api->per_device, per_device);
+	atomic_store(&api->per_address, per_address);
 }
 
 void
@@ -847,6 +1009,8 @@ api_free(struct api *api)
 	pthread_key_delete(api->thread_key);
 	for (i = 0; i < REASON_COUNT; i++)
 		http_response_free(api->not_modified[i]);
+	ratelimit_free(api->rl_device);
+	ratelimit_free(api->rl_address);
 	free(api->db_path);
 	free(api);
 }

@@ -17,6 +17,7 @@ enum conf_type {
 	CONF_LISTEN, /* host:port */
 	CONF_LOGLEVEL,
 	CONF_BOOL, /* yes/no, true/false, on/off, 1/0 */
+	CONF_AUTH, /* none or token */
 };
 
 struct conf_key {
@@ -49,6 +50,11 @@ static const struct conf_key conf_keys[] = {
 	{"offline_after", CONF_UINT, F(offline_after), 10, 31536000, "600", 0},
 	{"log_level", CONF_LOGLEVEL, F(debug), 0, 0, "info", 0},
 	{"require_signature", CONF_BOOL, F(require_signature), 0, 0, "yes", 0},
+	{"device_auth", CONF_AUTH, F(device_auth), 0, 0, "none", 0},
+	{"rate_per_device", CONF_UINT, F(rate_per_device), 0, 1000000, "120",
+	    0},
+	{"rate_per_address", CONF_UINT, F(rate_per_address), 0, 10000000, "0",
+	    0},
 	{"tls_cert", CONF_STRING, F(tls_cert), 0, 0, "", 1},
 	{"tls_key", CONF_STRING, F(tls_key), 0, 0, "", 1},
 };
@@ -162,6 +168,17 @@ conf_set(const struct conf_key *k, struct conf *conf, const char *v,
 			*(int *)(void *)field = 0;
 		else {
 			snprintf(msg, msglen, "'%s' is yes or no, not '%s'",
+			    k->name, v);
+			return -1;
+		}
+		return 0;
+	case CONF_AUTH:
+		if (strcmp(v, "none") == 0)
+			*(int *)(void *)field = 0;
+		else if (strcmp(v, "token") == 0)
+			*(int *)(void *)field = 1;
+		else {
+			snprintf(msg, msglen, "'%s' is none or token, not '%s'",
 			    k->name, v);
 			return -1;
 		}

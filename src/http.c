@@ -500,6 +500,30 @@ http_body(const struct http_request *req, size_t *len)
 	return req->body->buf ? req->body->buf : "";
 }
 
+int
+http_basic_auth(const struct http_request *req, char **user, char **pass)
+{
+	*pass = NULL;
+	*user = MHD_basic_auth_get_username_password(req->conn, pass);
+	if (*user == NULL || *pass == NULL) {
+		http_free_basic(*user, *pass);
+		*user = *pass = NULL;
+		return -1;
+	}
+	return 0;
+}
+
+void
+http_free_basic(char *user, char *pass)
+{
+	if (pass != NULL)
+		explicit_bzero(pass, strlen(pass)); /* a device's token */
+	if (user != NULL)
+		MHD_free(user);
+	if (pass != NULL)
+		MHD_free(pass);
+}
+
 void
 http_peer(const struct http_request *req, char *buf, size_t len)
 {

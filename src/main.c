@@ -64,6 +64,11 @@ reload(const char *path, struct conf *conf, struct http *http, struct api *api,
 		conf->debug = next.debug;
 		conf->require_signature = next.require_signature;
 		api_set_require_signature(api, next.require_signature);
+		api_set_access(api, next.device_auth, next.rate_per_device,
+		    next.rate_per_address);
+		conf->device_auth = next.device_auth;
+		conf->rate_per_device = next.rate_per_device;
+		conf->rate_per_address = next.rate_per_address;
 		log_info("configuration reloaded");
 	}
 	rollout_reload(rollout);
@@ -137,6 +142,8 @@ main(int argc, char *argv[])
 	if (api_new(db_path, reg, store, &api) != OTAD_OK)
 		fatalx("out of memory");
 	api_set_require_signature(api, conf.require_signature);
+	api_set_access(api, conf.device_auth, conf.rate_per_device,
+	    conf.rate_per_address);
 	if (api_start_rollout(api, &rollout) != OTAD_OK)
 		fatalx("cannot load the releases to offer");
 

@@ -18,6 +18,7 @@
 
 #include <jansson.h>
 
+#include "auth.h"
 #include "conf.h"
 #include "espimg.h"
 #include "log.h"
@@ -68,6 +69,8 @@ usage(void)
 	    "  release list | publish VERSION [--product P] [--chip C]\n"
 	    "  device list [--offline] | show ID\n"
 	    "  device set ID [--group G] [--hw-rev R] [--chip C]\n"
+	    "  device add ID [--group G] | revoke-token ID | block ID |"
+	    " unblock ID\n"
 	    "  status\n");
 	exit(EXIT_USAGE);
 }
@@ -239,10 +242,14 @@ cell(json_t *v, const char *col, char *buf, size_t len)
 	size_t n = strlen(col);
 	int is_time = strcmp(col, "created") == 0 || strcmp(col, "started") ==
 	    0 || (n > 3 && (strcmp(col + n - 3, "_at") == 0)) ||
-	    (n > 5 && strcmp(col + n - 5, "_seen") == 0);
+	    (n > 5 && strcmp(col + n - 5, "_seen") == 0) ||
+	    (n > 8 && strcmp(col + n - 8, "_created") == 0);
 
 	if (v == NULL || json_is_null(v)) {
 		snprintf(buf, len, "-");
+	} else if (json_is_integer(v) && is_time &&
+	    json_integer_value(v) == 0) {
+		snprintf(buf, len, "never");
 	} else if (json_is_integer(v) && is_time) {
 		time_t t = (time_t)json_integer_value(v);
 		struct tm tm;
@@ -993,6 +1000,78 @@ device_set(struct opts *o)
 	return 0;
 }
 
+/* A device id as devices send it (the same rule the daemon applies). */
+static void
+check_device_id(const char *id)
+{
+	size_t n;
+
+	for (n = 0; id[n] != '\0'; n++) {
+		char c = id[n];
+
+		if (n >= OTAD_ID_MAX || !((c >= 'a' && c <= 'z') ||
+		    (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		    c == '-' || c == '_' || c == '.' || c == ':'))
+			die("invalid device id '%s': 1 to 64 of A-Z a-z 0-9 . "
+			    "_ : -", id);
+	}
+	if (n == 0)
+		die("invalid device id ''");
+}
+
+static int
+device_add(struct opts *o)
+{
+	char token[AUTH_TOKEN_LEN + 1], hash[65], why[256];
+
+	if (o->argc != 1)
+		usage();
+	check_device_id(o->argv[0]);
+	check_token("--group", o->group);
+	open_registry();
+	if (auth_token_new(token) != OTAD_OK ||
+	    auth_token_hash(token, hash) != OTAD_OK)
+		die("cannot make a token");
+	if (registry_device_add(the_reg, o->argv[0], o->group, hash, why,
+	    sizeof(why)) != OTAD_OK)
+		die("%s", why);
+	/* shown once: only its hash is kept */
+	if (json_out)
+		printf("{\"device\": \"%s\", \"token\": \"%s\"}\n",
+		    o->argv[0], token);
+	else
+		printf("device %s added; its token (shown only now): %s\n",
+		    o->argv[0], token);
+	explicit_bzero(token, sizeof(token));
+	return 0;
+}
+
+/* revoke-token, block, unblock: one word, one registry call */
+static int
+device_change(struct opts *o, const char *what)
+{
+	char why[256];
+	enum otad_err rc;
+
+	if (o->argc != 1)
+		usage();
+	open_registry();
+	if (strcmp(what, "revoke-token") == 0)
+		rc = registry_device_revoke_token(the_reg, o->argv[0], why,
+		    sizeof(why));
+	else
+		rc = registry_device_block(the_reg, o->argv[0],
+		    strcmp(what, "block") == 0, why, sizeof(why));
+	if (rc != OTAD_OK)
+		die("%s", why);
+	if (json_out)
+		printf("{\"device\": \"%s\", \"done\": \"%s\"}\n",
+		    o->argv[0], what);
+	else
+		printf("device %s: %s done\n", o->argv[0], what);
+	return 0;
+}
+
 static int
 device_show(struct opts *o)
 {
@@ -1001,7 +1080,7 @@ device_show(struct opts *o)
 	    "first_seen", "last_seen", "checks",
 	    "uptime", "free_heap", "rssi", "reset_reason", "battery",
 	    "secure_version", "free_space", "deferred", "deferred_at",
-	    "blocked", NULL};
+	    "has_token", "token_created", "blocked", NULL};
 	static const char *const cols[] = {"id", "from_version", "to_version",
 	    "state", "reason", "offered_at", "updated_at", NULL};
 	struct registry *reg;
@@ -1125,6 +1204,12 @@ main(int argc, char *argv[])
 			return device_list(&o);
 		if (strcmp(words[1], "set") == 0)
 			return device_set(&o);
+		if (strcmp(words[1], "add") == 0)
+			return device_add(&o);
+		if (strcmp(words[1], "revoke-token") == 0 ||
+		    strcmp(words[1], "block") == 0 ||
+		    strcmp(words[1], "unblock") == 0)
+			return device_change(&o, words[1]);
 		if (strcmp(words[1], "show") == 0)
 			return device_show(&o);
 	} else if (strcmp(words[0], "key") == 0 && nwords >= 2) {

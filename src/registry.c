@@ -182,6 +182,7 @@ struct registry {
 
 enum rstmt {
 	R_DEVICE,
+	R_TOKEN,
 	R_RUNNING,
 	R_STONES,
 	R_RELEASED,
@@ -194,7 +195,9 @@ enum rstmt {
 static const char *const rsql[R_COUNT] = {
 	[R_DEVICE] = "SELECT ifnull(version, ''), ifnull(product, ''), blocked,"
 		     " ifnull(chip, ''), ifnull(hw_rev, ''),"
-		     " ifnull(secure_version, -1) FROM device WHERE id = ?1",
+		     " ifnull(secure_version, -1), ifnull(token_hash, '')"
+		     " FROM device WHERE id = ?1",
+	[R_TOKEN] = "SELECT id FROM device WHERE token_hash = ?1",
 	[R_RUNNING] = "SELECT chip, version, secure_version FROM artifact"
 		      " WHERE app_sha256 = ?1 LIMIT 1",
 	[R_DATA_VERSION] = "PRAGMA data_version",
@@ -939,6 +942,30 @@ fill_device(sqlite3_stmt *st, void *p)
 	copy_col(out->chip, sizeof(out->chip), st, 3);
 	copy_col(out->hw_rev, sizeof(out->hw_rev), st, 4);
 	out->secure_version = sqlite3_column_int64(st, 5);
+	copy_col(out->token_hash, sizeof(out->token_hash), st, 6);
+}
+
+struct id_buf {
+	char *id;
+	size_t len;
+};
+
+static void
+fill_id(sqlite3_stmt *st, void *p)
+{
+	struct id_buf *b = p;
+
+	copy_col(b->id, b->len, st, 0);
+}
+
+enum otad_err
+registry_token_owner(struct registry_reader *r, const char *token_hash,
+    char *id, size_t idlen)
+{
+	struct id_buf b = {id, idlen};
+
+	return point_lookup(r, R_TOKEN, token_hash, fill_id, &b,
+	    "token lookup");
 }
 
 enum otad_err
@@ -1660,6 +1687,92 @@ registry_device_set(struct registry *reg, const char *id, const char *group,
 	return catalog_close(reg, what, why, whylen);
 }
 
+/*
+ * One catalog statement about device id (?1; ?2 text or NULL; ?3 now):
+ * when it changes nothing, none_rc with the message none, else audited as
+ * what.
+ */
+static enum otad_err
+device_update(struct registry *reg, const char *sql, const char *id,
+    const char *arg, const char *what, enum otad_err none_rc,
+    const char *none, char *why, size_t whylen)
+{
+	sqlite3_stmt *st;
+	enum otad_err rc;
+	int step;
+
+	if ((rc = catalog_open(reg, why, whylen)) != OTAD_OK ||
+	    (rc = catalog_prepare(reg, sql, &st, why, whylen)) != OTAD_OK)
+		return rc;
+	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+	/* statements that need no ?2 or ?3 do not have them */
+	if (sqlite3_bind_parameter_count(st) >= 2)
+		bind_text(st, 2, arg);
+	if (sqlite3_bind_parameter_count(st) >= 3)
+		sqlite3_bind_int64(st, 3, now_s());
+	step = sqlite3_step(st);
+	sqlite3_finalize(st);
+	if (step != SQLITE_DONE) {
+		snprintf(why, whylen, "database: %s", sqlite3_errmsg(reg->db));
+		return catalog_fail(reg, OTAD_ERR_DB);
+	}
+	if (sqlite3_changes(reg->db) == 0) {
+		snprintf(why, whylen, "%s", none);
+		return catalog_fail(reg, none_rc);
+	}
+	return catalog_close(reg, what, why, whylen);
+}
+
+enum otad_err
+registry_device_add(struct registry *reg, const char *id, const char *group,
+    const char *token_hash, char *why, size_t whylen)
+{
+	char what[128], none[160];
+	enum otad_err rc;
+
+	snprintf(what, sizeof(what), "device add %s (token issued)", id);
+	snprintf(none, sizeof(none), "device '%s' has a token already; "
+	    "revoke it first (otactl device revoke-token)", id);
+	rc = device_update(reg, "INSERT INTO device (id, first_seen, last_seen,"
+	    " token_hash, token_created) VALUES (?1, ?3, 0, ?2, ?3)"
+	    " ON CONFLICT (id) DO UPDATE SET token_hash = excluded.token_hash,"
+	    " token_created = excluded.token_created WHERE token_hash IS NULL",
+	    id, token_hash, what, OTAD_ERR_EXISTS, none, why, whylen);
+	if (rc == OTAD_OK && group != NULL)
+		rc = registry_device_set(reg, id, group, NULL, NULL, why,
+		    whylen);
+	return rc;
+}
+
+enum otad_err
+registry_device_revoke_token(struct registry *reg, const char *id, char *why,
+    size_t whylen)
+{
+	char what[128], none[128];
+
+	snprintf(what, sizeof(what), "device revoke-token %s", id);
+	snprintf(none, sizeof(none), "no device '%s' with a token", id);
+	return device_update(reg, "UPDATE device SET token_hash = NULL,"
+	    " token_created = NULL WHERE id = ?1 AND token_hash IS NOT NULL",
+	    id, NULL, what,
+	    OTAD_ERR_NOT_FOUND, none, why, whylen);
+}
+
+enum otad_err
+registry_device_block(struct registry *reg, const char *id, int blocked,
+    char *why, size_t whylen)
+{
+	char what[128], none[128];
+
+	snprintf(what, sizeof(what), "device %s %s", blocked ? "block" :
+	    "unblock", id);
+	snprintf(none, sizeof(none), "no device '%s'", id);
+	return device_update(reg, blocked ?
+	    "UPDATE device SET blocked = 1 WHERE id = ?1" :
+	    "UPDATE device SET blocked = 0 WHERE id = ?1", id, NULL, what,
+	    OTAD_ERR_NOT_FOUND, none, why, whylen);
+}
+
 enum otad_err
 registry_device_show(struct registry *reg, const char *id, json_t **obj,
     char *why, size_t whylen)
@@ -1671,7 +1784,8 @@ registry_device_show(struct registry *reg, const char *id, json_t **obj,
 	rc = query_rows(reg->db, &rows, "SELECT " DEVICE_COLUMNS ","
 	    " d.uptime, d.free_heap, d.rssi, d.reset_reason, d.battery,"
 	    " d.secure_version, d.running_sha256, d.free_space, d.deferred,"
-	    " d.deferred_at, d.blocked FROM device d"
+	    " d.deferred_at, d.token_hash IS NOT NULL AS has_token,"
+	    " d.token_created, d.blocked FROM device d"
 	    " WHERE d.id = ?1", id,
 	    ARGS_END);
 	if (rc != OTAD_OK) {

@@ -1,0 +1,30 @@
+/*
+ * ratelimit.h: request caps per device and per address.
+ *
+ * Fixed one-minute windows counted in a fixed-size table (no allocation
+ * per client, memory bounded whatever a flood sends). Keys that collide in
+ * the table share a counter, which can only make a cap stricter for them,
+ * never looser: size the table well above the number of clients. Thread-safe: the table is split into stripes, each with
+ * its own lock, so HTTP threads rarely wait on each other.
+ */
+#ifndef RATELIMIT_H
+#define RATELIMIT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct ratelimit;
+
+/* slots: table size (rounded up to a power of two). NULL on error. */
+struct ratelimit *ratelimit_new(size_t slots);
+void ratelimit_free(struct ratelimit *rl);
+
+/*
+ * Count one request for key (len bytes) at now (Unix seconds) against
+ * limit per minute (0 = no cap). 1 if allowed; 0 if over the cap, with
+ * *retry_after the seconds until the window ends.
+ */
+int ratelimit_hit(struct ratelimit *rl, const void *key, size_t len,
+    unsigned limit, int64_t now, unsigned *retry_after);
+
+#endif
