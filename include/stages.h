@@ -1,0 +1,76 @@
+/*
+ * stages.h: a rollout's plan, as an operator writes it down, and the pure
+ * rules that follow from it: which devices a stage reaches, when the
+ * update window is open.
+ *
+ * SPEC: stages separated by ';', each an explicit group (group=canary) or
+ * a cumulative percentage of the matching fleet (10%), then options:
+ * soak=DURATION (s, m, h, d), min=N (finished attempts before the next
+ * stage may open), success>=R, rollback<=R, failure<=R, crash<=R (rates
+ * as 0.98 or 98%). The last stage is 100%. Pure functions; thread-safe.
+ */
+#ifndef STAGES_H
+#define STAGES_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "otad.h"
+
+#define STAGES_MAX 16
+
+/* Defaults for what a stage leaves out (documented in README). */
+#define STAGE_SOAK_S 3600
+#define STAGE_MIN 1
+#define STAGE_SUCCESS 0.95
+#define STAGE_ROLLBACK 0.05
+#define STAGE_FAILURE 0.05
+#define STAGE_CRASH 0.05
+
+struct stage {
+	char group[OTAD_PRODUCT_MAX + 1]; /* "" for a percentage stage */
+	unsigned percent_x100;            /* cumulative share, 0..10000 */
+	int64_t soak_s;
+	unsigned min_devices;
+	double min_success, max_rollback, max_failure, max_crash;
+};
+
+/*
+ * Parse spec into out[0..*n). 0, or -1 with one line in why naming the
+ * stage and the problem.
+ */
+int stages_parse(const char *spec, struct stage *out, size_t *n, char *why,
+    size_t whylen);
+
+/* "5s", "10m", "24h", "2d", or plain seconds; -1 if not one. */
+int64_t stages_duration(const char *s);
+
+/*
+ * A device's place in a rollout's rings: a stable hash of (rollout,
+ * device) in 0..9999. A device is in a percentage stage when its place is
+ * below percent_x100, so widening only adds devices.
+ */
+unsigned stages_ring(int64_t rollout_id, const char *device_id);
+
+/*
+ * An update window: minutes of the day [start, end) (end < start wraps
+ * past midnight; start < 0: always), days a bit mask (bit 0 Sunday .. 6
+ * Saturday; 0: every day), both in the rollout's local time, which is UTC
+ * plus offset_min.
+ */
+struct window {
+	int start, end;
+	unsigned days;
+	int offset_min;
+};
+
+/* "01:00-05:00"; 0 or -1. */
+int stages_parse_window(const char *s, struct window *w);
+/* "mon-thu", "sat,sun", "mon"; 0 or -1. */
+int stages_parse_days(const char *s, unsigned *days);
+/* "+02:00", "-05:30", "0"; 0 or -1. */
+int stages_parse_offset(const char *s, int *offset_min);
+/* 1 when now (Unix seconds) falls inside w. */
+int stages_window_open(const struct window *w, int64_t now);
+
+#endif

@@ -1,0 +1,368 @@
+/* stages.c: rollout plans, rings and update windows */
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "stages.h"
+
+int64_t
+stages_duration(const char *s)
+{
+	char *end;
+	long long v;
+	int64_t unit = 1;
+
+	if (!isdigit((unsigned char)s[0]))
+		return -1;
+	errno = 0;
+	v = strtoll(s, &end, 10);
+	if (errno != 0 || v > 100LL * 365 * 86400)
+		return -1;
+	if (*end == 's')
+		end++;
+	else if (*end == 'm')
+		unit = 60, end++;
+	else if (*end == 'h')
+		unit = 3600, end++;
+	else if (*end == 'd')
+		unit = 86400, end++;
+	return *end == '\0' ? (int64_t)v * unit : -1;
+}
+
+/* "0.98", "98%", "0"; within 0..1, else -1 */
+static double
+rate(const char *s)
+{
+	char *end;
+	double v;
+
+	if (!isdigit((unsigned char)s[0]))
+		return -1;
+	errno = 0;
+	v = strtod(s, &end);
+	if (errno != 0)
+		return -1;
+	if (*end == '%') {
+		v /= 100;
+		end++;
+	}
+	return (*end == '\0' && v >= 0 && v <= 1) ? v : -1;
+}
+
+/* "10%", "2.5%": share in hundredths of a percent, or -1 */
+static long
+percent(const char *s)
+{
+	char *end;
+	double v;
+
+	if (!isdigit((unsigned char)s[0]))
+		return -1;
+	v = strtod(s, &end);
+	if (strcmp(end, "%") != 0 || v < 0 || v > 100)
+		return -1;
+	return (long)(v * 100 + 0.5);
+}
+
+static char *
+trim(char *s)
+{
+	char *e;
+
+	while (isspace((unsigned char)*s))
+		s++;
+	e = s + strlen(s);
+	while (e > s && isspace((unsigned char)e[-1]))
+		*--e = '\0';
+	return s;
+}
+
+static int
+valid_group(const char *g)
+{
+	size_t n;
+
+	for (n = 0; g[n] != '\0'; n++)
+		if (n >= OTAD_PRODUCT_MAX || g[n] <= 0x20 || g[n] >= 0x7f ||
+		    g[n] == ',' || g[n] == ';' || g[n] == '=')
+			return 0;
+	return n > 0;
+}
+
+static int
+parse_option(struct stage *st, char *opt, char *why, size_t whylen,
+    size_t no)
+{
+	char *v;
+	double r;
+
+	if ((v = strstr(opt, ">=")) != NULL || (v = strstr(opt, "<=")) !=
+	    NULL) {
+		int ge = v[0] == '>';
+
+		*v = '\0';
+		v += 2;
+		if ((r = rate(trim(v))) < 0)
+			goto bad;
+		opt = trim(opt);
+		if (strcmp(opt, "success") == 0 && ge)
+			st->min_success = r;
+		else if (strcmp(opt, "rollback") == 0 && !ge)
+			st->max_rollback = r;
+		else if (strcmp(opt, "failure") == 0 && !ge)
+			st->max_failure = r;
+		else if (strcmp(opt, "crash") == 0 && !ge)
+			st->max_crash = r;
+		else
+			goto unknown;
+		return 0;
+	}
+	if ((v = strchr(opt, '=')) == NULL)
+		goto unknown;
+	*v++ = '\0';
+	opt = trim(opt);
+	v = trim(v);
+	if (strcmp(opt, "soak") == 0) {
+		if ((st->soak_s = stages_duration(v)) < 0)
+			goto bad;
+	} else if (strcmp(opt, "min") == 0) {
+		char *end;
+		unsigned long m = strtoul(v, &end, 10);
+
+		if (!isdigit((unsigned char)*v) || *end != '\0' ||
+		    m > 10000000)
+			goto bad;
+		st->min_devices = (unsigned)m;
+	} else {
+		goto unknown;
+	}
+	return 0;
+bad:
+	snprintf(why, whylen, "stage %zu: bad value '%s'", no, v);
+	return -1;
+unknown:
+	snprintf(why, whylen, "stage %zu: unknown option '%s' (soak=, min=, "
+	    "success>=, rollback<=, failure<=, crash<=)", no, trim(opt));
+	return -1;
+}
+
+int
+stages_parse(const char *spec, struct stage *out, size_t *n, char *why,
+    size_t whylen)
+{
+	char *copy, *stage_s, *save_stage = NULL;
+	unsigned last_percent = 0;
+	size_t count = 0;
+	int rc = -1;
+
+	*n = 0;
+	if (strlen(spec) > 4096 || (copy = strdup(spec)) == NULL) {
+		snprintf(why, whylen, "stages: too long");
+		return -1;
+	}
+	/* split by hand: strtok would pass over an empty stage silently */
+	for (stage_s = copy; stage_s != NULL; stage_s = save_stage) {
+		struct stage *st = &out[count];
+		char *save_opt = NULL, *head, *opt;
+		long p;
+
+		if (count == STAGES_MAX) {
+			snprintf(why, whylen, "stages: at most %d",
+			    STAGES_MAX);
+			goto done;
+		}
+		if ((save_stage = strchr(stage_s, ';')) != NULL)
+			*save_stage++ = '\0';
+		memset(st, 0, sizeof(*st));
+		st->soak_s = STAGE_SOAK_S;
+		st->min_devices = STAGE_MIN;
+		st->min_success = STAGE_SUCCESS;
+		st->max_rollback = STAGE_ROLLBACK;
+		st->max_failure = STAGE_FAILURE;
+		st->max_crash = STAGE_CRASH;
+		count++;
+		if ((head = strtok_r(stage_s, ",", &save_opt)) == NULL ||
+		    *(head = trim(head)) == '\0') {
+			snprintf(why, whylen, "stage %zu is empty", count);
+			goto done;
+		}
+		if (strncmp(head, "group=", 6) == 0) {
+			char *g = trim(head + 6);
+
+			if (!valid_group(g)) {
+				snprintf(why, whylen, "stage %zu: bad group "
+				    "'%s'", count, g);
+				goto done;
+			}
+			snprintf(st->group, sizeof(st->group), "%s", g);
+			st->percent_x100 = last_percent;
+		} else if ((p = percent(head)) >= 0) {
+			if ((unsigned)p < last_percent) {
+				snprintf(why, whylen, "stage %zu: %s is less "
+				    "than the stage before; rings only widen",
+				    count, head);
+				goto done;
+			}
+			st->percent_x100 = last_percent = (unsigned)p;
+		} else {
+			snprintf(why, whylen, "stage %zu: '%s' is neither "
+			    "group=NAME nor a percentage like 10%%", count,
+			    head);
+			goto done;
+		}
+		while ((opt = strtok_r(NULL, ",", &save_opt)) != NULL)
+			if (parse_option(st, opt, why, whylen, count) < 0)
+				goto done;
+	}
+	if (out[count - 1].percent_x100 != 10000 ||
+	    out[count - 1].group[0] != '\0') {
+		snprintf(why, whylen, "the last stage must be 100%%: a rollout "
+		    "ends with the whole matching fleet");
+		goto done;
+	}
+	*n = count;
+	rc = 0;
+done:
+	free(copy);
+	return rc;
+}
+
+unsigned
+stages_ring(int64_t rollout_id, const char *device_id)
+{
+	uint64_t h = 0xcbf29ce484222325ull;
+	char seed[24];
+	int i, n = snprintf(seed, sizeof(seed), "%lld:", (long long)rollout_id);
+	const char *p;
+
+	/* FNV-1a over "rollout:device", then a final mix for uniformity */
+	for (i = 0; i < n; i++) {
+		h ^= (unsigned char)seed[i];
+		h *= 0x100000001b3ull;
+	}
+	for (p = device_id; *p != '\0'; p++) {
+		h ^= (unsigned char)*p;
+		h *= 0x100000001b3ull;
+	}
+	h ^= h >> 33;
+	h *= 0xff51afd7ed558ccdull;
+	h ^= h >> 33;
+	return (unsigned)(h % 10000);
+}
+
+static int
+hhmm(const char *s, int *minutes)
+{
+	int h, m, used = 0;
+
+	if (sscanf(s, "%2d:%2d%n", &h, &m, &used) != 2 || used != 5 ||
+	    h < 0 || h > 24 || m < 0 || m > 59 || (h == 24 && m != 0))
+		return -1;
+	*minutes = h * 60 + m;
+	return 0;
+}
+
+int
+stages_parse_window(const char *s, struct window *w)
+{
+	char a[6], b[6];
+
+	if (strlen(s) != 11 || s[5] != '-')
+		return -1;
+	memcpy(a, s, 5);
+	a[5] = '\0';
+	memcpy(b, s + 6, 5);
+	b[5] = '\0';
+	if (hhmm(a, &w->start) < 0 || hhmm(b, &w->end) < 0 ||
+	    w->start == w->end)
+		return -1;
+	return 0;
+}
+
+static int
+day(const char *s, size_t len)
+{
+	static const char *const names[] = {"sun", "mon", "tue", "wed", "thu",
+	    "fri", "sat"};
+	int i;
+
+	for (i = 0; i < 7; i++)
+		if (len == 3 && strncasecmp(s, names[i], 3) == 0)
+			return i;
+	return -1;
+}
+
+int
+stages_parse_days(const char *s, unsigned *days)
+{
+	const char *p = s;
+
+	*days = 0;
+	while (*p != '\0') {
+		const char *comma = strchr(p, ','), *dash;
+		size_t len = comma ? (size_t)(comma - p) : strlen(p);
+		int a, b;
+
+		dash = memchr(p, '-', len);
+		if (dash != NULL) {
+			a = day(p, (size_t)(dash - p));
+			b = day(dash + 1, len - (size_t)(dash - p) - 1);
+		} else {
+			a = b = day(p, len);
+		}
+		if (a < 0 || b < 0)
+			return -1;
+		for (;; a = (a + 1) % 7) {
+			*days |= 1u << a;
+			if (a == b)
+				break;
+		}
+		p += len + (comma ? 1 : 0);
+		if (comma != NULL && *p == '\0')
+			return -1;
+	}
+	return *days != 0 ? 0 : -1;
+}
+
+int
+stages_parse_offset(const char *s, int *offset_min)
+{
+	int sign = 1, m;
+
+	if (strcmp(s, "0") == 0) {
+		*offset_min = 0;
+		return 0;
+	}
+	if (*s == '+' || *s == '-') {
+		sign = *s == '-' ? -1 : 1;
+		s++;
+	} else {
+		return -1;
+	}
+	if (strlen(s) != 5 || hhmm(s, &m) < 0 || m > 14 * 60)
+		return -1;
+	*offset_min = sign * m;
+	return 0;
+}
+
+int
+stages_window_open(const struct window *w, int64_t now)
+{
+	int64_t local = now + (int64_t)w->offset_min * 60;
+	int64_t days_since = local >= 0 ? local / 86400 :
+	    (local - 86399) / 86400;
+	int minute = (int)((local - days_since * 86400) / 60);
+	/* 1970-01-01 was a Thursday (4) */
+	int weekday = (int)(((days_since % 7) + 7 + 4) % 7);
+
+	if (w->days != 0 && !(w->days & (1u << weekday)))
+		return 0;
+	if (w->start < 0)
+		return 1;
+	if (w->start < w->end)
+		return minute >= w->start && minute < w->end;
+	return minute >= w->start || minute < w->end;
+}
