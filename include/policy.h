@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "otad.h"
+#include "stages.h"
 
 /*
  * One release that is being offered (an active rollout), as the rollout
@@ -29,6 +30,15 @@ struct offer {
 	char md5[33];
 	uint64_t size;
 	char min_from[OTAD_VERSION_MAX + 1]; /* "" = from any version */
+	/* who the rollout reaches now: its stages up to the current one */
+	unsigned ring_max;                  /* 0..10000; 10000 = everyone */
+	char groups[4][OTAD_PRODUCT_MAX + 1]; /* explicit groups reached */
+	unsigned ngroups;
+	int stage;                          /* current stage, for attempts */
+	struct window window;               /* start < 0: any time */
+	int min_battery;                    /* -1: no floor */
+	int forced;                         /* skips windows and battery */
+	int downgrade;                      /* offered to newer devices too */
 	char key_id[OTAD_ID_MAX + 1];       /* signing key; "" = unsigned */
 	uint8_t sig[512];                   /* its signature over the file */
 	size_t siglen;
@@ -44,6 +54,8 @@ struct device_facts {
 	const char *hw_rev;     /* NULL or "" if unknown */
 	int64_t secure_version; /* eFuse anti-rollback value; -1 if unknown */
 	int64_t free_space;     /* bytes the OTA slot holds; -1 if unknown */
+	const char *group;      /* NULL or "" if in none */
+	int battery;            /* percent; -1 if unknown */
 };
 
 enum decision_kind {
@@ -58,6 +70,8 @@ enum decision_reason {
 	REASON_SECURE_VERSION, /* the image would be refused by the eFuse */
 	REASON_UPGRADE_PATH,   /* too old for the release, no stepping stone */
 	REASON_SPACE,          /* the image is larger than the OTA slot */
+	REASON_WINDOW,         /* outside the rollout's update window */
+	REASON_BATTERY,        /* battery under the rollout's floor */
 	REASON_COUNT
 };
 
@@ -79,11 +93,17 @@ struct stones {
 	size_t n;
 };
 
-/* "chip", "secure-version", "upgrade-path", "space"; NULL for none. */
+/*
+ * "chip", "secure-version", "upgrade-path", "space", "window", "battery";
+ * NULL for REASON_NONE.
+ */
 const char *policy_reason_name(enum decision_reason reason);
 
 /*
- * Decide for one device. A release is for its artifact's chip and never
+ * Decide for one device. Only releases whose rollout reaches the device
+ * now count: its group is one of the stages reached, or its ring place is
+ * within the widest percentage reached. A release is for its artifact's
+ * chip and never
  * offered to a device known to be of another; while the chip is unknown a
  * release is offered only if every candidate is for one chip. A release
  * limited to a hardware revision goes only to devices of that revision. A
@@ -93,7 +113,11 @@ const char *policy_reason_name(enum decision_reason reason);
  * device runs (semver order) and its secure_version is not below the
  * device's. A device older than the release's min_from gets instead the
  * newest release it can take that leads on to it (directly or in further
- * steps), never the target itself. now is Unix seconds.
+ * steps), never the target itself. Outside the rollout's update window,
+ * or with the battery under its floor, the device is deferred, unless the
+ * release is forced (which never skips the chip or anti-rollback rules).
+ * A downgrade rollout is offered to devices on any other version. now is
+ * Unix seconds.
  */
 void policy_decide(const struct device_facts *dev, const struct offer *offers,
     size_t n, const struct stones *stones, int64_t now, struct decision *out);

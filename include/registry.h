@@ -82,6 +82,7 @@ struct record {
 	/* check-ins: the release offered in this answer (0 = none) */
 	int64_t offer_release;
 	int64_t offer_rollout;
+	int offer_stage;
 	char offer_version[OTAD_VERSION_MAX + 1];
 	/* reports */
 	enum report_result result;
@@ -106,6 +107,8 @@ struct device_row {
 	char hw_rev[OTAD_PRODUCT_MAX + 1]; /* "" = unknown */
 	int64_t secure_version;            /* -1 = unknown */
 	char token_hash[65];               /* "" = no token issued */
+	char group[OTAD_PRODUCT_MAX + 1];  /* "" = none */
+	int battery;                       /* last reported; -1 = unknown */
 	int blocked;
 };
 

@@ -358,6 +358,48 @@ lookup_device(struct http_request *req, struct api *api,
 	return 0;
 }
 
+/*
+ * Telemetry a device may send with a check: X-Battery (percent),
+ * X-Reset-Reason (ESP-IDF esp_reset_reason_t), X-Uptime (seconds). 0, or
+ * -1 when a value is bad (answered).
+ */
+static int
+header_telemetry(struct http_request *req, struct telemetry *tel)
+{
+	static const struct {
+		const char *name;
+		unsigned bit;
+		int64_t max;
+		size_t offset;
+	} fields[] = {
+		{"X-Battery", TEL_BATTERY, 100,
+		    offsetof(struct telemetry, battery)},
+		{"X-Reset-Reason", TEL_RESET_REASON, 255,
+		    offsetof(struct telemetry, reset_reason)},
+		{"X-Uptime", TEL_UPTIME, UINT32_MAX,
+		    offsetof(struct telemetry, uptime)},
+	};
+	char msg[64];
+	size_t i;
+
+	memset(tel, 0, sizeof(*tel));
+	for (i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
+		const char *v = http_header(req, fields[i].name);
+		int64_t n;
+
+		if (v == NULL)
+			continue;
+		if ((n = parse_u32(v)) < 0 || n > fields[i].max) {
+			snprintf(msg, sizeof(msg), "invalid %s",
+			    fields[i].name);
+			return refuse(req, 400, msg);
+		}
+		*(int64_t *)(void *)((char *)tel + fields[i].offset) = n;
+		tel->present |= fields[i].bit;
+	}
+	return 0;
+}
+
 /* What one check found out, for the answer. */
 struct check {
 	struct decision d;
@@ -383,6 +425,7 @@ check_decide(struct http_request *req, struct api *api, struct check *c)
 	struct running_image img;
 	struct device_row row;
 	struct device_facts facts;
+	struct telemetry tel;
 	struct snapshot *snap;
 	struct record *rec;
 	int64_t now = (int64_t)time(NULL);
@@ -418,6 +461,8 @@ check_decide(struct http_request *req, struct api *api, struct check *c)
 	if ((s = first_named(req, space_names, NULL)) != NULL &&
 	    (free_space = parse_u32(s)) < 0)
 		return refuse(req, 400, "invalid free space");
+	if (header_telemetry(req, &tel) < 0)
+		return -1;
 	if ((t = thread_state(api)) == NULL)
 		return refuse(req, 503, "registry unavailable");
 	if (lookup_device(req, api, t, id, &row) < 0)
@@ -441,6 +486,9 @@ check_decide(struct http_request *req, struct api *api, struct check *c)
 	facts.hw_rev = hw_rev ? hw_rev : row.hw_rev;
 	facts.secure_version = secure_version;
 	facts.free_space = free_space;
+	facts.group = row.group;
+	facts.battery = (tel.present & TEL_BATTERY) ? (int)tel.battery :
+	    row.battery;
 	snap = rollout_snapshot(api->rollout, &t->snap);
 	policy_decide(&facts, snap->offers, snap->n, &snap->stones, now,
 	    &c->d);
@@ -462,12 +510,14 @@ check_decide(struct http_request *req, struct api *api, struct check *c)
 		memcpy(rec->chip, img.chip, sizeof(img.chip));
 		rec->secure_version = secure_version;
 		rec->free_space = free_space;
+		rec->tel = tel;
 		rec->deferred = policy_reason_name(c->d.reason); /* static */
 		if (c->d.kind == DECISION_OFFER &&
 		    http_method(req) == HTTP_GET) {
 			rec->offer_release = c->d.offer->release_id;
 			/* a stepping stone is part of its target's rollout */
 			rec->offer_rollout = c->d.target->rollout_id;
+			rec->offer_stage = c->d.target->stage;
 			snprintf(rec->offer_version, sizeof(rec->offer_version),
 			    "%s", c->d.offer->version);
 		}

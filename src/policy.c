@@ -11,11 +11,29 @@ known(const char *s)
 	return s != NULL && s[0] != '\0';
 }
 
+/* Does o's rollout reach dev now? */
+static int
+reaches(const struct offer *o, const struct device_facts *dev)
+{
+	unsigned i;
+
+	if (o->ring_max >= 10000)
+		return 1;
+	if (known(dev->group))
+		for (i = 0; i < o->ngroups; i++)
+			if (strcmp(o->groups[i], dev->group) == 0)
+				return 1;
+	return o->ring_max > 0 && stages_ring(o->rollout_id, dev->id) <
+	    o->ring_max;
+}
+
 /* product NULL: unrestricted releases; otherwise releases for product */
 static int
 matches(const struct offer *o, const struct device_facts *dev,
     const char *product)
 {
+	if (!reaches(o, dev))
+		return 0;
 	if (product == NULL ? o->product[0] != '\0'
 			    : strcmp(o->product, product) != 0)
 		return 0;
@@ -114,7 +132,6 @@ policy_decide(const struct device_facts *dev, const struct offer *offers,
 	const struct offer *o = NULL, *target;
 	int ambiguous = 0;
 
-	(void)now; /* windows and soak times will read it */
 	out->kind = DECISION_NONE;
 	out->reason = REASON_NONE;
 	out->offer = NULL;
@@ -123,7 +140,11 @@ policy_decide(const struct device_facts *dev, const struct offer *offers,
 		o = newest_for(dev, dev->product, offers, n, &ambiguous);
 	if (o == NULL)
 		o = newest_for(dev, NULL, offers, n, &ambiguous);
-	if (o == NULL || semver_compare(dev->version, o->version) >= 0)
+	if (o == NULL)
+		return;
+	/* up to date; a downgrade is wanted by all but those already on it */
+	if (o->downgrade ? semver_compare(dev->version, o->version) == 0 :
+	    semver_compare(dev->version, o->version) >= 0)
 		return;
 	if (ambiguous) {
 		/* an image for the wrong chip would be refused, or worse */
@@ -131,6 +152,16 @@ policy_decide(const struct device_facts *dev, const struct offer *offers,
 		return;
 	}
 	target = o;
+	/* deferrals: not failures, and a forced release skips them */
+	if (!target->forced && !stages_window_open(&target->window, now)) {
+		out->reason = REASON_WINDOW;
+		return;
+	}
+	if (!target->forced && target->min_battery >= 0 && dev->battery >= 0 &&
+	    dev->battery < target->min_battery) {
+		out->reason = REASON_BATTERY;
+		return;
+	}
 	if (!takes(dev->version, o) &&
 	    (o = stepping_stone(dev, target, stones)) == NULL) {
 		out->reason = REASON_UPGRADE_PATH;
@@ -164,6 +195,10 @@ policy_reason_name(enum decision_reason reason)
 		return "upgrade-path";
 	case REASON_SPACE:
 		return "space";
+	case REASON_WINDOW:
+		return "window";
+	case REASON_BATTERY:
+		return "battery";
 	default:
 		return NULL;
 	}

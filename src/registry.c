@@ -18,6 +18,7 @@
 #include "log.h"
 #include "registry.h"
 #include "semver.h"
+#include "stages.h"
 
 /* schema/NNN-*.sql, in order; generated into the build by the Makefile */
 extern const char *const schema_migrations[];
@@ -63,9 +64,13 @@ static const char *const wsql[W_COUNT] = {
 	[W_CHECKIN] =
 	    "INSERT INTO device (id, product, version, address, first_seen,"
 	    " last_seen, checks, hw_rev, running_sha256, chip,"
-	    " secure_version, free_space, deferred, deferred_at) VALUES (?1,"
-	    " ?2, ?3, ?4, ?5, ?5, 1, ?6, ?7, ?8, ?9, ?10, ?11, CASE WHEN ?11"
-	    " IS NOT NULL THEN ?5 END) ON CONFLICT (id) DO UPDATE SET"
+	    " secure_version, free_space, deferred, deferred_at, battery,"
+	    " reset_reason, uptime) VALUES (?1, ?2, ?3, ?4, ?5, ?5, 1, ?6, ?7,"
+	    " ?8, ?9, ?10, ?11, CASE WHEN ?11 IS NOT NULL THEN ?5 END, ?12,"
+	    " ?13, ?14) ON CONFLICT (id) DO UPDATE SET"
+	    " battery = coalesce(excluded.battery, battery),"
+	    " reset_reason = coalesce(excluded.reset_reason, reset_reason),"
+	    " uptime = coalesce(excluded.uptime, uptime),"
 	    " free_space = coalesce(excluded.free_space, free_space),"
 	    /* the last answer's reason stands until an answer without one */
 	    " deferred = excluded.deferred,"
@@ -84,8 +89,8 @@ static const char *const wsql[W_COUNT] = {
 	    " secure_version)",
 	[W_OFFER] =
 	    "INSERT INTO attempt (device, release, rollout, from_version,"
-	    " to_version, state, offered_at, updated_at)"
-	    " SELECT ?1, ?2, ?3, ?4, ?5, 'offered', ?6, ?6 WHERE NOT EXISTS"
+	    " to_version, state, offered_at, updated_at, stage)"
+	    " SELECT ?1, ?2, ?3, ?4, ?5, 'offered', ?6, ?6, ?7 WHERE NOT EXISTS"
 	    " (SELECT 1 FROM attempt WHERE device = ?1 AND release = ?2"
 	    " AND state IN " OPEN_STATES ")",
 	[W_SUCCESS] =
@@ -170,7 +175,7 @@ struct registry {
 #define OFFER_COLUMNS                                                          \
 	" rel.id, rel.version, ifnull(rel.product, ''), a.sha256, a.md5,"     \
 	" a.size, a.chip, ifnull(rel.hw_rev, ''), a.secure_version, s.key,"   \
-	" s.sig, ifnull(rel.min_from, '')"
+	" s.sig, ifnull(rel.min_from, ''), rel.forced"
 #define OFFER_JOINS                                                            \
 	" JOIN artifact a ON a.sha256 = rel.artifact"                          \
 	/* its newest signature by a key still trusted, if any */              \
@@ -183,6 +188,7 @@ struct registry {
 enum rstmt {
 	R_DEVICE,
 	R_TOKEN,
+	R_STAGES,
 	R_RUNNING,
 	R_STONES,
 	R_RELEASED,
@@ -195,16 +201,24 @@ enum rstmt {
 static const char *const rsql[R_COUNT] = {
 	[R_DEVICE] = "SELECT ifnull(version, ''), ifnull(product, ''), blocked,"
 		     " ifnull(chip, ''), ifnull(hw_rev, ''),"
-		     " ifnull(secure_version, -1), ifnull(token_hash, '')"
+		     " ifnull(secure_version, -1), ifnull(token_hash, ''),"
+		     " ifnull(grp, ''), ifnull(battery, -1)"
 		     " FROM device WHERE id = ?1",
 	[R_TOKEN] = "SELECT id FROM device WHERE token_hash = ?1",
 	[R_RUNNING] = "SELECT chip, version, secure_version FROM artifact"
 		      " WHERE app_sha256 = ?1 LIMIT 1",
 	[R_DATA_VERSION] = "PRAGMA data_version",
 	[R_GENERATION] = "SELECT generation FROM catalog WHERE id = 1",
-	[R_OFFERS] = "SELECT ro.id," OFFER_COLUMNS " FROM rollout ro"
+	/* after the offer columns: what the rollout's plan says now */
+	[R_OFFERS] = "SELECT ro.id," OFFER_COLUMNS ", ro.staged, ro.stage,"
+		     " ifnull(ro.window, ''), ifnull(ro.days, ''),"
+		     " ifnull(ro.utc_offset, ''), ifnull(ro.min_battery, -1),"
+		     " ro.downgrade FROM rollout ro"
 		     " JOIN release rel ON rel.id = ro.release" OFFER_JOINS
-		     " WHERE ro.state = 'active'",
+		     " WHERE ro.state = 'active' OR (ro.state = 'completed'"
+		     " AND ro.baseline = 1)",
+	[R_STAGES] = "SELECT ifnull(grp, ''), percent FROM rollout_stage"
+		     " WHERE rollout = ?1 AND no <= ?2 ORDER BY no",
 	[R_STONES] = "SELECT 0," OFFER_COLUMNS " FROM release rel" OFFER_JOINS,
 	[R_RELEASED] = "SELECT 0," OFFER_COLUMNS " FROM release rel"
 		       OFFER_JOINS " WHERE a.sha256 = ?1 ORDER BY rel.id DESC"
@@ -452,6 +466,9 @@ apply_checkin(struct registry *reg, const struct record *rec)
 	if (rec->free_space >= 0)
 		sqlite3_bind_int64(st, 10, rec->free_space);
 	bind_text(st, 11, rec->deferred);
+	bind_tel(st, 12, &rec->tel, TEL_BATTERY, rec->tel.battery);
+	bind_tel(st, 13, &rec->tel, TEL_RESET_REASON, rec->tel.reset_reason);
+	bind_tel(st, 14, &rec->tel, TEL_UPTIME, rec->tel.uptime);
 	if (step_done(st) < 0)
 		return -1;
 	/* running what it was offered: that attempt succeeded */
@@ -478,6 +495,7 @@ apply_checkin(struct registry *reg, const struct record *rec)
 	sqlite3_bind_text(st, 4, rec->version, -1, SQLITE_STATIC);
 	sqlite3_bind_text(st, 5, rec->offer_version, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 6, rec->at);
+	sqlite3_bind_int(st, 7, rec->offer_stage);
 	return step_done(st);
 }
 
@@ -943,6 +961,8 @@ fill_device(sqlite3_stmt *st, void *p)
 	copy_col(out->hw_rev, sizeof(out->hw_rev), st, 4);
 	out->secure_version = sqlite3_column_int64(st, 5);
 	copy_col(out->token_hash, sizeof(out->token_hash), st, 6);
+	copy_col(out->group, sizeof(out->group), st, 7);
+	out->battery = sqlite3_column_int(st, 8);
 }
 
 struct id_buf {
@@ -1054,6 +1074,56 @@ offer_row(sqlite3_stmt *st, struct offer *o)
 		o->key_id[0] = '\0';
 	}
 	copy_col(o->min_from, sizeof(o->min_from), st, 12);
+	o->forced = sqlite3_column_int(st, 13);
+	/* a release on its own reaches everyone, any time */
+	o->ring_max = 10000;
+	o->window.start = o->window.end = -1;
+	o->min_battery = -1;
+}
+
+/*
+ * The plan columns of an R_OFFERS row, and the stages reached so far.
+ * A plan edited by hand into nonsense closes the window rather than
+ * open it wider than the operator meant.
+ */
+static void
+offer_plan(struct registry_reader *r, sqlite3_stmt *row, struct offer *o)
+{
+	sqlite3_stmt *st = r->s[R_STAGES];
+	const char *w, *d, *off;
+
+	o->stage = sqlite3_column_int(row, 15);
+	w = (const char *)sqlite3_column_text(row, 16);
+	d = (const char *)sqlite3_column_text(row, 17);
+	off = (const char *)sqlite3_column_text(row, 18);
+	o->min_battery = sqlite3_column_int(row, 19);
+	o->downgrade = sqlite3_column_int(row, 20);
+	if ((w[0] && stages_parse_window(w, &o->window) < 0) ||
+	    (d[0] && stages_parse_days(d, &o->window.days) < 0) ||
+	    (off[0] && stages_parse_offset(off, &o->window.offset_min) < 0)) {
+		log_warnx("rollout %lld: unreadable window '%s' days '%s' "
+		    "offset '%s'; offering nothing until it is fixed",
+		    (long long)o->rollout_id, w, d, off);
+		o->ring_max = 0; /* reaches no one */
+		return;
+	}
+	if (sqlite3_column_int(row, 14) == 0)
+		return; /* a publish: everyone */
+	o->ring_max = 0;
+	sqlite3_bind_int64(st, 1, o->rollout_id);
+	sqlite3_bind_int(st, 2, o->stage);
+	while (sqlite3_step(st) == SQLITE_ROW) {
+		const char *g = (const char *)sqlite3_column_text(st, 0);
+		unsigned pct = (unsigned)(sqlite3_column_double(st, 1) * 100 +
+		    0.5);
+
+		if (g[0] != '\0' && o->ngroups < 4)
+			snprintf(o->groups[o->ngroups++],
+			    sizeof(o->groups[0]), "%s", g);
+		if (pct > o->ring_max)
+			o->ring_max = pct;
+	}
+	sqlite3_reset(st);
 }
 
 /* Every row of an offer-shaped statement, newest version first. */
@@ -1076,7 +1146,10 @@ load_offer_rows(struct registry_reader *r, enum rstmt which,
 			}
 			v = grown;
 		}
-		offer_row(st, &v[len++]);
+		offer_row(st, &v[len]);
+		if (which == R_OFFERS)
+			offer_plan(r, st, &v[len]);
+		len++;
 	}
 	if (rc == OTAD_OK && step != SQLITE_DONE)
 		rc = db_error(r->db, "loading offers");
