@@ -26,6 +26,7 @@
 
 #include "otad.h"
 #include "policy.h"
+#include "stages.h"
 #include "store.h"
 
 struct registry;
@@ -249,8 +250,8 @@ enum otad_err registry_artifact_list(struct registry *reg, json_t **rows);
  */
 enum otad_err registry_release_create(struct registry *reg,
     const char *version, const char *sha256, const char *product,
-    const char *hw_rev, const char *min_from, int64_t *id, char *why,
-    size_t whylen);
+    const char *hw_rev, const char *min_from, int forced, int64_t *id,
+    char *why, size_t whylen);
 /*
  * The highest secure_version among the images already released for this
  * product scope and chip (-1 if none): what a new release would raise.
@@ -267,6 +268,44 @@ enum otad_err registry_release_list(struct registry *reg, json_t **rows);
 enum otad_err registry_release_publish(struct registry *reg,
     const char *version, const char *product, const char *chip,
     int64_t *rollout_id, char *why, size_t whylen);
+
+/* A staged rollout, as otactl rollout create is told it. */
+struct rollout_plan {
+	const char *version, *product, *chip; /* product, chip may be NULL */
+	const struct stage *stages;
+	size_t nstages;
+	const char *window, *days, *utc_offset; /* NULL: none */
+	int min_battery;                        /* -1: no floor */
+	int64_t timeout_s;
+	int downgrade;
+};
+
+/* A draft rollout of the release; refuses an older release without
+ * downgrade while a newer one is being offered. */
+enum otad_err registry_rollout_create(struct registry *reg,
+    const struct rollout_plan *plan, int64_t *id, char *why, size_t whylen);
+
+enum rollout_action {
+	ROLLOUT_START,  /* draft -> active, stage 0 */
+	ROLLOUT_PAUSE,  /* active -> paused */
+	ROLLOUT_RESUME, /* paused -> active; halted -> active with force */
+	ROLLOUT_ABORT,  /* anything not finished -> aborted */
+};
+
+enum otad_err registry_rollout_action(struct registry *reg, int64_t id,
+    enum rollout_action action, int force, char *why, size_t whylen);
+
+/* Rollouts (id 0: all) with per-stage counts, rates and soak left. */
+enum otad_err registry_rollout_status(struct registry *reg, int64_t id,
+    int64_t now, json_t **rows, char *why, size_t whylen);
+
+/*
+ * The controller's tick: time out attempts, then for each active staged
+ * rollout halt it on a crossed bound, open the next stage when the current
+ * one has soaked, has its finished attempts and is healthy, or complete
+ * it (its release becomes the baseline). Logs and audits what it does.
+ */
+void registry_rollout_tick(struct registry *reg, int64_t now);
 
 /* offline_after > 0: only devices not seen for that many seconds. */
 enum otad_err registry_device_list(struct registry *reg, int64_t now,

@@ -25,6 +25,7 @@
 #include "registry.h"
 #include "semver.h"
 #include "sign.h"
+#include "stages.h"
 #include "store.h"
 
 #ifndef OTAD_CONF
@@ -65,8 +66,14 @@ usage(void)
 	    "  key list | revoke NAME\n"
 	    "  release create VERSION --artifact SHA256 [--product P]"
 	    " [--hw-rev R]\n"
-	    "    [--min-from V] [--confirm-secure-version]\n"
+	    "    [--min-from V] [--confirm-secure-version] [--forced]\n"
 	    "  release list | publish VERSION [--product P] [--chip C]\n"
+	    "  rollout create VERSION --stages SPEC [--window HH:MM-HH:MM]"
+	    " [--days mon-thu]\n"
+	    "    [--utc-offset +02:00] [--min-battery N] [--timeout 10m]"
+	    " [--downgrade]\n"
+	    "  rollout start|pause|abort ID | resume ID [--force] |"
+	    " status [ID]\n"
 	    "  device list [--offline] | show ID\n"
 	    "  device set ID [--group G] [--hw-rev R] [--chip C]\n"
 	    "  device add ID [--group G] | revoke-token ID | block ID |"
@@ -95,8 +102,25 @@ struct opts {
 	char **argv; /* positional words left */
 	const char *version, *product, *artifact, *hw_rev, *group, *chip;
 	const char *signature, *key, *public, *algo, *min_from;
-	int offline, secure_boot, confirm_sv;
+	const char *stages, *window, *days, *utc_offset, *min_battery, *timeout;
+	int offline, secure_boot, confirm_sv, forced, force, downgrade;
 };
+
+/* Is a one of the space-separated words of allowed? */
+static int
+allowed_option(const char *allowed, const char *a)
+{
+	size_t n = strlen(a);
+	const char *p = allowed;
+
+	while ((p = strstr(p, a)) != NULL) {
+		if ((p == allowed || p[-1] == ' ') &&
+		    (p[n] == ' ' || p[n] == '\0'))
+			return 1;
+		p += n;
+	}
+	return 0;
+}
 
 static void
 parse_opts(int argc, char **argv, struct opts *o, const char *allowed)
@@ -116,7 +140,7 @@ parse_opts(int argc, char **argv, struct opts *o, const char *allowed)
 			pos[o->argc++] = argv[i];
 			continue;
 		}
-		if (strstr(allowed, a) == NULL)
+		if (!allowed_option(allowed, a))
 			die("unknown option '%s' here", a);
 		if (strcmp(a, "--offline") == 0) {
 			o->offline = 1;
@@ -128,6 +152,18 @@ parse_opts(int argc, char **argv, struct opts *o, const char *allowed)
 		}
 		if (strcmp(a, "--confirm-secure-version") == 0) {
 			o->confirm_sv = 1;
+			continue;
+		}
+		if (strcmp(a, "--forced") == 0) {
+			o->forced = 1;
+			continue;
+		}
+		if (strcmp(a, "--force") == 0) {
+			o->force = 1;
+			continue;
+		}
+		if (strcmp(a, "--downgrade") == 0) {
+			o->downgrade = 1;
 			continue;
 		}
 		if (strcmp(a, "--version") == 0)
@@ -152,6 +188,18 @@ parse_opts(int argc, char **argv, struct opts *o, const char *allowed)
 			slot = &o->algo;
 		else if (strcmp(a, "--min-from") == 0)
 			slot = &o->min_from;
+		else if (strcmp(a, "--stages") == 0)
+			slot = &o->stages;
+		else if (strcmp(a, "--window") == 0)
+			slot = &o->window;
+		else if (strcmp(a, "--days") == 0)
+			slot = &o->days;
+		else if (strcmp(a, "--utc-offset") == 0)
+			slot = &o->utc_offset;
+		else if (strcmp(a, "--min-battery") == 0)
+			slot = &o->min_battery;
+		else if (strcmp(a, "--timeout") == 0)
+			slot = &o->timeout;
 		else
 			die("unknown option '%s'", a);
 		if (i + 1 >= argc)
@@ -235,6 +283,16 @@ print_json(json_t *v)
 	free(s);
 }
 
+/* A JSON number (integer or real) as a double. */
+static double
+num_of(json_t *obj, const char *key)
+{
+	json_t *v = json_object_get(obj, key);
+
+	return json_is_real(v) ? json_real_value(v) :
+	    (double)json_integer_value(v);
+}
+
 /* A cell as text: times as UTC, NULL as "-". */
 static void
 cell(json_t *v, const char *col, char *buf, size_t len)
@@ -258,6 +316,8 @@ cell(json_t *v, const char *col, char *buf, size_t len)
 		strftime(buf, len, "%Y-%m-%d %H:%M:%SZ", &tm);
 	} else if (json_is_integer(v)) {
 		snprintf(buf, len, "%lld", (long long)json_integer_value(v));
+	} else if (json_is_real(v)) {
+		snprintf(buf, len, "%.2f", json_real_value(v));
 	} else if (json_is_string(v)) {
 		snprintf(buf, len, "%s", json_string_value(v));
 	} else {
@@ -737,7 +797,8 @@ release_create(struct opts *o)
 		    o->argv[0], (long long)(released_sv < 0 ? 0 : released_sv),
 		    (long long)sv);
 	if (registry_release_create(reg, o->argv[0], sha, o->product,
-	    o->hw_rev, o->min_from, &id, why, sizeof(why)) != OTAD_OK)
+	    o->hw_rev, o->min_from, o->forced, &id, why, sizeof(why)) !=
+	    OTAD_OK)
 		die("%s", why);
 	if (json_out) {
 		json_t *v = json_pack("{s:I,s:s,s:s,s:s?}", "id", (json_int_t)id,
@@ -795,6 +856,183 @@ release_publish(struct opts *o)
 		printf("release %s published to every matching device "
 		    "(rollout %lld)\n", o->argv[0], (long long)rollout);
 	}
+	return 0;
+}
+
+/* ---- rollout ---- */
+
+static int64_t
+rollout_id(const char *s)
+{
+	char *end;
+	long long v = strtoll(s, &end, 10);
+
+	if (*s == '\0' || *end != '\0' || v <= 0)
+		die("'%s' is not a rollout id", s);
+	return (int64_t)v;
+}
+
+static int
+rollout_create(struct opts *o)
+{
+	struct stage stages[STAGES_MAX];
+	struct rollout_plan plan;
+	struct window w;
+	unsigned days;
+	char why[256];
+	int64_t id;
+	int off;
+
+	if (o->argc != 1)
+		usage();
+	if (o->stages == NULL)
+		die("rollout create needs --stages SPEC, e.g. \"group=canary,"
+		    "soak=24h,min=5; 10%%,soak=48h; 100%%\"");
+	check_version(o->argv[0]);
+	check_product(o->product);
+	memset(&plan, 0, sizeof(plan));
+	if (stages_parse(o->stages, stages, &plan.nstages, why,
+	    sizeof(why)) < 0)
+		die("--stages: %s", why);
+	if (o->window != NULL && stages_parse_window(o->window, &w) < 0)
+		die("--window is HH:MM-HH:MM, not '%s'", o->window);
+	if (o->days != NULL && stages_parse_days(o->days, &days) < 0)
+		die("--days is like mon-thu or sat,sun, not '%s'", o->days);
+	if (o->utc_offset != NULL && stages_parse_offset(o->utc_offset,
+	    &off) < 0)
+		die("--utc-offset is like +02:00 or -05:30, not '%s'",
+		    o->utc_offset);
+	plan.min_battery = -1;
+	if (o->min_battery != NULL) {
+		char *end;
+		long v = strtol(o->min_battery, &end, 10);
+
+		if (*o->min_battery == '\0' || *end != '\0' || v < 0 ||
+		    v > 100)
+			die("--min-battery is a percentage, not '%s'",
+			    o->min_battery);
+		plan.min_battery = (int)v;
+	}
+	plan.timeout_s = 600;
+	if (o->timeout != NULL &&
+	    (plan.timeout_s = stages_duration(o->timeout)) <= 0)
+		die("--timeout is a duration like 10m, not '%s'", o->timeout);
+	plan.version = o->argv[0];
+	plan.product = o->product;
+	plan.chip = o->chip;
+	plan.stages = stages;
+	plan.window = o->window;
+	plan.days = o->days;
+	plan.utc_offset = o->utc_offset;
+	plan.downgrade = o->downgrade;
+	open_registry();
+	if (registry_rollout_create(the_reg, &plan, &id, why, sizeof(why)) !=
+	    OTAD_OK)
+		die("%s", why);
+	if (json_out)
+		printf("{\"id\": %lld, \"version\": \"%s\", \"state\": "
+		    "\"draft\", \"stages\": %zu}\n", (long long)id,
+		    o->argv[0], plan.nstages);
+	else
+		printf("rollout %lld of %s created (draft, %zu stages); start "
+		    "it with: otactl rollout start %lld\n", (long long)id,
+		    o->argv[0], plan.nstages, (long long)id);
+	return 0;
+}
+
+static int
+rollout_action(struct opts *o, enum rollout_action action)
+{
+	static const char *const done[] = {"started", "paused", "resumed",
+	    "aborted"};
+	char why[256];
+	int64_t id;
+
+	if (o->argc != 1)
+		usage();
+	id = rollout_id(o->argv[0]);
+	open_registry();
+	if (registry_rollout_action(the_reg, id, action, o->force, why,
+	    sizeof(why)) != OTAD_OK)
+		die("%s", why);
+	wait_served();
+	if (json_out)
+		printf("{\"id\": %lld, \"done\": \"%s\"}\n", (long long)id,
+		    done[action]);
+	else
+		printf("rollout %lld %s\n", (long long)id, done[action]);
+	return 0;
+}
+
+/* A stage as the operator wrote it: "group=canary" or "10%" */
+static void
+stage_names(json_t *stages)
+{
+	size_t i;
+	char buf[80];
+
+	for (i = 0; i < json_array_size(stages); i++) {
+		json_t *st = json_array_get(stages, i);
+		json_t *g = json_object_get(st, "group");
+
+		if (json_is_string(g))
+			snprintf(buf, sizeof(buf), "group=%s",
+			    json_string_value(g));
+		else
+			snprintf(buf, sizeof(buf), "%g%%", num_of(st,
+			    "percent"));
+		json_object_set_new(st, "ring", json_string(buf));
+	}
+}
+
+static int
+rollout_status(struct opts *o)
+{
+	static const char *const cols[] = {"no", "ring", "targeted",
+	    "offered", "in_progress", "succeeded", "rolled_back", "failed",
+	    "timed_out", "deferred", "success_rate", "rollback_rate",
+	    "failure_rate", "crash_rate", "soak_left", "breach", NULL};
+	char why[256];
+	json_t *rows;
+	size_t i;
+
+	if (o->argc > 1)
+		usage();
+	open_registry();
+	if (registry_rollout_status(the_reg, o->argc ? rollout_id(o->argv[0])
+	    : 0, (int64_t)time(NULL), &rows, why, sizeof(why)) != OTAD_OK)
+		die("%s", why);
+	if (json_out) {
+		print_json(rows);
+		json_decref(rows);
+		return 0;
+	}
+	for (i = 0; i < json_array_size(rows); i++) {
+		json_t *ro = json_array_get(rows, i);
+		json_t *reason = json_object_get(ro, "reason");
+		char started[64];
+
+		cell(json_object_get(ro, "started"), "started", started,
+		    sizeof(started));
+		printf("%srollout %lld: %s%s%s, %s%s, stage %lld, started %s"
+		    "%s%s\n", i ? "\n" : "",
+		    (long long)json_integer_value(json_object_get(ro, "id")),
+		    json_string_value(json_object_get(ro, "version")),
+		    json_is_string(json_object_get(ro, "product")) ?
+		    " for " : "", json_is_string(json_object_get(ro,
+		    "product")) ? json_string_value(json_object_get(ro,
+		    "product")) : "", json_string_value(json_object_get(ro,
+		    "state")), json_integer_value(json_object_get(ro,
+		    "staged")) ? "" : " (published to all)",
+		    (long long)json_integer_value(json_object_get(ro, "stage")),
+		    started, json_is_string(reason) ? ": " : "",
+		    json_is_string(reason) ? json_string_value(reason) : "");
+		if (json_array_size(json_object_get(ro, "stages")) > 0) {
+			stage_names(json_object_get(ro, "stages"));
+			print_table(json_object_get(ro, "stages"), cols);
+		}
+	}
+	json_decref(rows);
 	return 0;
 }
 
@@ -1190,7 +1428,7 @@ main(int argc, char *argv[])
 			return artifact_show(&o);
 	} else if (strcmp(words[0], "release") == 0 && nwords >= 2) {
 		parse_opts(nwords - 2, words + 2, &o, "--artifact --product "
-		    "--hw-rev --chip --min-from --confirm-secure-version");
+		    "--hw-rev --chip --min-from --confirm-secure-version --forced");
 		if (strcmp(words[1], "create") == 0)
 			return release_create(&o);
 		if (strcmp(words[1], "list") == 0 && o.argc == 0)
@@ -1212,6 +1450,22 @@ main(int argc, char *argv[])
 			return device_change(&o, words[1]);
 		if (strcmp(words[1], "show") == 0)
 			return device_show(&o);
+	} else if (strcmp(words[0], "rollout") == 0 && nwords >= 2) {
+		parse_opts(nwords - 2, words + 2, &o, "--stages --window --days "
+		    "--utc-offset --min-battery --timeout --downgrade --product "
+		    "--chip --force");
+		if (strcmp(words[1], "create") == 0)
+			return rollout_create(&o);
+		if (strcmp(words[1], "start") == 0)
+			return rollout_action(&o, ROLLOUT_START);
+		if (strcmp(words[1], "pause") == 0)
+			return rollout_action(&o, ROLLOUT_PAUSE);
+		if (strcmp(words[1], "resume") == 0)
+			return rollout_action(&o, ROLLOUT_RESUME);
+		if (strcmp(words[1], "abort") == 0)
+			return rollout_action(&o, ROLLOUT_ABORT);
+		if (strcmp(words[1], "status") == 0)
+			return rollout_status(&o);
 	} else if (strcmp(words[0], "key") == 0 && nwords >= 2) {
 		parse_opts(nwords - 2, words + 2, &o,
 		    "--public --secure-boot --algo");

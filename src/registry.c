@@ -273,6 +273,21 @@ sql_semver_compare(sqlite3_context *ctx, int argc, sqlite3_value **argv)
 	    (const char *)b));
 }
 
+/* ring(rollout, device): a device's place, as the daemon computes it */
+static void
+sql_ring(sqlite3_context *ctx, int argc, sqlite3_value **argv)
+{
+	const unsigned char *id = sqlite3_value_text(argv[1]);
+
+	(void)argc;
+	if (id == NULL) {
+		sqlite3_result_null(ctx);
+		return;
+	}
+	sqlite3_result_int(ctx, (int)stages_ring(sqlite3_value_int64(argv[0]),
+	    (const char *)id));
+}
+
 static enum otad_err
 db_error(sqlite3 *db, const char *what)
 {
@@ -301,6 +316,8 @@ db_open(const char *path, int flags, sqlite3 **out)
 	if (sqlite3_create_function(db, "semver_compare", 2,
 	    SQLITE_UTF8 | SQLITE_DETERMINISTIC, NULL, sql_semver_compare, NULL,
 	    NULL) != SQLITE_OK ||
+	    sqlite3_create_function(db, "ring", 2, SQLITE_UTF8 |
+	    SQLITE_DETERMINISTIC, NULL, sql_ring, NULL, NULL) != SQLITE_OK ||
 	    sqlite3_exec(db, "PRAGMA foreign_keys = ON", NULL, NULL, NULL) !=
 	    SQLITE_OK) {
 		enum otad_err rc = db_error(db, "cannot set up database");
@@ -1560,7 +1577,7 @@ registry_released_secure_version(struct registry *reg, const char *product,
 enum otad_err
 registry_release_create(struct registry *reg, const char *version,
     const char *sha256, const char *product, const char *hw_rev,
-    const char *min_from, int64_t *id, char *why, size_t whylen)
+    const char *min_from, int forced, int64_t *id, char *why, size_t whylen)
 {
 	char what[256];
 	sqlite3_stmt *st;
@@ -1570,9 +1587,9 @@ registry_release_create(struct registry *reg, const char *version,
 	if ((rc = catalog_open(reg, why, whylen)) != OTAD_OK)
 		return rc;
 	if ((rc = catalog_prepare(reg, "INSERT INTO release (version,"
-	    " artifact, product, created, hw_rev, min_from, chip) VALUES (?1,"
-	    " ?2, ?3, ?4, ?5, ?6, (SELECT chip FROM artifact WHERE sha256 ="
-	    " ?2))", &st, why, whylen)) != OTAD_OK)
+	    " artifact, product, created, hw_rev, min_from, forced, chip)"
+	    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, (SELECT chip FROM artifact"
+	    " WHERE sha256 = ?2))", &st, why, whylen)) != OTAD_OK)
 		return rc;
 	sqlite3_bind_text(st, 1, version, -1, SQLITE_STATIC);
 	sqlite3_bind_text(st, 2, sha256, -1, SQLITE_STATIC);
@@ -1580,6 +1597,7 @@ registry_release_create(struct registry *reg, const char *version,
 	sqlite3_bind_int64(st, 4, now_s());
 	bind_text(st, 5, hw_rev);
 	bind_text(st, 6, min_from);
+	sqlite3_bind_int(st, 7, forced);
 	step = sqlite3_step(st);
 	sqlite3_finalize(st);
 	if (step == SQLITE_CONSTRAINT && sqlite3_extended_errcode(reg->db) ==
@@ -1637,6 +1655,44 @@ exec_ints(sqlite3 *db, const char *sql, ...)
 	return step == SQLITE_DONE ? 0 : -1;
 }
 
+/*
+ * The one release of version (narrowed by product and chip, NULL for
+ * any) as a one-row array: id, product, chip, hw_rev, and how many active
+ * rollouts it has. Inside an open catalog transaction; on error why says
+ * what to do.
+ */
+static enum otad_err
+find_release(struct registry *reg, const char *version, const char *product,
+    const char *chip, json_t **rows, char *why, size_t whylen)
+{
+	enum otad_err rc;
+
+	/* "" matches anything: product and chip narrow the choice */
+	rc = query_rows(reg->db, rows, "SELECT id, product, chip, hw_rev,"
+	    " (SELECT count(*) FROM rollout WHERE release = release.id"
+	    " AND state = 'active') AS active FROM release"
+	    " WHERE version = ?1 AND (?2 = '' OR product = ?2)"
+	    " AND (?3 = '' OR chip = ?3)", version, product ? product : "",
+	    chip ? chip : "", ARGS_END);
+	if (rc != OTAD_OK) {
+		snprintf(why, whylen, "database: %s", otad_strerror(rc));
+		return rc;
+	}
+	if (json_array_size(*rows) == 1)
+		return OTAD_OK;
+	rc = json_array_size(*rows) == 0 ? OTAD_ERR_NOT_FOUND
+					  : OTAD_ERR_INVALID;
+	snprintf(why, whylen, rc == OTAD_ERR_NOT_FOUND
+	    ? "no release %s%s%s (create it with 'otactl release create')"
+	    : "several releases are version %s; name one with --product or "
+	    "--chip", version,
+	    product && rc == OTAD_ERR_NOT_FOUND ? " for product " : "",
+	    product && rc == OTAD_ERR_NOT_FOUND ? product : "");
+	json_decref(*rows);
+	*rows = NULL;
+	return rc;
+}
+
 enum otad_err
 registry_release_publish(struct registry *reg, const char *version,
     const char *product, const char *chip, int64_t *rollout_id, char *why,
@@ -1649,29 +1705,9 @@ registry_release_publish(struct registry *reg, const char *version,
 
 	if ((rc = catalog_open(reg, why, whylen)) != OTAD_OK)
 		return rc;
-	/* "" matches anything: product and chip narrow the choice */
-	rc = query_rows(reg->db, &rows, "SELECT id, product,"
-	    " (SELECT count(*) FROM rollout WHERE release = release.id"
-	    " AND state = 'active') AS active FROM release"
-	    " WHERE version = ?1 AND (?2 = '' OR product = ?2)"
-	    " AND (?3 = '' OR chip = ?3)", version, product ? product : "",
-	    chip ? chip : "", ARGS_END);
-	if (rc != OTAD_OK) {
-		snprintf(why, whylen, "database: %s", otad_strerror(rc));
+	if ((rc = find_release(reg, version, product, chip, &rows, why,
+	    whylen)) != OTAD_OK)
 		return catalog_fail(reg, rc);
-	}
-	if (json_array_size(rows) != 1) {
-		rc = json_array_size(rows) == 0 ? OTAD_ERR_NOT_FOUND
-						: OTAD_ERR_INVALID;
-		snprintf(why, whylen, rc == OTAD_ERR_NOT_FOUND
-		    ? "no release %s%s%s (create it with 'otactl release "
-		    "create')" : "several releases are version %s; name one "
-		    "with --product or --chip", version,
-		    product && rc == OTAD_ERR_NOT_FOUND ? " for product " : "",
-		    product && rc == OTAD_ERR_NOT_FOUND ? product : "");
-		json_decref(rows);
-		return catalog_fail(reg, rc);
-	}
 	rel = json_array_get(rows, 0);
 	release_id = json_integer_value(json_object_get(rel, "id"));
 	if (json_integer_value(json_object_get(rel, "active")) > 0) {
@@ -2098,4 +2134,439 @@ registry_wait_served(struct registry *reg, int timeout_ms)
 		nanosleep(&pause, NULL);
 		waited += 20;
 	}
+}
+
+/* ---- rollouts ---- */
+
+/* An id as text, for query_rows' text parameters. */
+static const char *
+idtext(int64_t id, char buf[24])
+{
+	snprintf(buf, 24, "%lld", (long long)id);
+	return buf;
+}
+
+/* Prepare and run sql with bound values ("t" text or NULL, "i" int64,
+ * "d" double), inside an open catalog transaction. 0 or -1. */
+static int
+run(struct registry *reg, const char *sql, const char *types, ...)
+{
+	sqlite3_stmt *st;
+	va_list ap;
+	int i, step;
+
+	if (sqlite3_prepare_v2(reg->db, sql, -1, &st, NULL) != SQLITE_OK)
+		return -1;
+	va_start(ap, types);
+	for (i = 0; types[i] != '\0'; i++) {
+		if (types[i] == 't')
+			bind_text(st, i + 1, va_arg(ap, const char *));
+		else if (types[i] == 'i')
+			sqlite3_bind_int64(st, i + 1, va_arg(ap, int64_t));
+		else
+			sqlite3_bind_double(st, i + 1, va_arg(ap, double));
+	}
+	va_end(ap);
+	step = sqlite3_step(st);
+	sqlite3_finalize(st);
+	return step == SQLITE_DONE ? 0 : -1;
+}
+
+/* what a release's rollouts compete with: same product, chip, hw rev */
+#define SAME_SCOPE(o, n)                                                       \
+	"ifnull(" o ".product, '') = ifnull(" n ".product, '') AND"            \
+	" ifnull(" o ".chip, '') = ifnull(" n ".chip, '') AND"                 \
+	" ifnull(" o ".hw_rev, '') = ifnull(" n ".hw_rev, '')"
+
+enum otad_err
+registry_rollout_create(struct registry *reg, const struct rollout_plan *p,
+    int64_t *id, char *why, size_t whylen)
+{
+	json_t *rows = NULL, *newer;
+	int64_t release;
+	char what[160], idbuf[24];
+	enum otad_err rc;
+	size_t i;
+
+	if ((rc = catalog_open(reg, why, whylen)) != OTAD_OK)
+		return rc;
+	if ((rc = find_release(reg, p->version, p->product, p->chip, &rows,
+	    why, whylen)) != OTAD_OK)
+		return catalog_fail(reg, rc);
+	release = json_integer_value(json_object_get(json_array_get(rows, 0),
+	    "id"));
+	json_decref(rows);
+	/* going back to an older release must be meant */
+	if ((rc = query_rows(reg->db, &newer, "SELECT o.version FROM rollout"
+	    " ro JOIN release o ON o.id = ro.release, release n"
+	    " WHERE n.id = CAST(?1 AS INTEGER) AND (ro.state = 'active' OR"
+	    " (ro.state = 'completed' AND ro.baseline = 1)) AND "
+	    SAME_SCOPE("o", "n") " AND semver_compare(o.version, n.version)"
+	    " > 0 LIMIT 1", idtext(release, idbuf), ARGS_END)) != OTAD_OK) {
+		snprintf(why, whylen, "database: %s", otad_strerror(rc));
+		return catalog_fail(reg, rc);
+	}
+	if (json_array_size(newer) > 0 && !p->downgrade) {
+		snprintf(why, whylen, "release %s is older than %s, which is "
+		    "being offered: add --downgrade to roll the fleet back",
+		    p->version, json_string_value(json_object_get(
+		    json_array_get(newer, 0), "version")));
+		json_decref(newer);
+		return catalog_fail(reg, OTAD_ERR_INVALID);
+	}
+	json_decref(newer);
+	if (run(reg, "INSERT INTO rollout (release, state, created, staged,"
+	    " window, days, utc_offset, min_battery, timeout_s, downgrade)"
+	    " VALUES (?1, 'draft', ?2, 1, ?3, ?4, ?5, nullif(?6, -1), ?7, ?8)",
+	    "iitttiii", release, now_s(), p->window, p->days, p->utc_offset,
+	    (int64_t)p->min_battery, p->timeout_s, (int64_t)p->downgrade) < 0)
+		goto db;
+	*id = sqlite3_last_insert_rowid(reg->db);
+	for (i = 0; i < p->nstages; i++) {
+		const struct stage *st = &p->stages[i];
+
+		if (run(reg, "INSERT INTO rollout_stage (rollout, no, grp,"
+		    " percent, soak_s, min_devices, min_success, max_rollback,"
+		    " max_failure, max_crash) VALUES (?1, ?2, ?3, ?4, ?5, ?6,"
+		    " ?7, ?8, ?9, ?10)", "iitdiidddd", *id, (int64_t)i,
+		    st->group[0] ? st->group : NULL, st->percent_x100 / 100.0,
+		    st->soak_s, (int64_t)st->min_devices, st->min_success,
+		    st->max_rollback, st->max_failure, st->max_crash) < 0)
+			goto db;
+	}
+	snprintf(what, sizeof(what), "rollout create %lld release %s, %zu "
+	    "stages", (long long)*id, p->version, p->nstages);
+	return catalog_close(reg, what, why, whylen);
+db:
+	snprintf(why, whylen, "database: %s", sqlite3_errmsg(reg->db));
+	return catalog_fail(reg, OTAD_ERR_DB);
+}
+
+enum otad_err
+registry_rollout_action(struct registry *reg, int64_t id,
+    enum rollout_action action, int force, char *why, size_t whylen)
+{
+	static const char *const sql[] = {
+		[ROLLOUT_START] = "UPDATE rollout SET state = 'active',"
+		    " started = ?2, stage = 0, stage_started = ?2"
+		    " WHERE id = ?1 AND state = 'draft'",
+		[ROLLOUT_PAUSE] = "UPDATE rollout SET state = 'paused'"
+		    " WHERE id = ?1 AND state = 'active'",
+		[ROLLOUT_RESUME] = "UPDATE rollout SET state = 'active',"
+		    " reason = NULL, stage_started = CASE state WHEN 'halted'"
+		    " THEN ?2 ELSE stage_started END WHERE id = ?1 AND"
+		    " (state = 'paused' OR (state = 'halted' AND ?3))",
+		[ROLLOUT_ABORT] = "UPDATE rollout SET state = 'aborted',"
+		    " finished = ?2, baseline = 0 WHERE id = ?1 AND state IN"
+		    " ('draft', 'active', 'paused', 'halted')",
+	};
+	static const char *const verbs[] = {"start", "pause", "resume",
+	    "abort"};
+	json_t *rows;
+	const char *state, *reason;
+	char idbuf[24];
+	enum otad_err rc;
+
+	if ((rc = catalog_open(reg, why, whylen)) != OTAD_OK)
+		return rc;
+	if (run(reg, sql[action], "iii", id, now_s(), (int64_t)force) < 0) {
+		snprintf(why, whylen, "database: %s", sqlite3_errmsg(reg->db));
+		return catalog_fail(reg, OTAD_ERR_DB);
+	}
+	if (sqlite3_changes(reg->db) > 0) {
+		/* the state trigger wrote the audit row, with our name */
+		if ((rc = catalog_commit(reg)) != OTAD_OK)
+			snprintf(why, whylen, "database: %s",
+			    otad_strerror(rc));
+		return rc;
+	}
+	catalog_fail(reg, OTAD_OK);
+	if (query_rows(reg->db, &rows, "SELECT state, ifnull(reason, '') AS"
+	    " reason FROM rollout WHERE id = CAST(?1 AS INTEGER)",
+	    idtext(id, idbuf), ARGS_END) != OTAD_OK ||
+	    json_array_size(rows) == 0) {
+		json_decref(rows);
+		snprintf(why, whylen, "no rollout %lld", (long long)id);
+		return OTAD_ERR_NOT_FOUND;
+	}
+	state = json_string_value(json_object_get(json_array_get(rows, 0),
+	    "state"));
+	reason = json_string_value(json_object_get(json_array_get(rows, 0),
+	    "reason"));
+	if (action == ROLLOUT_RESUME && strcmp(state, "halted") == 0)
+		snprintf(why, whylen, "rollout %lld was halted (%s); look into "
+		    "it, then resume --force", (long long)id, reason);
+	else
+		snprintf(why, whylen, "rollout %lld is %s: cannot %s it",
+		    (long long)id, state, verbs[action]);
+	json_decref(rows);
+	return OTAD_ERR_INVALID;
+}
+
+/* A stage's attempt counts, as status shows them and the gates read. */
+#define STAGE_COUNTS                                                           \
+	"ifnull(c.offered, 0) AS offered, ifnull(c.in_progress, 0) AS"        \
+	" in_progress, ifnull(c.succeeded, 0) AS succeeded,"                   \
+	" ifnull(c.rolled_back, 0) AS rolled_back, ifnull(c.failed, 0) AS"     \
+	" failed, ifnull(c.timed_out, 0) AS timed_out, ifnull(c.crashed, 0)"   \
+	" AS crashed"
+#define STAGE_COUNTS_JOIN                                                      \
+	" LEFT JOIN (SELECT stage, count(*) AS offered, sum(state IN"          \
+	" ('offered', 'downloading', 'installed')) AS in_progress,"            \
+	" sum(state = 'success') AS succeeded, sum(state = 'rollback') AS"     \
+	" rolled_back, sum(state = 'failed') AS failed, sum(state ="           \
+	" 'timeout') AS timed_out, sum(state = 'success' AND crashed) AS"      \
+	" crashed FROM attempt WHERE rollout = ?1 GROUP BY stage) c"           \
+	" ON c.stage = st.no"
+
+struct health {
+	int64_t finished, succeeded, rolled_back, failed, crashed;
+	double success, rollback, failure, crash;
+};
+
+/* Rates of a stage row (with STAGE_COUNTS); failed includes timeouts. */
+static void
+health_of(json_t *row, struct health *h)
+{
+	h->succeeded = json_integer_value(json_object_get(row, "succeeded"));
+	h->rolled_back = json_integer_value(json_object_get(row,
+	    "rolled_back"));
+	h->failed = json_integer_value(json_object_get(row, "failed")) +
+	    json_integer_value(json_object_get(row, "timed_out"));
+	h->crashed = json_integer_value(json_object_get(row, "crashed"));
+	h->finished = h->succeeded + h->rolled_back + h->failed;
+	h->success = h->finished ? (double)h->succeeded / h->finished : 0;
+	h->rollback = h->finished ? (double)h->rolled_back / h->finished : 0;
+	h->failure = h->finished ? (double)h->failed / h->finished : 0;
+	h->crash = h->succeeded ? (double)h->crashed / h->succeeded : 0;
+}
+
+static double
+num(json_t *row, const char *key)
+{
+	json_t *v = json_object_get(row, key);
+
+	return json_is_real(v) ? json_real_value(v) :
+	    (double)json_integer_value(v);
+}
+
+/*
+ * The first bound a stage's health crosses, as one line into buf; 0 if
+ * none (or not enough finished attempts to judge yet).
+ */
+static int
+breach(json_t *stage, const struct health *h, char *buf, size_t len)
+{
+	int64_t min = json_integer_value(json_object_get(stage,
+	    "min_devices"));
+
+	if (h->finished < (min > 0 ? min : 1))
+		return 0;
+	if (h->rollback > num(stage, "max_rollback"))
+		snprintf(buf, len, "rollback rate %.2f > %.2f (%lld of %lld)",
+		    h->rollback, num(stage, "max_rollback"),
+		    (long long)h->rolled_back, (long long)h->finished);
+	else if (h->failure > num(stage, "max_failure"))
+		snprintf(buf, len, "failure rate %.2f > %.2f (%lld of %lld)",
+		    h->failure, num(stage, "max_failure"),
+		    (long long)h->failed, (long long)h->finished);
+	else if (h->succeeded > 0 && h->crash > num(stage, "max_crash"))
+		snprintf(buf, len, "crash rate %.2f > %.2f (%lld of %lld "
+		    "updated)", h->crash, num(stage, "max_crash"),
+		    (long long)h->crashed, (long long)h->succeeded);
+	else if (h->success < num(stage, "min_success"))
+		snprintf(buf, len, "success rate %.2f < %.2f (%lld of %lld)",
+		    h->success, num(stage, "min_success"),
+		    (long long)h->succeeded, (long long)h->finished);
+	else
+		return 0;
+	return 1;
+}
+
+/* Every stage of rollout id with its counts (and, with rel, its reach). */
+static enum otad_err
+stage_rows(struct registry *reg, int64_t id, json_t *rel, json_t **rows)
+{
+	char idbuf[24];
+
+	if (rel == NULL)
+		return query_rows(reg->db, rows, "SELECT st.no, st.grp AS"
+		    " \"group\", st.percent, st.soak_s, st.min_devices,"
+		    " st.min_success, st.max_rollback, st.max_failure,"
+		    " st.max_crash, " STAGE_COUNTS " FROM rollout_stage st"
+		    STAGE_COUNTS_JOIN " WHERE st.rollout = ?1 ORDER BY st.no",
+		    idtext(id, idbuf), ARGS_END);
+	/* the devices each stage reaches: matching the release, and in a
+	 * group reached or within the widest ring reached */
+	return query_rows(reg->db, rows, "SELECT st.no, st.grp AS \"group\","
+	    " st.percent, st.soak_s, st.min_devices, st.min_success,"
+	    " st.max_rollback, st.max_failure, st.max_crash, " STAGE_COUNTS ","
+	    " r.targeted, r.deferred FROM rollout_stage st" STAGE_COUNTS_JOIN
+	    " JOIN (SELECT s2.no, count(d.id) AS targeted,"
+	    " ifnull(sum(d.deferred IS NOT NULL), 0) AS deferred"
+	    " FROM rollout_stage s2 LEFT JOIN device d ON"
+	    " (?2 = '' OR d.product = ?2) AND (d.chip IS NULL OR d.chip = ?3)"
+	    " AND (d.grp IN (SELECT grp FROM rollout_stage WHERE rollout = ?1"
+	    " AND no <= s2.no AND grp IS NOT NULL) OR ring(?1, d.id) < (SELECT"
+	    " max(percent) * 100 FROM rollout_stage WHERE rollout = ?1 AND no"
+	    " <= s2.no)) WHERE s2.rollout = ?1 GROUP BY s2.no) r"
+	    " ON r.no = st.no WHERE st.rollout = ?1 ORDER BY st.no",
+	    idtext(id, idbuf), json_string_value(json_object_get(rel,
+	    "product_s")), json_string_value(json_object_get(rel, "chip")),
+	    ARGS_END);
+}
+
+enum otad_err
+registry_rollout_status(struct registry *reg, int64_t id, int64_t now,
+    json_t **rows, char *why, size_t whylen)
+{
+	char idbuf[24];
+	enum otad_err rc;
+	size_t i, j;
+
+	rc = query_rows(reg->db, rows, "SELECT ro.id, rel.version,"
+	    " rel.product, ifnull(rel.product, '') AS product_s, rel.chip,"
+	    " ro.state, ro.staged, ro.stage, ro.stage_started, ro.started,"
+	    " ro.finished, ro.reason, ro.window, ro.days, ro.utc_offset,"
+	    " ro.min_battery, ro.timeout_s, ro.downgrade, ro.baseline,"
+	    " rel.forced FROM rollout ro JOIN release rel ON rel.id ="
+	    " ro.release WHERE CAST(?1 AS INTEGER) IN (0, ro.id)"
+	    " ORDER BY ro.id", idtext(id, idbuf), ARGS_END);
+	if (rc != OTAD_OK) {
+		snprintf(why, whylen, "database: %s", otad_strerror(rc));
+		return rc;
+	}
+	if (id != 0 && json_array_size(*rows) == 0) {
+		json_decref(*rows);
+		*rows = NULL;
+		snprintf(why, whylen, "no rollout %lld", (long long)id);
+		return OTAD_ERR_NOT_FOUND;
+	}
+	for (i = 0; i < json_array_size(*rows); i++) {
+		json_t *ro = json_array_get(*rows, i), *stages;
+		int64_t cur = json_integer_value(json_object_get(ro, "stage"));
+
+		if ((rc = stage_rows(reg, json_integer_value(json_object_get(ro,
+		    "id")), ro, &stages)) != OTAD_OK) {
+			snprintf(why, whylen, "database: %s",
+			    otad_strerror(rc));
+			json_decref(*rows);
+			return rc;
+		}
+		for (j = 0; j < json_array_size(stages); j++) {
+			json_t *st = json_array_get(stages, j);
+			struct health h;
+			char reason[160] = "";
+
+			health_of(st, &h);
+			json_object_set_new(st, "finished",
+			    json_integer(h.finished));
+			json_object_set_new(st, "success_rate",
+			    json_real(h.success));
+			json_object_set_new(st, "rollback_rate",
+			    json_real(h.rollback));
+			json_object_set_new(st, "failure_rate",
+			    json_real(h.failure));
+			json_object_set_new(st, "crash_rate",
+			    json_real(h.crash));
+			if (breach(st, &h, reason, sizeof(reason)))
+				json_object_set_new(st, "breach",
+				    json_string(reason));
+			if ((int64_t)j == cur && json_is_integer(
+			    json_object_get(ro, "stage_started"))) {
+				int64_t left = json_integer_value(
+				    json_object_get(ro, "stage_started")) +
+				    json_integer_value(json_object_get(st,
+				    "soak_s")) - now;
+
+				json_object_set_new(st, "soak_left",
+				    json_integer(left > 0 ? left : 0));
+			}
+		}
+		json_object_del(ro, "product_s");
+		json_object_set_new(ro, "stages", stages);
+	}
+	return OTAD_OK;
+}
+
+/* One active staged rollout: halt, open the next stage, or complete. */
+static void
+tick_one(struct registry *reg, json_t *ro, int64_t now)
+{
+	int64_t id = json_integer_value(json_object_get(ro, "id"));
+	int64_t cur = json_integer_value(json_object_get(ro, "stage"));
+	int64_t started = json_integer_value(json_object_get(ro,
+	    "stage_started"));
+	json_t *stages, *st;
+	struct health h;
+	char reason[200], full[240];
+
+	if (stage_rows(reg, id, NULL, &stages) != OTAD_OK)
+		return;
+	if ((st = json_array_get(stages, (size_t)cur)) == NULL) {
+		json_decref(stages);
+		return;
+	}
+	health_of(st, &h);
+	if (breach(st, &h, reason, sizeof(reason))) {
+		snprintf(full, sizeof(full), "stage %lld: %s", (long long)cur,
+		    reason);
+		if (run(reg, "UPDATE rollout SET state = 'halted', reason = ?2"
+		    " WHERE id = ?1 AND state = 'active'", "it", id, full) == 0)
+			log_warnx("rollout %lld of %s halted: %s",
+			    (long long)id, json_string_value(json_object_get(ro,
+			    "version")), full);
+	} else if (now - started >= json_integer_value(json_object_get(st,
+	    "soak_s")) && h.finished >= json_integer_value(json_object_get(st,
+	    "min_devices"))) {
+		if ((size_t)cur + 1 < json_array_size(stages)) {
+			if (run(reg, "UPDATE rollout SET stage = ?2,"
+			    " stage_started = ?3 WHERE id = ?1 AND state ="
+			    " 'active'", "iii", id, cur + 1, now) == 0)
+				log_info("rollout %lld of %s: stage %lld "
+				    "healthy, stage %lld opened", (long long)id,
+				    json_string_value(json_object_get(ro,
+				    "version")), (long long)cur,
+				    (long long)cur + 1);
+		} else if (run(reg, "UPDATE rollout SET baseline = 0 WHERE id"
+		    " != ?1 AND baseline = 1 AND release IN (SELECT o.id FROM"
+		    " release o, release n, rollout r WHERE r.id = ?1 AND n.id ="
+		    " r.release AND " SAME_SCOPE("o", "n") ")", "i", id) == 0 &&
+		    run(reg, "UPDATE rollout SET state = 'completed', finished ="
+		    " ?2, baseline = 1 WHERE id = ?1 AND state = 'active'", "ii",
+		    id, now) == 0) {
+			log_info("rollout %lld of %s completed: it is the "
+			    "baseline now", (long long)id, json_string_value(
+			    json_object_get(ro, "version")));
+		}
+	}
+	json_decref(stages);
+}
+
+void
+registry_rollout_tick(struct registry *reg, int64_t now)
+{
+	json_t *active;
+	size_t i;
+
+	if (catalog_begin(reg) != OTAD_OK)
+		return; /* busy: next tick */
+	/* an offer with no outcome in time has failed */
+	if (run(reg, "UPDATE attempt SET state = 'timeout', reason = 'no"
+	    " outcome in time', updated_at = ?1, finished_at = ?1 FROM rollout"
+	    " r WHERE r.id = attempt.rollout AND attempt.state IN " OPEN_STATES
+	    " AND attempt.offered_at <= ?1 - r.timeout_s", "i", now) < 0)
+		log_warnx("rollout timeouts: %s", sqlite3_errmsg(reg->db));
+	else if (sqlite3_changes(reg->db) > 0)
+		log_info("%d attempts timed out", sqlite3_changes(reg->db));
+	if (query_rows(reg->db, &active, "SELECT ro.id, ro.stage,"
+	    " ro.stage_started, rel.version FROM rollout ro JOIN release rel"
+	    " ON rel.id = ro.release WHERE ro.state = 'active' AND"
+	    " ro.staged = 1", ARGS_END) == OTAD_OK) {
+		for (i = 0; i < json_array_size(active); i++)
+			tick_one(reg, json_array_get(active, i), now);
+		json_decref(active);
+	}
+	if (catalog_commit(reg) != OTAD_OK)
+		log_warnx("rollout tick not committed; next one tries again");
 }

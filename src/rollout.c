@@ -12,8 +12,9 @@
 
 struct rollout {
 	struct registry_reader *reader;
-	struct registry *marker; /* writes what is served (the handshake) */
+	struct registry *marker; /* the controller's writes: handshake, gates */
 	int64_t marked_at;
+	int64_t gated_at;
 	rollout_payload_new pnew;
 	rollout_payload_free pfree;
 	void *arg;
@@ -155,6 +156,22 @@ refresh(struct rollout *r, int force)
 		    s->offers[i].sha256);
 }
 
+/*
+ * Once a second: time out attempts and judge every active staged rollout.
+ * What it changes moves the catalog, so the refresh that follows serves
+ * the new stage (or the halt) at once.
+ */
+static void
+gates(struct rollout *r)
+{
+	int64_t now = (int64_t)time(NULL);
+
+	if (now == r->gated_at)
+		return;
+	r->gated_at = now;
+	registry_rollout_tick(r->marker, now);
+}
+
 static void *
 controller_main(void *arg)
 {
@@ -173,6 +190,7 @@ controller_main(void *arg)
 		if (r->stopping)
 			break;
 		pthread_mutex_unlock(&r->wait_mu);
+		gates(r);
 		refresh(r, atomic_exchange(&r->force, 0));
 		pthread_mutex_lock(&r->wait_mu);
 	}
