@@ -194,10 +194,10 @@ enum otad_err registry_load_stones(struct registry_reader *r,
  */
 
 /*
- * The daemon's side of the handshake: it serves generation now (and is
- * alive). Cheap; a busy database makes it a no-op until the next call.
+ * The daemon's side of the handshake: it (this process) serves generation
+ * now. Cheap; a busy database makes it a no-op until the next call.
  */
-void registry_daemon_mark(struct registry *reg, int64_t generation,
+int registry_daemon_mark(struct registry *reg, int64_t generation,
     int64_t now);
 
 /*

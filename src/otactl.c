@@ -293,15 +293,21 @@ num_of(json_t *obj, const char *key)
 	    (double)json_integer_value(v);
 }
 
+static int
+ends_with(const char *s, const char *suffix)
+{
+	size_t n = strlen(s), m = strlen(suffix);
+
+	return n > m && strcmp(s + (n - m), suffix) == 0;
+}
+
 /* A cell as text: times as UTC, NULL as "-". */
 static void
 cell(json_t *v, const char *col, char *buf, size_t len)
 {
-	size_t n = strlen(col);
-	int is_time = strcmp(col, "created") == 0 || strcmp(col, "started") ==
-	    0 || (n > 3 && (strcmp(col + n - 3, "_at") == 0)) ||
-	    (n > 5 && strcmp(col + n - 5, "_seen") == 0) ||
-	    (n > 8 && strcmp(col + n - 8, "_created") == 0);
+	int is_time = strcmp(col, "created") == 0 ||
+	    strcmp(col, "started") == 0 || ends_with(col, "_at") ||
+	    ends_with(col, "_seen") || ends_with(col, "_created");
 
 	if (v == NULL || json_is_null(v)) {
 		snprintf(buf, len, "-");

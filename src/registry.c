@@ -4,6 +4,7 @@
  */
 #include <errno.h>
 #include <poll.h>
+#include <signal.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -2090,42 +2091,53 @@ registry_key_revoke(struct registry *reg, const char *name, char *why,
 	return OTAD_OK;
 }
 
-void
+int
 registry_daemon_mark(struct registry *reg, int64_t generation, int64_t now)
 {
 	if (exec_ints(reg->db, "INSERT INTO daemon (id, pid, generation, seen)"
 	    " VALUES (1, ?1, ?2, ?3) ON CONFLICT (id) DO UPDATE SET"
 	    " pid = excluded.pid, generation = excluded.generation,"
 	    " seen = excluded.seen", (int64_t)getpid(), generation, now,
-	    (int64_t)-1) < 0)
+	    (int64_t)-1) < 0) {
 		log_debug("cannot mark the served generation: %s",
 		    sqlite3_errmsg(reg->db));
+		return -1;
+	}
+	return 0;
 }
 
-#define DAEMON_ALIVE_S 5 /* a heartbeat older than this: no daemon */
+/*
+ * Is the daemon that wrote the row running? Same host by design (they
+ * share the database file); EPERM means alive under another user.
+ */
+static int
+daemon_alive(int64_t pid)
+{
+	return pid > 0 && (kill((pid_t)pid, 0) == 0 || errno == EPERM);
+}
 
 enum otad_err
 registry_wait_served(struct registry *reg, int timeout_ms)
 {
 	const struct timespec pause = {0, 20 * 1000000L};
 	json_t *rows;
-	int64_t want, served, seen;
+	int64_t want, served, pid;
 	int waited = 0;
 
 	for (;;) {
 		if (query_rows(reg->db, &rows, "SELECT (SELECT generation FROM"
 		    " catalog) AS want, ifnull((SELECT generation FROM daemon),"
-		    " -1) AS served, ifnull((SELECT seen FROM daemon), 0) AS"
-		    " seen", ARGS_END) != OTAD_OK)
+		    " -1) AS served, ifnull((SELECT pid FROM daemon), 0) AS pid",
+		    ARGS_END) != OTAD_OK)
 			return OTAD_ERR_DB;
 		want = json_integer_value(json_object_get(json_array_get(rows,
 		    0), "want"));
 		served = json_integer_value(json_object_get(json_array_get(
 		    rows, 0), "served"));
-		seen = json_integer_value(json_object_get(json_array_get(rows,
-		    0), "seen"));
+		pid = json_integer_value(json_object_get(json_array_get(rows,
+		    0), "pid"));
 		json_decref(rows);
-		if (now_s() - seen > DAEMON_ALIVE_S)
+		if (!daemon_alive(pid))
 			return OTAD_ERR_NOT_FOUND;
 		if (served >= want)
 			return OTAD_OK;
@@ -2489,6 +2501,30 @@ registry_rollout_status(struct registry *reg, int64_t id, int64_t now,
 	return OTAD_OK;
 }
 
+/*
+ * One change the controller decided on, in its own short write
+ * transaction (the WHERE of sql re-checks that it still applies).
+ */
+static int
+act(struct registry *reg, const char *sql, const char *types, int64_t a,
+    int64_t b, const char *text)
+{
+	int rc;
+
+	if (catalog_begin(reg) != OTAD_OK)
+		return -1; /* busy: the next tick decides again */
+	if (types[1] == 't')
+		rc = run(reg, sql, types, a, text);
+	else
+		rc = run(reg, sql, types, a, b);
+	if (rc < 0 || sqlite3_changes(reg->db) == 0 ||
+	    catalog_commit(reg) != OTAD_OK) {
+		catalog_fail(reg, OTAD_OK);
+		return -1;
+	}
+	return 0;
+}
+
 /* One active staged rollout: halt, open the next stage, or complete. */
 static void
 tick_one(struct registry *reg, json_t *ro, int64_t now)
@@ -2497,6 +2533,7 @@ tick_one(struct registry *reg, json_t *ro, int64_t now)
 	int64_t cur = json_integer_value(json_object_get(ro, "stage"));
 	int64_t started = json_integer_value(json_object_get(ro,
 	    "stage_started"));
+	const char *version = json_string_value(json_object_get(ro, "version"));
 	json_t *stages, *st;
 	struct health h;
 	char reason[200], full[240];
@@ -2511,33 +2548,35 @@ tick_one(struct registry *reg, json_t *ro, int64_t now)
 	if (breach(st, &h, reason, sizeof(reason))) {
 		snprintf(full, sizeof(full), "stage %lld: %s", (long long)cur,
 		    reason);
-		if (run(reg, "UPDATE rollout SET state = 'halted', reason = ?2"
-		    " WHERE id = ?1 AND state = 'active'", "it", id, full) == 0)
+		if (act(reg, "UPDATE rollout SET state = 'halted', reason = ?2"
+		    " WHERE id = ?1 AND state = 'active'", "it", id, 0,
+		    full) == 0)
 			log_warnx("rollout %lld of %s halted: %s",
-			    (long long)id, json_string_value(json_object_get(ro,
-			    "version")), full);
+			    (long long)id, version, full);
 	} else if (now - started >= json_integer_value(json_object_get(st,
 	    "soak_s")) && h.finished >= json_integer_value(json_object_get(st,
 	    "min_devices"))) {
 		if ((size_t)cur + 1 < json_array_size(stages)) {
-			if (run(reg, "UPDATE rollout SET stage = ?2,"
-			    " stage_started = ?3 WHERE id = ?1 AND state ="
-			    " 'active'", "iii", id, cur + 1, now) == 0)
+			if (act(reg, "UPDATE rollout SET stage = stage + 1,"
+			    " stage_started = ?2 WHERE id = ?1 AND state ="
+			    " 'active' AND stage_started < ?2", "ii", id, now,
+			    NULL) == 0)
 				log_info("rollout %lld of %s: stage %lld "
 				    "healthy, stage %lld opened", (long long)id,
-				    json_string_value(json_object_get(ro,
-				    "version")), (long long)cur,
-				    (long long)cur + 1);
-		} else if (run(reg, "UPDATE rollout SET baseline = 0 WHERE id"
-		    " != ?1 AND baseline = 1 AND release IN (SELECT o.id FROM"
-		    " release o, release n, rollout r WHERE r.id = ?1 AND n.id ="
-		    " r.release AND " SAME_SCOPE("o", "n") ")", "i", id) == 0 &&
-		    run(reg, "UPDATE rollout SET state = 'completed', finished ="
-		    " ?2, baseline = 1 WHERE id = ?1 AND state = 'active'", "ii",
-		    id, now) == 0) {
+				    version, (long long)cur, (long long)cur + 1);
+		} else if (act(reg, "UPDATE rollout SET state = 'completed',"
+		    " finished = ?2, baseline = 1 WHERE id = ?1 AND state ="
+		    " 'active'", "ii", id, now, NULL) == 0) {
+			/* the older baselines of its scope step aside */
+			catalog_begin(reg);
+			run(reg, "UPDATE rollout SET baseline = 0 WHERE id != ?1"
+			    " AND baseline = 1 AND release IN (SELECT o.id FROM"
+			    " release o, release n, rollout r WHERE r.id = ?1 AND"
+			    " n.id = r.release AND " SAME_SCOPE("o", "n") ")",
+			    "i", id);
+			catalog_commit(reg);
 			log_info("rollout %lld of %s completed: it is the "
-			    "baseline now", (long long)id, json_string_value(
-			    json_object_get(ro, "version")));
+			    "baseline now", (long long)id, version);
 		}
 	}
 	json_decref(stages);
@@ -2546,27 +2585,33 @@ tick_one(struct registry *reg, json_t *ro, int64_t now)
 void
 registry_rollout_tick(struct registry *reg, int64_t now)
 {
-	json_t *active;
+	json_t *rows;
 	size_t i;
 
-	if (catalog_begin(reg) != OTAD_OK)
-		return; /* busy: next tick */
-	/* an offer with no outcome in time has failed */
-	if (run(reg, "UPDATE attempt SET state = 'timeout', reason = 'no"
-	    " outcome in time', updated_at = ?1, finished_at = ?1 FROM rollout"
-	    " r WHERE r.id = attempt.rollout AND attempt.state IN " OPEN_STATES
-	    " AND attempt.offered_at <= ?1 - r.timeout_s", "i", now) < 0)
-		log_warnx("rollout timeouts: %s", sqlite3_errmsg(reg->db));
-	else if (sqlite3_changes(reg->db) > 0)
-		log_info("%d attempts timed out", sqlite3_changes(reg->db));
-	if (query_rows(reg->db, &active, "SELECT ro.id, ro.stage,"
+	/* read first: an idle fleet costs the database no write at all */
+	if (query_rows(reg->db, &rows, "SELECT count(*) AS n FROM attempt"
+	    " JOIN rollout r ON r.id = attempt.rollout WHERE attempt.state IN"
+	    " " OPEN_STATES " AND attempt.offered_at <= CAST(?1 AS INTEGER) -"
+	    " r.timeout_s", idtext(now, (char[24]){0}), ARGS_END) == OTAD_OK) {
+		int64_t due = json_integer_value(json_object_get(
+		    json_array_get(rows, 0), "n"));
+
+		json_decref(rows);
+		/* an offer with no outcome in time has failed */
+		if (due > 0 && act(reg, "UPDATE attempt SET state = 'timeout',"
+		    " reason = 'no outcome in time', updated_at = ?1,"
+		    " finished_at = ?1 FROM rollout r WHERE r.id ="
+		    " attempt.rollout AND attempt.state IN " OPEN_STATES
+		    " AND attempt.offered_at <= ?1 - r.timeout_s",
+		    "ii", now, 0, NULL) == 0)
+			log_info("%lld attempts timed out", (long long)due);
+	}
+	if (query_rows(reg->db, &rows, "SELECT ro.id, ro.stage,"
 	    " ro.stage_started, rel.version FROM rollout ro JOIN release rel"
 	    " ON rel.id = ro.release WHERE ro.state = 'active' AND"
-	    " ro.staged = 1", ARGS_END) == OTAD_OK) {
-		for (i = 0; i < json_array_size(active); i++)
-			tick_one(reg, json_array_get(active, i), now);
-		json_decref(active);
-	}
-	if (catalog_commit(reg) != OTAD_OK)
-		log_warnx("rollout tick not committed; next one tries again");
+	    " ro.staged = 1", ARGS_END) != OTAD_OK)
+		return;
+	for (i = 0; i < json_array_size(rows); i++)
+		tick_one(reg, json_array_get(rows, i), now);
+	json_decref(rows);
 }

@@ -13,7 +13,7 @@
 struct rollout {
 	struct registry_reader *reader;
 	struct registry *marker; /* the controller's writes: handshake, gates */
-	int64_t marked_at;
+	int64_t marked;   /* generation last written for otactl */
 	int64_t gated_at;
 	rollout_payload_new pnew;
 	rollout_payload_free pfree;
@@ -103,18 +103,18 @@ build(struct rollout *r, int64_t generation, struct snapshot **out)
 }
 
 /*
- * Tell otactl what is served now (changed) or that we are alive (every
- * couple of seconds): a command that changed the catalog waits for it.
+ * Tell otactl what is served now: a command that changed the catalog
+ * waits for it. Written only when it changes (or a write failed), so an
+ * idle daemon does not write.
  */
 static void
 heartbeat(struct rollout *r, int changed)
 {
-	int64_t now = (int64_t)time(NULL);
-
-	if (r->marker == NULL || (!changed && now - r->marked_at < 2))
+	if (r->marker == NULL || (!changed && r->marked == r->loaded_generation))
 		return;
-	registry_daemon_mark(r->marker, r->loaded_generation, now);
-	r->marked_at = now;
+	if (registry_daemon_mark(r->marker, r->loaded_generation,
+	    (int64_t)time(NULL)) == 0)
+		r->marked = r->loaded_generation;
 }
 
 /* Reload if the catalog moved (or force); log what is offered now. */
@@ -214,6 +214,7 @@ rollout_start(const char *db_path, rollout_payload_new pnew,
 	payload_free_fn = pfree;
 	atomic_init(&r->epoch, 0);
 	r->loaded_generation = -1;
+	r->marked = -1;
 	pthread_mutex_init(&r->swap_mu, NULL);
 	pthread_mutex_init(&r->wait_mu, NULL);
 	pthread_cond_init(&r->wake, NULL);
