@@ -102,6 +102,14 @@ void http_set_userdata(struct http_request *req, void *data,
  */
 int http_queue(struct http_request *req, unsigned status,
     struct http_response *resp, uint64_t count_bytes);
+/*
+ * The same, and done(arg, complete) once the request ends: complete is 1
+ * when the whole body went out. done always runs (it owns arg), on an
+ * HTTP thread, and must not block.
+ */
+int http_queue_notify(struct http_request *req, unsigned status,
+    struct http_response *resp, uint64_t count_bytes,
+    void (*done)(void *arg, int complete), void *arg);
 /* {"error": msg} with status (4xx/5xx). */
 int http_error(struct http_request *req, unsigned status, const char *msg);
 /* The same with one more header (name NULL: none). */

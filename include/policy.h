@@ -56,6 +56,7 @@ struct device_facts {
 	int64_t free_space;     /* bytes the OTA slot holds; -1 if unknown */
 	const char *group;      /* NULL or "" if in none */
 	int battery;            /* percent; -1 if unknown */
+	int64_t refused_release; /* rolled back from it: not again; 0 none */
 };
 
 enum decision_kind {

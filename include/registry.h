@@ -36,6 +36,7 @@ enum record_kind {
 	RECORD_CHECKIN,  /* a device asked for an update */
 	RECORD_REPORT,   /* a device reported an outcome */
 	RECORD_DOWNLOAD, /* a device fetched (part of) an artifact */
+	RECORD_DELIVERED, /* the whole image went out to a device */
 };
 
 enum report_result {
@@ -110,6 +111,13 @@ struct device_row {
 	char token_hash[65];               /* "" = no token issued */
 	char group[OTAD_PRODUCT_MAX + 1];  /* "" = none */
 	int battery;                       /* last reported; -1 = unknown */
+	/* an attempt whose image reached the device, and the version it
+	 * left: seen on that version again, the device rolled back */
+	int64_t pending_release;           /* 0 = none */
+	char pending_from[OTAD_VERSION_MAX + 1];
+	int pending_installed;             /* it reported 'installed' */
+	int64_t pending_delivered_at;      /* -1 = not delivered */
+	int64_t rolled_back_release;       /* its last rollback; 0 = none */
 	int blocked;
 };
 

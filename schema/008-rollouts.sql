@@ -80,6 +80,7 @@ CREATE TRIGGER rollout_plan_u AFTER UPDATE OF stage, window, days,
 -- and what the device's telemetry said after it updated
 ALTER TABLE attempt ADD COLUMN stage INTEGER;
 ALTER TABLE attempt ADD COLUMN delivered INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE attempt ADD COLUMN delivered_at INTEGER;
 ALTER TABLE attempt ADD COLUMN crashed INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE attempt ADD COLUMN brownout INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX attempt_rollout ON attempt (rollout, stage, state);

@@ -222,7 +222,53 @@ status_for(enum otad_err err)
 }
 
 static int serve_image(struct http_request *req, struct api *api,
-    const struct offer *o);
+    const struct offer *o, const char *device);
+
+/* A delivery to note once the whole image went out. */
+struct delivery {
+	struct api *api;
+	char device[OTAD_ID_MAX + 1];
+	char artifact[65];
+};
+
+/* NULL (nothing to note) for HEAD or an unknown device. */
+static struct delivery *
+delivery(struct api *api, const char *device, const struct offer *o,
+    enum http_method method)
+{
+	struct delivery *d;
+
+	if (device == NULL || method != HTTP_GET ||
+	    (d = calloc(1, sizeof(*d))) == NULL)
+		return NULL;
+	d->api = api;
+	snprintf(d->device, sizeof(d->device), "%s", device);
+	memcpy(d->artifact, o->sha256, sizeof(d->artifact));
+	return d;
+}
+
+/*
+ * http: the request ended. A complete image moves the offer on and
+ * arms rollback detection: the device has the image now.
+ */
+static void
+delivered(void *arg, int complete)
+{
+	struct delivery *d = arg;
+	struct record *rec;
+
+	if (d == NULL)
+		return;
+	if (complete && (rec = registry_record_new(RECORD_DELIVERED)) !=
+	    NULL) {
+		rec->at = (int64_t)time(NULL);
+		memcpy(rec->device, d->device, sizeof(rec->device));
+		memcpy(rec->artifact, d->artifact, sizeof(rec->artifact));
+		if (registry_submit(d->api->reg, rec) != OTAD_OK)
+			free(rec);
+	}
+	free(d);
+}
 
 /* Answer an error from a helper whose caller must stop: -1. */
 static int
@@ -487,6 +533,18 @@ check_decide(struct http_request *req, struct api *api, struct check *c)
 	facts.secure_version = secure_version;
 	facts.free_space = free_space;
 	facts.group = row.group;
+	/*
+	 * Back on the version it left, once it installed the image or got
+	 * it and rebooted since: that release failed on this device (the
+	 * writer records the rollback by the same rule) and is not offered
+	 * to it again.
+	 */
+	facts.refused_release = (row.pending_release != 0 &&
+	    semver_compare(version, row.pending_from) == 0 &&
+	    (row.pending_installed || ((tel.present & TEL_UPTIME) &&
+	    row.pending_delivered_at >= 0 && tel.uptime < now -
+	    row.pending_delivered_at))) ? row.pending_release :
+	    row.rolled_back_release;
 	facts.battery = (tel.present & TEL_BATTERY) ? (int)tel.battery :
 	    row.battery;
 	snap = rollout_snapshot(api->rollout, &t->snap);
@@ -541,9 +599,10 @@ api_check(struct http_request *req, void *arg)
 	if (c.d.kind == DECISION_OFFER) {
 		/* esp_https_ota's partial download may ask the check path */
 		if (http_header(req, "Range") != NULL)
-			return serve_image(req, api, c.d.offer);
-		return http_queue(req, 200, c.d.offer->payload,
-		    c.d.offer->size);
+			return serve_image(req, api, c.d.offer, c.id);
+		return http_queue_notify(req, 200, c.d.offer->payload,
+		    c.d.offer->size, delivered, delivery(api, c.id,
+		    c.d.offer, http_method(req)));
 	}
 	return http_queue(req, 304, api->not_modified[c.d.reason], 0);
 }
@@ -869,7 +928,8 @@ offer_payload(const struct offer *o, void *arg)
  * 200 whole, 206 one range, 416 a start past the end. Zero-copy.
  */
 static int
-serve_image(struct http_request *req, struct api *api, const struct offer *o)
+serve_image(struct http_request *req, struct api *api, const struct offer *o,
+    const char *device)
 {
 	struct http_response *resp;
 	struct range r;
@@ -905,7 +965,10 @@ serve_image(struct http_request *req, struct api *api, const struct offer *o)
 			return http_error(req, 503, "out of memory");
 		}
 	}
-	http_queue(req, r.kind == RANGE_PARTIAL ? 206 : 200, resp, r.len);
+	/* the image is delivered when its last byte is */
+	http_queue_notify(req, r.kind == RANGE_PARTIAL ? 206 : 200, resp,
+	    r.len, delivered, r.start + r.len == o->size ? delivery(api,
+	    device, o, http_method(req)) : NULL);
 	http_response_free(resp); /* the connection holds its own reference */
 	return 0;
 }
@@ -954,7 +1017,7 @@ api_artifact(struct http_request *req, void *arg)
 		if (registry_submit(api->reg, rec) != OTAD_OK)
 			free(rec);
 	}
-	return serve_image(req, api, &o);
+	return serve_image(req, api, &o, id);
 }
 
 static const struct http_route routes[] = {

@@ -82,6 +82,8 @@ struct body_ctx {
 struct count_ctx {
 	struct pending p;
 	uint64_t bytes;
+	void (*done)(void *arg, int complete);
+	void *arg;
 };
 
 struct http {
@@ -455,6 +457,9 @@ completed_cb(void *cls, struct MHD_Connection *conn, void **con_cls,
 
 			if (toe == MHD_REQUEST_TERMINATED_COMPLETED_OK)
 				metrics_add(M_BYTES_SERVED, c->bytes);
+			if (c->done != NULL)
+				c->done(c->arg, toe ==
+				    MHD_REQUEST_TERMINATED_COMPLETED_OK);
 			free(c);
 		}
 		atomic_fetch_sub(&in_flight, 1);
@@ -563,20 +568,30 @@ int
 http_queue(struct http_request *req, unsigned status,
     struct http_response *resp, uint64_t count_bytes)
 {
-	req->answered = 1;
-	if (count_bytes > 0 && req->method == HTTP_GET) {
-		if (req->body != NULL) {
-			req->body->count_bytes = count_bytes;
-		} else {
-			struct count_ctx *c = calloc(1, sizeof(*c));
+	return http_queue_notify(req, status, resp, count_bytes, NULL, NULL);
+}
 
-			/* replaces the static marker; freed when completed */
-			if (c != NULL) {
-				c->p.kind = PENDING_COUNT;
-				c->bytes = count_bytes;
-				*req->con_cls = c;
-			}
+int
+http_queue_notify(struct http_request *req, unsigned status,
+    struct http_response *resp, uint64_t count_bytes,
+    void (*done)(void *arg, int complete), void *arg)
+{
+	req->answered = 1;
+	if ((count_bytes > 0 || done != NULL) && req->body == NULL) {
+		struct count_ctx *c = calloc(1, sizeof(*c));
+
+		/* replaces the static marker; freed when completed */
+		if (c != NULL) {
+			c->p.kind = PENDING_COUNT;
+			c->bytes = req->method == HTTP_GET ? count_bytes : 0;
+			c->done = done;
+			c->arg = arg;
+			*req->con_cls = c;
+		} else if (done != NULL) {
+			done(arg, 0);
 		}
+	} else if (count_bytes > 0 && req->method == HTTP_GET) {
+		req->body->count_bytes = count_bytes;
 	}
 	metrics_status(status);
 	if (MHD_queue_response(req->conn, status,

@@ -32,7 +32,7 @@ static int
 matches(const struct offer *o, const struct device_facts *dev,
     const char *product)
 {
-	if (!reaches(o, dev))
+	if (!reaches(o, dev) || o->release_id == dev->refused_release)
 		return 0;
 	if (product == NULL ? o->product[0] != '\0'
 			    : strcmp(o->product, product) != 0)

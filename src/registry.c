@@ -55,6 +55,9 @@ enum wstmt {
 	W_LEARN_CHIP,
 	W_DOWNLOAD,
 	W_SEEN,
+	W_DELIVERED,
+	W_ROLLBACK,
+	W_CRASHED,
 	W_SAVEPOINT,
 	W_RELEASE,
 	W_ROLLBACK_TO,
@@ -145,6 +148,30 @@ static const char *const wsql[W_COUNT] = {
 	[W_SEEN] =
 	    "UPDATE device SET last_seen = max(last_seen, ?2),"
 	    " address = coalesce(?3, address) WHERE id = ?1",
+	[W_DELIVERED] =
+	    "UPDATE attempt SET delivered = 1, delivered_at = ?3, state ="
+	    " CASE state WHEN 'offered' THEN 'downloading' ELSE state END,"
+	    " updated_at = ?3"
+	    " WHERE device = ?1 AND state IN " OPEN_STATES " AND release IN"
+	    " (SELECT id FROM release WHERE artifact = ?2)",
+	/*
+	 * Back on the version it left, after it installed the image (it said
+	 * so) or after it got the image and rebooted (its uptime says so):
+	 * the image did not stay. A device that only re-polls may not have
+	 * received it; that attempt stays open until its timeout.
+	 */
+	[W_ROLLBACK] =
+	    "UPDATE attempt SET state = 'rollback', reason = 'back on ' ||"
+	    " from_version, updated_at = ?3, finished_at = ?3 WHERE device ="
+	    " ?1 AND state IN ('downloading', 'installed') AND (state ="
+	    " 'installed' OR (delivered = 1 AND ?4 IS NOT NULL AND ?4 < ?3 -"
+	    " delivered_at)) AND semver_compare(from_version, ?2) = 0",
+	/* a panic or watchdog reset after an update counts against it */
+	[W_CRASHED] =
+	    "UPDATE attempt SET crashed = crashed OR ?3 IN (4, 5, 6, 7),"
+	    " brownout = brownout OR ?3 = 9 WHERE id = (SELECT id FROM"
+	    " attempt WHERE device = ?1 AND state = 'success' ORDER BY id DESC"
+	    " LIMIT 1) AND finished_at <= ?2 AND ?3 IN (4, 5, 6, 7, 9)",
 	[W_SAVEPOINT] = "SAVEPOINT rec",
 	[W_RELEASE] = "RELEASE rec",
 	[W_ROLLBACK_TO] = "ROLLBACK TO rec",
@@ -203,8 +230,16 @@ static const char *const rsql[R_COUNT] = {
 	[R_DEVICE] = "SELECT ifnull(version, ''), ifnull(product, ''), blocked,"
 		     " ifnull(chip, ''), ifnull(hw_rev, ''),"
 		     " ifnull(secure_version, -1), ifnull(token_hash, ''),"
-		     " ifnull(grp, ''), ifnull(battery, -1)"
-		     " FROM device WHERE id = ?1",
+		     " ifnull(grp, ''), ifnull(battery, -1),"
+		     " ifnull(p.release, 0), ifnull(p.from_version, ''),"
+		     " ifnull((SELECT release FROM attempt WHERE device = ?1 AND"
+		     " state = 'rollback' ORDER BY id DESC LIMIT 1), 0),"
+		     " ifnull(p.state = 'installed', 0), ifnull(p.delivered_at,"
+		     " -1) FROM device LEFT JOIN (SELECT release, from_version,"
+		     " state, delivered_at FROM attempt WHERE device = ?1 AND"
+		     " state IN ('downloading', 'installed') AND (state ="
+		     " 'installed' OR delivered = 1) ORDER BY id DESC LIMIT 1) p"
+		     " WHERE id = ?1",
 	[R_TOKEN] = "SELECT id FROM device WHERE token_hash = ?1",
 	[R_RUNNING] = "SELECT chip, version, secure_version FROM artifact"
 		      " WHERE app_sha256 = ?1 LIMIT 1",
@@ -466,6 +501,20 @@ step_done(sqlite3_stmt *st)
 	return rc == SQLITE_DONE ? 0 : -1;
 }
 
+/* Telemetry with a reset reason may mark the last update as crashed. */
+static int
+crash_flags(struct registry *reg, const struct record *rec)
+{
+	sqlite3_stmt *st = reg->w[W_CRASHED];
+
+	if (!(rec->tel.present & TEL_RESET_REASON))
+		return 0;
+	sqlite3_bind_text(st, 1, rec->device, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, rec->at);
+	sqlite3_bind_int64(st, 3, rec->tel.reset_reason);
+	return step_done(st);
+}
+
 static int
 apply_checkin(struct registry *reg, const struct record *rec)
 {
@@ -488,6 +537,13 @@ apply_checkin(struct registry *reg, const struct record *rec)
 	bind_tel(st, 13, &rec->tel, TEL_RESET_REASON, rec->tel.reset_reason);
 	bind_tel(st, 14, &rec->tel, TEL_UPTIME, rec->tel.uptime);
 	if (step_done(st) < 0)
+		return -1;
+	st = reg->w[W_ROLLBACK];
+	sqlite3_bind_text(st, 1, rec->device, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, rec->version, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 3, rec->at);
+	bind_tel(st, 4, &rec->tel, TEL_UPTIME, rec->tel.uptime);
+	if (step_done(st) < 0 || crash_flags(reg, rec) < 0)
 		return -1;
 	/* running what it was offered: that attempt succeeded */
 	st = reg->w[W_SUCCESS];
@@ -522,6 +578,14 @@ static int
 apply_download(struct registry *reg, const struct record *rec)
 {
 	sqlite3_stmt *st = reg->w[W_SEEN];
+
+	if (rec->kind == RECORD_DELIVERED) {
+		st = reg->w[W_DELIVERED];
+		sqlite3_bind_text(st, 1, rec->device, -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 2, rec->artifact, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 3, rec->at);
+		return step_done(st);
+	}
 
 	sqlite3_bind_text(st, 1, rec->device, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 2, rec->at);
@@ -566,7 +630,7 @@ apply_report(struct registry *reg, const struct record *rec)
 	bind_tel(st, 8, t, TEL_RESET_REASON, t->reset_reason);
 	bind_tel(st, 9, t, TEL_BATTERY, t->battery);
 	bind_tel(st, 10, t, TEL_SECURE_VERSION, t->secure_version);
-	if (step_done(st) < 0)
+	if (step_done(st) < 0 || crash_flags(reg, rec) < 0)
 		return -1;
 
 	st = reg->w[W_OPEN_ATTEMPT];
@@ -656,7 +720,7 @@ writer_apply(struct registry *reg, struct record *batch, size_t count)
 			    apply_download(reg, rec)) < 0) {
 				log_warnx("cannot record %s of '%s': %s",
 				    rec->kind == RECORD_CHECKIN ? "check-in" :
-				    "download", rec->device,
+				    "a download", rec->device,
 				    sqlite3_errmsg(reg->db));
 				rec->err = OTAD_ERR_DB;
 			}
@@ -981,6 +1045,11 @@ fill_device(sqlite3_stmt *st, void *p)
 	copy_col(out->token_hash, sizeof(out->token_hash), st, 6);
 	copy_col(out->group, sizeof(out->group), st, 7);
 	out->battery = sqlite3_column_int(st, 8);
+	out->pending_release = sqlite3_column_int64(st, 9);
+	copy_col(out->pending_from, sizeof(out->pending_from), st, 10);
+	out->rolled_back_release = sqlite3_column_int64(st, 11);
+	out->pending_installed = sqlite3_column_int(st, 12);
+	out->pending_delivered_at = sqlite3_column_int64(st, 13);
 }
 
 struct id_buf {

@@ -84,7 +84,8 @@ def test_head_gives_headers_without_body_or_attempt(published):
 
 
 def test_check_registers_the_device(published):
-    published.get("/firmware/check?device=reg-1&version=0.14.2&product=wled")
+    published.request("HEAD", "/firmware/check?device=reg-1&version=0.14.2&"
+                      "product=wled")
     published.wait_for(lambda: published.otactl(
         "device", "show", "reg-1", check=False).returncode == 0)
     dev = published.otactl("device", "show", "reg-1", json_out=True)
@@ -92,9 +93,7 @@ def test_check_registers_the_device(published):
     assert dev["product"] == "wled"
     assert dev["address"] == "127.0.0.1"
     assert dev["checks"] == 1
-    assert dev["attempts"][0]["state"] == "offered"
-    assert dev["attempts"][0]["to_version"] == "0.14.3"
-    assert dev["attempts"][0]["from_version"] == "0.14.2"
+    assert dev["attempts"] == []
     first = dev["first_seen"]
     time.sleep(1.1)
     published.get("/firmware/check?device=reg-1&version=0.14.2")
@@ -102,7 +101,53 @@ def test_check_registers_the_device(published):
         "device", "show", "reg-1", json_out=True)["checks"] == 2)
     dev = published.otactl("device", "show", "reg-1", json_out=True)
     assert dev["first_seen"] == first and dev["last_seen"] > first
-    assert len(dev["attempts"]) == 1, "a repeated offer is the same attempt"
+    published.wait_for(lambda: published.otactl(
+        "device", "show", "reg-1", json_out=True)["attempts"][0]["state"]
+        == "downloading", what="the delivered image to be noted")
+    a = published.otactl("device", "show", "reg-1", json_out=True)[
+        "attempts"][0]
+    assert (a["from_version"], a["to_version"]) == ("0.14.2", "0.14.3")
+
+
+def test_back_on_the_old_version_is_a_rollback(published):
+    """The whole image went out; the device rebooted (its uptime says so)
+    and runs what it ran before: the image did not stay. It is not
+    offered the same again."""
+    assert published.get("/firmware/check?device=rb&version=0.14.2"
+                         ).status == 200
+    published.wait_for(lambda: published.otactl(
+        "device", "show", "rb", json_out=True)["attempts"][0]["state"]
+        == "downloading")
+    time.sleep(1.1)
+    r = published.get("/firmware/check?device=rb&version=0.14.2",
+                      {"X-Uptime": "0"})
+    assert r.status == 304
+    published.wait_for(lambda: published.otactl(
+        "device", "show", "rb", json_out=True)["attempts"][0]["state"]
+        == "rollback")
+    a = published.otactl("device", "show", "rb", json_out=True)["attempts"]
+    assert len(a) == 1 and a[0]["reason"] == "back on 0.14.2"
+    assert published.get("/firmware/check?device=rb&version=0.14.2"
+                         ).status == 304
+    # a device that only polls again (no reboot seen: perhaps the image
+    # never reached it) is not a rollback: it may try again
+    assert published.get("/firmware/check?device=re&version=0.14.2"
+                         ).status == 200
+    published.wait_for(lambda: published.otactl(
+        "device", "show", "re", json_out=True)["attempts"][0]["state"]
+        == "downloading")
+    assert published.get("/firmware/check?device=re&version=0.14.2",
+                         {"X-Uptime": "99999"}).status == 200
+    assert published.get("/firmware/check?device=re&version=0.14.2"
+                         ).status == 200
+    # reported installed, then back on the old version: a rollback
+    published.post_json("/firmware/report", {
+        "device": "re", "version": "0.14.3", "result": "installed"})
+    assert published.get("/firmware/check?device=re&version=0.14.2"
+                         ).status == 304
+    published.wait_for(lambda: published.otactl(
+        "device", "show", "re", json_out=True)["attempts"][0]["state"]
+        == "rollback")
 
 
 def test_running_the_offered_version_is_a_success(published):

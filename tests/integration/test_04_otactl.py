@@ -171,7 +171,8 @@ def test_device_and_status_views(published):
         "device", "list", json_out=True)) == 2)
     table = published.otactl("device", "list").stdout
     assert table.splitlines()[0].split()[:3] == ["ID", "VERSION", "PRODUCT"]
-    assert "v1" in table and "offered" in table
+    # the whole image went out: the attempt is under way
+    assert "v1" in table and "downloading" in table
     st = published.otactl("status", json_out=True)
     assert st["devices"] == 2
     assert {v["version"]: v["devices"] for v in st["versions"]} == \

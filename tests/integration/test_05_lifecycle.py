@@ -123,10 +123,10 @@ def test_sigterm_finishes_a_download_in_flight(published):
     body = data.partition(b"\r\n\r\n")[2]
     assert body == img
     assert published.proc.wait(10) == 0
-    # the offer it recorded before stopping is on disk
+    # the offer, and that the image went out, are on disk
     db = sqlite3.connect(published.db)
-    assert db.execute("SELECT state FROM attempt WHERE device='slow'"
-                      ).fetchone() == ("offered",)
+    assert db.execute("SELECT state, delivered FROM attempt WHERE"
+                      " device='slow'").fetchone() == ("downloading", 1)
     db.close()
     published.start()
 

@@ -257,4 +257,4 @@ def test_min_from_goes_through_a_stepping_stone(otad):
                       " WHERE device='old' ORDER BY id").fetchall()
     db.close()
     assert rows == [("0.14.2", "success", rollout),
-                    ("0.14.4", "offered", rollout)]
+                    ("0.14.4", "downloading", rollout)]

@@ -53,7 +53,7 @@ static const struct offer *
 decide(const char *version, const char *product, const struct offer *offers,
     size_t n)
 {
-	struct device_facts dev = {"dev-1", version, product, NULL, NULL, -1, -1, NULL, -1};
+	struct device_facts dev = {"dev-1", version, product, NULL, NULL, -1, -1, NULL, -1, 0};
 	struct decision d;
 
 	policy_decide(&dev, offers, n, NULL, 1700000000, &d);
@@ -133,7 +133,7 @@ test_chip(void **state)
 {
 	struct offer offers[] = {mk_chip(2, "2.0.0", "esp32c3"),
 	    mk_chip(1, "1.5.0", "esp32")};
-	struct device_facts dev = {"d", "1.0.0", NULL, "esp32", NULL, -1, -1, NULL, -1};
+	struct device_facts dev = {"d", "1.0.0", NULL, "esp32", NULL, -1, -1, NULL, -1, 0};
 	struct decision d;
 
 	(void)state;
@@ -160,7 +160,7 @@ static void
 test_hw_rev(void **state)
 {
 	struct offer offers[] = {mk(1, "2.0.0", "")};
-	struct device_facts dev = {"d", "1.0.0", NULL, NULL, NULL, -1, -1, NULL, -1};
+	struct device_facts dev = {"d", "1.0.0", NULL, NULL, NULL, -1, -1, NULL, -1, 0};
 
 	(void)state;
 	snprintf(offers[0].hw_rev, sizeof(offers[0].hw_rev), "B");
@@ -175,7 +175,7 @@ static void
 test_secure_version(void **state)
 {
 	struct offer offers[] = {mk(1, "2.0.0", "")};
-	struct device_facts dev = {"d", "1.0.0", NULL, NULL, NULL, -1, -1, NULL, -1};
+	struct device_facts dev = {"d", "1.0.0", NULL, NULL, NULL, -1, -1, NULL, -1, 0};
 	struct decision d;
 
 	(void)state;
@@ -207,7 +207,7 @@ static const struct offer *
 via(const char *version, const struct offer *target, const struct offer *st,
     size_t nst, enum decision_reason *reason)
 {
-	struct device_facts dev = {"d", version, NULL, NULL, NULL, -1, -1, NULL, -1};
+	struct device_facts dev = {"d", version, NULL, NULL, NULL, -1, -1, NULL, -1, 0};
 	struct stones stones = {st, nst};
 	struct decision d;
 
@@ -222,7 +222,7 @@ static void
 test_space(void **state)
 {
 	struct offer offers[] = {mk(1, "2.0.0", "")};
-	struct device_facts dev = {"d", "1.0.0", NULL, NULL, NULL, -1, -1, NULL, -1};
+	struct device_facts dev = {"d", "1.0.0", NULL, NULL, NULL, -1, -1, NULL, -1, 0};
 	struct decision d;
 
 	(void)state;
