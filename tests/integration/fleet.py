@@ -1,0 +1,94 @@
+"""A fleet of simulated ESP32 devices with A/B slots, polling a real otad.
+
+Each device runs the image in its active slot and polls /firmware/check
+with what it runs. Offered an image, it writes the other slot and reboots
+into it; a good image stays (the device checks in on the new version and
+reports success), a bad one is rolled back by the bootloader (the device
+reports rollback and runs its old slot again). Devices poll in parallel,
+many per worker thread, over keep-alive connections.
+"""
+import http.client
+import json
+import threading
+
+
+class Device:
+    def __init__(self, ident, version, group=None, battery=None):
+        self.id = ident
+        self.slots = [version, None]  # A/B
+        self.active = 0
+        self.group = group
+        self.battery = battery
+        self.offered = []      # versions it was offered, in order
+        self.deferred = []     # X-Update-Deferred reasons it got
+
+    @property
+    def version(self):
+        return self.slots[self.active]
+
+
+class Fleet:
+    def __init__(self, port, devices, bad_versions=(), workers=16):
+        self.port = port
+        self.devices = devices
+        self.bad = set(bad_versions)
+        self.workers = workers
+        self.errors = []
+
+    def _poll(self, conn, d):
+        headers = {"X-Device-ID": d.id, "X-Current-Version": d.version}
+        if d.battery is not None:
+            headers["X-Battery"] = str(d.battery)
+        conn.request("GET", "/firmware/check", headers=headers)
+        r = conn.getresponse()
+        body = r.read()
+        if r.status == 304:
+            reason = r.getheader("X-Update-Deferred")
+            if reason:
+                d.deferred.append(reason)
+            return
+        if r.status != 200:
+            self.errors.append((d.id, r.status, body[:200]))
+            return
+        new = r.getheader("X-Firmware-Version")
+        d.offered.append(new)
+        # write the other slot, reboot into it
+        other = 1 - d.active
+        d.slots[other] = new
+        if new in self.bad:
+            # the new app never confirms: the bootloader goes back
+            result = {"device": d.id, "version": new, "result": "rollback",
+                      "reason": "app did not confirm itself"}
+        else:
+            d.active = other
+            result = {"device": d.id, "version": new, "result": "success",
+                      "uptime": 5, "reset_reason": 3}
+        conn.request("POST", "/firmware/report", body=json.dumps(result),
+                     headers={"Content-Type": "application/json"})
+        r = conn.getresponse()
+        r.read()
+        if r.status != 200:
+            self.errors.append((d.id, "report", r.status))
+
+    def _worker(self, chunk):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port,
+                                          timeout=30)
+        try:
+            for d in chunk:
+                self._poll(conn, d)
+        except Exception as e:  # reported by the test
+            self.errors.append(("worker", repr(e)))
+        finally:
+            conn.close()
+
+    def round(self):
+        """Every device polls once, in parallel."""
+        n = self.workers
+        chunks = [self.devices[i::n] for i in range(n)]
+        threads = [threading.Thread(target=self._worker, args=(c,))
+                   for c in chunks]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return self.errors

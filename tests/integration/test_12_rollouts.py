@@ -1,0 +1,219 @@
+"""Rollouts in canary rings with health gates, driven by a simulated fleet
+of 1,000 devices with A/B slots polling a real otad in parallel."""
+import sqlite3
+import subprocess
+import time
+
+import imagebuild
+from conftest import Otad
+from fleet import Device, Fleet
+
+FLEET = 1000
+CANARIES = 5
+
+
+def fleet_otad(tmp_path, version="2.0.0"):
+    d = Otad(tmp_path, "rate_per_device = 0\n")
+    img = tmp_path / "app.bin"
+    img.write_bytes(imagebuild.build(version=version, seglen=1024))
+    sha = d.otactl("artifact", "add", str(img)).stdout.strip()
+    d.otactl("release", "create", version, "--artifact", sha)
+    d.start()
+    devices = [Device(f"dev-{i:04d}", "1.0.0",
+                      "canary" if i < CANARIES else None)
+               for i in range(FLEET)]
+    # the fleet is known: one poll each registers it
+    f = Fleet(d.port, devices)
+    assert f.round() == []
+    for dev in devices[:CANARIES]:
+        d.otactl("device", "set", dev.id, "--group", "canary")
+    return d, devices, f
+
+
+def status(d, rid):
+    return d.otactl("rollout", "status", str(rid), json_out=True)[0]
+
+
+def rounds_until(d, f, rid, done, limit=60):
+    for _ in range(limit):
+        assert f.round() == []
+        st = status(d, rid)
+        if done(st):
+            return st
+        time.sleep(0.3)
+    raise AssertionError(f"rollout did not get there: {st}")
+
+
+PLAN = ("group=canary,soak=1s,min=3; 10%,soak=1s,min=20; "
+        "100%,soak=1s,min=1")
+
+
+def test_a_good_release_walks_every_ring(tmp_path):
+    d, devices, f = fleet_otad(tmp_path)
+    try:
+        rid = d.otactl("rollout", "create", "2.0.0", "--stages", PLAN,
+                       json_out=True)["id"]
+        # a draft offers nothing
+        assert f.round() == [] and not any(x.offered for x in devices)
+        d.otactl("rollout", "start", str(rid))
+        assert f.round() == []
+        # only the canaries at first
+        assert {x.id for x in devices if x.offered} == \
+            {x.id for x in devices[:CANARIES]}
+        st = rounds_until(d, f, rid, lambda s: s["state"] == "completed")
+        assert all(x.version == "2.0.0" for x in devices)
+        assert all(x.offered == ["2.0.0"] for x in devices)
+        stages = st["stages"]
+        assert [s["succeeded"] for s in stages][0] == CANARIES
+        assert sum(s["succeeded"] for s in stages) == FLEET
+        # the 10% ring took about a tenth of the rest
+        assert 50 <= stages[1]["offered"] <= 150
+        assert stages[2]["targeted"] == FLEET
+        assert st["baseline"] == 1
+        db = sqlite3.connect(d.db)
+        moves = [r[0] for r in db.execute(
+            "SELECT what FROM audit WHERE what LIKE 'rollout % stage %'"
+            " ORDER BY id")]
+        db.close()
+        assert moves == [f"rollout {rid} stage 0 -> 1",
+                         f"rollout {rid} stage 1 -> 2"]
+        # a device that joins later gets the baseline
+        late = Device("late-1", "1.0.0")
+        Fleet(d.port, [late]).round()
+        assert late.version == "2.0.0"
+    finally:
+        d.check_clean_exit()
+
+
+def test_a_bad_release_halts_in_the_canary_ring(tmp_path):
+    d, devices, f = fleet_otad(tmp_path)
+    f.bad = {"2.0.0"}
+    try:
+        rid = d.otactl("rollout", "create", "2.0.0", "--stages", PLAN,
+                       json_out=True)["id"]
+        d.otactl("rollout", "start", str(rid))
+        st = rounds_until(d, f, rid, lambda s: s["state"] == "halted")
+        assert "rollback rate" in st["reason"]
+        assert st["stage"] == 0
+        # a few more rounds: nothing more is offered to anyone
+        for _ in range(3):
+            assert f.round() == []
+            time.sleep(0.3)
+        offered = {x.id for x in devices if x.offered}
+        assert offered <= {x.id for x in devices[:CANARIES]}
+        db = sqlite3.connect(d.db)
+        outside = db.execute("SELECT count(*) FROM attempt WHERE device NOT"
+                             " IN (SELECT id FROM device WHERE grp ="
+                             " 'canary')").fetchone()[0]
+        halted = db.execute("SELECT actor FROM audit WHERE what ="
+                            f" 'rollout {rid} state active -> halted'"
+                            ).fetchone()
+        db.close()
+        assert outside == 0
+        assert halted == ("otad",)
+        assert all(x.version == "1.0.0" for x in devices)
+        assert any("halted" in l for l in d.log)
+        # resuming a halt needs --force
+        p = d.otactl("rollout", "resume", str(rid), check=False)
+        assert p.returncode == 1 and "--force" in p.stderr
+    finally:
+        d.check_clean_exit()
+
+
+def test_a_hand_edit_pauses_a_rollout_within_a_second(tmp_path):
+    d, devices, f = fleet_otad(tmp_path)
+    try:
+        rid = d.otactl("rollout", "create", "2.0.0", "--stages",
+                       "10%,soak=1h,min=1000; 100%", json_out=True)["id"]
+        d.otactl("rollout", "start", str(rid))
+        subprocess.run(["sqlite3", str(d.db), "UPDATE rollout SET state ="
+                        f" 'paused' WHERE id = {rid}"], check=True)
+        time.sleep(1.0)
+        assert f.round() == []
+        assert not any(x.offered for x in devices)
+        # stages edited by hand stay in order
+        p = subprocess.run(["sqlite3", str(d.db), "UPDATE rollout_stage SET"
+                            f" percent = 5 WHERE rollout = {rid} AND no = 1"],
+                           capture_output=True, text=True)
+        assert "rings only widen" in p.stderr
+        p = subprocess.run(["sqlite3", str(d.db), "UPDATE rollout SET"
+                            f" stage = 7 WHERE id = {rid}"],
+                           capture_output=True, text=True)
+        assert "no such stage" in p.stderr
+        subprocess.run(["sqlite3", str(d.db), "UPDATE rollout SET state ="
+                        f" 'active' WHERE id = {rid}"], check=True)
+        time.sleep(1.0)
+        assert f.round() == []
+        assert 50 <= sum(1 for x in devices if x.offered) <= 150
+    finally:
+        d.check_clean_exit()
+
+
+def test_deferred_devices_are_not_failures(tmp_path):
+    d, devices, f = fleet_otad(tmp_path)
+    low = devices[:300]
+    for x in low:
+        x.battery = 20
+    try:
+        rid = d.otactl("rollout", "create", "2.0.0", "--stages",
+                       "100%,soak=1s,min=1", "--min-battery", "40",
+                       json_out=True)["id"]
+        d.otactl("rollout", "start", str(rid))
+        assert f.round() == []
+        assert all(x.deferred == ["battery"] and not x.offered for x in low)
+        assert all(x.version == "2.0.0" for x in devices[300:])
+        st = status(d, rid)["stages"][0]
+        assert st["failed"] == 0 and st["timed_out"] == 0
+        assert st["deferred"] == 300
+        # charged: they update
+        for x in low:
+            x.battery = 90
+        assert f.round() == []
+        assert all(x.version == "2.0.0" for x in devices)
+    finally:
+        d.check_clean_exit()
+
+
+def test_rollout_commands_refuse_what_makes_no_sense(tmp_path):
+    d = Otad(tmp_path)
+    img = tmp_path / "a.bin"
+    img.write_bytes(imagebuild.build(version="2.0.0"))
+    sha = d.otactl("artifact", "add", str(img)).stdout.strip()
+    d.otactl("release", "create", "2.0.0", "--artifact", sha)
+    old = tmp_path / "o.bin"
+    old.write_bytes(imagebuild.build(version="1.5.0", seed=3))
+    sha_old = d.otactl("artifact", "add", str(old)).stdout.strip()
+    d.otactl("release", "create", "1.5.0", "--artifact", sha_old)
+    for args, needle in [
+        (["rollout", "create", "2.0.0"], "needs --stages"),
+        (["rollout", "create", "2.0.0", "--stages", "10%"],
+         "last stage must be 100%"),
+        (["rollout", "create", "2.0.0", "--stages", "100%", "--window",
+          "9-17"], "--window is HH:MM-HH:MM"),
+        (["rollout", "create", "2.0.0", "--stages", "100%", "--days",
+          "weekdays"], "--days"),
+        (["rollout", "create", "2.0.0", "--stages", "100%",
+          "--min-battery", "150"], "--min-battery"),
+        (["rollout", "create", "9.9.9", "--stages", "100%"],
+         "no release 9.9.9"),
+        (["rollout", "start", "77"], "no rollout 77"),
+        (["rollout", "start", "x"], "not a rollout id"),
+    ]:
+        p = d.otactl(*args, check=False)
+        assert p.returncode == 1, args
+        assert needle in p.stderr, (needle, p.stderr)
+    rid = d.otactl("rollout", "create", "2.0.0", "--stages", "100%",
+                   json_out=True)["id"]
+    d.otactl("rollout", "start", str(rid))
+    p = d.otactl("rollout", "start", str(rid), check=False)
+    assert "is active: cannot start" in p.stderr
+    # going back needs --downgrade
+    p = d.otactl("rollout", "create", "1.5.0", "--stages", "100%",
+                 check=False)
+    assert p.returncode == 1 and "--downgrade" in p.stderr
+    d.otactl("rollout", "create", "1.5.0", "--stages", "100%",
+             "--downgrade")
+    d.otactl("rollout", "abort", str(rid))
+    p = d.otactl("rollout", "pause", str(rid), check=False)
+    assert "is aborted" in p.stderr
+    assert "rollout 1" in d.otactl("rollout", "status").stdout
