@@ -217,3 +217,74 @@ def test_rollout_commands_refuse_what_makes_no_sense(tmp_path):
     p = d.otactl("rollout", "pause", str(rid), check=False)
     assert "is aborted" in p.stderr
     assert "rollout 1" in d.otactl("rollout", "status").stdout
+
+
+def test_window_forced_and_downgrade(tmp_path):
+    d, devices, f = fleet_otad(tmp_path)
+    few = devices[:20]
+    f2 = Fleet(d.port, few)
+    try:
+        # a window that is closed now: deferred, not failed
+        now = time.gmtime()
+        start = (now.tm_hour + 2) % 24
+        window = f"{start:02d}:00-{(start + 1) % 24:02d}:00"
+        rid = d.otactl("rollout", "create", "2.0.0", "--stages",
+                       "100%,soak=1s,min=1", "--window", window,
+                       json_out=True)["id"]
+        d.otactl("rollout", "start", str(rid))
+        assert f2.round() == []
+        assert all(x.deferred == ["window"] and not x.offered for x in few)
+        d.otactl("rollout", "abort", str(rid))
+        # the same plan for a forced release goes out at once
+        img = tmp_path / "f.bin"
+        img.write_bytes(imagebuild.build(version="2.0.1", seglen=1024,
+                                         seed=5))
+        sha = d.otactl("artifact", "add", str(img)).stdout.strip()
+        d.otactl("release", "create", "2.0.1", "--artifact", sha,
+                 "--forced")
+        rid = d.otactl("rollout", "create", "2.0.1", "--stages",
+                       "100%,soak=1s,min=1", "--window", window,
+                       "--min-battery", "90", json_out=True)["id"]
+        d.otactl("rollout", "start", str(rid))
+        for x in few:
+            x.battery = 10
+        assert f2.round() == []
+        assert all(x.version == "2.0.1" for x in few)
+        d.otactl("rollout", "abort", str(rid))
+        # rolling the fleet back to 2.0.0 needs --downgrade, then works
+        p = d.otactl("rollout", "create", "2.0.0", "--stages", "100%",
+                     check=False)
+        assert p.returncode == 0, "2.0.1 is no longer offered"
+        rid = d.otactl("rollout", "create", "2.0.0", "--stages",
+                       "100%,soak=1s,min=1", "--downgrade",
+                       json_out=True)["id"]
+        d.otactl("rollout", "start", str(rid))
+        assert f2.round() == []
+        assert all(x.version == "2.0.0" for x in few)
+    finally:
+        d.check_clean_exit()
+
+
+def test_crashes_after_the_update_halt_the_rollout(tmp_path):
+    d, devices, f = fleet_otad(tmp_path)
+    canaries = devices[:CANARIES]
+    try:
+        rid = d.otactl("rollout", "create", "2.0.0", "--stages",
+                       "group=canary,soak=30s,min=3,crash<=0.2; 100%",
+                       json_out=True)["id"]
+        d.otactl("rollout", "start", str(rid))
+        assert Fleet(d.port, canaries).round() == []
+        assert all(x.version == "2.0.0" for x in canaries)
+        time.sleep(1.1)
+        # they updated fine, then three panic (4) or hit the watchdog (6)
+        for x, reason in zip(canaries, [4, 6, 4, 1, 1]):
+            assert d.get("/firmware/check", {
+                "X-Device-ID": x.id, "X-Current-Version": "2.0.0",
+                "X-Reset-Reason": str(reason)}).status == 304
+        d.wait_for(lambda: status(d, rid)["state"] == "halted", timeout=5,
+                   what="the crash rate to halt the rollout")
+        st = status(d, rid)
+        assert "crash rate 0.60 > 0.20" in st["reason"]
+        assert st["stages"][0]["crashed"] == 3
+    finally:
+        d.check_clean_exit()
