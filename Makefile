@@ -162,6 +162,7 @@ fuzz: $(FUZZ_TARGETS)
 
 bench: deps-bench all
 	tests/bench/check.sh $(BUILD)
+	tests/bench/rollout.sh $(BUILD)
 
 lint:
 	@tests/lint.sh

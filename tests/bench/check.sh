@@ -14,53 +14,20 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 BUILD=${1:-build}
 ROOT=$PWD
-SHARED=${SHARED:-$ROOT/../shared}
+. tests/bench/lib.sh
 IMAGE=$SHARED/firmware/wled-esp32/0.14.3.bin
-DEVICES=${DEVICES:-100000}
-DURATION=${DURATION:-10s}
-CONNS=${CONNS:-64}
-THREADS=${THREADS:-2}
-
-for tool in wrk nginx sqlite3; do
-	command -v $tool >/dev/null || { echo "bench: needs $tool (make deps-bench)"; exit 1; }
-done
+command -v nginx >/dev/null || { echo "bench: needs nginx (make deps-bench)"; exit 1; }
 NGINX=$(command -v nginx)
-work=$(mktemp -d)
-pids=()
-cleanup() {
-	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-	wait 2>/dev/null || true
-	rm -rf "$work"
-}
-trap cleanup EXIT
 
-# ---- otad with a fleet ----
-cat > "$work/otad.conf" <<CONF
-listen = 127.0.0.1:0
-state_dir = $work/state
-http_threads = 2
-CONF
-export OTAD_CONF=$work/otad.conf
-"$BUILD/otactl" status >/dev/null 2>&1
-sqlite3 "$work/state/otad.db" <<SQL
-WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < $DEVICES - 1)
-INSERT INTO device (id, version, first_seen, last_seen, checks)
-SELECT 'dev-' || i, '0.14.3', unixepoch(), unixepoch(), 0 FROM n;
-SQL
+# ---- otad with a fleet on 0.14.3 ----
+fleet_otad 0.14.3
 sha=$("$BUILD/otactl" artifact add "$IMAGE" --version 0.14.3 2>/dev/null)
 # signed, as in production: the offer carries its signature headers
 "$BUILD/otactl" key generate bench >/dev/null 2>&1
 "$BUILD/otactl" artifact sign "$sha" --key bench >/dev/null 2>&1
 "$BUILD/otactl" release create 0.14.3 --artifact "$sha" >/dev/null 2>&1
 "$BUILD/otactl" release publish 0.14.3 >/dev/null 2>&1
-"$BUILD/otad" -c "$work/otad.conf" 2>"$work/otad.log" &
-pids+=($!)
-for _ in $(seq 100); do
-	port=$(sed -n 's/.*ready: listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$work/otad.log")
-	[ -n "$port" ] && break
-	sleep 0.1
-done
-[ -n "$port" ] || { cat "$work/otad.log"; exit 1; }
+start_otad
 
 # ---- nginx, the baseline ----
 mkdir -p "$work/nginx/logs" "$work/www"
@@ -93,31 +60,6 @@ for _ in $(seq 50); do
 	sleep 0.1
 done
 
-# distinct device ids, one range per wrk thread
-cat > "$work/devices.lua" <<'LUA'
-local counter = 0
-local base = 0
-local threads = 0
-function setup(thread)
-	thread:set("base", threads * 1000003)
-	threads = threads + 1
-end
-function request()
-	counter = counter + 1
-	local id = (base + counter) % DEVICES
-	return wrk.format("GET", "/firmware/check", {
-		["X-Device-ID"] = "dev-" .. id,
-		["X-Current-Version"] = VERSION,
-		["Connection"] = CONNECTION })
-end
-LUA
-lua_for() { # version connection
-	sed -e "s/DEVICES/$DEVICES/" -e "s/VERSION/\"$1\"/" \
-	    -e "s/CONNECTION/\"$2\"/" "$work/devices.lua" > "$work/run.lua"
-	echo "$work/run.lua"
-}
-
-rate() { awk '/^Requests\/sec:/ { print $2 }'; }
 bytes_per_s() {
 	awk '/^Transfer\/sec:/ {
 		v = $2; u = substr(v, length(v) - 1); n = v + 0
@@ -126,27 +68,26 @@ bytes_per_s() {
 		else if (u == "KB") n *= 1024
 		printf "%.0f\n", n }'
 }
-run_wrk() { wrk -t"$THREADS" -c"$1" -d"$DURATION" "${@:2}" 2>&1; }
 
 echo "otad $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'), $DEVICES devices, $(nproc) cores, wrk -t$THREADS, $DURATION each"
 printf '%-34s %14s %14s %7s\n' "test" "otad" "nginx" "ratio"
 
-o=$(run_wrk "$CONNS" -s "$(lua_for 0.14.3 keep-alive)" "http://127.0.0.1:$port" | tee "$work/check.out" | rate)
+o=$(run_wrk "$CONNS" -s "$(devices_lua 0.14.3 keep-alive)" "http://127.0.0.1:$port" | rate)
 n=$(run_wrk "$CONNS" "http://127.0.0.1:$nport/check" | rate)
 printf '%-34s %10.0f r/s %10.0f r/s %7.2f\n' "check 304, keep-alive" "$o" "$n" "$(echo "$o / $n" | bc -l)"
 
-o=$(run_wrk "$CONNS" -s "$(lua_for 0.14.3 close)" "http://127.0.0.1:$port" | rate)
+o=$(run_wrk "$CONNS" -s "$(devices_lua 0.14.3 close)" "http://127.0.0.1:$port" | rate)
 n=$(run_wrk "$CONNS" -H "Connection: close" "http://127.0.0.1:$nport/check" | rate)
 printf '%-34s %10.0f r/s %10.0f r/s %7.2f\n' "check 304, Connection: close" "$o" "$n" "$(echo "$o / $n" | bc -l)"
 
-o=$(run_wrk 16 -s "$(lua_for 0.14.2 keep-alive)" "http://127.0.0.1:$port" | bytes_per_s)
+o=$(run_wrk 16 -s "$(devices_lua 0.14.2 keep-alive)" "http://127.0.0.1:$port" | bytes_per_s)
 n=$(run_wrk 16 "http://127.0.0.1:$nport/fw.bin" | bytes_per_s)
 printf '%-34s %10.0f MB/s %9.0f MB/s %7.2f\n' "download 1.3 MB image" "$(echo "$o / 1048576" | bc -l)" "$(echo "$n / 1048576" | bc -l)" "$(echo "$o / $n" | bc -l)"
 
 # every check answered was recorded: compare otad's own count with the
 # registry once the writer drained at shutdown
 answered=$(curl -s "http://127.0.0.1:$port/metrics" | awk '$1 == "otad_checks_total" { print $2 }')
-kill -TERM "${pids[0]}"; wait "${pids[0]}" 2>/dev/null || true
+stop_otad
 recorded=$(sqlite3 "$work/state/otad.db" "SELECT sum(checks) FROM device")
 echo "checks answered: $answered, recorded in the registry: $recorded"
 [ "$answered" = "$recorded" ] || { echo "bench: check-ins were lost"; exit 1; }
