@@ -111,14 +111,22 @@ struct device_row {
 	char token_hash[65];               /* "" = no token issued */
 	char group[OTAD_PRODUCT_MAX + 1];  /* "" = none */
 	int battery;                       /* last reported; -1 = unknown */
-	/* an attempt whose image reached the device, and the version it
-	 * left: seen on that version again, the device rolled back */
+	int blocked;
+};
+
+/*
+ * What a device's attempts say against offering it a release: the one
+ * whose image reached it (and the version it left: seen on that version
+ * again, it rolled back), and the last it rolled back from. Looked up only
+ * when an offer is about to be made, so that a 304 costs no attempt
+ * lookup.
+ */
+struct device_refusal {
 	int64_t pending_release;           /* 0 = none */
 	char pending_from[OTAD_VERSION_MAX + 1];
 	int pending_installed;             /* it reported 'installed' */
 	int64_t pending_delivered_at;      /* -1 = not delivered */
-	int64_t rolled_back_release;       /* its last rollback; 0 = none */
-	int blocked;
+	int64_t rolled_back_release;       /* 0 = none */
 };
 
 /* What the store knows of an image a device says it runs. */
@@ -169,6 +177,9 @@ enum otad_err registry_device_get(struct registry_reader *r, const char *id,
  */
 enum otad_err registry_released_artifact(struct registry_reader *r,
     const char *sha256, struct offer *out);
+
+enum otad_err registry_device_refusal(struct registry_reader *r,
+    const char *id, struct device_refusal *out);
 
 /* The device holding the token with this hash; NOT_FOUND if none. */
 enum otad_err registry_token_owner(struct registry_reader *r,

@@ -446,6 +446,29 @@ header_telemetry(struct http_request *req, struct telemetry *tel)
 	return 0;
 }
 
+/*
+ * The release this device must not be offered again: the one it came back
+ * from, on the version it left, after it installed the image or got it and
+ * rebooted since (the writer records that rollback by the same rule), or
+ * the last one it rolled back from. 0 for none.
+ */
+static int64_t
+refused(struct api_thread *t, const char *id, const char *version,
+    const struct telemetry *tel, int64_t now)
+{
+	struct device_refusal r;
+
+	if (registry_device_refusal(t->reader, id, &r) != OTAD_OK)
+		return 0;
+	if (r.pending_release != 0 &&
+	    semver_compare(version, r.pending_from) == 0 &&
+	    (r.pending_installed || ((tel->present & TEL_UPTIME) &&
+	    r.pending_delivered_at >= 0 && tel->uptime < now -
+	    r.pending_delivered_at)))
+		return r.pending_release;
+	return r.rolled_back_release;
+}
+
 /* What one check found out, for the answer. */
 struct check {
 	struct decision d;
@@ -533,23 +556,18 @@ check_decide(struct http_request *req, struct api *api, struct check *c)
 	facts.secure_version = secure_version;
 	facts.free_space = free_space;
 	facts.group = row.group;
-	/*
-	 * Back on the version it left, once it installed the image or got
-	 * it and rebooted since: that release failed on this device (the
-	 * writer records the rollback by the same rule) and is not offered
-	 * to it again.
-	 */
-	facts.refused_release = (row.pending_release != 0 &&
-	    semver_compare(version, row.pending_from) == 0 &&
-	    (row.pending_installed || ((tel.present & TEL_UPTIME) &&
-	    row.pending_delivered_at >= 0 && tel.uptime < now -
-	    row.pending_delivered_at))) ? row.pending_release :
-	    row.rolled_back_release;
+	facts.refused_release = 0;
 	facts.battery = (tel.present & TEL_BATTERY) ? (int)tel.battery :
 	    row.battery;
 	snap = rollout_snapshot(api->rollout, &t->snap);
 	policy_decide(&facts, snap->offers, snap->n, &snap->stones, now,
 	    &c->d);
+	/* about to offer: what do its attempts say? (a 304 never asks) */
+	if (c->d.kind == DECISION_OFFER &&
+	    (facts.refused_release = refused(t, id, version, &tel, now)) ==
+	    c->d.offer->release_id)
+		policy_decide(&facts, snap->offers, snap->n, &snap->stones,
+		    now, &c->d);
 	c->id = id;
 
 	/* a HEAD looks without taking: the record opens no attempt */

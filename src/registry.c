@@ -215,6 +215,7 @@ struct registry {
 
 enum rstmt {
 	R_DEVICE,
+	R_REFUSAL,
 	R_TOKEN,
 	R_STAGES,
 	R_RUNNING,
@@ -230,16 +231,18 @@ static const char *const rsql[R_COUNT] = {
 	[R_DEVICE] = "SELECT ifnull(version, ''), ifnull(product, ''), blocked,"
 		     " ifnull(chip, ''), ifnull(hw_rev, ''),"
 		     " ifnull(secure_version, -1), ifnull(token_hash, ''),"
-		     " ifnull(grp, ''), ifnull(battery, -1),"
-		     " ifnull(p.release, 0), ifnull(p.from_version, ''),"
-		     " ifnull((SELECT release FROM attempt WHERE device = ?1 AND"
-		     " state = 'rollback' ORDER BY id DESC LIMIT 1), 0),"
-		     " ifnull(p.state = 'installed', 0), ifnull(p.delivered_at,"
-		     " -1) FROM device LEFT JOIN (SELECT release, from_version,"
-		     " state, delivered_at FROM attempt WHERE device = ?1 AND"
-		     " state IN ('downloading', 'installed') AND (state ="
-		     " 'installed' OR delivered = 1) ORDER BY id DESC LIMIT 1) p"
-		     " WHERE id = ?1",
+		     " ifnull(grp, ''), ifnull(battery, -1)"
+		     " FROM device WHERE id = ?1",
+	/* only when an offer is about to be made (see registry.h) */
+	[R_REFUSAL] = "SELECT ifnull(p.release, 0), ifnull(p.from_version,"
+		      " ''), ifnull((SELECT release FROM attempt WHERE device ="
+		      " ?1 AND state = 'rollback' ORDER BY id DESC LIMIT 1), 0),"
+		      " ifnull(p.state = 'installed', 0), ifnull(p.delivered_at,"
+		      " -1) FROM (SELECT 1) LEFT JOIN (SELECT release,"
+		      " from_version, state, delivered_at FROM attempt WHERE"
+		      " device = ?1 AND state IN ('downloading', 'installed') AND"
+		      " (state = 'installed' OR delivered = 1) ORDER BY id DESC"
+		      " LIMIT 1) p",
 	[R_TOKEN] = "SELECT id FROM device WHERE token_hash = ?1",
 	[R_RUNNING] = "SELECT chip, version, secure_version FROM artifact"
 		      " WHERE app_sha256 = ?1 LIMIT 1",
@@ -1045,11 +1048,26 @@ fill_device(sqlite3_stmt *st, void *p)
 	copy_col(out->token_hash, sizeof(out->token_hash), st, 6);
 	copy_col(out->group, sizeof(out->group), st, 7);
 	out->battery = sqlite3_column_int(st, 8);
-	out->pending_release = sqlite3_column_int64(st, 9);
-	copy_col(out->pending_from, sizeof(out->pending_from), st, 10);
-	out->rolled_back_release = sqlite3_column_int64(st, 11);
-	out->pending_installed = sqlite3_column_int(st, 12);
-	out->pending_delivered_at = sqlite3_column_int64(st, 13);
+}
+
+static void
+fill_refusal(sqlite3_stmt *st, void *p)
+{
+	struct device_refusal *out = p;
+
+	out->pending_release = sqlite3_column_int64(st, 0);
+	copy_col(out->pending_from, sizeof(out->pending_from), st, 1);
+	out->rolled_back_release = sqlite3_column_int64(st, 2);
+	out->pending_installed = sqlite3_column_int(st, 3);
+	out->pending_delivered_at = sqlite3_column_int64(st, 4);
+}
+
+enum otad_err
+registry_device_refusal(struct registry_reader *r, const char *id,
+    struct device_refusal *out)
+{
+	return point_lookup(r, R_REFUSAL, id, fill_refusal, out,
+	    "attempt lookup");
 }
 
 struct id_buf {
