@@ -86,9 +86,10 @@ $(BUILD)/otad: $(BUILD)/obj/main.o $(BUILD)/libotad.a
 $(BUILD)/otactl: $(BUILD)/obj/otactl.o $(BUILD)/libotad.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lpthread
 
+# tests must build without a warning: a mismatched call there is silent
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libotad.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(PKG_CFLAGS) -o $@ $< $(BUILD)/libotad.a \
+	$(CC) $(CFLAGS) -Werror $(PKG_CFLAGS) -o $@ $< $(BUILD)/libotad.a \
 		$(LDFLAGS) $(PKG_LIBS) -lcmocka -lpthread
 
 -include $(wildcard $(BUILD)/obj/*.d)

@@ -997,7 +997,8 @@ rollout_status(struct opts *o)
 	static const char *const cols[] = {"no", "ring", "targeted",
 	    "offered", "in_progress", "succeeded", "rolled_back", "failed",
 	    "timed_out", "deferred", "success_rate", "rollback_rate",
-	    "failure_rate", "crash_rate", "soak_left", "breach", NULL};
+	    "failure_rate", "crash_rate", "brownouts", "soak_left", "breach",
+	    NULL};
 	char why[256];
 	json_t *rows;
 	size_t i;

@@ -2408,14 +2408,15 @@ registry_rollout_action(struct registry *reg, int64_t id,
 	" in_progress, ifnull(c.succeeded, 0) AS succeeded,"                   \
 	" ifnull(c.rolled_back, 0) AS rolled_back, ifnull(c.failed, 0) AS"     \
 	" failed, ifnull(c.timed_out, 0) AS timed_out, ifnull(c.crashed, 0)"   \
-	" AS crashed"
+	" AS crashed, ifnull(c.brownouts, 0) AS brownouts"
 #define STAGE_COUNTS_JOIN                                                      \
 	" LEFT JOIN (SELECT stage, count(*) AS offered, sum(state IN"          \
 	" ('offered', 'downloading', 'installed')) AS in_progress,"            \
 	" sum(state = 'success') AS succeeded, sum(state = 'rollback') AS"     \
 	" rolled_back, sum(state = 'failed') AS failed, sum(state ="           \
 	" 'timeout') AS timed_out, sum(state = 'success' AND crashed) AS"      \
-	" crashed FROM attempt WHERE rollout = ?1 GROUP BY stage) c"           \
+	" crashed, sum(brownout) AS brownouts FROM attempt WHERE rollout = ?1" \
+	" GROUP BY stage) c"                                                   \
 	" ON c.stage = st.no"
 
 struct health {

@@ -267,6 +267,99 @@ test_stepping_stones(void **state)
 	assert_int_equal(why, REASON_UPGRADE_PATH);
 }
 
+static void
+test_rings_and_groups(void **state)
+{
+	struct offer offers[] = {mk(1, "2.0.0", "")};
+	struct device_facts dev = {"dev-x", "1.0.0", NULL, NULL, NULL, -1, -1,
+	    NULL, -1, 0};
+	unsigned place;
+	char id[16];
+	int in = 0, i;
+
+	(void)state;
+	offers[0].rollout_id = 7;
+	offers[0].ring_max = 0; /* only a canary group so far */
+	snprintf(offers[0].groups[0], sizeof(offers[0].groups[0]), "canary");
+	offers[0].ngroups = 1;
+	assert_null(decide_full(&dev, offers, 1).offer);
+	dev.group = "canary";
+	assert_non_null(decide_full(&dev, offers, 1).offer);
+	dev.group = "field";
+	assert_null(decide_full(&dev, offers, 1).offer);
+	/* a ring: exactly the devices whose place is below it */
+	place = stages_ring(7, "dev-x");
+	offers[0].ring_max = place;
+	assert_null(decide_full(&dev, offers, 1).offer);
+	offers[0].ring_max = place + 1;
+	assert_non_null(decide_full(&dev, offers, 1).offer);
+	/* 10% of 2000 devices, give or take */
+	offers[0].ring_max = 1000;
+	for (i = 0; i < 2000; i++) {
+		snprintf(id, sizeof(id), "d%d", i);
+		dev.id = id;
+		in += decide_full(&dev, offers, 1).offer != NULL;
+	}
+	assert_true(in > 150 && in < 250);
+	/* a rolled-back release is not offered again */
+	offers[0].ring_max = 10000;
+	dev.refused_release = 1;
+	assert_null(decide_full(&dev, offers, 1).offer);
+}
+
+static void
+test_deferrals_and_forced(void **state)
+{
+	struct offer offers[] = {mk(1, "2.0.0", "")};
+	struct device_facts dev = {"d", "1.0.0", NULL, NULL, NULL, -1, -1,
+	    NULL, -1, 0};
+	struct decision d;
+
+	(void)state;
+	/* a window that never includes now: 1700000000 is 22:13 UTC */
+	stages_parse_window("01:00-05:00", &offers[0].window);
+	d = decide_full(&dev, offers, 1);
+	assert_null(d.offer);
+	assert_int_equal(d.reason, REASON_WINDOW);
+	offers[0].window.start = -1;
+	offers[0].min_battery = 40;
+	dev.battery = 39;
+	d = decide_full(&dev, offers, 1);
+	assert_int_equal(d.reason, REASON_BATTERY);
+	assert_string_equal(policy_reason_name(d.reason), "battery");
+	dev.battery = -1; /* unknown: not held back */
+	assert_non_null(decide_full(&dev, offers, 1).offer);
+	dev.battery = 40;
+	assert_non_null(decide_full(&dev, offers, 1).offer);
+	/* forced: skips window and battery, never anti-rollback or chip */
+	dev.battery = 5;
+	stages_parse_window("01:00-05:00", &offers[0].window);
+	offers[0].forced = 1;
+	assert_non_null(decide_full(&dev, offers, 1).offer);
+	offers[0].secure_version = 1;
+	dev.secure_version = 2;
+	assert_int_equal(decide_full(&dev, offers, 1).reason,
+	    REASON_SECURE_VERSION);
+	dev.secure_version = -1;
+	dev.chip = "esp32c3";
+	assert_null(decide_full(&dev, offers, 1).offer);
+}
+
+static void
+test_downgrade(void **state)
+{
+	struct offer offers[] = {mk(1, "1.5.0", "")};
+	struct device_facts dev = {"d", "2.0.0", NULL, NULL, NULL, -1, -1,
+	    NULL, -1, 0};
+
+	(void)state;
+	assert_null(decide_full(&dev, offers, 1).offer);
+	offers[0].downgrade = 1;
+	assert_non_null(decide_full(&dev, offers, 1).offer);
+	dev.version = "1.5.0";
+	assert_null(decide_full(&dev, offers, 1).offer);
+}
+
 int
 main(void)
 {
@@ -281,6 +374,9 @@ main(void)
 		cmocka_unit_test(test_secure_version),
 		cmocka_unit_test(test_stepping_stones),
 		cmocka_unit_test(test_space),
+		cmocka_unit_test(test_rings_and_groups),
+		cmocka_unit_test(test_deferrals_and_forced),
+		cmocka_unit_test(test_downgrade),
 	};
 
 	return cmocka_run_group_tests_name("policy", tests, NULL, NULL);

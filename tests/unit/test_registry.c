@@ -61,18 +61,18 @@ test_catalog_in_memory(void **state)
 	assert_int_equal(json_array_size(rows), 2);
 	json_decref(rows);
 
-	assert_int_equal(registry_release_create(reg, "1.0.0", a.sha256, NULL, NULL, NULL,
-	    &id, why, sizeof(why)), OTAD_OK);
-	assert_int_equal(registry_release_create(reg, "1.0.0", a.sha256, NULL, NULL, NULL,
-	    &id, why, sizeof(why)), OTAD_ERR_EXISTS);
+	assert_int_equal(registry_release_create(reg, "1.0.0", a.sha256, NULL, NULL,
+	    NULL, 0, &id, why, sizeof(why)), OTAD_OK);
+	assert_int_equal(registry_release_create(reg, "1.0.0", a.sha256, NULL, NULL,
+	    NULL, 0, &id, why, sizeof(why)), OTAD_ERR_EXISTS);
 	assert_non_null(strstr(why, "already exists"));
 	/* the same version for a product is another release */
 	assert_int_equal(registry_release_create(reg, "1.0.0", b.sha256,
-	    "wled", NULL, NULL, &id, why, sizeof(why)), OTAD_OK);
+	    "wled", NULL, NULL, 0, &id, why, sizeof(why)), OTAD_OK);
 	/* an artifact that does not exist cannot be released */
 	assert_int_equal(registry_release_create(reg, "3.0.0",
 	    "ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
-	    NULL, NULL, NULL, &id, why, sizeof(why)), OTAD_ERR_NOT_FOUND);
+	    NULL, NULL, NULL, 0, &id, why, sizeof(why)), OTAD_ERR_NOT_FOUND);
 	assert_non_null(strstr(why, "no artifact"));
 
 	assert_int_equal(registry_release_publish(reg, "1.0.0", NULL, NULL, &rollout,
@@ -171,7 +171,7 @@ test_writer_and_readers(void **state)
 	    sizeof(why)), OTAD_OK);
 	assert_int_equal(registry_artifact_add(cat, &b, "1.0.10", NULL, NULL, NULL, 0, why,
 	    sizeof(why)), OTAD_OK);
-	assert_int_equal(registry_release_create(cat, "1.0.0", a.sha256, NULL, NULL, NULL,
+	assert_int_equal(registry_release_create(cat, "1.0.0", a.sha256, NULL, NULL, NULL, 0,
 	    &rel1, why, sizeof(why)), OTAD_OK);
 
 	assert_int_equal(registry_reader_open(path, &rd), OTAD_OK);
@@ -181,7 +181,7 @@ test_writer_and_readers(void **state)
 	free(offers);
 	assert_int_equal(registry_release_publish(cat, "1.0.0", NULL, NULL, &rollout,
 	    why, sizeof(why)), OTAD_OK);
-	assert_int_equal(registry_release_create(cat, "1.0.10", b.sha256, NULL, NULL, NULL,
+	assert_int_equal(registry_release_create(cat, "1.0.10", b.sha256, NULL, NULL, NULL, 0,
 	    &id, why, sizeof(why)), OTAD_OK);
 	assert_int_equal(registry_release_publish(cat, "1.0.10", NULL, NULL,
 	    &rollout, why, sizeof(why)), OTAD_OK);
@@ -303,6 +303,132 @@ test_wait_served(void **state)
 	registry_close(reg);
 }
 
+/* A check-in record offering release rel in stage st of rollout ro. */
+static struct record *
+offer_rec(const char *dev, int64_t rel, int64_t ro, int st, int64_t at)
+{
+	struct record *r = checkin(dev, "1.0.0", rel, "2.0.0");
+
+	r->offer_rollout = ro;
+	r->offer_stage = st;
+	r->at = at;
+	return r;
+}
+
+static struct record *
+report_rec(const char *dev, enum report_result res, int64_t at)
+{
+	struct record *r = registry_record_new(RECORD_REPORT);
+
+	snprintf(r->device, sizeof(r->device), "%s", dev);
+	snprintf(r->version, sizeof(r->version), "2.0.0");
+	r->result = res;
+	r->at = at;
+	return r;
+}
+
+static json_t *
+rollout_row(struct registry *reg, int64_t id, int64_t now)
+{
+	char why[256];
+	json_t *rows, *row;
+
+	assert_int_equal(registry_rollout_status(reg, id, now, &rows, why,
+	    sizeof(why)), OTAD_OK);
+	row = json_incref(json_array_get(rows, 0));
+	json_decref(rows);
+	return row;
+}
+
+static void
+test_stage_transitions(void **state)
+{
+	struct store_artifact a = fake_artifact('c');
+	const char *path = temp_db();
+	struct stage st[STAGES_MAX];
+	struct rollout_plan plan;
+	struct registry *cat, *w;
+	int64_t rel, ro, t0 = (int64_t)time(NULL);
+	char why[256], dev[16];
+	json_t *row;
+	int i;
+
+	(void)state;
+	assert_int_equal(registry_open(path, &cat), OTAD_OK);
+	assert_int_equal(registry_artifact_add(cat, &a, "2.0.0", NULL, NULL,
+	    NULL, 0, why, sizeof(why)), OTAD_OK);
+	assert_int_equal(registry_release_create(cat, "2.0.0", a.sha256, NULL,
+	    NULL, NULL, 0, &rel, why, sizeof(why)), OTAD_OK);
+	memset(&plan, 0, sizeof(plan));
+	assert_int_equal(stages_parse("10%,soak=60s,min=3,rollback<=0.2; "
+	    "100%,soak=60s,min=3", st, &plan.nstages, why, sizeof(why)), 0);
+	plan.version = "2.0.0";
+	plan.stages = st;
+	plan.min_battery = -1;
+	plan.timeout_s = 600;
+	assert_int_equal(registry_rollout_create(cat, &plan, &ro, why,
+	    sizeof(why)), OTAD_OK);
+	assert_int_equal(registry_rollout_action(cat, ro, ROLLOUT_START, 0,
+	    why, sizeof(why)), OTAD_OK);
+
+	/* three offers in stage 0, all succeed */
+	assert_int_equal(registry_open(path, &w), OTAD_OK);
+	assert_int_equal(registry_writer_start(w, 64), OTAD_OK);
+	for (i = 0; i < 3; i++) {
+		snprintf(dev, sizeof(dev), "s0-%d", i);
+		registry_submit(w, offer_rec(dev, rel, ro, 0, t0));
+		registry_submit(w, report_rec(dev, REPORT_SUCCESS, t0));
+	}
+	registry_close(w);
+	/* healthy but not soaked: stays */
+	registry_rollout_tick(cat, t0 + 10);
+	row = rollout_row(cat, ro, t0 + 10);
+	assert_int_equal(json_integer_value(json_object_get(row, "stage")), 0);
+	json_decref(row);
+	/* soaked: the next stage opens */
+	registry_rollout_tick(cat, t0 + 61);
+	row = rollout_row(cat, ro, t0 + 61);
+	assert_int_equal(json_integer_value(json_object_get(row, "stage")), 1);
+	json_decref(row);
+
+	/* stage 1: two of three roll back, over the stage's 0.05 default */
+	assert_int_equal(registry_open(path, &w), OTAD_OK);
+	assert_int_equal(registry_writer_start(w, 64), OTAD_OK);
+	for (i = 0; i < 3; i++) {
+		snprintf(dev, sizeof(dev), "s1-%d", i);
+		registry_submit(w, offer_rec(dev, rel, ro, 1, t0 + 62));
+		registry_submit(w, report_rec(dev, i < 2 ? REPORT_ROLLBACK :
+		    REPORT_SUCCESS, t0 + 62));
+	}
+	registry_close(w);
+	registry_rollout_tick(cat, t0 + 63);
+	row = rollout_row(cat, ro, t0 + 63);
+	assert_string_equal(json_string_value(json_object_get(row, "state")),
+	    "halted");
+	assert_non_null(strstr(json_string_value(json_object_get(row,
+	    "reason")), "stage 1: rollback rate 0.67 > 0.05 (2 of 3)"));
+	json_decref(row);
+	/* a halt needs --force to go on */
+	assert_int_equal(registry_rollout_action(cat, ro, ROLLOUT_RESUME, 0,
+	    why, sizeof(why)), OTAD_ERR_INVALID);
+	assert_non_null(strstr(why, "halted"));
+	assert_int_equal(registry_rollout_action(cat, ro, ROLLOUT_RESUME, 1,
+	    why, sizeof(why)), OTAD_OK);
+
+	/* an offer with no outcome times out */
+	assert_int_equal(registry_open(path, &w), OTAD_OK);
+	assert_int_equal(registry_writer_start(w, 64), OTAD_OK);
+	registry_submit(w, offer_rec("slow", rel, ro, 1, t0));
+	registry_close(w);
+	registry_rollout_tick(cat, t0 + 601);
+	row = rollout_row(cat, ro, t0 + 601);
+	assert_int_equal(json_integer_value(json_object_get(json_array_get(
+	    json_object_get(row, "stages"), 1), "timed_out")), 1);
+	json_decref(row);
+	registry_close(cat);
+	cleanup_db(path);
+}
+
 static void
 test_result_names(void **state)
 {
@@ -321,6 +447,7 @@ main(void)
 		cmocka_unit_test(test_writer_and_readers),
 		cmocka_unit_test(test_newer_schema_is_refused),
 		cmocka_unit_test(test_wait_served),
+		cmocka_unit_test(test_stage_transitions),
 		cmocka_unit_test(test_result_names),
 	};
 
