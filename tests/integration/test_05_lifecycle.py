@@ -50,7 +50,7 @@ def test_sighup_with_a_broken_config_keeps_running(otad):
 def test_hand_edit_pauses_offers_within_a_second(published):
     r = published.get("/firmware/check?device=e1&version=0.14.2")
     assert r.status == 200
-    subprocess.run(["sqlite3", str(published.db),
+    subprocess.run(["sqlite3", "-cmd", ".timeout 5000", str(published.db),
                     "UPDATE rollout SET state='paused' WHERE id=1"],
                    check=True)
     t0 = time.monotonic()
@@ -63,7 +63,7 @@ def test_hand_edit_pauses_offers_within_a_second(published):
                        " LIMIT 1").fetchone()
     assert audit == ("sql", "rollout 1 state active -> paused")
     db.close()
-    subprocess.run(["sqlite3", str(published.db),
+    subprocess.run(["sqlite3", "-cmd", ".timeout 5000", str(published.db),
                     "UPDATE rollout SET state='active' WHERE id=1"],
                    check=True)
     published.wait_for(lambda: published.get(
@@ -81,7 +81,7 @@ def test_publish_is_served_when_otactl_returns(otad):
 
 
 def test_invalid_hand_edit_is_refused(published):
-    p = subprocess.run(["sqlite3", str(published.db),
+    p = subprocess.run(["sqlite3", "-cmd", ".timeout 5000", str(published.db),
                         "UPDATE rollout SET state='bogus' WHERE id=1"],
                        capture_output=True, text=True)
     assert p.returncode != 0 and "CHECK constraint failed" in p.stderr

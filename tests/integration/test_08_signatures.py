@@ -169,7 +169,7 @@ def test_revoking_a_key_stops_offers_at_once(tmp_path):
     assert db.execute("SELECT actor, what FROM audit WHERE what LIKE"
                       " 'key old%'").fetchone() == (
         "otactl:root", "key old state active -> revoked")
-    p = subprocess.run(["sqlite3", str(d.db), "UPDATE signing_key SET"
+    p = subprocess.run(["sqlite3", "-cmd", ".timeout 5000", str(d.db), "UPDATE signing_key SET"
                         " state='active' WHERE name='old'"],
                        capture_output=True, text=True)
     assert "a revoked key stays revoked" in p.stderr

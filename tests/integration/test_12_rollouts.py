@@ -126,21 +126,21 @@ def test_a_hand_edit_pauses_a_rollout_within_a_second(tmp_path):
         rid = d.otactl("rollout", "create", "2.0.0", "--stages",
                        "10%,soak=1h,min=1000; 100%", json_out=True)["id"]
         d.otactl("rollout", "start", str(rid))
-        subprocess.run(["sqlite3", str(d.db), "UPDATE rollout SET state ="
+        subprocess.run(["sqlite3", "-cmd", ".timeout 5000", str(d.db), "UPDATE rollout SET state ="
                         f" 'paused' WHERE id = {rid}"], check=True)
         time.sleep(1.0)
         assert f.round() == []
         assert not any(x.offered for x in devices)
         # stages edited by hand stay in order
-        p = subprocess.run(["sqlite3", str(d.db), "UPDATE rollout_stage SET"
+        p = subprocess.run(["sqlite3", "-cmd", ".timeout 5000", str(d.db), "UPDATE rollout_stage SET"
                             f" percent = 5 WHERE rollout = {rid} AND no = 1"],
                            capture_output=True, text=True)
         assert "rings only widen" in p.stderr
-        p = subprocess.run(["sqlite3", str(d.db), "UPDATE rollout SET"
+        p = subprocess.run(["sqlite3", "-cmd", ".timeout 5000", str(d.db), "UPDATE rollout SET"
                             f" stage = 7 WHERE id = {rid}"],
                            capture_output=True, text=True)
         assert "no such stage" in p.stderr
-        subprocess.run(["sqlite3", str(d.db), "UPDATE rollout SET state ="
+        subprocess.run(["sqlite3", "-cmd", ".timeout 5000", str(d.db), "UPDATE rollout SET state ="
                         f" 'active' WHERE id = {rid}"], check=True)
         time.sleep(1.0)
         assert f.round() == []
