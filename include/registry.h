@@ -226,6 +226,13 @@ int registry_daemon_mark(struct registry *reg, int64_t generation,
  */
 enum otad_err registry_wait_served(struct registry *reg, int timeout_ms);
 
+/*
+ * How long a statement waits for a busy database (ms): an operator's tool
+ * waits out a daemon's commit; the daemon's own threads wait briefly and
+ * try again later.
+ */
+void registry_set_patience(struct registry *reg, int ms);
+
 /* Who is acting, for audit rows ("otactl:alice"). */
 void registry_set_actor(struct registry *reg, const char *actor);
 

@@ -256,6 +256,7 @@ open_registry(void)
 	snprintf(actor, sizeof(actor), "otactl:%s",
 	    pw ? pw->pw_name : "unknown");
 	registry_set_actor(reg, actor);
+	registry_set_patience(reg, 10000);
 	the_reg = reg;
 	return reg;
 }

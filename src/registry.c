@@ -31,6 +31,7 @@ extern const unsigned schema_migration_count;
 #define MAX_PRODUCERS 256 /* threads that may submit; more share slots */
 #define BATCH_MAX 4096    /* records in one transaction */
 #define BUSY_WAIT_MS 200  /* one busy_timeout wait */
+#define OPEN_WAIT_MS 10000 /* opening: wait out a daemon's long commit */
 #define NAP_BELOW 256     /* batches smaller than this ... */
 #define NAP_NS 1000000L   /* ... are followed by a 1 ms nap */
 
@@ -405,6 +406,10 @@ migrate(sqlite3 *db)
 	char sql[64];
 	int v;
 
+	/* up to date (the common case): no write lock taken at all */
+	if ((v = user_version(db)) >= 0 &&
+	    (unsigned)v == schema_migration_count)
+		return OTAD_OK;
 	for (;;) {
 		/* IMMEDIATE: two processes starting at once migrate once */
 		if ((rc = exec(db, "BEGIN IMMEDIATE")) != OTAD_OK)
@@ -448,11 +453,14 @@ registry_open(const char *path, struct registry **out)
 	if ((rc = db_open(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE,
 	    &reg->db)) != OTAD_OK)
 		goto fail;
+	/* opening may wait for a busy daemon; later waits are short */
+	sqlite3_busy_timeout(reg->db, OPEN_WAIT_MS);
 	/* WAL: readers never block the writer nor it them */
 	if ((rc = exec(reg->db, "PRAGMA journal_mode = WAL")) != OTAD_OK ||
 	    (rc = exec(reg->db, "PRAGMA synchronous = FULL")) != OTAD_OK ||
 	    (rc = migrate(reg->db)) != OTAD_OK)
 		goto fail;
+	sqlite3_busy_timeout(reg->db, BUSY_WAIT_MS);
 	*out = reg;
 	return OTAD_OK;
 fail:
@@ -1301,6 +1309,12 @@ registry_load_stones(struct registry_reader *r, struct offer **stones,
 /* ---- catalog (otactl) ---- */
 
 void
+registry_set_patience(struct registry *reg, int ms)
+{
+	sqlite3_busy_timeout(reg->db, ms);
+}
+
+void
 registry_set_actor(struct registry *reg, const char *actor)
 {
 	snprintf(reg->actor, sizeof(reg->actor), "%s", actor);
@@ -1401,7 +1415,6 @@ catalog_begin(struct registry *reg)
 	sqlite3_stmt *st;
 	enum otad_err rc;
 
-	sqlite3_busy_timeout(reg->db, 5000);
 	if ((rc = exec(reg->db, "BEGIN IMMEDIATE")) != OTAD_OK)
 		return rc;
 	if (sqlite3_prepare_v2(reg->db, "INSERT INTO audit_actor VALUES (?1)",
