@@ -970,10 +970,13 @@ http_stop(struct http *h, unsigned grace)
 
 	if (h == NULL || h->daemon == NULL)
 		return;
-	/* no new connections; requests in flight go on */
+	/*
+	 * No new connections; requests in flight go on. The listening
+	 * socket is ours to close, but only after MHD_stop_daemon: its
+	 * threads may still be taking it out of their epoll sets, and
+	 * microhttpd aborts if it is already gone.
+	 */
 	fd = MHD_quiesce_daemon(h->daemon);
-	if (fd != MHD_INVALID_SOCKET)
-		close(fd);
 	if (wait_in_flight(grace) < 0) {
 		log_warnx("%ld requests still in flight after %us; "
 		    "closing them", atomic_load(&in_flight), grace);
@@ -987,6 +990,8 @@ http_stop(struct http *h, unsigned grace)
 	}
 	MHD_stop_daemon(h->daemon);
 	h->daemon = NULL;
+	if (fd != MHD_INVALID_SOCKET)
+		close(fd);
 }
 
 void

@@ -284,16 +284,6 @@ print_json(json_t *v)
 	free(s);
 }
 
-/* A JSON number (integer or real) as a double. */
-static double
-num_of(json_t *obj, const char *key)
-{
-	json_t *v = json_object_get(obj, key);
-
-	return json_is_real(v) ? json_real_value(v) :
-	    (double)json_integer_value(v);
-}
-
 static int
 ends_with(const char *s, const char *suffix)
 {
@@ -986,8 +976,8 @@ stage_names(json_t *stages)
 			snprintf(buf, sizeof(buf), "group=%s",
 			    json_string_value(g));
 		else
-			snprintf(buf, sizeof(buf), "%g%%", num_of(st,
-			    "percent"));
+			snprintf(buf, sizeof(buf), "%g%%", json_number_value(
+			    json_object_get(st, "percent")));
 		json_object_set_new(st, "ring", json_string(buf));
 	}
 }

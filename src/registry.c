@@ -1457,17 +1457,6 @@ catalog_open(struct registry *reg, char *why, size_t whylen)
 	return rc;
 }
 
-/* Prepare inside an open catalog transaction; on error roll it back. */
-static enum otad_err
-catalog_prepare(struct registry *reg, const char *sql, sqlite3_stmt **st,
-    char *why, size_t whylen)
-{
-	if (sqlite3_prepare_v2(reg->db, sql, -1, st, NULL) == SQLITE_OK)
-		return OTAD_OK;
-	snprintf(why, whylen, "database: %s", sqlite3_errmsg(reg->db));
-	return catalog_fail(reg, OTAD_ERR_DB);
-}
-
 /* The audit row for what, then commit; on error roll it all back. */
 static enum otad_err
 catalog_close(struct registry *reg, const char *what, char *why,
@@ -1483,31 +1472,60 @@ catalog_close(struct registry *reg, const char *what, char *why,
 	return OTAD_OK;
 }
 
+/*
+ * Prepare and run sql with bound values, one letter each in types: "t"
+ * text (NULL or "" for NULL), "i" int64, "d" double, "b" blob (pointer
+ * and size_t). Returns the step's result code: SQLITE_DONE when it went
+ * through. Parameters a statement does not have are left unbound.
+ */
+static int
+run(struct registry *reg, const char *sql, const char *types, ...)
+{
+	sqlite3_stmt *st;
+	va_list ap;
+	int i, step;
+
+	if (sqlite3_prepare_v2(reg->db, sql, -1, &st, NULL) != SQLITE_OK)
+		return sqlite3_errcode(reg->db);
+	va_start(ap, types);
+	for (i = 0; types[i] != '\0'; i++) {
+		if (types[i] == 't') {
+			bind_text(st, i + 1, va_arg(ap, const char *));
+		} else if (types[i] == 'i') {
+			sqlite3_bind_int64(st, i + 1, va_arg(ap, int64_t));
+		} else if (types[i] == 'd') {
+			sqlite3_bind_double(st, i + 1, va_arg(ap, double));
+		} else {
+			const void *b = va_arg(ap, const void *);
+
+			sqlite3_bind_blob(st, i + 1, b, (int)va_arg(ap, size_t),
+			    SQLITE_STATIC);
+		}
+	}
+	va_end(ap);
+	step = sqlite3_step(st);
+	sqlite3_finalize(st);
+	return step;
+}
+
+/* A statement that failed: why says so; the transaction is rolled back. */
+static enum otad_err
+catalog_db_fail(struct registry *reg, char *why, size_t whylen)
+{
+	snprintf(why, whylen, "database: %s", sqlite3_errmsg(reg->db));
+	return catalog_fail(reg, OTAD_ERR_DB);
+}
+
 /* INSERT INTO signature inside an open catalog transaction. */
 static enum otad_err
 insert_signature(struct registry *reg, const char *sha256, const char *key,
     const uint8_t *sig, size_t siglen, char *why, size_t whylen)
 {
-	sqlite3_stmt *st;
-	enum otad_err rc;
-	int step;
-
-	if ((rc = catalog_prepare(reg, "INSERT INTO signature (artifact, key,"
-	    " sig, created) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO UPDATE"
-	    " SET sig = excluded.sig, created = excluded.created", &st, why,
-	    whylen)) != OTAD_OK)
-		return rc;
-	sqlite3_bind_text(st, 1, sha256, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 2, key, -1, SQLITE_STATIC);
-	sqlite3_bind_blob(st, 3, sig, (int)siglen, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 4, now_s());
-	step = sqlite3_step(st);
-	sqlite3_finalize(st);
-	if (step != SQLITE_DONE) {
-		snprintf(why, whylen, "cannot record the signature: %s",
-		    sqlite3_errmsg(reg->db));
-		return catalog_fail(reg, OTAD_ERR_DB);
-	}
+	if (run(reg, "INSERT INTO signature (artifact, key, sig, created)"
+	    " VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO UPDATE SET sig ="
+	    " excluded.sig, created = excluded.created", "ttbi", sha256, key,
+	    sig, siglen, now_s()) != SQLITE_DONE)
+		return catalog_db_fail(reg, why, whylen);
 	return OTAD_OK;
 }
 
@@ -1544,51 +1562,32 @@ registry_artifact_add(struct registry *reg, const struct store_artifact *art,
 {
 	const char *chip = espimg_chip_name(art->image.chip_id);
 	const struct espimg_info *img = &art->image;
-	char what[256], date[40], app[65];
-	sqlite3_stmt *st;
+	char what[256], date[40], app[65] = "";
 	enum otad_err rc;
 	int step;
 
 	if ((rc = catalog_open(reg, why, whylen)) != OTAD_OK)
 		return rc;
-	if ((rc = catalog_prepare(reg, "INSERT INTO artifact (sha256, md5,"
-	    " size, version, product, chip, created, project, idf_ver,"
-	    " desc_version, build_date, secure_version, image_len,"
-	    " app_sha256, sig_blocks) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8,"
-	    " ?9, ?10, ?11, ?12, ?13, ?14, ?15)", &st, why, whylen)) !=
-	    OTAD_OK)
-		return rc;
-	sqlite3_bind_text(st, 1, art->sha256, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 2, art->md5, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 3, (int64_t)art->size);
-	sqlite3_bind_text(st, 4, version, -1, SQLITE_STATIC);
-	bind_text(st, 5, product);
-	sqlite3_bind_text(st, 6, chip ? chip : "unknown", -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 7, now_s());
-	bind_text(st, 8, img->project_name);
-	bind_text(st, 9, img->idf_ver);
-	bind_text(st, 10, img->version);
 	snprintf(date, sizeof(date), "%s %s", img->build_date,
 	    img->build_time);
-	bind_text(st, 11, date);
-	sqlite3_bind_int64(st, 12, img->secure_version);
-	sqlite3_bind_int64(st, 13, (int64_t)img->image_len);
-	if (img->hash_appended) {
+	if (img->hash_appended)
 		otad_hex(img->app_sha256, 32, app);
-		sqlite3_bind_text(st, 14, app, -1, SQLITE_STATIC);
-	}
-	sqlite3_bind_int(st, 15, (int)img->nsig);
-	step = sqlite3_step(st);
-	sqlite3_finalize(st);
+	step = run(reg, "INSERT INTO artifact (sha256, md5, size, version,"
+	    " product, chip, created, project, idf_ver, desc_version,"
+	    " build_date, secure_version, image_len, app_sha256, sig_blocks)"
+	    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13,"
+	    " ?14, ?15)", "ttitttittttiiti", art->sha256, art->md5,
+	    (int64_t)art->size, version, product, chip ? chip : "unknown",
+	    now_s(), img->project_name, img->idf_ver, img->version, date,
+	    (int64_t)img->secure_version, (int64_t)img->image_len, app,
+	    (int64_t)img->nsig);
 	if (step == SQLITE_CONSTRAINT) {
 		snprintf(why, whylen, "artifact %s is already in the store",
 		    art->sha256);
 		return catalog_fail(reg, OTAD_ERR_EXISTS);
 	}
-	if (step != SQLITE_DONE) {
-		snprintf(why, whylen, "database: %s", sqlite3_errmsg(reg->db));
-		return catalog_fail(reg, OTAD_ERR_DB);
-	}
+	if (step != SQLITE_DONE)
+		return catalog_db_fail(reg, why, whylen);
 	if (key != NULL && (rc = insert_signature(reg, art->sha256, key, sig,
 	    siglen, why, whylen)) != OTAD_OK)
 		return rc;
@@ -1681,26 +1680,16 @@ registry_release_create(struct registry *reg, const char *version,
     const char *min_from, int forced, int64_t *id, char *why, size_t whylen)
 {
 	char what[256];
-	sqlite3_stmt *st;
 	enum otad_err rc;
 	int step;
 
 	if ((rc = catalog_open(reg, why, whylen)) != OTAD_OK)
 		return rc;
-	if ((rc = catalog_prepare(reg, "INSERT INTO release (version,"
-	    " artifact, product, created, hw_rev, min_from, forced, chip)"
-	    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, (SELECT chip FROM artifact"
-	    " WHERE sha256 = ?2))", &st, why, whylen)) != OTAD_OK)
-		return rc;
-	sqlite3_bind_text(st, 1, version, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 2, sha256, -1, SQLITE_STATIC);
-	bind_text(st, 3, product);
-	sqlite3_bind_int64(st, 4, now_s());
-	bind_text(st, 5, hw_rev);
-	bind_text(st, 6, min_from);
-	sqlite3_bind_int(st, 7, forced);
-	step = sqlite3_step(st);
-	sqlite3_finalize(st);
+	step = run(reg, "INSERT INTO release (version, artifact, product,"
+	    " created, hw_rev, min_from, forced, chip) VALUES (?1, ?2, ?3, ?4,"
+	    " ?5, ?6, ?7, (SELECT chip FROM artifact WHERE sha256 = ?2))",
+	    "tttitti", version, sha256, product, now_s(), hw_rev, min_from,
+	    (int64_t)forced);
 	if (step == SQLITE_CONSTRAINT && sqlite3_extended_errcode(reg->db) ==
 	    SQLITE_CONSTRAINT_FOREIGNKEY) {
 		snprintf(why, whylen, "no artifact %s", sha256);
@@ -1711,10 +1700,8 @@ registry_release_create(struct registry *reg, const char *version,
 		    product ? " for product " : "", product ? product : "");
 		return catalog_fail(reg, OTAD_ERR_EXISTS);
 	}
-	if (step != SQLITE_DONE) {
-		snprintf(why, whylen, "database: %s", sqlite3_errmsg(reg->db));
-		return catalog_fail(reg, OTAD_ERR_DB);
-	}
+	if (step != SQLITE_DONE)
+		return catalog_db_fail(reg, why, whylen);
 	*id = sqlite3_last_insert_rowid(reg->db);
 	snprintf(what, sizeof(what), "release create %s artifact %s%s%s",
 	    version, sha256, product ? " product " : "",
@@ -1865,27 +1852,14 @@ registry_device_set(struct registry *reg, const char *id, const char *group,
     const char *hw_rev, const char *chip, char *why, size_t whylen)
 {
 	char what[256];
-	sqlite3_stmt *st;
 	enum otad_err rc;
-	int step;
 
 	if ((rc = catalog_open(reg, why, whylen)) != OTAD_OK)
 		return rc;
-	if ((rc = catalog_prepare(reg, "UPDATE device SET"
-	    " grp = coalesce(?2, grp), hw_rev = coalesce(?3, hw_rev),"
-	    " chip = coalesce(?4, chip) WHERE id = ?1", &st, why,
-	    whylen)) != OTAD_OK)
-		return rc;
-	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-	bind_text(st, 2, group);
-	bind_text(st, 3, hw_rev);
-	bind_text(st, 4, chip);
-	step = sqlite3_step(st);
-	sqlite3_finalize(st);
-	if (step != SQLITE_DONE) {
-		snprintf(why, whylen, "database: %s", sqlite3_errmsg(reg->db));
-		return catalog_fail(reg, OTAD_ERR_DB);
-	}
+	if (run(reg, "UPDATE device SET grp = coalesce(?2, grp), hw_rev ="
+	    " coalesce(?3, hw_rev), chip = coalesce(?4, chip) WHERE id = ?1",
+	    "tttt", id, group, hw_rev, chip) != SQLITE_DONE)
+		return catalog_db_fail(reg, why, whylen);
 	if (sqlite3_changes(reg->db) == 0) {
 		snprintf(why, whylen, "no device '%s'", id);
 		return catalog_fail(reg, OTAD_ERR_NOT_FOUND);
@@ -1907,25 +1881,12 @@ device_update(struct registry *reg, const char *sql, const char *id,
     const char *arg, const char *what, enum otad_err none_rc,
     const char *none, char *why, size_t whylen)
 {
-	sqlite3_stmt *st;
 	enum otad_err rc;
-	int step;
 
-	if ((rc = catalog_open(reg, why, whylen)) != OTAD_OK ||
-	    (rc = catalog_prepare(reg, sql, &st, why, whylen)) != OTAD_OK)
+	if ((rc = catalog_open(reg, why, whylen)) != OTAD_OK)
 		return rc;
-	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-	/* statements that need no ?2 or ?3 do not have them */
-	if (sqlite3_bind_parameter_count(st) >= 2)
-		bind_text(st, 2, arg);
-	if (sqlite3_bind_parameter_count(st) >= 3)
-		sqlite3_bind_int64(st, 3, now_s());
-	step = sqlite3_step(st);
-	sqlite3_finalize(st);
-	if (step != SQLITE_DONE) {
-		snprintf(why, whylen, "database: %s", sqlite3_errmsg(reg->db));
-		return catalog_fail(reg, OTAD_ERR_DB);
-	}
+	if (run(reg, sql, "tti", id, arg, now_s()) != SQLITE_DONE)
+		return catalog_db_fail(reg, why, whylen);
 	if (sqlite3_changes(reg->db) == 0) {
 		snprintf(why, whylen, "%s", none);
 		return catalog_fail(reg, none_rc);
@@ -2075,34 +2036,22 @@ registry_key_add(struct registry *reg, const char *name, const char *algo,
     int server_held, char *why, size_t whylen)
 {
 	char what[256];
-	sqlite3_stmt *st;
 	enum otad_err rc;
 	int step;
 
 	if ((rc = catalog_open(reg, why, whylen)) != OTAD_OK)
 		return rc;
-	if ((rc = catalog_prepare(reg, "INSERT INTO signing_key (name, algo,"
-	    " purpose, public_key, fingerprint, server_held, created) VALUES"
-	    " (?1, ?2, ?3, ?4, ?5, ?6, ?7)", &st, why, whylen)) != OTAD_OK)
-		return rc;
-	sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 2, algo, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 3, purpose, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 4, public_pem, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 5, fingerprint, -1, SQLITE_STATIC);
-	sqlite3_bind_int(st, 6, server_held);
-	sqlite3_bind_int64(st, 7, now_s());
-	step = sqlite3_step(st);
-	sqlite3_finalize(st);
+	step = run(reg, "INSERT INTO signing_key (name, algo, purpose,"
+	    " public_key, fingerprint, server_held, created) VALUES (?1, ?2,"
+	    " ?3, ?4, ?5, ?6, ?7)", "tttttii", name, algo, purpose, public_pem,
+	    fingerprint, (int64_t)server_held, now_s());
 	if (step == SQLITE_CONSTRAINT) {
 		snprintf(why, whylen, "a key named '%s', or this same key, is "
 		    "already there", name);
 		return catalog_fail(reg, OTAD_ERR_EXISTS);
 	}
-	if (step != SQLITE_DONE) {
-		snprintf(why, whylen, "database: %s", sqlite3_errmsg(reg->db));
-		return catalog_fail(reg, OTAD_ERR_DB);
-	}
+	if (step != SQLITE_DONE)
+		return catalog_db_fail(reg, why, whylen);
 	snprintf(what, sizeof(what), "key add %s %s %s%s fingerprint %.16s",
 	    name, purpose, algo, server_held ? " server-held" : "",
 	    fingerprint);
@@ -2155,27 +2104,16 @@ enum otad_err
 registry_key_revoke(struct registry *reg, const char *name, char *why,
     size_t whylen)
 {
-	sqlite3_stmt *st;
 	enum otad_err rc;
-	int step;
+	json_t *row;
 
 	if ((rc = catalog_open(reg, why, whylen)) != OTAD_OK)
 		return rc;
-	if ((rc = catalog_prepare(reg, "UPDATE signing_key SET state ="
-	    " 'revoked', revoked_at = ?2 WHERE name = ?1 AND state !="
-	    " 'revoked'", &st, why, whylen)) != OTAD_OK)
-		return rc;
-	sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 2, now_s());
-	step = sqlite3_step(st);
-	sqlite3_finalize(st);
-	if (step != SQLITE_DONE) {
-		snprintf(why, whylen, "database: %s", sqlite3_errmsg(reg->db));
-		return catalog_fail(reg, OTAD_ERR_DB);
-	}
+	if (run(reg, "UPDATE signing_key SET state = 'revoked', revoked_at ="
+	    " ?2 WHERE name = ?1 AND state != 'revoked'", "ti", name,
+	    now_s()) != SQLITE_DONE)
+		return catalog_db_fail(reg, why, whylen);
 	if (sqlite3_changes(reg->db) == 0) {
-		json_t *row;
-
 		catalog_fail(reg, OTAD_OK);
 		if (registry_key_get(reg, name, &row, why, whylen) != OTAD_OK)
 			return OTAD_ERR_NOT_FOUND;
@@ -2258,32 +2196,6 @@ idtext(int64_t id, char buf[24])
 	return buf;
 }
 
-/* Prepare and run sql with bound values ("t" text or NULL, "i" int64,
- * "d" double), inside an open catalog transaction. 0 or -1. */
-static int
-run(struct registry *reg, const char *sql, const char *types, ...)
-{
-	sqlite3_stmt *st;
-	va_list ap;
-	int i, step;
-
-	if (sqlite3_prepare_v2(reg->db, sql, -1, &st, NULL) != SQLITE_OK)
-		return -1;
-	va_start(ap, types);
-	for (i = 0; types[i] != '\0'; i++) {
-		if (types[i] == 't')
-			bind_text(st, i + 1, va_arg(ap, const char *));
-		else if (types[i] == 'i')
-			sqlite3_bind_int64(st, i + 1, va_arg(ap, int64_t));
-		else
-			sqlite3_bind_double(st, i + 1, va_arg(ap, double));
-	}
-	va_end(ap);
-	step = sqlite3_step(st);
-	sqlite3_finalize(st);
-	return step == SQLITE_DONE ? 0 : -1;
-}
-
 /* what a release's rollouts compete with: same product, chip, hw rev */
 #define SAME_SCOPE(o, n)                                                       \
 	"ifnull(" o ".product, '') = ifnull(" n ".product, '') AND"            \
@@ -2331,8 +2243,9 @@ registry_rollout_create(struct registry *reg, const struct rollout_plan *p,
 	    " window, days, utc_offset, min_battery, timeout_s, downgrade)"
 	    " VALUES (?1, 'draft', ?2, 1, ?3, ?4, ?5, nullif(?6, -1), ?7, ?8)",
 	    "iitttiii", release, now_s(), p->window, p->days, p->utc_offset,
-	    (int64_t)p->min_battery, p->timeout_s, (int64_t)p->downgrade) < 0)
-		goto db;
+	    (int64_t)p->min_battery, p->timeout_s, (int64_t)p->downgrade) !=
+	    SQLITE_DONE)
+		return catalog_db_fail(reg, why, whylen);
 	*id = sqlite3_last_insert_rowid(reg->db);
 	for (i = 0; i < p->nstages; i++) {
 		const struct stage *st = &p->stages[i];
@@ -2343,15 +2256,13 @@ registry_rollout_create(struct registry *reg, const struct rollout_plan *p,
 		    " ?7, ?8, ?9, ?10)", "iitdiidddd", *id, (int64_t)i,
 		    st->group[0] ? st->group : NULL, st->percent_x100 / 100.0,
 		    st->soak_s, (int64_t)st->min_devices, st->min_success,
-		    st->max_rollback, st->max_failure, st->max_crash) < 0)
-			goto db;
+		    st->max_rollback, st->max_failure, st->max_crash) !=
+		    SQLITE_DONE)
+			return catalog_db_fail(reg, why, whylen);
 	}
 	snprintf(what, sizeof(what), "rollout create %lld release %s, %zu "
 	    "stages", (long long)*id, p->version, p->nstages);
 	return catalog_close(reg, what, why, whylen);
-db:
-	snprintf(why, whylen, "database: %s", sqlite3_errmsg(reg->db));
-	return catalog_fail(reg, OTAD_ERR_DB);
 }
 
 enum otad_err
@@ -2381,10 +2292,9 @@ registry_rollout_action(struct registry *reg, int64_t id,
 
 	if ((rc = catalog_open(reg, why, whylen)) != OTAD_OK)
 		return rc;
-	if (run(reg, sql[action], "iii", id, now_s(), (int64_t)force) < 0) {
-		snprintf(why, whylen, "database: %s", sqlite3_errmsg(reg->db));
-		return catalog_fail(reg, OTAD_ERR_DB);
-	}
+	if (run(reg, sql[action], "iii", id, now_s(), (int64_t)force) !=
+	    SQLITE_DONE)
+		return catalog_db_fail(reg, why, whylen);
 	if (sqlite3_changes(reg->db) > 0) {
 		/* the state trigger wrote the audit row, with our name */
 		if ((rc = catalog_commit(reg)) != OTAD_OK)
@@ -2457,10 +2367,7 @@ health_of(json_t *row, struct health *h)
 static double
 num(json_t *row, const char *key)
 {
-	json_t *v = json_object_get(row, key);
-
-	return json_is_real(v) ? json_real_value(v) :
-	    (double)json_integer_value(v);
+	return json_number_value(json_object_get(row, key));
 }
 
 /*
@@ -2618,7 +2525,7 @@ act(struct registry *reg, const char *sql, const char *types, int64_t a,
 		rc = run(reg, sql, types, a, text);
 	else
 		rc = run(reg, sql, types, a, b);
-	if (rc < 0 || sqlite3_changes(reg->db) == 0 ||
+	if (rc != SQLITE_DONE || sqlite3_changes(reg->db) == 0 ||
 	    catalog_commit(reg) != OTAD_OK) {
 		catalog_fail(reg, OTAD_OK);
 		return -1;
