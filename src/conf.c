@@ -15,10 +15,20 @@ enum conf_type {
 	CONF_UINT,   /* decimal, within [min, max] */
 	CONF_SIZE,   /* bytes, with optional k/M suffix, within [min, max] */
 	CONF_LISTEN, /* host:port */
-	CONF_LOGLEVEL,
-	CONF_BOOL, /* yes/no, true/false, on/off, 1/0 */
-	CONF_AUTH, /* none or token */
+	CONF_CHOICE, /* one of a list of words, each standing for an int */
 };
+
+struct choice {
+	const char *word;
+	int value;
+};
+
+static const struct choice yes_no[] = {{"yes", 1}, {"true", 1}, {"on", 1},
+    {"1", 1}, {"no", 0}, {"false", 0}, {"off", 0}, {"0", 0}, {NULL, 0}};
+static const struct choice log_levels[] = {{"info", 0}, {"debug", 1},
+    {NULL, 0}};
+static const struct choice auth_modes[] = {{"none", 0}, {"token", 1},
+    {NULL, 0}};
 
 struct conf_key {
 	const char *name;
@@ -28,6 +38,8 @@ struct conf_key {
 	unsigned long long min, max;
 	const char *def;
 	int restart; /* a change needs a restart */
+	const struct choice *choices; /* CONF_CHOICE: the words */
+	const char *hint;             /* CONF_CHOICE: "info or debug" */
 };
 
 #define F(field) offsetof(struct conf, field), sizeof(((struct conf *)0)->field)
@@ -48,9 +60,12 @@ static const struct conf_key conf_keys[] = {
 	    "65536", 1},
 	{"shutdown_timeout", CONF_UINT, F(shutdown_timeout), 0, 3600, "30", 0},
 	{"offline_after", CONF_UINT, F(offline_after), 10, 31536000, "600", 0},
-	{"log_level", CONF_LOGLEVEL, F(debug), 0, 0, "info", 0},
-	{"require_signature", CONF_BOOL, F(require_signature), 0, 0, "yes", 0},
-	{"device_auth", CONF_AUTH, F(device_auth), 0, 0, "none", 0},
+	{"log_level", CONF_CHOICE, F(debug), 0, 0, "info", 0, log_levels,
+	    "info or debug"},
+	{"require_signature", CONF_CHOICE, F(require_signature), 0, 0, "yes", 0,
+	    yes_no, "yes or no"},
+	{"device_auth", CONF_CHOICE, F(device_auth), 0, 0, "none", 0,
+	    auth_modes, "none or token"},
 	{"rate_per_device", CONF_UINT, F(rate_per_device), 0, 1000000, "120",
 	    0},
 	{"rate_per_address", CONF_UINT, F(rate_per_address), 0, 10000000, "0",
@@ -159,41 +174,18 @@ conf_set(const struct conf_key *k, struct conf *conf, const char *v,
 		else
 			*(unsigned *)(void *)field = (unsigned)n;
 		return 0;
-	case CONF_BOOL:
-		if (strcmp(v, "yes") == 0 || strcmp(v, "true") == 0 ||
-		    strcmp(v, "on") == 0 || strcmp(v, "1") == 0)
-			*(int *)(void *)field = 1;
-		else if (strcmp(v, "no") == 0 || strcmp(v, "false") == 0 ||
-		    strcmp(v, "off") == 0 || strcmp(v, "0") == 0)
-			*(int *)(void *)field = 0;
-		else {
-			snprintf(msg, msglen, "'%s' is yes or no, not '%s'",
-			    k->name, v);
-			return -1;
-		}
-		return 0;
-	case CONF_AUTH:
-		if (strcmp(v, "none") == 0)
-			*(int *)(void *)field = 0;
-		else if (strcmp(v, "token") == 0)
-			*(int *)(void *)field = 1;
-		else {
-			snprintf(msg, msglen, "'%s' is none or token, not '%s'",
-			    k->name, v);
-			return -1;
-		}
-		return 0;
-	case CONF_LOGLEVEL:
-		if (strcmp(v, "info") == 0)
-			*(int *)(void *)field = 0;
-		else if (strcmp(v, "debug") == 0)
-			*(int *)(void *)field = 1;
-		else {
-			snprintf(msg, msglen, "'%s' is info or debug, not '%s'",
-			    k->name, v);
-			return -1;
-		}
-		return 0;
+	case CONF_CHOICE: {
+		const struct choice *c;
+
+		for (c = k->choices; c->word != NULL; c++)
+			if (strcmp(v, c->word) == 0) {
+				*(int *)(void *)field = c->value;
+				return 0;
+			}
+		snprintf(msg, msglen, "'%s' is %s, not '%s'", k->name, k->hint,
+		    v);
+		return -1;
+	}
 	}
 	return -1;
 badnum:

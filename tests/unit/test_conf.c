@@ -24,6 +24,8 @@ test_defaults(void **state)
 	assert_int_equal(c.max_body_bytes, 16384);
 	assert_int_equal(c.http_threads, 0);
 	assert_int_equal(c.debug, 0);
+	assert_int_equal(c.require_signature, 1);
+	assert_int_equal(c.device_auth, 0);
 }
 
 static void
@@ -36,8 +38,11 @@ test_parse_values(void **state)
 	assert_int_equal(conf_parse("t.conf",
 	    "# otad\n\n  listen = [::1]:9000  # v6\n"
 	    "state_dir=/srv/ota\r\nmax_body_bytes = 64k\n"
-	    "max_header_bytes = 16K\nlog_level = debug\nhttp_threads = 4\n",
+	    "max_header_bytes = 16K\nlog_level = debug\nhttp_threads = 4\n"
+	    "require_signature = off\ndevice_auth = token\n",
 	    &c, err, sizeof(err)), 0);
+	assert_int_equal(c.require_signature, 0);
+	assert_int_equal(c.device_auth, 1);
 	assert_string_equal(c.listen, "[::1]:9000");
 	assert_string_equal(c.state_dir, "/srv/ota");
 	assert_int_equal(c.max_body_bytes, 65536);
@@ -74,6 +79,9 @@ test_errors(void **state)
 	expect_error("listen = host:\n", "host:port");
 	expect_error("listen = [::1:80\n", "host:port");
 	expect_error("log_level = trace\n", "info or debug");
+	expect_error("require_signature = maybe\n", "'require_signature' is "
+	    "yes or no, not 'maybe'");
+	expect_error("device_auth = password\n", "none or token");
 	expect_error("just words\n", "t.conf:1: expected 'key = value'");
 	expect_error("listen = a:1\nlisten = b:2\n", "t.conf:2: 'listen' is "
 	    "set twice");
