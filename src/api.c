@@ -294,12 +294,14 @@ too_many(struct http_request *req, unsigned retry_after)
 static int
 gate_address(struct http_request *req, struct api *api)
 {
+	unsigned limit = atomic_load(&api->per_address), retry;
 	char addr[OTAD_ADDR_MAX];
-	unsigned retry;
 
+	if (limit == 0)
+		return 0; /* off (the default): no address to format */
 	http_peer(req, addr, sizeof(addr));
-	if (!ratelimit_hit(api->rl_address, addr, strlen(addr),
-	    atomic_load(&api->per_address), (int64_t)time(NULL), &retry))
+	if (!ratelimit_hit(api->rl_address, addr, strlen(addr), limit,
+	    (int64_t)time(NULL), &retry))
 		return too_many(req, retry);
 	return 0;
 }
