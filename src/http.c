@@ -98,6 +98,7 @@ struct http {
 	pthread_mutex_t susp_mu; /* guards the list and every ctx->suspended */
 	struct body_ctx *suspended;
 	uint64_t next_ticket;
+	atomic_int closing; /* stopping: new connections are turned away */
 };
 
 static atomic_long in_flight;
@@ -860,6 +861,17 @@ mhd_log(void *cls, const char *fmt, va_list ap)
 	log_debug("microhttpd: %s", line);
 }
 
+/* Accept policy: while stopping, a new connection is closed at once. */
+static enum MHD_Result
+accept_cb(void *cls, const struct sockaddr *addr, socklen_t len)
+{
+	struct http *h = cls;
+
+	(void)addr;
+	(void)len;
+	return atomic_load(&h->closing) ? MHD_NO : MHD_YES;
+}
+
 enum otad_err
 http_start(const struct http_options *opt, const struct http_route *routes,
     size_t nroutes, void *arg, struct http **out, char *bound,
@@ -904,7 +916,7 @@ http_start(const struct http_options *opt, const struct http_route *routes,
 	 */
 	pool = opt->max_header_bytes * 2 + 16384;
 	if (h->tls_cert != NULL)
-		h->daemon = MHD_start_daemon(flags, 0, NULL, NULL, access_cb, h,
+		h->daemon = MHD_start_daemon(flags, 0, accept_cb, h, access_cb, h,
 		    MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
 		    MHD_OPTION_LISTEN_SOCKET, fd,
 		    MHD_OPTION_THREAD_POOL_SIZE, opt->threads,
@@ -915,7 +927,7 @@ http_start(const struct http_options *opt, const struct http_route *routes,
 		    MHD_OPTION_HTTPS_MEM_CERT, h->tls_cert,
 		    MHD_OPTION_HTTPS_MEM_KEY, h->tls_key, MHD_OPTION_END);
 	else
-		h->daemon = MHD_start_daemon(flags, 0, NULL, NULL, access_cb, h,
+		h->daemon = MHD_start_daemon(flags, 0, accept_cb, h, access_cb, h,
 		    MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
 		    MHD_OPTION_LISTEN_SOCKET, fd,
 		    MHD_OPTION_THREAD_POOL_SIZE, opt->threads,
@@ -966,17 +978,16 @@ wait_in_flight(unsigned grace)
 void
 http_stop(struct http *h, unsigned grace)
 {
-	MHD_socket fd;
-
 	if (h == NULL || h->daemon == NULL)
 		return;
 	/*
-	 * No new connections; requests in flight go on. The listening
-	 * socket is ours to close, but only after MHD_stop_daemon: its
-	 * threads may still be taking it out of their epoll sets, and
-	 * microhttpd aborts if it is already gone.
+	 * No new connections; requests in flight go on. Not with
+	 * MHD_quiesce_daemon: with epoll and a thread pool it races its own
+	 * threads for the listening socket and microhttpd aborts ("Failed to
+	 * remove listen FD from epoll set"). The accept policy turns new
+	 * connections away instead.
 	 */
-	fd = MHD_quiesce_daemon(h->daemon);
+	atomic_store(&h->closing, 1);
 	if (wait_in_flight(grace) < 0) {
 		log_warnx("%ld requests still in flight after %us; "
 		    "closing them", atomic_load(&in_flight), grace);
@@ -990,9 +1001,8 @@ http_stop(struct http *h, unsigned grace)
 	}
 	MHD_stop_daemon(h->daemon);
 	h->daemon = NULL;
-	if (fd != MHD_INVALID_SOCKET)
-		close(fd);
 }
+
 
 void
 http_free(struct http *h)
