@@ -1,7 +1,8 @@
 /*
  * conf.h: the configuration file.
  *
- * Format: "key = value" lines, '#' starts a comment, blank lines ignored.
+ * Format: "key = value" lines, blank lines ignored; '#' at the start of a
+ * line or after a blank starts a comment (so "devices/#" is a value).
  * Every key is declared once in conf.c's table with its type, bounds and
  * default; an unknown key, a value out of bounds or a duplicate stops the
  * load with "FILE:LINE: reason". A struct conf is a plain value: a reload
@@ -33,6 +34,21 @@ struct conf {
 	unsigned rate_per_address; /* requests a minute; 0 = no cap */
 	char tls_cert[PATH_MAX];   /* PEM; empty = plain HTTP */
 	char tls_key[PATH_MAX];    /* PEM; required with tls_cert */
+	/* where devices download from, for MQTT triggers; "" = from listen */
+	char public_url[256];
+	/* MQTT (hybrid push); mqtt_host "" = off */
+	char mqtt_host[256];
+	unsigned mqtt_port;
+	char mqtt_tls_ca[PATH_MAX];   /* CA file; set = TLS to the broker */
+	char mqtt_tls_cert[PATH_MAX]; /* client certificate, with key */
+	char mqtt_tls_key[PATH_MAX];
+	char mqtt_username[128];
+	char mqtt_password_file[PATH_MAX];
+	char mqtt_client_id[128];     /* "" = otad-<hostname> */
+	char mqtt_topic_prefix[128];
+	unsigned mqtt_keepalive;      /* seconds */
+	char mqtt_telemetry_topics[1024]; /* space-separated filters */
+	int mqtt_retain_triggers;     /* a sleeping device sees it on waking */
 };
 
 /* Fill every field with its documented default. */

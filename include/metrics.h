@@ -8,12 +8,18 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <jansson.h>
+
 enum metric {
 	M_CHECKS,        /* update checks answered with a decision */
 	M_OFFERS,        /* checks answered with an image */
 	M_REPORTS,       /* outcome reports recorded */
 	M_BYTES_SERVED,  /* bytes of images whose sending completed */
 	M_RECORD_ERRORS, /* records the writer could not store */
+	M_TRIGGERS,      /* MQTT triggers the broker took */
+	M_TELEMETRY,     /* MQTT telemetry messages recorded */
+	M_TELEMETRY_BAD, /* MQTT telemetry messages refused */
+	M_MQTT_CONNECTS, /* connections to the broker made */
 	M_COUNT
 };
 
@@ -28,6 +34,15 @@ uint64_t metrics_get(enum metric m);
  */
 void metrics_set_gauges(size_t (*queue_depth)(void *), void *arg,
     long (*in_flight)(void));
+
+/* MQTT connection state: -1 off (not shown), 0 down, 1 connected. */
+void metrics_set_mqtt(int state);
+
+/*
+ * The fleet's gauges, from registry_fleet_gauges (rendered now, shown
+ * until the next call; NULL forgets them). Thread-safe.
+ */
+void metrics_set_fleet(const json_t *gauges);
 
 /* The whole exposition; caller frees. NULL when out of memory. */
 char *metrics_render(void);

@@ -39,4 +39,10 @@ const char *otad_strerror(enum otad_err err);
 /* n bytes as 2n lower-case hex digits and a NUL into out. */
 void otad_hex(const unsigned char *in, size_t n, char *out);
 
+/*
+ * A device id: 1 to OTAD_ID_MAX of A-Z a-z 0-9 . _ : - (ids end up in
+ * SQL, logs and MQTT topics, so they stay plain). 1 if valid.
+ */
+int otad_valid_id(const char *s);
+
 #endif

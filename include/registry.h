@@ -37,6 +37,9 @@ enum record_kind {
 	RECORD_REPORT,   /* a device reported an outcome */
 	RECORD_DOWNLOAD, /* a device fetched (part of) an artifact */
 	RECORD_DELIVERED, /* the whole image went out to a device */
+	RECORD_TELEMETRY, /* a device's telemetry came in over MQTT */
+	RECORD_TRIGGER,   /* the broker took a trigger (QoS 1 PUBACK) */
+	RECORD_CLEARED,   /* a retained trigger was removed */
 };
 
 enum report_result {
@@ -90,6 +93,15 @@ struct record {
 	enum report_result result;
 	char reason[OTAD_REASON_MAX + 1]; /* "" = none */
 	struct telemetry tel;
+	/*
+	 * triggers: trigger_id > 0 names an owed row (a nudge) that went
+	 * out, else a new row is written for device or group, with
+	 * offer_release (0 = nothing offered), offer_rollout, offer_stage
+	 * and reason "rollout", "forced" or "nudge". Cleared: trigger_id.
+	 */
+	int64_t trigger_id;
+	char group[OTAD_PRODUCT_MAX + 1];
+	int retained;
 	/*
 	 * durable: commit with fsync before done runs. done, if set, runs on
 	 * the writer thread once the record is committed (err OTAD_OK) or
@@ -326,12 +338,64 @@ enum otad_err registry_rollout_status(struct registry *reg, int64_t id,
     int64_t now, json_t **rows, char *why, size_t whylen);
 
 /*
- * The controller's tick: time out attempts, then for each active staged
+ * The controller's tick: time out attempts (an offered device unseen for
+ * offline_after by then has failed, 'offline'), then for each active staged
  * rollout halt it on a crossed bound, open the next stage when the current
  * one has soaked, has its finished attempts and is healthy, or complete
  * it (its release becomes the baseline). Logs and audits what it does.
  */
-void registry_rollout_tick(struct registry *reg, int64_t now);
+void registry_rollout_tick(struct registry *reg, int64_t now,
+    int64_t offline_after);
+
+/*
+ * MQTT (the push thread's reader). The fleet in pages of devices that are
+ * not blocked and said what they run, ordered by id after after ("" for
+ * the first page): objects with id, version, product, chip, hw_rev,
+ * secure_version (the eFuse floor known), free_space, grp and battery.
+ */
+enum otad_err registry_fleet_page(struct registry_reader *r, const char *after,
+    int limit, json_t **rows);
+/* The same for one device: one row, or none. */
+enum otad_err registry_fleet_device(struct registry_reader *r, const char *id,
+    json_t **rows);
+/* 1 if a trigger for that release went to the device, 0 if not, -1 error. */
+int registry_triggered(struct registry_reader *r, const char *device,
+    int64_t release);
+/* The same for a group's trigger of a rollout (once, at the stage that
+ * reached the group). */
+int registry_group_triggered(struct registry_reader *r, const char *group,
+    int64_t rollout);
+/* Nudges waiting for the broker, oldest first: id, device. */
+enum otad_err registry_nudges_owed(struct registry_reader *r, json_t **rows);
+/*
+ * Retained triggers to remove: the device runs the version, or the
+ * rollout was halted or aborted (a group's: or finished). id, device, grp.
+ */
+enum otad_err registry_retained_stale(struct registry_reader *r,
+    json_t **rows);
+/*
+ * Every rollout past draft: id, version, product, state, staged, stage,
+ * stages, reason (halts).
+ */
+enum otad_err registry_rollout_states(struct registry_reader *r,
+    json_t **rows);
+/*
+ * Fleet gauges for /metrics: devices (online, offline), versions (the
+ * most common, with counts), rollouts (per active or paused rollout and
+ * stage: attempt counts and rates).
+ */
+enum otad_err registry_fleet_gauges(struct registry_reader *r, int64_t now,
+    int64_t offline_after, json_t **obj);
+
+/*
+ * Ask for a trigger to a device now: a row the daemon sends when the
+ * broker is connected. NOT_FOUND for a device never seen; *id is the row.
+ */
+enum otad_err registry_nudge(struct registry *reg, const char *device,
+    int64_t *id, char *why, size_t whylen);
+/* 1 once the nudge went out (release in *version, "" if none), 0 if not. */
+int registry_nudge_sent(struct registry *reg, int64_t id, char *version,
+    size_t len);
 
 /* offline_after > 0: only devices not seen for that many seconds. */
 enum otad_err registry_device_list(struct registry *reg, int64_t now,

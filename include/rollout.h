@@ -48,6 +48,12 @@ enum otad_err rollout_start(const char *db_path, rollout_payload_new pnew,
 /* Stop the thread, drop the current snapshot; NULL-safe. */
 void rollout_stop(struct rollout *r);
 
+/*
+ * How long unseen makes a device offline: an offered device offline at
+ * its attempt's timeout has failed; the fleet gauges count offline ones.
+ */
+void rollout_set_offline_after(struct rollout *r, unsigned seconds);
+
 /* Rebuild now even if nothing seems to have changed (SIGHUP). */
 void rollout_reload(struct rollout *r);
 

@@ -19,6 +19,7 @@
 #include "ratelimit.h"
 #include "semver.h"
 #include "sign.h"
+#include "telemetry.h"
 
 #define ARTIFACTS "/firmware/artifacts/"
 
@@ -90,25 +91,6 @@ thread_state(struct api *api)
 	}
 	pthread_setspecific(api->thread_key, t);
 	return t;
-}
-
-/* Device ids end up in SQL, logs and MQTT topics: keep them plain. */
-static int
-valid_id(const char *s)
-{
-	size_t n;
-
-	for (n = 0; s[n] != '\0'; n++) {
-		char c = s[n];
-
-		if (n >= OTAD_ID_MAX)
-			return 0;
-		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-		    (c >= '0' && c <= '9') || c == '-' || c == '_' ||
-		    c == '.' || c == ':'))
-			return 0;
-	}
-	return n > 0;
 }
 
 /* Printable ASCII without spaces, like versions. */
@@ -506,7 +488,7 @@ check_decide(struct http_request *req, struct api *api, struct check *c)
 	if ((id = device_id(req)) == NULL)
 		return refuse(req, 400, "missing device id (X-Device-ID, "
 		    "?device= or x-ESP32-STA-MAC)");
-	if (!valid_id(id))
+	if (!otad_valid_id(id))
 		return refuse(req, 400, "invalid device id: 1 to 64 of "
 		    "A-Z a-z 0-9 . _ : -");
 	if ((version = first_named(req, version_names, "version")) == NULL)
@@ -669,39 +651,6 @@ api_manifest(struct http_request *req, void *arg)
 	return 0;
 }
 
-/* Integer field within bounds; 0 absent, 1 set, -1 wrong. */
-static int
-int_field(json_t *o, const char *name, int64_t min, int64_t max, int64_t *out)
-{
-	json_t *v = json_object_get(o, name);
-
-	if (v == NULL || json_is_null(v))
-		return 0;
-	if (!json_is_integer(v) || json_integer_value(v) < min ||
-	    json_integer_value(v) > max)
-		return -1;
-	*out = json_integer_value(v);
-	return 1;
-}
-
-static const struct {
-	const char *name;
-	unsigned bit;
-	int64_t min, max;
-	size_t offset;
-} tel_fields[] = {
-	{"uptime", TEL_UPTIME, 0, INT64_C(1) << 53,
-	    offsetof(struct telemetry, uptime)},
-	{"free_heap", TEL_FREE_HEAP, 0, UINT32_MAX,
-	    offsetof(struct telemetry, free_heap)},
-	{"rssi", TEL_RSSI, -150, 20, offsetof(struct telemetry, rssi)},
-	{"reset_reason", TEL_RESET_REASON, 0, 255,
-	    offsetof(struct telemetry, reset_reason)},
-	{"battery", TEL_BATTERY, 0, 100, offsetof(struct telemetry, battery)},
-	{"secure_version", TEL_SECURE_VERSION, 0, UINT32_MAX,
-	    offsetof(struct telemetry, secure_version)},
-};
-
 /* Parse and check a report body into rec; NULL or the 400 reason. */
 static const char *
 parse_report(struct http_request *req, struct record *rec, char *msg,
@@ -727,7 +676,7 @@ parse_report(struct http_request *req, struct record *rec, char *msg,
 	if (v == NULL)
 		v = json_object_get(o, "device_id");
 	s = v != NULL ? json_string_value(v) : device_id(req);
-	if (s == NULL || !valid_id(s)) {
+	if (s == NULL || !otad_valid_id(s)) {
 		json_decref(o);
 		return "missing or invalid 'device': 1 to 64 of A-Z a-z 0-9 . "
 		       "_ : -";
@@ -766,22 +715,9 @@ parse_report(struct http_request *req, struct record *rec, char *msg,
 			}
 		snprintf(rec->reason, sizeof(rec->reason), "%s", s);
 	}
-	for (i = 0; i < sizeof(tel_fields) / sizeof(tel_fields[0]); i++) {
-		int64_t *dst = (int64_t *)(void *)((char *)&rec->tel +
-		    tel_fields[i].offset);
-
-		r = int_field(o, tel_fields[i].name, tel_fields[i].min,
-		    tel_fields[i].max, dst);
-		if (r < 0) {
-			snprintf(msg, msglen, "'%s' must be an integer from "
-			    "%lld to %lld", tel_fields[i].name,
-			    (long long)tel_fields[i].min,
-			    (long long)tel_fields[i].max);
-			json_decref(o);
-			return msg;
-		}
-		if (r > 0)
-			rec->tel.present |= tel_fields[i].bit;
+	if (telemetry_from_json(o, &rec->tel, msg, msglen) < 0) {
+		json_decref(o);
+		return msg;
 	}
 	json_decref(o);
 	return NULL;
@@ -1009,7 +945,7 @@ api_artifact(struct http_request *req, void *arg)
 		return 0;
 	if (parse_sha256(sha, lower) < 0)
 		return http_error(req, 404, "no such artifact");
-	if ((id = device_id(req)) != NULL && !valid_id(id))
+	if ((id = device_id(req)) != NULL && !otad_valid_id(id))
 		return http_error(req, 400, "invalid device id: 1 to 64 of "
 		    "A-Z a-z 0-9 . _ : -");
 	if (id == NULL && atomic_load(&api->tokens)) {

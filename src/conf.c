@@ -72,6 +72,23 @@ static const struct conf_key conf_keys[] = {
 	    0},
 	{"tls_cert", CONF_STRING, F(tls_cert), 0, 0, "", 1},
 	{"tls_key", CONF_STRING, F(tls_key), 0, 0, "", 1},
+	{"public_url", CONF_STRING, F(public_url), 0, 0, "", 1},
+	{"mqtt_host", CONF_STRING, F(mqtt_host), 0, 0, "", 1},
+	{"mqtt_port", CONF_UINT, F(mqtt_port), 1, 65535, "1883", 1},
+	{"mqtt_tls_ca", CONF_STRING, F(mqtt_tls_ca), 0, 0, "", 1},
+	{"mqtt_tls_cert", CONF_STRING, F(mqtt_tls_cert), 0, 0, "", 1},
+	{"mqtt_tls_key", CONF_STRING, F(mqtt_tls_key), 0, 0, "", 1},
+	{"mqtt_username", CONF_STRING, F(mqtt_username), 0, 0, "", 1},
+	{"mqtt_password_file", CONF_STRING, F(mqtt_password_file), 0, 0, "",
+	    1},
+	{"mqtt_client_id", CONF_STRING, F(mqtt_client_id), 0, 0, "", 1},
+	{"mqtt_topic_prefix", CONF_STRING, F(mqtt_topic_prefix), 0, 0, "ota",
+	    1},
+	{"mqtt_keepalive", CONF_UINT, F(mqtt_keepalive), 5, 3600, "60", 1},
+	{"mqtt_telemetry_topics", CONF_STRING, F(mqtt_telemetry_topics), 0, 0,
+	    "devices/telemetry devices/+/status", 1},
+	{"mqtt_retain_triggers", CONF_CHOICE, F(mqtt_retain_triggers), 0, 0,
+	    "no", 1, yes_no, "yes or no"},
 };
 
 #define NKEYS (sizeof(conf_keys) / sizeof(conf_keys[0]))
@@ -220,6 +237,64 @@ trim(char *s)
 	return s;
 }
 
+/* A filter's levels: '#' only last and alone, '+' alone. */
+static int
+valid_filter(const char *f, size_t len)
+{
+	size_t i;
+
+	if (len == 0 || len > 256)
+		return 0;
+	for (i = 0; i < len; i++) {
+		int starts = i == 0 || f[i - 1] == '/';
+		int ends = i + 1 == len || f[i + 1] == '/';
+
+		if ((f[i] == '+' && !(starts && ends)) ||
+		    (f[i] == '#' && !(starts && i + 1 == len)) ||
+		    (unsigned char)f[i] < 0x21 || f[i] == 0x7f)
+			return 0;
+	}
+	return 1;
+}
+
+/* What only makes sense together, and topics the broker would refuse. */
+static int
+check_mqtt(const char *name, const struct conf *conf, char *err,
+    size_t errlen)
+{
+	const char *p = conf->mqtt_topic_prefix, *t;
+	size_t n;
+
+	if ((conf->mqtt_tls_cert[0] == '\0') != (conf->mqtt_tls_key[0] == '\0'))
+		return conf_error(err, errlen, name, 0,
+		    "'mqtt_tls_cert' and 'mqtt_tls_key' go together");
+	if (conf->mqtt_tls_cert[0] != '\0' && conf->mqtt_tls_ca[0] == '\0')
+		return conf_error(err, errlen, name, 0,
+		    "'mqtt_tls_cert' needs 'mqtt_tls_ca'");
+	if (conf->mqtt_password_file[0] != '\0' &&
+	    conf->mqtt_username[0] == '\0')
+		return conf_error(err, errlen, name, 0,
+		    "'mqtt_password_file' needs 'mqtt_username'");
+	if (*p == '\0' || *p == '/' || p[strlen(p) - 1] == '/' ||
+	    strpbrk(p, "+# ") != NULL)
+		return conf_error(err, errlen, name, 0,
+		    "'mqtt_topic_prefix' must be a topic without wildcards, "
+		    "spaces or a leading or trailing '/', not '%s'", p);
+	if (strncmp(conf->public_url, "http://", 7) != 0 &&
+	    strncmp(conf->public_url, "https://", 8) != 0 &&
+	    conf->public_url[0] != '\0')
+		return conf_error(err, errlen, name, 0,
+		    "'public_url' must start with http:// or https://");
+	for (t = conf->mqtt_telemetry_topics; *t != '\0'; t += n) {
+		t += strspn(t, " ");
+		if ((n = strcspn(t, " ")) > 0 && !valid_filter(t, n))
+			return conf_error(err, errlen, name, 0,
+			    "'mqtt_telemetry_topics': '%.*s' is not a topic "
+			    "filter", (int)n, t);
+	}
+	return 0;
+}
+
 int
 conf_parse(const char *name, const char *text, struct conf *conf, char *err,
     size_t errlen)
@@ -246,8 +321,14 @@ conf_parse(const char *name, const char *text, struct conf *conf, char *err,
 		if (memchr(line, '\0', len) != NULL || strlen(line) != len)
 			return conf_error(err, errlen, name, lineno,
 			    "line contains a NUL byte");
-		if ((hash = strchr(line, '#')) != NULL)
-			*hash = '\0';
+		/* a comment starts a line or follows a blank, so that MQTT
+		 * topic filters keep their '#' */
+		for (hash = line; (hash = strchr(hash, '#')) != NULL; hash++)
+			if (hash == line || hash[-1] == ' ' ||
+			    hash[-1] == '\t') {
+				*hash = '\0';
+				break;
+			}
 		key = trim(line);
 		if (*key == '\0')
 			continue;
@@ -276,7 +357,7 @@ conf_parse(const char *name, const char *text, struct conf *conf, char *err,
 	if ((conf->tls_cert[0] == '\0') != (conf->tls_key[0] == '\0'))
 		return conf_error(err, errlen, name, 0,
 		    "'tls_cert' and 'tls_key' go together");
-	return 0;
+	return check_mqtt(name, conf, err, errlen);
 }
 
 int

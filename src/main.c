@@ -15,6 +15,7 @@
 #include "http.h"
 #include "log.h"
 #include "metrics.h"
+#include "mqtt.h"
 #include "registry.h"
 #include "rollout.h"
 #include "store.h"
@@ -33,6 +34,38 @@ usage(void)
 	exit(2);
 }
 
+/*
+ * Where devices download, for MQTT triggers: public_url, or this server
+ * as bound (a wildcard address becomes the host name).
+ */
+static void
+base_url(const struct conf *conf, const char *bound, char *out, size_t len)
+{
+	const char *port = strrchr(bound, ':');
+	char host[256];
+	size_t n;
+
+	if (conf->public_url[0] != '\0') {
+		n = strlen(conf->public_url);
+		while (n > 0 && conf->public_url[n - 1] == '/')
+			n--;
+		snprintf(out, len, "%.*s", (int)n, conf->public_url);
+		return;
+	}
+	if (port == NULL)
+		port = "";
+	if (strncmp(bound, "0.0.0.0:", 8) == 0 || strncmp(bound, "[::]:", 5) ==
+	    0 || strncmp(bound, "*:", 2) == 0) {
+		if (gethostname(host, sizeof(host) - 1) < 0)
+			snprintf(host, sizeof(host), "localhost");
+		host[sizeof(host) - 1] = '\0';
+	} else {
+		snprintf(host, sizeof(host), "%.*s", (int)(port - bound), bound);
+	}
+	snprintf(out, len, "%s://%s%s", conf->tls_cert[0] ? "https" : "http",
+	    host, port);
+}
+
 static size_t
 queue_depth(void *arg)
 {
@@ -42,7 +75,7 @@ queue_depth(void *arg)
 /* SIGHUP: a new config, checked whole, then swapped in. */
 static void
 reload(const char *path, struct conf *conf, struct http *http, struct api *api,
-    struct rollout *rollout, int debug_flag)
+    struct rollout *rollout, struct mqtt *mqtt, int debug_flag)
 {
 	char err[CONF_ERR_MAX];
 	struct conf next;
@@ -61,6 +94,8 @@ reload(const char *path, struct conf *conf, struct http *http, struct api *api,
 		conf->max_body_bytes = next.max_body_bytes;
 		conf->shutdown_timeout = next.shutdown_timeout;
 		conf->offline_after = next.offline_after;
+		rollout_set_offline_after(rollout, next.offline_after);
+		mqtt_set_device_auth(mqtt, next.device_auth);
 		conf->debug = next.debug;
 		conf->require_signature = next.require_signature;
 		api_set_require_signature(api, next.require_signature);
@@ -85,6 +120,9 @@ main(int argc, char *argv[])
 	struct store *store = NULL;
 	struct api *api = NULL;
 	struct rollout *rollout = NULL;
+	struct mqtt *mqtt = NULL;
+	struct mqtt_options mopt;
+	char url[512];
 	struct http *http = NULL;
 	const struct http_route *routes;
 	struct conf conf;
@@ -146,6 +184,7 @@ main(int argc, char *argv[])
 	    conf.rate_per_address);
 	if (api_start_rollout(api, &rollout) != OTAD_OK)
 		fatalx("cannot load the releases to offer");
+	rollout_set_offline_after(rollout, conf.offline_after);
 
 	ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	memset(&hopt, 0, sizeof(hopt));
@@ -163,6 +202,14 @@ main(int argc, char *argv[])
 	    sizeof(bound)) != OTAD_OK)
 		fatalx("cannot serve HTTP on '%s'", conf.listen);
 	metrics_set_gauges(queue_depth, reg, http_in_flight);
+	base_url(&conf, bound, url, sizeof(url));
+	mopt.conf = &conf;
+	mopt.base_url = url;
+	mopt.db_path = db_path;
+	mopt.reg = reg;
+	mopt.rollout = rollout;
+	if (mqtt_start(&mopt, &mqtt, err, sizeof(err)) != OTAD_OK)
+		fatalx("%s", err);
 
 	log_info("ready: listening on %s%s, %u threads, state in '%s'", bound,
 	    conf.tls_cert[0] ? " (TLS)" : "", hopt.threads, conf.state_dir);
@@ -171,7 +218,7 @@ main(int argc, char *argv[])
 	for (;;) {
 		sig = sigwaitinfo(&sigs, NULL);
 		if (sig == SIGHUP) {
-			reload(conf_path, &conf, http, api, rollout, debug);
+			reload(conf_path, &conf, http, api, rollout, mqtt, debug);
 			continue;
 		}
 		if (sig == SIGTERM || sig == SIGINT)
@@ -183,6 +230,7 @@ main(int argc, char *argv[])
 	sd_notify(0, "STOPPING=1");
 	log_info("stopping: finishing requests in flight");
 	http_stop(http, conf.shutdown_timeout);
+	mqtt_stop(mqtt);
 	rollout_stop(rollout);
 	/* after the HTTP threads: their records are all queued by now */
 	registry_close(reg);

@@ -1,4 +1,5 @@
 /* metrics.c: counters and the Prometheus text exposition */
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -15,6 +16,9 @@ static size_t (*gauge_queue)(void *);
 static void *gauge_queue_arg;
 static long (*gauge_in_flight)(void);
 static time_t started = 0;
+static atomic_int mqtt_state = -1;
+static pthread_mutex_t fleet_mu = PTHREAD_MUTEX_INITIALIZER;
+static char *fleet_text; /* guarded by fleet_mu */
 
 static const struct {
 	const char *name, *help;
@@ -26,6 +30,14 @@ static const struct {
 	    "Bytes of images sent in full."},
 	[M_RECORD_ERRORS] = {"otad_record_errors_total",
 	    "Device records the registry could not store."},
+	[M_TRIGGERS] = {"otad_mqtt_triggers_sent_total",
+	    "MQTT triggers the broker acknowledged."},
+	[M_TELEMETRY] = {"otad_mqtt_telemetry_total",
+	    "MQTT telemetry messages recorded."},
+	[M_TELEMETRY_BAD] = {"otad_mqtt_telemetry_rejected_total",
+	    "MQTT telemetry messages refused (malformed, unknown device)."},
+	[M_MQTT_CONNECTS] = {"otad_mqtt_connects_total",
+	    "Connections to the MQTT broker made."},
 };
 
 void
@@ -92,6 +104,134 @@ put(struct buf *b, const char *fmt, ...)
 	b->len += (size_t)n;
 }
 
+void
+metrics_set_mqtt(int state)
+{
+	atomic_store(&mqtt_state, state);
+}
+
+/* A label value, escaped as the exposition format wants. */
+static void
+put_label(struct buf *b, const char *name, const char *v)
+{
+	put(b, "%s=\"", name);
+	for (; v != NULL && *v != '\0'; v++) {
+		if (*v == '\\' || *v == '"')
+			put(b, "\\%c", *v);
+		else if (*v == '\n')
+			put(b, "\\n");
+		else
+			put(b, "%c", *v);
+	}
+	put(b, "\"");
+}
+
+static json_int_t
+field(const json_t *o, const char *name)
+{
+	return json_integer_value(json_object_get(o, name));
+}
+
+/* rollout="3",version="1.2.0" of a row */
+static void
+put_rollout(struct buf *b, const json_t *row)
+{
+	put(b, "rollout=\"%lld\",", (long long)field(row, "rollout"));
+	put_label(b, "version", json_string_value(json_object_get(row,
+	    "version")));
+}
+
+static void
+fleet_render(struct buf *b, const json_t *g)
+{
+	static const char *const outcomes[] = {"offered", "in_progress",
+	    "succeeded", "rolled_back", "failed", "crashed"};
+	const json_t *row;
+	size_t i, k;
+
+	put(b, "# HELP otad_devices Devices known, online if seen within "
+	       "offline_after.\n# TYPE otad_devices gauge\n"
+	       "otad_devices{state=\"online\"} %lld\n"
+	       "otad_devices{state=\"offline\"} %lld\n",
+	    (long long)field(g, "online"), (long long)field(g, "offline"));
+	put(b, "# HELP otad_devices_by_version Devices by the version they "
+	       "run (the 50 most common).\n"
+	       "# TYPE otad_devices_by_version gauge\n");
+	json_array_foreach(json_object_get(g, "versions"), i, row) {
+		put(b, "otad_devices_by_version{");
+		put_label(b, "version", json_string_value(json_object_get(row,
+		    "version")));
+		put(b, "} %lld\n", (long long)field(row, "devices"));
+	}
+	put(b, "# HELP otad_rollout_stage The stage a rollout is in, by "
+	       "state.\n# TYPE otad_rollout_stage gauge\n");
+	json_array_foreach(json_object_get(g, "rollouts"), i, row) {
+		put(b, "otad_rollout_stage{");
+		put_rollout(b, row);
+		put(b, ",");
+		put_label(b, "state", json_string_value(json_object_get(row,
+		    "state")));
+		put(b, "} %lld\n", (long long)field(row, "stage"));
+	}
+	put(b, "# HELP otad_rollout_attempts Update attempts of a rollout "
+	       "stage, by outcome.\n# TYPE otad_rollout_attempts gauge\n");
+	json_array_foreach(json_object_get(g, "stages"), i, row) {
+		for (k = 0; k < sizeof(outcomes) / sizeof(outcomes[0]); k++) {
+			put(b, "otad_rollout_attempts{");
+			put_rollout(b, row);
+			put(b, ",stage=\"%lld\",outcome=\"%s\"} %lld\n",
+			    (long long)field(row, "stage"), outcomes[k],
+			    (long long)field(row, outcomes[k]));
+		}
+	}
+	put(b, "# HELP otad_rollout_rate Success, rollback and failure rates "
+	       "of a rollout stage's finished attempts; crash rate of its "
+	       "successes.\n# TYPE otad_rollout_rate gauge\n");
+	json_array_foreach(json_object_get(g, "stages"), i, row) {
+		double ok = (double)field(row, "succeeded");
+		double back = (double)field(row, "rolled_back");
+		double bad = (double)field(row, "failed");
+		double done = ok + back + bad;
+		const struct {
+			const char *name;
+			double num, den;
+		} rates[] = {{"success", ok, done}, {"rollback", back, done},
+		    {"failure", bad, done},
+		    {"crash", (double)field(row, "crashed"), ok}};
+
+		for (k = 0; k < sizeof(rates) / sizeof(rates[0]); k++) {
+			if (rates[k].den <= 0)
+				continue; /* no rate yet, not a rate of 0 */
+			put(b, "otad_rollout_rate{");
+			put_rollout(b, row);
+			put(b, ",stage=\"%lld\",rate=\"%s\"} %.4f\n",
+			    (long long)field(row, "stage"), rates[k].name,
+			    rates[k].num / rates[k].den);
+		}
+	}
+}
+
+void
+metrics_set_fleet(const json_t *gauges)
+{
+	struct buf b = {.cap = 4096};
+	char *old;
+
+	if (gauges != NULL && (b.p = malloc(b.cap)) != NULL) {
+		b.p[0] = '\0';
+		fleet_render(&b, gauges);
+		if (b.failed) {
+			free(b.p);
+			b.p = NULL;
+		}
+	}
+	pthread_mutex_lock(&fleet_mu);
+	old = fleet_text;
+	fleet_text = b.p;
+	pthread_mutex_unlock(&fleet_mu);
+	free(old);
+}
+
 char *
 metrics_render(void)
 {
@@ -131,6 +271,14 @@ metrics_render(void)
 		put(&b, "# HELP otad_http_in_flight Requests being answered."
 			"\n# TYPE otad_http_in_flight gauge\n"
 			"otad_http_in_flight %ld\n", gauge_in_flight());
+	if ((i = atomic_load(&mqtt_state)) >= 0)
+		put(&b, "# HELP otad_mqtt_connected 1 while connected to the "
+			"MQTT broker.\n# TYPE otad_mqtt_connected gauge\n"
+			"otad_mqtt_connected %d\n", i);
+	pthread_mutex_lock(&fleet_mu);
+	if (fleet_text != NULL)
+		put(&b, "%s", fleet_text);
+	pthread_mutex_unlock(&fleet_mu);
 	if (b.failed) {
 		free(b.p);
 		return NULL;

@@ -78,6 +78,7 @@ usage(void)
 	    "  device set ID [--group G] [--hw-rev R] [--chip C]\n"
 	    "  device add ID [--group G] | revoke-token ID | block ID |"
 	    " unblock ID\n"
+	    "  device nudge ID\n"
 	    "  status\n");
 	exit(EXIT_USAGE);
 }
@@ -1308,6 +1309,53 @@ device_change(struct opts *o, const char *what)
 	return 0;
 }
 
+/*
+ * Ask otad to send the device a trigger over MQTT now, and wait a little
+ * to say whether it went out.
+ */
+static int
+device_nudge(struct opts *o)
+{
+	char why[256], version[OTAD_VERSION_MAX + 1] = "";
+	int64_t id;
+	int waited, sent = 0;
+
+	if (o->argc != 1)
+		usage();
+	check_device_id(o->argv[0]);
+	if (conf.mqtt_host[0] == '\0')
+		die("MQTT is off: set mqtt_host in the configuration to nudge "
+		    "devices");
+	open_registry();
+	if (registry_nudge(the_reg, o->argv[0], &id, why, sizeof(why)) !=
+	    OTAD_OK)
+		die("%s", why);
+	for (waited = 0; waited < 5000 && !sent; waited += 100) {
+		if ((sent = registry_nudge_sent(the_reg, id, version,
+		    sizeof(version))) == 0)
+			usleep(100 * 1000);
+	}
+	if (json_out) {
+		json_t *j = json_pack("{s:s,s:I,s:b,s:s?}", "device",
+		    o->argv[0], "nudge", (json_int_t)id, "sent", sent,
+		    "version", version[0] ? version : NULL);
+
+		if (j == NULL)
+			die("out of memory");
+		print_json(j);
+		json_decref(j);
+	}	else if (!sent)
+		printf("device %s: nudge queued; otad sends it once it is "
+		    "connected to the MQTT broker\n", o->argv[0]);
+	else if (version[0] != '\0')
+		printf("device %s nudged: trigger for %s sent\n", o->argv[0],
+		    version);
+	else
+		printf("device %s nudged: nothing to offer it, told to check "
+		    "in\n", o->argv[0]);
+	return 0;
+}
+
 static int
 device_show(struct opts *o)
 {
@@ -1316,7 +1364,8 @@ device_show(struct opts *o)
 	    "first_seen", "last_seen", "checks",
 	    "uptime", "free_heap", "rssi", "reset_reason", "battery",
 	    "secure_version", "free_space", "deferred", "deferred_at",
-	    "has_token", "token_created", "blocked", NULL};
+	    "has_token", "token_created", "blocked", "mqtt_seen",
+	    "last_trigger", NULL};
 	static const char *const cols[] = {"id", "from_version", "to_version",
 	    "state", "reason", "offered_at", "updated_at", NULL};
 	struct registry *reg;
@@ -1448,6 +1497,8 @@ main(int argc, char *argv[])
 			return device_change(&o, words[1]);
 		if (strcmp(words[1], "show") == 0)
 			return device_show(&o);
+		if (strcmp(words[1], "nudge") == 0)
+			return device_nudge(&o);
 	} else if (strcmp(words[0], "rollout") == 0 && nwords >= 2) {
 		parse_opts(nwords - 2, words + 2, &o, "--stages --window --days "
 		    "--utc-offset --min-battery --timeout --downgrade --product "

@@ -59,6 +59,7 @@ enum wstmt {
 	W_DELIVERED,
 	W_ROLLBACK,
 	W_CRASHED,
+	W_TELEMETRY,
 	W_SAVEPOINT,
 	W_RELEASE,
 	W_ROLLBACK_TO,
@@ -173,6 +174,24 @@ static const char *const wsql[W_COUNT] = {
 	    " brownout = brownout OR ?3 = 9 WHERE id = (SELECT id FROM"
 	    " attempt WHERE device = ?1 AND state = 'success' ORDER BY id DESC"
 	    " LIMIT 1) AND finished_at <= ?2 AND ?3 IN (4, 5, 6, 7, 9)",
+	/* telemetry over MQTT: seen, and what it runs if it said */
+	[W_TELEMETRY] =
+	    "INSERT INTO device (id, version, first_seen, last_seen, mqtt_seen,"
+	    " uptime, free_heap, rssi, reset_reason, battery, secure_version)"
+	    " VALUES (?1, ?2, ?3, ?3, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+	    " ON CONFLICT (id) DO UPDATE SET"
+	    " version = coalesce(excluded.version, version),"
+	    " last_seen = max(last_seen, excluded.last_seen),"
+	    " mqtt_seen = max(ifnull(mqtt_seen, 0), excluded.mqtt_seen),"
+	    " uptime = coalesce(excluded.uptime, uptime),"
+	    " free_heap = coalesce(excluded.free_heap, free_heap),"
+	    " rssi = coalesce(excluded.rssi, rssi),"
+	    " reset_reason = coalesce(excluded.reset_reason, reset_reason),"
+	    " battery = coalesce(excluded.battery, battery),"
+	    /* an eFuse only counts up */
+	    " secure_version = coalesce(max(secure_version,"
+	    " excluded.secure_version), secure_version,"
+	    " excluded.secure_version)",
 	[W_SAVEPOINT] = "SAVEPOINT rec",
 	[W_RELEASE] = "RELEASE rec",
 	[W_ROLLBACK_TO] = "ROLLBACK TO rec",
@@ -225,6 +244,7 @@ enum rstmt {
 	R_DATA_VERSION,
 	R_GENERATION,
 	R_OFFERS,
+	R_TRIGGERED,
 	R_COUNT
 };
 
@@ -257,6 +277,8 @@ static const char *const rsql[R_COUNT] = {
 		     " JOIN release rel ON rel.id = ro.release" OFFER_JOINS
 		     " WHERE ro.state = 'active' OR (ro.state = 'completed'"
 		     " AND ro.baseline = 1)",
+	[R_TRIGGERED] = "SELECT 1 FROM trigger WHERE device = ?1 AND"
+			" release = ?2",
 	[R_STAGES] = "SELECT ifnull(grp, ''), percent FROM rollout_stage"
 		     " WHERE rollout = ?1 AND no <= ?2 ORDER BY no",
 	[R_STONES] = "SELECT 0," OFFER_COLUMNS " FROM release rel" OFFER_JOINS,
@@ -526,29 +548,18 @@ crash_flags(struct registry *reg, const struct record *rec)
 	return step_done(st);
 }
 
+/*
+ * What the version a device runs now says of its attempts: back on the
+ * one it left (rolled back), crashed since, or on the one offered
+ * (succeeded).
+ */
 static int
-apply_checkin(struct registry *reg, const struct record *rec)
+apply_running(struct registry *reg, const struct record *rec)
 {
-	sqlite3_stmt *st = reg->w[W_CHECKIN];
+	sqlite3_stmt *st;
 
-	sqlite3_bind_text(st, 1, rec->device, -1, SQLITE_STATIC);
-	bind_text(st, 2, rec->product);
-	sqlite3_bind_text(st, 3, rec->version, -1, SQLITE_STATIC);
-	bind_text(st, 4, rec->address);
-	sqlite3_bind_int64(st, 5, rec->at);
-	bind_text(st, 6, rec->hw_rev);
-	bind_text(st, 7, rec->running_sha256);
-	bind_text(st, 8, rec->chip);
-	if (rec->secure_version >= 0)
-		sqlite3_bind_int64(st, 9, rec->secure_version);
-	if (rec->free_space >= 0)
-		sqlite3_bind_int64(st, 10, rec->free_space);
-	bind_text(st, 11, rec->deferred);
-	bind_tel(st, 12, &rec->tel, TEL_BATTERY, rec->tel.battery);
-	bind_tel(st, 13, &rec->tel, TEL_RESET_REASON, rec->tel.reset_reason);
-	bind_tel(st, 14, &rec->tel, TEL_UPTIME, rec->tel.uptime);
-	if (step_done(st) < 0)
-		return -1;
+	if (rec->version[0] == '\0')
+		return crash_flags(reg, rec);
 	st = reg->w[W_ROLLBACK];
 	sqlite3_bind_text(st, 1, rec->device, -1, SQLITE_STATIC);
 	sqlite3_bind_text(st, 2, rec->version, -1, SQLITE_STATIC);
@@ -570,6 +581,91 @@ apply_checkin(struct registry *reg, const struct record *rec)
 		if (step_done(st) < 0)
 			return -1;
 	}
+	return 0;
+}
+
+/* Telemetry over MQTT is a check-in without an answer. */
+static int
+apply_telemetry(struct registry *reg, const struct record *rec)
+{
+	const struct telemetry *t = &rec->tel;
+	sqlite3_stmt *st = reg->w[W_TELEMETRY];
+
+	sqlite3_bind_text(st, 1, rec->device, -1, SQLITE_STATIC);
+	bind_text(st, 2, rec->version);
+	sqlite3_bind_int64(st, 3, rec->at);
+	bind_tel(st, 4, t, TEL_UPTIME, t->uptime);
+	bind_tel(st, 5, t, TEL_FREE_HEAP, t->free_heap);
+	bind_tel(st, 6, t, TEL_RSSI, t->rssi);
+	bind_tel(st, 7, t, TEL_RESET_REASON, t->reset_reason);
+	bind_tel(st, 8, t, TEL_BATTERY, t->battery);
+	bind_tel(st, 9, t, TEL_SECURE_VERSION, t->secure_version);
+	if (step_done(st) < 0)
+		return -1;
+	return apply_running(reg, rec);
+}
+
+static int run(struct registry *reg, const char *sql, const char *types,
+    ...);
+
+/*
+ * A trigger the broker took: the owed row it answers, or a new one. A
+ * retained trigger replaces the device's earlier retained one on the
+ * broker, so that one counts as cleared.
+ */
+static int
+apply_trigger(struct registry *reg, const struct record *rec)
+{
+	int64_t id = rec->trigger_id;
+	const char *dev = rec->device[0] ? rec->device : NULL;
+
+	if (rec->kind == RECORD_CLEARED)
+		return run(reg, "UPDATE trigger SET cleared_at = ?2 WHERE id ="
+		    " ?1 AND cleared_at IS NULL", "ii", id, rec->at) ==
+		    SQLITE_DONE ? 0 : -1;
+	if (dev != NULL && rec->retained &&
+	    run(reg, "UPDATE trigger SET cleared_at = ?2 WHERE device = ?1"
+	    " AND retained = 1 AND sent_at IS NOT NULL AND cleared_at IS"
+	    " NULL", "ti", dev, rec->at) != SQLITE_DONE)
+		return -1;
+	if (id > 0)
+		return run(reg, "UPDATE trigger SET sent_at = ?2, release ="
+		    " nullif(?3, 0), rollout = nullif(?4, 0), stage = ?5,"
+		    " retained = ?6 WHERE id = ?1",
+		    "iiiiii", id, rec->at, rec->offer_release, rec->offer_rollout,
+		    (int64_t)rec->offer_stage, (int64_t)rec->retained) ==
+		    SQLITE_DONE ? 0 : -1;
+	return run(reg, "INSERT INTO trigger (device, grp, release, rollout,"
+	    " stage, reason, retained, requested_at, sent_at) VALUES (?1, ?2,"
+	    " nullif(?3, 0), nullif(?4, 0), ?5, ?6, ?7, ?8, ?8)", "ttiiitii",
+	    dev, rec->group[0] ? rec->group : NULL, rec->offer_release,
+	    rec->offer_rollout, (int64_t)rec->offer_stage, rec->reason,
+	    (int64_t)rec->retained, rec->at) == SQLITE_DONE ? 0 : -1;
+}
+
+static int
+apply_checkin(struct registry *reg, const struct record *rec)
+{
+	sqlite3_stmt *st = reg->w[W_CHECKIN];
+
+	sqlite3_bind_text(st, 1, rec->device, -1, SQLITE_STATIC);
+	bind_text(st, 2, rec->product);
+	sqlite3_bind_text(st, 3, rec->version, -1, SQLITE_STATIC);
+	bind_text(st, 4, rec->address);
+	sqlite3_bind_int64(st, 5, rec->at);
+	bind_text(st, 6, rec->hw_rev);
+	bind_text(st, 7, rec->running_sha256);
+	bind_text(st, 8, rec->chip);
+	if (rec->secure_version >= 0)
+		sqlite3_bind_int64(st, 9, rec->secure_version);
+	if (rec->free_space >= 0)
+		sqlite3_bind_int64(st, 10, rec->free_space);
+	bind_text(st, 11, rec->deferred);
+	bind_tel(st, 12, &rec->tel, TEL_BATTERY, rec->tel.battery);
+	bind_tel(st, 13, &rec->tel, TEL_RESET_REASON, rec->tel.reset_reason);
+	bind_tel(st, 14, &rec->tel, TEL_UPTIME, rec->tel.uptime);
+	if (step_done(st) < 0 || apply_running(reg, rec) < 0)
+		return -1;
 	/* and maybe, in the same answer, the next step is offered */
 	if (rec->offer_release <= 0)
 		return 0;
@@ -683,6 +779,33 @@ apply_report(struct registry *reg, const struct record *rec)
 	return step_done(st);
 }
 
+static const char *const record_names[] = {
+	[RECORD_CHECKIN] = "check-in",
+	[RECORD_REPORT] = "report",
+	[RECORD_DOWNLOAD] = "a download",
+	[RECORD_DELIVERED] = "a delivery",
+	[RECORD_TELEMETRY] = "telemetry",
+	[RECORD_TRIGGER] = "a trigger",
+	[RECORD_CLEARED] = "a cleared trigger",
+};
+
+/* Every kind but a report, whose statements each stand alone. */
+static int
+apply_one(struct registry *reg, const struct record *rec)
+{
+	switch (rec->kind) {
+	case RECORD_CHECKIN:
+		return apply_checkin(reg, rec);
+	case RECORD_TELEMETRY:
+		return apply_telemetry(reg, rec);
+	case RECORD_TRIGGER:
+	case RECORD_CLEARED:
+		return apply_trigger(reg, rec);
+	default:
+		return apply_download(reg, rec);
+	}
+}
+
 /* BEGIN IMMEDIATE, waiting as long as an operator holds the database. */
 static void
 writer_begin(struct registry *reg, size_t waiting)
@@ -726,12 +849,9 @@ writer_apply(struct registry *reg, struct record *batch, size_t count)
 		 * traffic, so they go without.
 		 */
 		if (rec->kind != RECORD_REPORT) {
-			if ((rec->kind == RECORD_CHECKIN ?
-			    apply_checkin(reg, rec) :
-			    apply_download(reg, rec)) < 0) {
+			if (apply_one(reg, rec) < 0) {
 				log_warnx("cannot record %s of '%s': %s",
-				    rec->kind == RECORD_CHECKIN ? "check-in" :
-				    "a download", rec->device,
+				    record_names[rec->kind], rec->device,
 				    sqlite3_errmsg(reg->db));
 				rec->err = OTAD_ERR_DB;
 			}
@@ -1956,7 +2076,9 @@ registry_device_show(struct registry *reg, const char *id, json_t **obj,
 	    " d.uptime, d.free_heap, d.rssi, d.reset_reason, d.battery,"
 	    " d.secure_version, d.running_sha256, d.free_space, d.deferred,"
 	    " d.deferred_at, d.token_hash IS NOT NULL AS has_token,"
-	    " d.token_created, d.blocked FROM device d"
+	    " d.token_created, d.blocked, d.mqtt_seen, (SELECT sent_at FROM"
+	    " trigger WHERE device = d.id AND sent_at IS NOT NULL ORDER BY"
+	    " sent_at DESC LIMIT 1) AS last_trigger FROM device d"
 	    " WHERE d.id = ?1", id,
 	    ARGS_END);
 	if (rc != OTAD_OK) {
@@ -1983,51 +2105,73 @@ registry_device_show(struct registry *reg, const char *id, json_t **obj,
 	return OTAD_OK;
 }
 
+/* An id (or any integer) as text, for query_rows' text arguments. */
+static const char *
+idtext(int64_t id, char buf[24])
+{
+	snprintf(buf, 24, "%lld", (long long)id);
+	return buf;
+}
+
+/* One query's rows under a key of a summary object. */
+struct part {
+	const char *key, *sql;
+};
+
+/*
+ * The one row of sql (with its text argument) as an object, and under
+ * each part's key the rows of its query (no arguments).
+ */
+static enum otad_err
+query_summary(sqlite3 *db, json_t **obj, const char *sql, const char *arg,
+    const struct part *parts, size_t n)
+{
+	json_t *rows;
+	enum otad_err rc;
+	size_t i;
+
+	*obj = NULL;
+	if ((rc = query_rows(db, &rows, sql, arg, ARGS_END)) != OTAD_OK)
+		return rc;
+	*obj = json_incref(json_array_get(rows, 0));
+	json_decref(rows);
+	for (i = 0; i < n; i++) {
+		if ((rc = query_rows(db, &rows, parts[i].sql, ARGS_END)) !=
+		    OTAD_OK) {
+			json_decref(*obj);
+			*obj = NULL;
+			return rc;
+		}
+		json_object_set_new(*obj, parts[i].key, rows);
+	}
+	return OTAD_OK;
+}
+
+#define VERSION_COUNTS                                                         \
+	"SELECT ifnull(version, '') AS version, count(*) AS devices FROM"     \
+	" device GROUP BY version ORDER BY count(*) DESC, version"
+
 enum otad_err
 registry_status(struct registry *reg, int64_t now, json_t **obj)
 {
-	json_t *counts, *versions, *attempts, *offered;
-	char day[32];
-	enum otad_err rc;
+	static const struct part parts[] = {
+		{"versions", VERSION_COUNTS},
+		{"attempts", "SELECT state, count(*) AS attempts FROM attempt"
+			     " GROUP BY state ORDER BY state"},
+		{"offered", "SELECT ro.id AS rollout, rel.version,"
+			    " rel.product, ro.started FROM rollout ro JOIN"
+			    " release rel ON rel.id = ro.release WHERE"
+			    " ro.state = 'active' ORDER BY ro.id"},
+	};
+	char day[24];
 
-	*obj = NULL;
-	snprintf(day, sizeof(day), "%lld", (long long)(now - 86400));
-	if ((rc = query_rows(reg->db, &counts, "SELECT"
+	return query_summary(reg->db, obj, "SELECT"
 	    " (SELECT count(*) FROM device) AS devices,"
 	    " (SELECT count(*) FROM device WHERE last_seen >="
 	    " CAST(?1 AS INTEGER)) AS seen_24h,"
 	    " (SELECT count(*) FROM artifact) AS artifacts,"
-	    " (SELECT count(*) FROM release) AS releases", day, ARGS_END)) !=
-	    OTAD_OK)
-		return rc;
-	if ((rc = query_rows(reg->db, &versions, "SELECT ifnull(version, '')"
-	    " AS version, count(*) AS devices FROM device GROUP BY version"
-	    " ORDER BY count(*) DESC, version", ARGS_END)) != OTAD_OK) {
-		json_decref(counts);
-		return rc;
-	}
-	if ((rc = query_rows(reg->db, &attempts, "SELECT state, count(*) AS"
-	    " attempts FROM attempt GROUP BY state ORDER BY state", ARGS_END)) !=
-	    OTAD_OK) {
-		json_decref(counts);
-		json_decref(versions);
-		return rc;
-	}
-	if ((rc = query_rows(reg->db, &offered, "SELECT ro.id AS rollout,"
-	    " rel.version, rel.product, ro.started FROM rollout ro JOIN"
-	    " release rel ON rel.id = ro.release WHERE ro.state = 'active'"
-	    " ORDER BY ro.id", ARGS_END)) != OTAD_OK) {
-		json_decref(counts);
-		json_decref(versions);
-		json_decref(attempts);
-		return rc;
-	}
-	*obj = json_incref(json_array_get(counts, 0));
-	json_decref(counts);
-	json_object_set_new(*obj, "versions", versions);
-	json_object_set_new(*obj, "attempts", attempts);
-	json_object_set_new(*obj, "offered", offered);
-	return OTAD_OK;
+	    " (SELECT count(*) FROM release) AS releases",
+	    idtext(now - 86400, day), parts, sizeof(parts) / sizeof(parts[0]));
 }
 
 enum otad_err
@@ -2187,14 +2331,6 @@ registry_wait_served(struct registry *reg, int timeout_ms)
 }
 
 /* ---- rollouts ---- */
-
-/* An id as text, for query_rows' text parameters. */
-static const char *
-idtext(int64_t id, char buf[24])
-{
-	snprintf(buf, 24, "%lld", (long long)id);
-	return buf;
-}
 
 /* what a release's rollouts compete with: same product, chip, hw rev */
 #define SAME_SCOPE(o, n)                                                       \
@@ -2591,7 +2727,7 @@ tick_one(struct registry *reg, json_t *ro, int64_t now)
 }
 
 void
-registry_rollout_tick(struct registry *reg, int64_t now)
+registry_rollout_tick(struct registry *reg, int64_t now, int64_t offline_after)
 {
 	json_t *rows;
 	size_t i;
@@ -2606,12 +2742,16 @@ registry_rollout_tick(struct registry *reg, int64_t now)
 
 		json_decref(rows);
 		/* an offer with no outcome in time has failed */
-		if (due > 0 && act(reg, "UPDATE attempt SET state = 'timeout',"
-		    " reason = 'no outcome in time', updated_at = ?1,"
-		    " finished_at = ?1 FROM rollout r WHERE r.id ="
-		    " attempt.rollout AND attempt.state IN " OPEN_STATES
+		/* one that went offline meanwhile failed outright */
+		if (due > 0 && act(reg, "UPDATE attempt SET state = CASE WHEN"
+		    " d.last_seen < ?1 - ?2 THEN 'failed' ELSE 'timeout' END,"
+		    " reason = CASE WHEN d.last_seen < ?1 - ?2 THEN 'offline'"
+		    " ELSE 'no outcome in time' END, updated_at = ?1,"
+		    " finished_at = ?1 FROM rollout r, device d WHERE r.id ="
+		    " attempt.rollout AND d.id = attempt.device AND"
+		    " attempt.state IN " OPEN_STATES
 		    " AND attempt.offered_at <= ?1 - r.timeout_s",
-		    "ii", now, 0, NULL) == 0)
+		    "ii", now, offline_after, NULL) == 0)
 			log_info("%lld attempts timed out", (long long)due);
 	}
 	if (query_rows(reg->db, &rows, "SELECT ro.id, ro.stage,"
@@ -2622,4 +2762,197 @@ registry_rollout_tick(struct registry *reg, int64_t now)
 	for (i = 0; i < json_array_size(rows); i++)
 		tick_one(reg, json_array_get(rows, i), now);
 	json_decref(rows);
+}
+
+/* ---- MQTT: what the push thread reads, and nudges ---- */
+
+/* the eFuse is at least what the image it runs carries */
+#define FLEET_SELECT                                                           \
+	"SELECT d.id, d.version, ifnull(d.product, '') AS product,"           \
+	" ifnull(d.chip, '') AS chip, ifnull(d.hw_rev, '') AS hw_rev,"        \
+	" max(ifnull(d.secure_version, -1), ifnull((SELECT"                   \
+	" max(secure_version) FROM artifact WHERE app_sha256 ="               \
+	" d.running_sha256), -1)) AS secure_version, ifnull(d.free_space,"    \
+	" -1) AS free_space, ifnull(d.grp, '') AS grp, ifnull(d.battery, -1)" \
+	" AS battery FROM device d WHERE d.blocked = 0 AND d.version IS NOT"  \
+	" NULL"
+
+enum otad_err
+registry_fleet_page(struct registry_reader *r, const char *after, int limit,
+    json_t **rows)
+{
+	char lim[24];
+
+	snprintf(lim, sizeof(lim), "%d", limit);
+	return query_rows(r->db, rows, FLEET_SELECT " AND d.id > ?1 ORDER BY"
+	    " d.id LIMIT CAST(?2 AS INTEGER)", after, lim, ARGS_END);
+}
+
+enum otad_err
+registry_fleet_device(struct registry_reader *r, const char *id,
+    json_t **rows)
+{
+	return query_rows(r->db, rows, FLEET_SELECT " AND d.id = ?1", id,
+	    ARGS_END);
+}
+
+/* 1 when sql (with its text parameters) finds a row, 0 if not, -1 error. */
+static int
+reader_exists(struct registry_reader *r, const char *sql, ...)
+{
+	sqlite3_stmt *st;
+	const char *p;
+	va_list ap;
+	int i = 1, step;
+
+	if (sqlite3_prepare_v2(r->db, sql, -1, &st, NULL) != SQLITE_OK)
+		return db_error(r->db, "query"), -1;
+	va_start(ap, sql);
+	while ((p = va_arg(ap, const char *)) != NULL)
+		sqlite3_bind_text(st, i++, p, -1, SQLITE_TRANSIENT);
+	va_end(ap);
+	step = sqlite3_step(st);
+	if (step != SQLITE_ROW && step != SQLITE_DONE)
+		db_error(r->db, "query");
+	sqlite3_finalize(st);
+	return step == SQLITE_ROW ? 1 : step == SQLITE_DONE ? 0 : -1;
+}
+
+int
+registry_triggered(struct registry_reader *r, const char *device,
+    int64_t release)
+{
+	sqlite3_stmt *st = r->s[R_TRIGGERED];
+	int step;
+
+	sqlite3_bind_text(st, 1, device, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, release);
+	step = sqlite3_step(st);
+	if (step != SQLITE_ROW && step != SQLITE_DONE)
+		db_error(r->db, "trigger lookup");
+	sqlite3_reset(st);
+	return step == SQLITE_ROW ? 1 : step == SQLITE_DONE ? 0 : -1;
+}
+
+int
+registry_group_triggered(struct registry_reader *r, const char *group,
+    int64_t rollout)
+{
+	char ro[24];
+
+	return reader_exists(r, "SELECT 1 FROM trigger WHERE grp = ?1 AND"
+	    " rollout = CAST(?2 AS INTEGER)", group, idtext(rollout, ro),
+	    ARGS_END);
+}
+
+enum otad_err
+registry_nudges_owed(struct registry_reader *r, json_t **rows)
+{
+	return query_rows(r->db, rows, "SELECT id, device FROM trigger"
+	    " WHERE sent_at IS NULL AND device IS NOT NULL ORDER BY id"
+	    " LIMIT 256", ARGS_END);
+}
+
+enum otad_err
+registry_retained_stale(struct registry_reader *r, json_t **rows)
+{
+	return query_rows(r->db, rows, "SELECT t.id, ifnull(t.device, '') AS"
+	    " device, ifnull(t.grp, '') AS grp FROM trigger t"
+	    " JOIN release rel ON rel.id = t.release"
+	    " LEFT JOIN rollout ro ON ro.id = t.rollout"
+	    " LEFT JOIN device d ON d.id = t.device"
+	    " WHERE t.retained = 1 AND t.sent_at IS NOT NULL AND"
+	    " t.cleared_at IS NULL AND (ro.state IN ('halted', 'aborted')"
+	    " OR (t.grp IS NOT NULL AND ro.state != 'active' AND ro.state !="
+	    " 'paused') OR semver_compare(d.version, rel.version) = 0 OR"
+	    " (ifnull(ro.downgrade, 0) = 0 AND"
+	    " semver_compare(d.version, rel.version) > 0)) LIMIT 256",
+	    ARGS_END);
+}
+
+enum otad_err
+registry_rollout_states(struct registry_reader *r, json_t **rows)
+{
+	return query_rows(r->db, rows, "SELECT ro.id, rel.version,"
+	    " ifnull(rel.product, '') AS product, ro.state, ro.staged,"
+	    " ro.stage, (SELECT count(*) FROM rollout_stage WHERE rollout ="
+	    " ro.id) AS stages, ifnull(ro.reason, '') AS reason FROM rollout"
+	    " ro JOIN release rel ON rel.id = ro.release WHERE ro.state !="
+	    " 'draft' ORDER BY ro.id", ARGS_END);
+}
+
+enum otad_err
+registry_fleet_gauges(struct registry_reader *r, int64_t now,
+    int64_t offline_after, json_t **obj)
+{
+	static const struct part parts[] = {
+		{"versions", VERSION_COUNTS " LIMIT 50"},
+		{"stages", "SELECT ro.id AS rollout, rel.version, a.stage,"
+			   " count(*) AS offered, sum(a.state IN ('offered',"
+			   " 'downloading', 'installed')) AS in_progress,"
+			   " sum(a.state = 'success') AS succeeded,"
+			   " sum(a.state = 'rollback') AS rolled_back,"
+			   " sum(a.state IN ('failed', 'timeout')) AS failed,"
+			   " sum(a.state = 'success' AND a.crashed) AS crashed"
+			   " FROM rollout ro JOIN release rel ON rel.id ="
+			   " ro.release JOIN attempt a ON a.rollout = ro.id"
+			   " WHERE ro.state IN ('active', 'paused', 'halted')"
+			   " GROUP BY ro.id, a.stage ORDER BY ro.id, a.stage"},
+		{"rollouts", "SELECT ro.id AS rollout, rel.version, ro.state,"
+			     " ro.stage FROM rollout ro JOIN release rel ON"
+			     " rel.id = ro.release WHERE ro.state IN"
+			     " ('active', 'paused', 'halted') ORDER BY ro.id"},
+	};
+	char cutoff[24];
+
+	return query_summary(r->db, obj, "SELECT count(*) FILTER (WHERE"
+	    " last_seen >= CAST(?1 AS INTEGER)) AS online, count(*) FILTER"
+	    " (WHERE last_seen < CAST(?1 AS INTEGER)) AS offline FROM device",
+	    idtext(now - offline_after, cutoff), parts,
+	    sizeof(parts) / sizeof(parts[0]));
+}
+
+enum otad_err
+registry_nudge(struct registry *reg, const char *device, int64_t *id,
+    char *why, size_t whylen)
+{
+	char what[128];
+	enum otad_err rc;
+
+	if ((rc = catalog_open(reg, why, whylen)) != OTAD_OK)
+		return rc;
+	if (run(reg, "INSERT INTO trigger (device, reason, requested_at)"
+	    " SELECT id, 'nudge', ?2 FROM device WHERE id = ?1", "ti", device,
+	    now_s()) != SQLITE_DONE)
+		return catalog_db_fail(reg, why, whylen);
+	if (sqlite3_changes(reg->db) == 0) {
+		snprintf(why, whylen, "no device '%s'", device);
+		return catalog_fail(reg, OTAD_ERR_NOT_FOUND);
+	}
+	*id = sqlite3_last_insert_rowid(reg->db);
+	snprintf(what, sizeof(what), "device nudge %s", device);
+	return catalog_close(reg, what, why, whylen);
+}
+
+int
+registry_nudge_sent(struct registry *reg, int64_t id, char *version,
+    size_t len)
+{
+	char idbuf[24];
+	json_t *rows, *row;
+	int sent = 0;
+
+	*version = '\0';
+	if (query_rows(reg->db, &rows, "SELECT t.sent_at IS NOT NULL AS sent,"
+	    " ifnull(rel.version, '') AS version FROM trigger t LEFT JOIN"
+	    " release rel ON rel.id = t.release WHERE t.id = CAST(?1 AS"
+	    " INTEGER)", idtext(id, idbuf), ARGS_END) != OTAD_OK)
+		return 0;
+	if ((row = json_array_get(rows, 0)) != NULL) {
+		sent = json_integer_value(json_object_get(row, "sent")) != 0;
+		snprintf(version, len, "%s", json_string_value(
+		    json_object_get(row, "version")));
+	}
+	json_decref(rows);
+	return sent;
 }

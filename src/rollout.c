@@ -5,16 +5,20 @@
 #include <time.h>
 
 #include "log.h"
+#include "metrics.h"
 #include "registry.h"
 #include "rollout.h"
 
 #define TICK_MS 250 /* edits by hand take effect within a second */
+#define GAUGE_S 5   /* fleet gauges for /metrics are this fresh */
 
 struct rollout {
 	struct registry_reader *reader;
 	struct registry *marker; /* the controller's writes: handshake, gates */
 	int64_t marked;   /* generation last written for otactl */
 	int64_t gated_at;
+	int64_t gauged_at;
+	atomic_llong offline_after;
 	rollout_payload_new pnew;
 	rollout_payload_free pfree;
 	void *arg;
@@ -169,7 +173,24 @@ gates(struct rollout *r)
 	if (now == r->gated_at)
 		return;
 	r->gated_at = now;
-	registry_rollout_tick(r->marker, now);
+	registry_rollout_tick(r->marker, now, atomic_load(&r->offline_after));
+}
+
+/* Every few seconds: the fleet's gauges for /metrics. */
+static void
+gauges(struct rollout *r)
+{
+	int64_t now = (int64_t)time(NULL);
+	json_t *g;
+
+	if (now - r->gauged_at < GAUGE_S)
+		return;
+	r->gauged_at = now;
+	if (registry_fleet_gauges(r->reader, now,
+	    atomic_load(&r->offline_after), &g) != OTAD_OK)
+		return; /* logged; the last ones stay */
+	metrics_set_fleet(g);
+	json_decref(g);
 }
 
 static void *
@@ -192,6 +213,7 @@ controller_main(void *arg)
 		pthread_mutex_unlock(&r->wait_mu);
 		gates(r);
 		refresh(r, atomic_exchange(&r->force, 0));
+		gauges(r);
 		pthread_mutex_lock(&r->wait_mu);
 	}
 	pthread_mutex_unlock(&r->wait_mu);
@@ -213,6 +235,7 @@ rollout_start(const char *db_path, rollout_payload_new pnew,
 	r->arg = arg;
 	payload_free_fn = pfree;
 	atomic_init(&r->epoch, 0);
+	atomic_init(&r->offline_after, 600);
 	r->loaded_generation = -1;
 	r->marked = -1;
 	pthread_mutex_init(&r->swap_mu, NULL);
@@ -257,6 +280,12 @@ rollout_stop(struct rollout *r)
 	pthread_mutex_destroy(&r->wait_mu);
 	pthread_cond_destroy(&r->wake);
 	free(r);
+}
+
+void
+rollout_set_offline_after(struct rollout *r, unsigned seconds)
+{
+	atomic_store(&r->offline_after, (long long)seconds);
 }
 
 void

@@ -381,12 +381,12 @@ test_stage_transitions(void **state)
 	}
 	registry_close(w);
 	/* healthy but not soaked: stays */
-	registry_rollout_tick(cat, t0 + 10);
+	registry_rollout_tick(cat, t0 + 10, 600);
 	row = rollout_row(cat, ro, t0 + 10);
 	assert_int_equal(json_integer_value(json_object_get(row, "stage")), 0);
 	json_decref(row);
 	/* soaked: the next stage opens */
-	registry_rollout_tick(cat, t0 + 61);
+	registry_rollout_tick(cat, t0 + 61, 600);
 	row = rollout_row(cat, ro, t0 + 61);
 	assert_int_equal(json_integer_value(json_object_get(row, "stage")), 1);
 	json_decref(row);
@@ -401,7 +401,7 @@ test_stage_transitions(void **state)
 		    REPORT_SUCCESS, t0 + 62));
 	}
 	registry_close(w);
-	registry_rollout_tick(cat, t0 + 63);
+	registry_rollout_tick(cat, t0 + 63, 600);
 	row = rollout_row(cat, ro, t0 + 63);
 	assert_string_equal(json_string_value(json_object_get(row, "state")),
 	    "halted");
@@ -419,11 +419,16 @@ test_stage_transitions(void **state)
 	assert_int_equal(registry_open(path, &w), OTAD_OK);
 	assert_int_equal(registry_writer_start(w, 64), OTAD_OK);
 	registry_submit(w, offer_rec("slow", rel, ro, 1, t0));
+	registry_submit(w, offer_rec("slow", rel, ro, 1, t0 + 590));
+	/* and one that went offline counts as failed */
+	registry_submit(w, offer_rec("gone", rel, ro, 1, t0));
 	registry_close(w);
-	registry_rollout_tick(cat, t0 + 601);
+	registry_rollout_tick(cat, t0 + 601, 300);
 	row = rollout_row(cat, ro, t0 + 601);
 	assert_int_equal(json_integer_value(json_object_get(json_array_get(
 	    json_object_get(row, "stages"), 1), "timed_out")), 1);
+	assert_int_equal(json_integer_value(json_object_get(json_array_get(
+	    json_object_get(row, "stages"), 1), "failed")), 1);
 	json_decref(row);
 	registry_close(cat);
 	cleanup_db(path);
