@@ -632,7 +632,7 @@ api_manifest(struct http_request *req, void *arg)
 		j = json_pack("{s:b,s:s,s:I,s:s,s:s,s:s,s:b}", "update", 1,
 		    "version", o->version, "size", (json_int_t)o->size,
 		    "sha256", o->sha256, "md5", o->md5, "url", url, "forced",
-		    0);
+		    o->forced);
 		if (j != NULL && o->key_id[0] != '\0' &&
 		    (sig = sign_base64(o->sig, o->siglen)) != NULL) {
 			json_object_set_new(j, "signature", json_string(sig));

@@ -2,6 +2,7 @@
 telemetry in, rollout states, nudges, broker outages, TLS, bad payloads."""
 import contextlib
 import json
+import re
 import sqlite3
 import subprocess
 import time
@@ -10,7 +11,7 @@ import pytest
 
 import imagebuild
 from broker import Broker, Sub, make_tls
-from conftest import OTAD, Otad
+from conftest import OTAD, ROOT, Otad
 
 
 def mqtt_otad(tmp_path, broker, extra=""):
@@ -464,3 +465,18 @@ def test_unreadable_password_file_stops_start(tmp_path, broker):
     assert d.proc.wait(10) != 0
     time.sleep(0.1)
     assert any("mqtt_password_file" in l for l in d.log), d.logtext()
+
+
+def test_grafana_dashboard_asks_only_for_what_otad_exports(tmp_path, broker):
+    dash = json.loads((ROOT / "conf" / "grafana-otad.json").read_text())
+    wanted = set()
+    for panel in dash["panels"]:
+        for target in panel["targets"]:
+            wanted |= set(re.findall(r"\b(otad_[a-z_]+)", target["expr"]))
+    assert len(wanted) >= 10
+    with running(tmp_path, broker) as d:
+        d.wait_for(lambda: "otad_devices{" in metrics_text(d), 10,
+                   "the fleet gauges")
+        exported = set(re.findall(r"^# HELP (otad_[a-z_]+)",
+                                  metrics_text(d), re.M))
+    assert wanted <= exported, wanted - exported

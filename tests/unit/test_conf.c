@@ -51,6 +51,33 @@ test_parse_values(void **state)
 	assert_int_equal(c.http_threads, 4);
 }
 
+/* '#' inside a value is an MQTT wildcard, not a comment */
+static void
+test_mqtt_keys(void **state)
+{
+	char err[CONF_ERR_MAX];
+	struct conf c;
+
+	(void)state;
+	assert_int_equal(conf_parse("t.conf",
+	    "mqtt_host = broker.lan # the site's broker\n"
+	    "mqtt_telemetry_topics = site/# devices/+/status\n"
+	    "mqtt_topic_prefix = fleet/ota\nmqtt_retain_triggers = yes\n"
+	    "public_url = https://ota.example.com\n",
+	    &c, err, sizeof(err)), 0);
+	assert_string_equal(c.mqtt_host, "broker.lan");
+	assert_string_equal(c.mqtt_telemetry_topics,
+	    "site/# devices/+/status");
+	assert_string_equal(c.mqtt_topic_prefix, "fleet/ota");
+	assert_int_equal(c.mqtt_retain_triggers, 1);
+	assert_int_equal(c.mqtt_port, 1883);
+	assert_int_equal(c.mqtt_keepalive, 60);
+	conf_defaults(&c);
+	assert_string_equal(c.mqtt_host, "");
+	assert_string_equal(c.mqtt_telemetry_topics,
+	    "devices/telemetry devices/+/status");
+}
+
 static void
 expect_error(const char *text, const char *want)
 {
@@ -149,6 +176,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_defaults),
 		cmocka_unit_test(test_parse_values),
+		cmocka_unit_test(test_mqtt_keys),
 		cmocka_unit_test(test_errors),
 		cmocka_unit_test(test_long_line),
 		cmocka_unit_test(test_restart_keys),
