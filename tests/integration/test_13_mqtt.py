@@ -480,3 +480,32 @@ def test_grafana_dashboard_asks_only_for_what_otad_exports(tmp_path, broker):
         exported = set(re.findall(r"^# HELP (otad_[a-z_]+)",
                                   metrics_text(d), re.M))
     assert wanted <= exported, wanted - exported
+
+
+def test_telemetry_feeds_the_health_gates(tmp_path, broker):
+    """An update confirmed by telemetry succeeds; a panic reported after it
+    counts as a crash against the stage, and halts it."""
+    with running(tmp_path, broker, release=True) as d:
+        for dev in ("h1", "h2"):
+            assert check(d, dev).status == 304
+        rid = d.otactl("rollout", "create", "2.0.0", "--stages",
+                       "100%,soak=1h,min=1,crash<=0.4",
+                       json_out=True)["id"]
+        d.otactl("rollout", "start", str(rid))
+        for dev in ("h1", "h2"):
+            assert check(d, dev).status == 200
+        wait_attempts(d, 2)
+        for dev in ("h1", "h2"):
+            broker.pub("devices/telemetry", json.dumps(
+                {"device_id": dev, "firmware": "2.0.0", "uptime": 4}))
+        broker.pub("devices/h1/status", json.dumps(
+            {"firmware": "2.0.0", "uptime": 2, "reset_reason": "panic"}))
+
+        def stage():
+            return d.otactl("rollout", "status", str(rid),
+                            json_out=True)[0]["stages"][0]
+        d.wait_for(lambda: stage()["succeeded"] == 2 and
+                   stage()["crashed"] == 1, 10, "the crash to count")
+        d.wait_for(lambda: d.otactl("rollout", "status", str(rid),
+                                    json_out=True)[0]["state"] == "halted",
+                   10, "the halt on the crash rate")
