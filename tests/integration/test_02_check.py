@@ -143,11 +143,14 @@ def test_back_on_the_old_version_is_a_rollback(published):
     assert published.get("/firmware/check?device=re&version=0.14.2"
                          ).status == 200
     # reported installed, then back on the old version: a rollback
-    published.post_json("/firmware/report", {
+    r = published.post_json("/firmware/report", {
         "device": "re", "version": "0.14.3", "result": "installed"})
+    assert r.status == 200, r.body
+    assert last_state(published, "re") == "installed"
     assert published.get("/firmware/check?device=re&version=0.14.2"
                          ).status == 304
-    published.wait_for(lambda: last_state(published, "re") == "rollback")
+    published.wait_for(lambda: last_state(published, "re") == "rollback",
+                       what=f"a rollback, not {last_state(published, 're')}")
 
 
 def test_running_the_offered_version_is_a_success(published):
