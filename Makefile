@@ -14,7 +14,8 @@ SYSCONFDIR ?= /etc
 UNITDIR ?= /lib/systemd/system
 
 CC      ?= cc
-PKGS    := libmicrohttpd libcrypto sqlite3 jansson libmosquitto libsystemd
+PKGS    := libmicrohttpd libcrypto sqlite3 jansson libmosquitto libsystemd \
+	   libdivsufsort
 CFLAGS  ?= -O2 -g
 WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
 	   -Wpointer-arith -Wformat=2 -Wwrite-strings -Wvla \
@@ -47,10 +48,11 @@ UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 
 # Debian packages: to build, to test, to benchmark
 DEPS_BUILD := gcc make pkg-config libmicrohttpd-dev libssl-dev \
-	libsqlite3-dev libjansson-dev libmosquitto-dev libsystemd-dev
+	libsqlite3-dev libjansson-dev libmosquitto-dev libsystemd-dev \
+	libdivsufsort-dev
 DEPS_TEST  := libcmocka-dev python3 python3-pytest sqlite3 openssl curl \
 	cppcheck clang libclang-rt-14-dev mosquitto mosquitto-clients
-DEPS_BENCH := wrk nginx-light bc
+DEPS_BENCH := wrk nginx-light bc bsdiff xdelta3 time
 
 .PHONY: all run test unit integration deps deps-test deps-bench lint \
 	install clean bench fuzz

@@ -11,15 +11,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <jansson.h>
+#include <openssl/evp.h>
 
 #include "auth.h"
 #include "conf.h"
+#include "delta.h"
 #include "espimg.h"
 #include "log.h"
 #include "registry.h"
@@ -79,6 +82,8 @@ usage(void)
 	    "  device add ID [--group G] | revoke-token ID | block ID |"
 	    " unblock ID\n"
 	    "  device nudge ID\n"
+	    "  delta create BASE TARGET -o PATCH [--raw]\n"
+	    "  delta apply BASE PATCH -o OUT [--sha256 HEX]\n"
 	    "  status\n");
 	exit(EXIT_USAGE);
 }
@@ -104,7 +109,8 @@ struct opts {
 	const char *version, *product, *artifact, *hw_rev, *group, *chip;
 	const char *signature, *key, *public, *algo, *min_from;
 	const char *stages, *window, *days, *utc_offset, *min_battery, *timeout;
-	int offline, secure_boot, confirm_sv, forced, force, downgrade;
+	const char *output, *sha256;
+	int offline, secure_boot, confirm_sv, forced, force, downgrade, raw;
 };
 
 /* Is a one of the space-separated words of allowed? */
@@ -135,6 +141,8 @@ parse_opts(int argc, char **argv, struct opts *o, const char *allowed)
 		const char *a = argv[i];
 		const char **slot = NULL;
 
+		if (strcmp(a, "-o") == 0)
+			a = "--output";
 		if (strncmp(a, "--", 2) != 0) {
 			if (o->argc == 63)
 				usage();
@@ -165,6 +173,10 @@ parse_opts(int argc, char **argv, struct opts *o, const char *allowed)
 		}
 		if (strcmp(a, "--downgrade") == 0) {
 			o->downgrade = 1;
+			continue;
+		}
+		if (strcmp(a, "--raw") == 0) {
+			o->raw = 1;
 			continue;
 		}
 		if (strcmp(a, "--version") == 0)
@@ -201,6 +213,10 @@ parse_opts(int argc, char **argv, struct opts *o, const char *allowed)
 			slot = &o->min_battery;
 		else if (strcmp(a, "--timeout") == 0)
 			slot = &o->timeout;
+		else if (strcmp(a, "--output") == 0)
+			slot = &o->output;
+		else if (strcmp(a, "--sha256") == 0)
+			slot = &o->sha256;
 		else
 			die("unknown option '%s'", a);
 		if (i + 1 >= argc)
@@ -417,6 +433,59 @@ artifact_version(const struct opts *o, const struct espimg_info *img,
 		return NULL;
 	}
 	return img->version;
+}
+
+/*
+ * Write a whole file: temp, fsync, rename, so that a crash leaves the old
+ * file or the new one, never half of one. Dies on error.
+ */
+static void
+write_atomic(const char *path, const void *data, size_t len, mode_t mode)
+{
+	char tmp[PATH_MAX + 8];
+	const uint8_t *p = data;
+	ssize_t n;
+	int fd;
+
+	if ((size_t)snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= sizeof(tmp))
+		die("'%s': path is too long", path);
+	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)) < 0)
+		die("cannot write '%s': %s", path, strerror(errno));
+	for (; len > 0; p += n, len -= (size_t)n)
+		if ((n = write(fd, p, len)) <= 0)
+			break;
+	if (len > 0 || fsync(fd) < 0 || close(fd) < 0 || rename(tmp, path) <
+	    0) {
+		int e = errno;
+
+		unlink(tmp);
+		die("cannot write '%s': %s", path, strerror(e));
+	}
+}
+
+/* A whole file, mapped read-only (an empty one too); dies on error. */
+static const uint8_t *
+map_file(const char *path, size_t *len)
+{
+	static const uint8_t empty[1];
+	struct stat st;
+	void *map;
+	int fd;
+
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0 || fstat(fd, &st) < 0)
+		die("cannot open '%s': %s", path, strerror(errno));
+	if (!S_ISREG(st.st_mode))
+		die("'%s' is not a file", path);
+	*len = (size_t)st.st_size;
+	if (*len == 0) {
+		close(fd);
+		return empty;
+	}
+	map = mmap(NULL, *len, PROT_READ, MAP_PRIVATE, fd, 0);
+	close(fd);
+	if (map == MAP_FAILED)
+		die("cannot read '%s': %s", path, strerror(errno));
+	return map;
 }
 
 /* A whole small file (PEM, signature) into memory; dies on error. */
@@ -1118,10 +1187,9 @@ static int
 key_generate(struct opts *o)
 {
 	const char *algo = o->algo ? o->algo : "ecdsa-p256";
-	char path[PATH_MAX], tmp[PATH_MAX + 8], dir[PATH_MAX], *pem;
+	char path[PATH_MAX], dir[PATH_MAX], *pem;
 	struct sign_key *key;
 	size_t len;
-	int fd;
 
 	if (o->argc != 1)
 		usage();
@@ -1140,15 +1208,8 @@ key_generate(struct opts *o)
 	if (sign_generate(algo, &key) != OTAD_OK ||
 	    (pem = sign_key_private_pem(key)) == NULL)
 		die("cannot generate a key");
-	/* temp, fsync, rename: a crash leaves no half key file */
-	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
 	len = strlen(pem);
-	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)) <
-	    0 || write(fd, pem, len) != (ssize_t)len || fsync(fd) < 0 ||
-	    close(fd) < 0 || rename(tmp, path) < 0) {
-		unlink(tmp);
-		die("cannot write '%s': %s", path, strerror(errno));
-	}
+	write_atomic(path, pem, len, 0600);
 	explicit_bzero(pem, len);
 	free(pem);
 	key_record(o->argv[0], key, "artifact", path);
@@ -1389,6 +1450,117 @@ device_show(struct opts *o)
 	return 0;
 }
 
+/* The appended SHA-256 of an ESP32 image file, for the container. */
+static void
+image_digest(const char *path, const uint8_t *img, size_t len,
+    uint8_t digest[32])
+{
+	struct espimg_info info;
+	char why[256];
+
+	if (espimg_parse(img, len, &info, why, sizeof(why)) != OTAD_OK)
+		die("'%s' is not an ESP32 application image (%s); --raw makes "
+		    "a bare patch of any two files", path, why);
+	if (!info.hash_appended)
+		die("'%s' has no appended SHA-256 to name it by; use --raw",
+		    path);
+	memcpy(digest, info.app_sha256, 32);
+}
+
+/*
+ * otactl delta create BASE TARGET -o PATCH: the container a device gets
+ * (or the bare detools patch with --raw), verified by applying it.
+ */
+static int
+delta_create_cmd(struct opts *o)
+{
+	const uint8_t *base, *target;
+	uint8_t *patch, *check, header[DELTA_HEADER_SIZE], digest[32];
+	size_t nbase, ntarget, npatch, ncheck;
+	char why[256];
+
+	if (o->argc != 2 || o->output == NULL)
+		usage();
+	base = map_file(o->argv[0], &nbase);
+	target = map_file(o->argv[1], &ntarget);
+	if (!o->raw)
+		image_digest(o->argv[0], base, nbase, digest);
+	if (delta_create(base, nbase, target, ntarget, &patch, &npatch) !=
+	    OTAD_OK)
+		die("out of memory");
+	/* never hand out a patch that does not give the target back */
+	if (delta_apply(base, nbase, patch, npatch, &check, &ncheck, why,
+	    sizeof(why)) != OTAD_OK || ncheck != ntarget ||
+	    memcmp(check, target, ntarget) != 0)
+		die("internal error: the patch does not reproduce the target%s%s",
+		    why[0] ? ": " : "", why);
+	free(check);
+	if (o->raw) {
+		write_atomic(o->output, patch, npatch, 0644);
+	} else {
+		uint8_t *whole = malloc(DELTA_HEADER_SIZE + npatch);
+
+		if (whole == NULL)
+			die("out of memory");
+		delta_container_header(digest, header);
+		memcpy(whole, header, DELTA_HEADER_SIZE);
+		memcpy(whole + DELTA_HEADER_SIZE, patch, npatch);
+		write_atomic(o->output, whole, DELTA_HEADER_SIZE + npatch,
+		    0644);
+		free(whole);
+		npatch += DELTA_HEADER_SIZE;
+	}
+	free(patch);
+	if (json_out)
+		printf("{\"patch\": %zu, \"target\": %zu}\n", npatch, ntarget);
+	else
+		printf("%s: %zu bytes, %.1f%% of the target's %zu\n", o->output,
+		    npatch, ntarget ? 100.0 * (double)npatch / (double)ntarget :
+		    0.0, ntarget);
+	return 0;
+}
+
+/* otactl delta apply BASE PATCH -o OUT [--sha256 HEX] */
+static int
+delta_apply_cmd(struct opts *o)
+{
+	const uint8_t *base, *patch;
+	uint8_t *out, want[32], have[32], digest[32];
+	size_t nbase, npatch, nout, skip = 0;
+	char why[256], hex[65];
+	unsigned len = 0;
+
+	if (o->argc != 2 || o->output == NULL)
+		usage();
+	base = map_file(o->argv[0], &nbase);
+	patch = map_file(o->argv[1], &npatch);
+	if (delta_container_parse(patch, npatch, want)) {
+		/* a container names its base: check it is this one */
+		image_digest(o->argv[0], base, nbase, digest);
+		if (memcmp(digest, want, 32) != 0) {
+			otad_hex(want, 32, hex);
+			die("the patch is for the image whose SHA-256 is %s, not "
+			    "'%s'", hex, o->argv[0]);
+		}
+		skip = DELTA_HEADER_SIZE;
+	}
+	if (delta_apply(base, nbase, patch + skip, npatch - skip, &out, &nout,
+	    why, sizeof(why)) != OTAD_OK)
+		die("%s", why[0] ? why : "out of memory");
+	EVP_Digest(out, nout, have, &len, EVP_sha256(), NULL);
+	otad_hex(have, 32, hex);
+	if (o->sha256 != NULL && strcasecmp(o->sha256, hex) != 0)
+		die("the result's SHA-256 is %s, not %s: wrong base or bad "
+		    "patch", hex, o->sha256);
+	write_atomic(o->output, out, nout, 0644);
+	free(out);
+	if (json_out)
+		printf("{\"size\": %zu, \"sha256\": \"%s\"}\n", nout, hex);
+	else
+		printf("%s: %zu bytes, SHA-256 %s\n", o->output, nout, hex);
+	return 0;
+}
+
 static int
 status(void)
 {
@@ -1459,6 +1631,15 @@ main(int argc, char *argv[])
 	words[nwords] = NULL;
 	if (nwords < 1)
 		usage();
+	/* delta works on files alone: no configuration needed */
+	if (strcmp(words[0], "delta") == 0 && nwords >= 2) {
+		parse_opts(nwords - 2, words + 2, &o, "--output --raw --sha256");
+		if (strcmp(words[1], "create") == 0)
+			return delta_create_cmd(&o);
+		if (strcmp(words[1], "apply") == 0)
+			return delta_apply_cmd(&o);
+		usage();
+	}
 	if (conf_load(conf_path, &conf, err, sizeof(err)) < 0)
 		die("%s", err);
 

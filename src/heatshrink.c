@@ -1,0 +1,228 @@
+/* heatshrink.c: LZSS with a 256-byte window, as esp_delta_ota decodes it */
+#include <stdlib.h>
+#include <string.h>
+
+#include "heatshrink.h"
+
+#define WINDOW (1u << HEATSHRINK_WINDOW_BITS)
+#define LOOKAHEAD (1u << HEATSHRINK_LOOKAHEAD_BITS)
+#define LITERAL_BITS (1u + 8u)
+#define BACKREF_BITS (1u + HEATSHRINK_WINDOW_BITS + HEATSHRINK_LOOKAHEAD_BITS)
+#define NO_POS UINT32_MAX
+
+struct bits_out {
+	uint8_t *p;
+	size_t len;
+	unsigned fill; /* bits used in p[len] */
+};
+
+static void
+put_bits(struct bits_out *b, unsigned value, unsigned count)
+{
+	while (count-- > 0) {
+		if (value >> count & 1)
+			b->p[b->len] |= (uint8_t)(0x80u >> b->fill);
+		if (++b->fill == 8) {
+			b->fill = 0;
+			b->len++;
+		}
+	}
+}
+
+/*
+ * The longest earlier match for every position (within the window and
+ * the lookahead), through chains of positions that share their first two
+ * bytes. A shorter prefix of a match is a match at the same offset.
+ */
+static void
+find_matches(const uint8_t *in, size_t n, uint8_t *mlen, uint16_t *moff,
+    uint32_t *prev, uint32_t *head)
+{
+	size_t i;
+
+	for (i = 0; i < 65536; i++)
+		head[i] = NO_POS;
+	for (i = 0; i < n; i++) {
+		size_t max = n - i < LOOKAHEAD ? n - i : LOOKAHEAD;
+		unsigned h, best = 0, off = 0;
+		uint32_t c;
+
+		mlen[i] = 0;
+		moff[i] = 0;
+		if (max < 2) {
+			prev[i] = NO_POS;
+			continue;
+		}
+		h = (unsigned)in[i] << 8 | in[i + 1];
+		for (c = head[h]; c != NO_POS && i - c <= WINDOW; c = prev[c]) {
+			unsigned l = 2;
+
+			while (l < max && in[c + l] == in[i + l])
+				l++;
+			if (l > best) {
+				best = l;
+				off = (unsigned)(i - c);
+				if (l == max)
+					break;
+			}
+		}
+		prev[i] = head[h];
+		head[h] = (uint32_t)i;
+		mlen[i] = (uint8_t)(best >= 2 ? best : 0);
+		moff[i] = (uint16_t)off;
+	}
+}
+
+enum otad_err
+heatshrink_encode(const uint8_t *in, size_t n, uint8_t **out, size_t *outlen)
+{
+	uint8_t *mlen = NULL, *take = NULL;
+	uint16_t *moff = NULL;
+	uint32_t *prev = NULL, *head = NULL, *cost = NULL;
+	struct bits_out b = {0};
+	enum otad_err rc = OTAD_ERR_NOMEM;
+	size_t i;
+
+	*out = NULL;
+	*outlen = 0;
+	/* at most 9 bits a byte, and a byte of padding */
+	if ((b.p = calloc(n + n / 8 + 2, 1)) == NULL ||
+	    (mlen = malloc(n + 1)) == NULL || (take = malloc(n + 1)) == NULL ||
+	    (moff = malloc((n + 1) * sizeof(*moff))) == NULL ||
+	    (prev = malloc((n + 1) * sizeof(*prev))) == NULL ||
+	    (head = malloc(65536 * sizeof(*head))) == NULL ||
+	    (cost = malloc((n + 1) * sizeof(*cost))) == NULL)
+		goto done;
+	find_matches(in, n, mlen, moff, prev, head);
+	/* cheapest parse, from the end: cost[i] = bits to code in[i..] */
+	cost[n] = 0;
+	for (i = n; i-- > 0;) {
+		uint32_t best = LITERAL_BITS + cost[i + 1];
+		unsigned l, pick = 1;
+
+		for (l = 2; l <= mlen[i]; l++)
+			if (BACKREF_BITS + cost[i + l] < best) {
+				best = BACKREF_BITS + cost[i + l];
+				pick = l;
+			}
+		cost[i] = best;
+		take[i] = (uint8_t)(pick == 1 ? 0 : pick - 1);
+	}
+	for (i = 0; i < n;) {
+		if (take[i] == 0) {
+			put_bits(&b, 1, 1);
+			put_bits(&b, in[i], 8);
+			i++;
+		} else {
+			put_bits(&b, 0, 1);
+			put_bits(&b, moff[i] - 1u, HEATSHRINK_WINDOW_BITS);
+			put_bits(&b, take[i], HEATSHRINK_LOOKAHEAD_BITS);
+			i += (size_t)take[i] + 1;
+		}
+	}
+	*outlen = b.len + (b.fill > 0);
+	*out = b.p;
+	b.p = NULL;
+	rc = OTAD_OK;
+done:
+	free(b.p);
+	free(mlen);
+	free(take);
+	free(moff);
+	free(prev);
+	free(head);
+	free(cost);
+	return rc;
+}
+
+struct bits_in {
+	const uint8_t *p;
+	size_t n, pos; /* pos in bits */
+};
+
+/* count bits, or -1 when fewer are left */
+static long
+get_bits(struct bits_in *b, unsigned count)
+{
+	unsigned long v = 0;
+
+	if (b->n * 8 - b->pos < count)
+		return -1;
+	while (count-- > 0) {
+		v = v << 1 | (unsigned)(b->p[b->pos / 8] >> (7 - b->pos % 8) & 1);
+		b->pos++;
+	}
+	return (long)v;
+}
+
+enum otad_err
+heatshrink_decode(const uint8_t *in, size_t n, size_t max, uint8_t **out,
+    size_t *outlen)
+{
+	struct bits_in b = {in, n, 0};
+	size_t cap = n * 4 + 64, len = 0, left;
+	uint8_t *o, *grown;
+	long flag, v, idx = 0, cnt;
+
+	*out = NULL;
+	*outlen = 0;
+	if (cap > max)
+		cap = max + 1;
+	if ((o = malloc(cap ? cap : 1)) == NULL)
+		return OTAD_ERR_NOMEM;
+	for (;;) {
+		size_t start = b.pos, k, need;
+
+		if ((flag = get_bits(&b, 1)) < 0)
+			break;
+		if (flag == 1) {
+			if ((v = get_bits(&b, 8)) < 0) {
+				b.pos = start;
+				break;
+			}
+			need = 1;
+		} else {
+			if ((idx = get_bits(&b, HEATSHRINK_WINDOW_BITS)) < 0 ||
+			    (cnt = get_bits(&b, HEATSHRINK_LOOKAHEAD_BITS)) < 0) {
+				b.pos = start;
+				break;
+			}
+			need = (size_t)cnt + 1;
+			v = 0;
+		}
+		if (len + need > max)
+			goto bad;
+		if (len + need > cap) {
+			size_t ncap = cap * 2 > len + need ? cap * 2 : len + need;
+
+			if (ncap > max)
+				ncap = max;
+			if ((grown = realloc(o, ncap)) == NULL) {
+				free(o);
+				return OTAD_ERR_NOMEM;
+			}
+			o = grown;
+			cap = ncap;
+		}
+		if (flag == 1) {
+			o[len++] = (uint8_t)v;
+			continue;
+		}
+		for (k = 0; k < need; k++, len++) {
+			/* before the start the window holds zeros */
+			size_t back = (size_t)idx + 1;
+
+			o[len] = len >= back ? o[len - back] : 0;
+		}
+	}
+	/* what is left is the last byte's padding: under 8 zero bits */
+	left = n * 8 - b.pos;
+	if (left >= 8 || (left > 0 && (in[n - 1] & ((1u << left) - 1)) != 0))
+		goto bad;
+	*out = o;
+	*outlen = len;
+	return OTAD_OK;
+bad:
+	free(o);
+	return OTAD_ERR_INVALID;
+}
