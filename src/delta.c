@@ -300,7 +300,7 @@ diff_records(const saidx_t *sa, const uint8_t *old, size_t nold,
 {
 	size_t scan = 0, len = 0, lastscan = 0, scsc;
 	int64_t pos = 0, lastpos = 0, lastoffset = 0;
-	uint8_t *db = NULL;
+	uint8_t *db = NULL, *grown;
 
 	while (scan < nnew && !out->failed) {
 		int64_t oldscore = 0;
@@ -370,10 +370,11 @@ diff_records(const saidx_t *sa, const uint8_t *old, size_t nold,
 				lenf += lens - overlap;
 				lenb -= lens;
 			}
-			if ((db = realloc(db, (size_t)lenf + 1)) == NULL) {
+			if ((grown = realloc(db, (size_t)lenf + 1)) == NULL) {
 				out->failed = 1;
 				break;
 			}
+			db = grown;
 			for (i = 0; i < lenf; i++)
 				db[i] = (uint8_t)(new[(int64_t)lastscan + i] -
 				    old[lastpos + i]);
