@@ -152,12 +152,20 @@ FUZZ_TARGETS := $(patsubst tests/fuzz/%.c,build/fuzz/%,$(wildcard tests/fuzz/fuz
 build/fuzz/%: tests/fuzz/%.c $(LIB_SRCS) $(BUILD)/obj/schema.c
 	@mkdir -p $(dir $@)
 	clang -g -O1 -std=c11 -D_GNU_SOURCE -Iinclude \
-		-fsanitize=fuzzer,address,undefined -o $@ $< src/espimg.c -lcrypto
+		-fsanitize=fuzzer,address,undefined -o $@ $< \
+		$(FUZZ_SRCS_$(notdir $@)) -lcrypto -ldivsufsort
+# what each target links
+FUZZ_SRCS_fuzz_espimg := src/espimg.c
+FUZZ_SRCS_fuzz_delta := src/delta.c src/heatshrink.c
 
 fuzz: $(FUZZ_TARGETS)
 	@set -e; for t in $(FUZZ_TARGETS); do \
 	  corpus=build/fuzz/corpus-$$(basename $$t); mkdir -p $$corpus; \
-	  cp -n ../shared/firmware/esp-idf/*.bin $$corpus/ 2>/dev/null || true; \
+	  case $$t in \
+	  *delta) cp -n ../shared/firmware/delta-vectors/esp_delta_ota/*patch.bin \
+	      $$corpus/ 2>/dev/null || true ;; \
+	  *) cp -n ../shared/firmware/esp-idf/*.bin $$corpus/ 2>/dev/null || true ;; \
+	  esac; \
 	  echo "== $$t ($(FUZZ_SECONDS) s)"; \
 	  $$t -max_total_time=$(FUZZ_SECONDS) -max_len=262144 \
 	    -print_final_stats=1 $$corpus 2>&1 | tail -n 4; \
