@@ -174,6 +174,7 @@ fuzz: $(FUZZ_TARGETS)
 bench: deps-bench all
 	tests/bench/check.sh $(BUILD)
 	tests/bench/rollout.sh $(BUILD)
+	tests/bench/delta.sh $(BUILD)
 
 lint:
 	@tests/lint.sh
