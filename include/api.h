@@ -31,6 +31,10 @@ void api_free(struct api *api);
  */
 void api_set_require_signature(struct api *api, int on);
 
+/* Offer delta patches through patcher (set before the first request). */
+struct patcher;
+void api_set_patcher(struct api *api, struct patcher *patcher);
+
 /*
  * Device tokens (device_auth = token) and request caps per minute (0 = no
  * cap); take effect on the next request.

@@ -49,6 +49,8 @@ struct conf {
 	unsigned mqtt_keepalive;      /* seconds */
 	char mqtt_telemetry_topics[1024]; /* space-separated filters */
 	int mqtt_retain_triggers;     /* a sleeping device sees it on waking */
+	/* a delta patch is offered when at most this % of the image; 0 = off */
+	unsigned delta_max_share;
 };
 
 /* Fill every field with its documented default. */

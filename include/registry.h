@@ -146,6 +146,7 @@ struct running_image {
 	char chip[16];
 	char version[OTAD_VERSION_MAX + 1];
 	uint32_t secure_version;
+	char sha256[65]; /* the artifact: a base for delta patches */
 };
 
 /* Open (creating and migrating as needed). Caller owns *out. */
@@ -365,6 +366,13 @@ int registry_triggered(struct registry_reader *r, const char *device,
  * reached the group). */
 int registry_group_triggered(struct registry_reader *r, const char *group,
     int64_t rollout);
+/* 1 if the device reported failing to apply a patch of the release. */
+int registry_delta_failed(struct registry_reader *r, const char *device,
+    int64_t release);
+/* Artifacts (sha256) of a chip that devices run: bases for patches. */
+enum otad_err registry_fleet_bases(struct registry_reader *r, const char *chip,
+    json_t **rows);
+
 /* Nudges waiting for the broker, oldest first: id, device. */
 enum otad_err registry_nudges_owed(struct registry_reader *r, json_t **rows);
 /*

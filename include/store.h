@@ -59,4 +59,16 @@ int store_clean(struct store *store);
 /* 1 if s is 64 lower-case hex characters. */
 int store_valid_sha256(const char *s);
 
+/*
+ * Delta patches from artifact base to artifact target, kept as
+ * artifacts/patches/<base>-<target> and written the same safe way.
+ */
+enum otad_err store_put_patch(struct store *store, const char *base,
+    const char *target, const void *data, size_t len);
+/* A read-only fd, or -1 (ENOENT when there is none). */
+int store_open_patch(const struct store *store, const char *base,
+    const char *target);
+void store_remove_patch(struct store *store, const char *base,
+    const char *target);
+
 #endif

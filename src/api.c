@@ -14,6 +14,7 @@
 #include "api.h"
 #include "log.h"
 #include "metrics.h"
+#include "patcher.h"
 #include "auth.h"
 #include "range.h"
 #include "ratelimit.h"
@@ -22,12 +23,14 @@
 #include "telemetry.h"
 
 #define ARTIFACTS "/firmware/artifacts/"
+#define PATCHES "/firmware/patches/"
 
 struct api {
 	char *db_path;
 	struct registry *reg;
 	struct store *store;
 	struct rollout *rollout;
+	struct patcher *patcher; /* NULL: no delta patches */
 	/* 304s, one per reason, built once and queued everywhere */
 	struct http_response *not_modified[REASON_COUNT];
 	pthread_key_t thread_key;
@@ -203,8 +206,8 @@ status_for(enum otad_err err)
 	}
 }
 
-static int serve_image(struct http_request *req, struct api *api,
-    const struct offer *o, const char *device);
+static int serve_file(struct http_request *req, struct api *api,
+    const struct offer *o, const char *device, const struct patch_info *pi);
 
 /* A delivery to note once the whole image went out. */
 struct delivery {
@@ -457,6 +460,8 @@ refused(struct api_thread *t, const char *id, const char *version,
 struct check {
 	struct decision d;
 	const char *id;
+	char running[65]; /* the device's appended SHA-256; "" = unknown */
+	char base[65];    /* the artifact it runs, if stored; "" = unknown */
 };
 
 /*
@@ -521,8 +526,11 @@ check_decide(struct http_request *req, struct api *api, struct check *c)
 	if (lookup_device(req, api, t, id, &row) < 0)
 		return -1;
 	/* the image it runs, if we know it, tells its chip for certain */
+	c->base[0] = '\0';
+	memcpy(c->running, running, sizeof(running));
 	if (running[0] != '\0' &&
 	    registry_running_image(t->reader, running, &img) == OTAD_OK) {
+		memcpy(c->base, img.sha256, sizeof(c->base));
 		/* it booted that image: its eFuse is at least that high */
 		if ((int64_t)img.secure_version > secure_version)
 			secure_version = img.secure_version;
@@ -590,6 +598,46 @@ check_decide(struct http_request *req, struct api *api, struct check *c)
 	return 0;
 }
 
+/* The device's X-Accept-Delta names esp_delta_ota among its formats. */
+static int
+accepts_delta(struct http_request *req)
+{
+	const char *v = http_header(req, "X-Accept-Delta"), *p;
+	size_t n = strlen("esp_delta_ota");
+
+	for (p = v; p != NULL && (p = strstr(p, "esp_delta_ota")) != NULL;
+	    p += n)
+		if ((p == v || p[-1] == ',' || p[-1] == ' ') &&
+		    (p[n] == '\0' || p[n] == ',' || p[n] == ' ' || p[n] == ';'))
+			return 1;
+	return 0;
+}
+
+/*
+ * The patch to send instead of the whole image: the device asked for
+ * esp_delta_ota patches, the image it runs is one we store, it has not
+ * failed to apply a patch of this release, and a verified patch is ready
+ * and small enough. 1 with *pi; 0 otherwise (the patch is built for the
+ * next time).
+ */
+static int
+delta_for(struct http_request *req, struct api *api, const struct check *c,
+    struct patch_info *pi)
+{
+	struct api_thread *t;
+
+	if (api->patcher == NULL || c->d.kind != DECISION_OFFER ||
+	    c->base[0] == '\0' || !accepts_delta(req) ||
+	    /* Arduino's updater cannot apply one, whatever it says */
+	    http_header(req, "x-ESP32-STA-MAC") != NULL)
+		return 0;
+	if ((t = thread_state(api)) == NULL ||
+	    registry_delta_failed(t->reader, c->id, c->d.offer->release_id) !=
+	    0)
+		return 0;
+	return patcher_ready(api->patcher, c->base, c->d.offer->sha256, pi);
+}
+
 static int
 api_check(struct http_request *req, void *arg)
 {
@@ -599,9 +647,12 @@ api_check(struct http_request *req, void *arg)
 	if (check_decide(req, api, &c) < 0)
 		return 0;
 	if (c.d.kind == DECISION_OFFER) {
+		struct patch_info pi;
+		int delta = delta_for(req, api, &c, &pi);
+
 		/* esp_https_ota's partial download may ask the check path */
-		if (http_header(req, "Range") != NULL)
-			return serve_image(req, api, c.d.offer, c.id);
+		if (delta || http_header(req, "Range") != NULL)
+			return serve_file(req, api, c.d.offer, c.id, delta ? &pi : NULL);
 		return http_queue_notify(req, 200, c.d.offer->payload,
 		    c.d.offer->size, delivered, delivery(api, c.id,
 		    c.d.offer, http_method(req)));
@@ -615,6 +666,7 @@ api_manifest(struct http_request *req, void *arg)
 {
 	struct api *api = arg;
 	const struct offer *o;
+	struct patch_info pi;
 	struct check c;
 	char url[96], *body, *sig = NULL;
 	json_t *j;
@@ -640,6 +692,13 @@ api_manifest(struct http_request *req, void *arg)
 			    json_string(o->key_id));
 		}
 		free(sig);
+		if (j != NULL && delta_for(req, api, &c, &pi)) {
+			snprintf(url, sizeof(url), PATCHES "%s", pi.sha256);
+			json_object_set_new(j, "delta", json_pack(
+			    "{s:s,s:s,s:I,s:s,s:s}", "format", "esp_delta_ota",
+			    "url", url, "size", (json_int_t)pi.size, "sha256",
+			    pi.sha256, "base_sha256", pi.base_app));
+		}
 	}
 	if (j == NULL || (body = json_dumps(j, JSON_COMPACT)) == NULL) {
 		json_decref(j);
@@ -825,12 +884,19 @@ api_metrics(struct http_request *req, void *arg)
  * what it received).
  */
 static int
-image_headers(struct http_response *resp, const struct offer *o, int whole)
+image_headers(struct http_response *resp, const struct offer *o, int whole,
+    const struct patch_info *pi)
 {
 	char etag[80], *sig = NULL;
 	int rc = -1;
 
-	snprintf(etag, sizeof(etag), "\"%s\"", o->sha256);
+	snprintf(etag, sizeof(etag), "\"%s\"", pi ? pi->sha256 : o->sha256);
+	/* a patch says what it is, what it applies to and how to check it */
+	if (pi != NULL && (http_response_header(resp, "X-Firmware-Delta",
+	    "esp_delta_ota") < 0 || http_response_header(resp,
+	    "X-Delta-Base-SHA256", pi->base_app) < 0 ||
+	    http_response_header(resp, "X-Patch-SHA256", pi->sha256) < 0))
+		return -1;
 	if (o->key_id[0] != '\0' &&
 	    (sig = sign_base64(o->sig, o->siglen)) == NULL)
 		return -1;
@@ -849,6 +915,25 @@ image_headers(struct http_response *resp, const struct offer *o, int whole)
 done:
 	free(sig);
 	return rc;
+}
+
+/* A release being offered: patches to it from what the fleet runs. */
+static void
+want_patches(struct api *api, const struct offer *o)
+{
+	struct api_thread *t;
+	json_t *rows, *row;
+	size_t i;
+
+	if (api->patcher == NULL || (t = thread_state(api)) == NULL ||
+	    registry_fleet_bases(t->reader, o->chip, &rows) != OTAD_OK)
+		return;
+	for (i = 0; i < json_array_size(rows); i++) {
+		row = json_array_get(rows, i);
+		patcher_want(api->patcher, json_string_value(json_object_get(row,
+		    "sha256")), o->sha256);
+	}
+	json_decref(rows);
 }
 
 /* Rollout hook: the image response for one offer, built once. */
@@ -871,7 +956,8 @@ offer_payload(const struct offer *o, void *arg)
 	}
 	if ((resp = http_response_file(fd, o->size)) == NULL)
 		return NULL;
-	if (image_headers(resp, o, 1) < 0 ||
+	want_patches(api, o);
+	if (image_headers(resp, o, 1, NULL) < 0 ||
 	    http_response_header(resp, "Accept-Ranges", "bytes") < 0) {
 		http_response_free(resp);
 		return NULL;
@@ -880,33 +966,38 @@ offer_payload(const struct offer *o, void *arg)
 }
 
 /*
- * Answer with (part of) an image, per the request's Range and If-Range:
- * 200 whole, 206 one range, 416 a start past the end. Zero-copy.
+ * Answer with (part of) an image, or of the patch pi to it, per the
+ * request's Range and If-Range: 200 whole, 206 one range, 416 a start
+ * past the end. Zero-copy.
  */
 static int
-serve_image(struct http_request *req, struct api *api, const struct offer *o,
-    const char *device)
+serve_file(struct http_request *req, struct api *api, const struct offer *o,
+    const char *device, const struct patch_info *pi)
 {
+	uint64_t size = pi ? pi->size : o->size;
 	struct http_response *resp;
 	struct range r;
 	char etag[80], cr[96];
 	int fd;
 
-	snprintf(etag, sizeof(etag), "\"%s\"", o->sha256);
+	snprintf(etag, sizeof(etag), "\"%s\"", pi ? pi->sha256 : o->sha256);
 	range_parse(http_header(req, "Range"), http_header(req, "If-Range"),
-	    etag, o->size, &r);
+	    etag, size, &r);
 	if (r.kind == RANGE_UNSATISFIABLE) {
 		snprintf(cr, sizeof(cr), "bytes */%llu",
-		    (unsigned long long)o->size);
+		    (unsigned long long)size);
 		return http_error_header(req, 416, "range starts past the end",
 		    "Content-Range", cr);
 	}
-	if ((fd = store_open_artifact(api->store, o->sha256)) < 0) {
-		log_warn("cannot open artifact %s", o->sha256);
+	if ((fd = pi ? patcher_open(api->patcher, pi) :
+	    store_open_artifact(api->store, o->sha256)) < 0) {
+		log_warn("cannot open %s %s", pi ? "patch" : "artifact",
+		    pi ? pi->sha256 : o->sha256);
 		return http_error(req, 503, "artifact unavailable");
 	}
 	resp = http_response_file_range(fd, r.start, r.len);
-	if (resp == NULL || image_headers(resp, o, r.kind == RANGE_NONE) < 0 ||
+	if (resp == NULL || image_headers(resp, o, r.kind == RANGE_NONE &&
+	    pi == NULL, pi) < 0 ||
 	    http_response_header(resp, "Accept-Ranges", "bytes") < 0) {
 		http_response_free(resp);
 		return http_error(req, 503, "out of memory");
@@ -915,7 +1006,7 @@ serve_image(struct http_request *req, struct api *api, const struct offer *o,
 		snprintf(cr, sizeof(cr), "bytes %llu-%llu/%llu",
 		    (unsigned long long)r.start,
 		    (unsigned long long)(r.start + r.len - 1),
-		    (unsigned long long)o->size);
+		    (unsigned long long)size);
 		if (http_response_header(resp, "Content-Range", cr) < 0) {
 			http_response_free(resp);
 			return http_error(req, 503, "out of memory");
@@ -923,7 +1014,7 @@ serve_image(struct http_request *req, struct api *api, const struct offer *o,
 	}
 	/* the image is delivered when its last byte is */
 	http_queue_notify(req, r.kind == RANGE_PARTIAL ? 206 : 200, resp,
-	    r.len, delivered, r.start + r.len == o->size ? delivery(api,
+	    r.len, delivered, r.start + r.len == size ? delivery(api,
 	    device, o, http_method(req)) : NULL);
 	http_response_free(resp); /* the connection holds its own reference */
 	return 0;
@@ -933,7 +1024,10 @@ static int
 api_artifact(struct http_request *req, void *arg)
 {
 	struct api *api = arg;
-	const char *sha = http_path(req) + strlen(ARTIFACTS), *id;
+	int patch = strncmp(http_path(req), PATCHES, strlen(PATCHES)) == 0;
+	const char *sha = http_path(req) + strlen(patch ? PATCHES : ARTIFACTS);
+	const char *id;
+	struct patch_info pi;
 	struct device_row row;
 	struct api_thread *t;
 	struct record *rec;
@@ -943,8 +1037,12 @@ api_artifact(struct http_request *req, void *arg)
 
 	if (gate_address(req, api) < 0)
 		return 0;
-	if (parse_sha256(sha, lower) < 0)
-		return http_error(req, 404, "no such artifact");
+	if (parse_sha256(sha, lower) < 0 ||
+	    (patch && !patcher_by_sha(api->patcher, lower, &pi)))
+		return http_error(req, 404, patch ? "no such patch" :
+		    "no such artifact");
+	if (patch)
+		memcpy(lower, pi.target, sizeof(lower));
 	if ((id = device_id(req)) != NULL && !otad_valid_id(id))
 		return http_error(req, 400, "invalid device id: 1 to 64 of "
 		    "A-Z a-z 0-9 . _ : -");
@@ -973,7 +1071,7 @@ api_artifact(struct http_request *req, void *arg)
 		if (registry_submit(api->reg, rec) != OTAD_OK)
 			free(rec);
 	}
-	return serve_image(req, api, &o, id);
+	return serve_file(req, api, &o, id, patch ? &pi : NULL);
 }
 
 static const struct http_route routes[] = {
@@ -981,6 +1079,7 @@ static const struct http_route routes[] = {
 	{"/ota/firmware.bin", HTTP_GET | HTTP_HEAD, api_check},
 	{"/firmware/report", HTTP_POST, api_report},
 	{ARTIFACTS, HTTP_GET | HTTP_HEAD, api_artifact},
+	{PATCHES, HTTP_GET | HTTP_HEAD, api_artifact},
 	{"/firmware/manifest", HTTP_GET, api_manifest},
 	{"/health", HTTP_GET | HTTP_HEAD, api_health},
 	{"/metrics", HTTP_GET, api_metrics},
@@ -1048,6 +1147,12 @@ api_set_access(struct api *api, int tokens, unsigned per_device,
 	atomic_store(&api->tokens, tokens);
 	atomic_store(&api->per_device, per_device);
 	atomic_store(&api->per_address, per_address);
+}
+
+void
+api_set_patcher(struct api *api, struct patcher *patcher)
+{
+	api->patcher = patcher;
 }
 
 void

@@ -87,6 +87,7 @@ static const struct conf_key conf_keys[] = {
 	{"mqtt_keepalive", CONF_UINT, F(mqtt_keepalive), 5, 3600, "60", 1},
 	{"mqtt_telemetry_topics", CONF_STRING, F(mqtt_telemetry_topics), 0, 0,
 	    "devices/telemetry devices/+/status", 1},
+	{"delta_max_share", CONF_UINT, F(delta_max_share), 0, 100, "60", 0},
 	{"mqtt_retain_triggers", CONF_CHOICE, F(mqtt_retain_triggers), 0, 0,
 	    "no", 1, yes_no, "yes or no"},
 };

@@ -16,6 +16,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "mqtt.h"
+#include "patcher.h"
 #include "registry.h"
 #include "rollout.h"
 #include "store.h"
@@ -75,7 +76,8 @@ queue_depth(void *arg)
 /* SIGHUP: a new config, checked whole, then swapped in. */
 static void
 reload(const char *path, struct conf *conf, struct http *http, struct api *api,
-    struct rollout *rollout, struct mqtt *mqtt, int debug_flag)
+    struct rollout *rollout, struct mqtt *mqtt, struct patcher *patcher,
+    int debug_flag)
 {
 	char err[CONF_ERR_MAX];
 	struct conf next;
@@ -96,6 +98,8 @@ reload(const char *path, struct conf *conf, struct http *http, struct api *api,
 		conf->offline_after = next.offline_after;
 		rollout_set_offline_after(rollout, next.offline_after);
 		mqtt_set_device_auth(mqtt, next.device_auth);
+		patcher_set_share(patcher, next.delta_max_share);
+		conf->delta_max_share = next.delta_max_share;
 		conf->debug = next.debug;
 		conf->require_signature = next.require_signature;
 		api_set_require_signature(api, next.require_signature);
@@ -121,6 +125,7 @@ main(int argc, char *argv[])
 	struct api *api = NULL;
 	struct rollout *rollout = NULL;
 	struct mqtt *mqtt = NULL;
+	struct patcher *patcher = NULL;
 	struct mqtt_options mopt;
 	char url[512];
 	struct http *http = NULL;
@@ -180,6 +185,9 @@ main(int argc, char *argv[])
 	if (api_new(db_path, reg, store, &api) != OTAD_OK)
 		fatalx("out of memory");
 	api_set_require_signature(api, conf.require_signature);
+	if (patcher_start(store, conf.delta_max_share, &patcher) != OTAD_OK)
+		fatalx("cannot start the delta patch builder");
+	api_set_patcher(api, patcher);
 	api_set_access(api, conf.device_auth, conf.rate_per_device,
 	    conf.rate_per_address);
 	if (api_start_rollout(api, &rollout) != OTAD_OK)
@@ -218,7 +226,7 @@ main(int argc, char *argv[])
 	for (;;) {
 		sig = sigwaitinfo(&sigs, NULL);
 		if (sig == SIGHUP) {
-			reload(conf_path, &conf, http, api, rollout, mqtt, debug);
+			reload(conf_path, &conf, http, api, rollout, mqtt, patcher, debug);
 			continue;
 		}
 		if (sig == SIGTERM || sig == SIGINT)
@@ -232,6 +240,7 @@ main(int argc, char *argv[])
 	http_stop(http, conf.shutdown_timeout);
 	mqtt_stop(mqtt);
 	rollout_stop(rollout);
+	patcher_stop(patcher); /* after everyone who asks it for patches */
 	/* after the HTTP threads: their records are all queued by now */
 	registry_close(reg);
 	http_free(http);

@@ -245,6 +245,7 @@ enum rstmt {
 	R_GENERATION,
 	R_OFFERS,
 	R_TRIGGERED,
+	R_DELTA_FAILED,
 	R_COUNT
 };
 
@@ -265,7 +266,7 @@ static const char *const rsql[R_COUNT] = {
 		      " (state = 'installed' OR delivered = 1) ORDER BY id DESC"
 		      " LIMIT 1) p",
 	[R_TOKEN] = "SELECT id FROM device WHERE token_hash = ?1",
-	[R_RUNNING] = "SELECT chip, version, secure_version FROM artifact"
+	[R_RUNNING] = "SELECT chip, version, secure_version, sha256 FROM artifact"
 		      " WHERE app_sha256 = ?1 LIMIT 1",
 	[R_DATA_VERSION] = "PRAGMA data_version",
 	[R_GENERATION] = "SELECT generation FROM catalog WHERE id = 1",
@@ -277,6 +278,10 @@ static const char *const rsql[R_COUNT] = {
 		     " JOIN release rel ON rel.id = ro.release" OFFER_JOINS
 		     " WHERE ro.state = 'active' OR (ro.state = 'completed'"
 		     " AND ro.baseline = 1)",
+	/* it could not apply a patch of this release: the full image next */
+	[R_DELTA_FAILED] = "SELECT 1 FROM attempt WHERE device = ?1 AND"
+			   " release = ?2 AND state = 'failed' AND reason ="
+			   " 'delta' LIMIT 1",
 	[R_TRIGGERED] = "SELECT 1 FROM trigger WHERE device = ?1 AND"
 			" release = ?2",
 	[R_STAGES] = "SELECT ifnull(grp, ''), percent FROM rollout_stage"
@@ -1237,6 +1242,7 @@ fill_running(sqlite3_stmt *st, void *p)
 	copy_col(out->chip, sizeof(out->chip), st, 0);
 	copy_col(out->version, sizeof(out->version), st, 1);
 	out->secure_version = (uint32_t)sqlite3_column_int64(st, 2);
+	copy_col(out->sha256, sizeof(out->sha256), st, 3);
 }
 
 enum otad_err
@@ -2818,20 +2824,44 @@ reader_exists(struct registry_reader *r, const char *sql, ...)
 	return step == SQLITE_ROW ? 1 : step == SQLITE_DONE ? 0 : -1;
 }
 
-int
-registry_triggered(struct registry_reader *r, const char *device,
-    int64_t release)
+/* 1 when statement which finds a row for (device, release), 0 if not */
+static int
+device_release_exists(struct registry_reader *r, enum rstmt which,
+    const char *device, int64_t release)
 {
-	sqlite3_stmt *st = r->s[R_TRIGGERED];
+	sqlite3_stmt *st = r->s[which];
 	int step;
 
 	sqlite3_bind_text(st, 1, device, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 2, release);
 	step = sqlite3_step(st);
 	if (step != SQLITE_ROW && step != SQLITE_DONE)
-		db_error(r->db, "trigger lookup");
+		db_error(r->db, "attempt lookup");
 	sqlite3_reset(st);
 	return step == SQLITE_ROW ? 1 : step == SQLITE_DONE ? 0 : -1;
+}
+
+int
+registry_triggered(struct registry_reader *r, const char *device,
+    int64_t release)
+{
+	return device_release_exists(r, R_TRIGGERED, device, release);
+}
+
+int
+registry_delta_failed(struct registry_reader *r, const char *device,
+    int64_t release)
+{
+	return device_release_exists(r, R_DELTA_FAILED, device, release);
+}
+
+enum otad_err
+registry_fleet_bases(struct registry_reader *r, const char *chip,
+    json_t **rows)
+{
+	return query_rows(r->db, rows, "SELECT DISTINCT a.sha256 FROM device d"
+	    " JOIN artifact a ON a.app_sha256 = d.running_sha256 WHERE a.chip ="
+	    " ?1", chip, ARGS_END);
 }
 
 int

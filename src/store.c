@@ -325,3 +325,65 @@ store_clean(struct store *store)
 	closedir(d);
 	return removed;
 }
+
+/* ---- delta patches: artifacts/patches/<base>-<target> ---- */
+
+static int
+patch_name(const char *base, const char *target, char name[140])
+{
+	if (!store_valid_sha256(base) || !store_valid_sha256(target)) {
+		errno = EINVAL;
+		return -1;
+	}
+	snprintf(name, 140, "patches/%s-%s", base, target);
+	return 0;
+}
+
+enum otad_err
+store_put_patch(struct store *store, const char *base, const char *target,
+    const void *data, size_t len)
+{
+	char name[140], tmp[160];
+	int fd, dfd;
+
+	if (patch_name(base, target, name) < 0)
+		return OTAD_ERR_INVALID;
+	if (mkdirat(store->dirfd, "patches", 0750) < 0 && errno != EEXIST)
+		return OTAD_ERR_IO;
+	/* temp, fsync, rename, fsync the directory: whole or absent */
+	snprintf(tmp, sizeof(tmp), "%s.tmp", name);
+	if ((fd = openat(store->dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC |
+	    O_CLOEXEC, 0640)) < 0)
+		return OTAD_ERR_IO;
+	if (write_all(fd, data, len) < 0 || fsync(fd) < 0 || close(fd) < 0 ||
+	    renameat(store->dirfd, tmp, store->dirfd, name) < 0) {
+		unlinkat(store->dirfd, tmp, 0);
+		return OTAD_ERR_IO;
+	}
+	if ((dfd = openat(store->dirfd, "patches", O_RDONLY | O_DIRECTORY |
+	    O_CLOEXEC)) >= 0) {
+		fsync(dfd);
+		close(dfd);
+	}
+	return OTAD_OK;
+}
+
+int
+store_open_patch(const struct store *store, const char *base,
+    const char *target)
+{
+	char name[140];
+
+	if (patch_name(base, target, name) < 0)
+		return -1;
+	return openat(store->dirfd, name, O_RDONLY | O_CLOEXEC);
+}
+
+void
+store_remove_patch(struct store *store, const char *base, const char *target)
+{
+	char name[140];
+
+	if (patch_name(base, target, name) == 0)
+		unlinkat(store->dirfd, name, 0);
+}
