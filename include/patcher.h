@@ -51,6 +51,16 @@ int patcher_ready(struct patcher *p, const char *base, const char *target,
 int patcher_by_sha(struct patcher *p, const char *sha256,
     struct patch_info *out);
 
+/*
+ * A prepared offer of target appeared or went away. When the last one of
+ * a target goes (its release is no longer offered), its patches are
+ * removed, unless otad is closing (patcher_closing): they are kept for
+ * the next start.
+ */
+void patcher_hold(struct patcher *p, const char *target);
+void patcher_release(struct patcher *p, const char *target);
+void patcher_closing(struct patcher *p);
+
 /* A read-only fd of a ready patch, or -1. */
 int patcher_open(struct patcher *p, const struct patch_info *info);
 

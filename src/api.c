@@ -917,6 +917,38 @@ done:
 	return rc;
 }
 
+/*
+ * The target of each prepared image response, so that a release's patches
+ * go when its last response does (the payload destructor has only the
+ * response). One api per process.
+ */
+static pthread_mutex_t held_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct held {
+	void *resp;
+	struct patcher *patcher;
+	char target[65];
+} *held;
+static size_t nheld;
+
+static void
+hold_patches(struct patcher *patcher, void *resp, const char *target)
+{
+	struct held *grown;
+
+	if (patcher == NULL)
+		return;
+	pthread_mutex_lock(&held_mu);
+	if ((grown = realloc(held, (nheld + 1) * sizeof(*grown))) != NULL) {
+		held = grown;
+		held[nheld].resp = resp;
+		held[nheld].patcher = patcher;
+		memcpy(held[nheld].target, target, sizeof(held[0].target));
+		nheld++;
+		patcher_hold(patcher, target);
+	}
+	pthread_mutex_unlock(&held_mu);
+}
+
 /* A release being offered: patches to it from what the fleet runs. */
 static void
 want_patches(struct api *api, const struct offer *o)
@@ -956,6 +988,7 @@ offer_payload(const struct offer *o, void *arg)
 	}
 	if ((resp = http_response_file(fd, o->size)) == NULL)
 		return NULL;
+	hold_patches(api->patcher, resp, o->sha256);
 	want_patches(api, o);
 	if (image_headers(resp, o, 1, NULL) < 0 ||
 	    http_response_header(resp, "Accept-Ranges", "bytes") < 0) {
@@ -1095,6 +1128,17 @@ api_routes(size_t *n)
 static void
 offer_payload_free(void *payload)
 {
+	size_t i;
+
+	/* the last response for a release: its patches can go */
+	pthread_mutex_lock(&held_mu);
+	for (i = 0; i < nheld && held[i].resp != payload; i++)
+		continue;
+	if (i < nheld) {
+		patcher_release(held[i].patcher, held[i].target);
+		held[i] = held[--nheld];
+	}
+	pthread_mutex_unlock(&held_mu);
 	http_response_free(payload);
 }
 

@@ -239,6 +239,7 @@ main(int argc, char *argv[])
 	log_info("stopping: finishing requests in flight");
 	http_stop(http, conf.shutdown_timeout);
 	mqtt_stop(mqtt);
+	patcher_closing(patcher); /* stopping is no reason to drop patches */
 	rollout_stop(rollout);
 	patcher_stop(patcher); /* after everyone who asks it for patches */
 	/* after the HTTP threads: their records are all queued by now */

@@ -1,6 +1,7 @@
 /* patcher.c: the background builder of delta patches and their index */
 #include <errno.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -25,8 +26,17 @@ struct entry {
 	struct patch_info info;
 };
 
+/* How many prepared offers of a target image are alive. */
+struct hold {
+	char target[65];
+	unsigned count;
+};
+
 struct patcher {
 	struct store *store;
+	struct hold *holds;
+	size_t nholds;
+	int closing; /* stopping: offers going away keep their patches */
 	pthread_mutex_t mu; /* guards everything below */
 	pthread_cond_t wake;
 	struct entry *v;
@@ -300,6 +310,10 @@ builder_main(void *arg)
 			if (e != NULL) {
 				e->info = info;
 				e->state = rc == OTAD_OK ? E_READY : E_SKIP;
+			} else if (rc == OTAD_OK) {
+				/* its release went while it was built */
+				store_remove_patch(p->store, info.base,
+				    info.target);
 			}
 		}
 	}
@@ -326,6 +340,73 @@ patcher_start(struct store *store, unsigned max_share, struct patcher **out)
 	p->running = 1;
 	*out = p;
 	return OTAD_OK;
+}
+
+void
+patcher_hold(struct patcher *p, const char *target)
+{
+	struct hold *grown;
+	size_t i;
+
+	if (p == NULL)
+		return;
+	pthread_mutex_lock(&p->mu);
+	for (i = 0; i < p->nholds; i++)
+		if (strcmp(p->holds[i].target, target) == 0)
+			break;
+	if (i == p->nholds) {
+		if ((grown = realloc(p->holds, (i + 1) * sizeof(*grown))) ==
+		    NULL)
+			goto done;
+		p->holds = grown;
+		p->nholds++;
+		snprintf(grown[i].target, sizeof(grown[i].target), "%s",
+		    target);
+		grown[i].count = 0;
+	}
+	p->holds[i].count++;
+done:
+	pthread_mutex_unlock(&p->mu);
+}
+
+void
+patcher_release(struct patcher *p, const char *target)
+{
+	size_t i, k;
+
+	if (p == NULL)
+		return;
+	pthread_mutex_lock(&p->mu);
+	for (i = 0; i < p->nholds; i++)
+		if (strcmp(p->holds[i].target, target) == 0)
+			break;
+	if (i == p->nholds || --p->holds[i].count > 0 || p->closing)
+		goto done;
+	p->holds[i] = p->holds[--p->nholds];
+	/* no longer offered: its patches go, from memory and the store */
+	for (k = 0; k < p->n;) {
+		if (strcmp(p->v[k].info.target, target) != 0) {
+			k++;
+			continue;
+		}
+		if (p->v[k].state == E_READY)
+			store_remove_patch(p->store, p->v[k].info.base, target);
+		p->v[k] = p->v[--p->n];
+	}
+	log_info("release of %.12s no longer offered: its patches removed",
+	    target);
+done:
+	pthread_mutex_unlock(&p->mu);
+}
+
+void
+patcher_closing(struct patcher *p)
+{
+	if (p == NULL)
+		return;
+	pthread_mutex_lock(&p->mu);
+	p->closing = 1;
+	pthread_mutex_unlock(&p->mu);
 }
 
 void
@@ -362,5 +443,6 @@ patcher_stop(struct patcher *p)
 	pthread_mutex_destroy(&p->mu);
 	pthread_cond_destroy(&p->wake);
 	free(p->v);
+	free(p->holds);
 	free(p);
 }

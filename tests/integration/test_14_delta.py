@@ -149,3 +149,18 @@ def test_patches_are_kept_and_checked_again_after_a_restart(tmp_path):
         assert any("ready" in l for l in d.log)
     finally:
         d.check_clean_exit()
+
+
+def test_patches_go_with_their_release(dotad):
+    wait_patch(dotad)
+    patches = dotad.state / "artifacts" / "patches"
+    assert len(list(patches.iterdir())) == 1
+    rid = dotad.otactl("rollout", "status", json_out=True)[0]["id"]
+    dotad.otactl("rollout", "abort", str(rid))
+
+    def gone():
+        # each HTTP thread lets go of the old offers at its next request
+        dotad.get("/firmware/check", asks("d7"))
+        return not list(patches.iterdir())
+    dotad.wait_for(gone, 10, "the patch to be removed")
+    assert dotad.get("/firmware/check", asks("d7")).status == 304
