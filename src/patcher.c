@@ -342,6 +342,18 @@ patcher_start(struct store *store, unsigned max_share, struct patcher **out)
 	return OTAD_OK;
 }
 
+/* The index of target's hold, or nholds; with mu held. */
+static size_t
+hold_of(const struct patcher *p, const char *target)
+{
+	size_t i;
+
+	for (i = 0; i < p->nholds; i++)
+		if (strcmp(p->holds[i].target, target) == 0)
+			break;
+	return i;
+}
+
 void
 patcher_hold(struct patcher *p, const char *target)
 {
@@ -351,10 +363,7 @@ patcher_hold(struct patcher *p, const char *target)
 	if (p == NULL)
 		return;
 	pthread_mutex_lock(&p->mu);
-	for (i = 0; i < p->nholds; i++)
-		if (strcmp(p->holds[i].target, target) == 0)
-			break;
-	if (i == p->nholds) {
+	if ((i = hold_of(p, target)) == p->nholds) {
 		if ((grown = realloc(p->holds, (i + 1) * sizeof(*grown))) ==
 		    NULL)
 			goto done;
@@ -377,10 +386,8 @@ patcher_release(struct patcher *p, const char *target)
 	if (p == NULL)
 		return;
 	pthread_mutex_lock(&p->mu);
-	for (i = 0; i < p->nholds; i++)
-		if (strcmp(p->holds[i].target, target) == 0)
-			break;
-	if (i == p->nholds || --p->holds[i].count > 0 || p->closing)
+	if ((i = hold_of(p, target)) == p->nholds ||
+	    --p->holds[i].count > 0 || p->closing)
 		goto done;
 	p->holds[i] = p->holds[--p->nholds];
 	/* no longer offered: its patches go, from memory and the store */
