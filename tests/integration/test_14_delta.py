@@ -34,8 +34,9 @@ def asks(dev="d1", **extra):
 def wait_patch(d, dev="d1"):
     """The first ask builds the patch in the background; HEAD until it is
     ready (a HEAD opens no attempt)."""
+    # about a second; ten times that in the sanitized build
     d.wait_for(lambda: d.request("HEAD", "/firmware/check", asks(dev))
-               .headers.get("x-firmware-delta") == "esp_delta_ota", 30,
+               .headers.get("x-firmware-delta") == "esp_delta_ota", 120,
                "the patch to be built")
 
 
@@ -128,7 +129,7 @@ def test_a_patch_over_the_share_is_never_offered(tmp_path):
     try:
         d.get("/firmware/check", asks())
         d.wait_for(lambda: any("over delta_max_share" in l for l in d.log),
-                   30, "the size check")
+                   120, "the size check")
         r = d.get("/firmware/check", asks())
         assert r.body == NEW and "x-firmware-delta" not in r.headers
     finally:
