@@ -460,8 +460,7 @@ refused(struct api_thread *t, const char *id, const char *version,
 struct check {
 	struct decision d;
 	const char *id;
-	char running[65]; /* the device's appended SHA-256; "" = unknown */
-	char base[65];    /* the artifact it runs, if stored; "" = unknown */
+	char base[65]; /* the artifact it runs, if stored; "" = unknown */
 };
 
 /*
@@ -527,7 +526,6 @@ check_decide(struct http_request *req, struct api *api, struct check *c)
 		return -1;
 	/* the image it runs, if we know it, tells its chip for certain */
 	c->base[0] = '\0';
-	memcpy(c->running, running, sizeof(running));
 	if (running[0] != '\0' &&
 	    registry_running_image(t->reader, running, &img) == OTAD_OK) {
 		memcpy(c->base, img.sha256, sizeof(c->base));

@@ -427,8 +427,7 @@ patcher_set_share(struct patcher *p, unsigned max_share)
 	if (max_share != p->max_share) {
 		/* sizes are judged again against the new share */
 		for (i = 0; i < p->n; i++)
-			if (p->v[i].state != E_QUEUED)
-				p->v[i].state = E_QUEUED;
+			p->v[i].state = E_QUEUED;
 		pthread_cond_signal(&p->wake);
 	}
 	p->max_share = max_share;

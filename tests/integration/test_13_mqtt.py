@@ -397,12 +397,17 @@ def test_offline_devices(tmp_path, broker):
         d.check_clean_exit()
 
 
+def tls_otad(tmp_path, broker, ca, client):
+    """otad (not started) trusting ca, with the client's certificate."""
+    return mqtt_otad(tmp_path, broker, f"mqtt_tls_ca = {ca}\n"
+                     f"mqtt_tls_cert = {client['cert']}\n"
+                     f"mqtt_tls_key = {client['key']}\n")
+
+
 def test_tls_to_the_broker(tmp_path):
     server, client = make_tls(tmp_path)
     broker = Broker(tmp_path, tls=server).start()
-    d = mqtt_otad(tmp_path, broker, f"mqtt_tls_ca = {client['ca']}\n"
-                  f"mqtt_tls_cert = {client['cert']}\n"
-                  f"mqtt_tls_key = {client['key']}\n")
+    d = tls_otad(tmp_path, broker, client["ca"], client)
     d.start()
     try:
         d.wait_for(lambda: connected(d), 15, "the TLS connection")
@@ -422,9 +427,7 @@ def test_tls_with_the_wrong_ca_is_refused_and_http_goes_on(tmp_path):
     other.mkdir()
     _, stranger = make_tls(other)
     broker = Broker(tmp_path, tls=server).start()
-    d = mqtt_otad(tmp_path, broker, f"mqtt_tls_ca = {stranger['ca']}\n"
-                  f"mqtt_tls_cert = {client['cert']}\n"
-                  f"mqtt_tls_key = {client['key']}\n")
+    d = tls_otad(tmp_path, broker, stranger["ca"], client)
     d.start()
     try:
         d.wait_for(lambda: any("MQTT broker 127.0.0.1" in l and

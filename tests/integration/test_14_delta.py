@@ -165,3 +165,46 @@ def test_patches_go_with_their_release(dotad):
         return not list(patches.iterdir())
     dotad.wait_for(gone, 10, "the patch to be removed")
     assert dotad.get("/firmware/check", asks("d7")).status == 304
+
+
+def delta_cmd(*args):
+    return subprocess.run([str(OTACTL), "delta", *map(str, args)],
+                          capture_output=True, text=True)
+
+
+def test_otactl_delta_refuses_bad_input_in_one_line(tmp_path):
+    old, new = WLED / "0.14.2.bin", WLED / "0.14.3.bin"
+    out = tmp_path / "out"
+    junk = tmp_path / "junk"
+    junk.write_bytes(b"not an image at all")
+    cases = [
+        (("create", tmp_path / "missing", new, "-o", out), "cannot open"),
+        (("create", junk, new, "-o", out), "not an ESP32 application image"),
+        (("create", old, new), "usage"),
+        (("apply", old, junk, "-o", out), "not a detools sequential patch"),
+    ]
+    # a patch for another base, and one cut short
+    p = delta_cmd("create", WLED / "0.14.1.bin", new, "-o", tmp_path / "p")
+    assert p.returncode == 0, p.stderr
+    cases.append((("apply", old, tmp_path / "p", "-o", out),
+                  "the patch is for the image whose SHA-256 is"))
+    cut = tmp_path / "cut"
+    data = (tmp_path / "p").read_bytes()
+    cut.write_bytes(data[:len(data) // 2])
+    cases.append((("apply", WLED / "0.14.1.bin", cut, "-o", out),
+                  "corrupt patch"))
+    cases.append((("apply", WLED / "0.14.1.bin", tmp_path / "p", "-o", out,
+                   "--sha256", "00" * 32), "not " + "00" * 32))
+    for args, want in cases:
+        r = delta_cmd(*args)
+        assert r.returncode != 0, args
+        assert want in r.stderr, (args, r.stderr)
+        if want != "usage":
+            assert r.stderr.count("\n") == 1, r.stderr
+        assert not out.exists(), args  # nothing half-written
+    # --raw takes any two files, and gives them back
+    r = delta_cmd("create", junk, new, "--raw", "-o", tmp_path / "raw")
+    assert r.returncode == 0, r.stderr
+    assert delta_cmd("apply", junk, tmp_path / "raw", "-o",
+                     out).returncode == 0
+    assert out.read_bytes() == new.read_bytes()

@@ -11,32 +11,8 @@
 #include <cmocka.h>
 
 #include "delta.h"
+#include "firmware.h"
 #include "heatshrink.h"
-
-static uint8_t *
-slurp(const char *rel, size_t *n)
-{
-	const char *shared = getenv("SHARED");
-	char path[1024];
-	uint8_t *buf;
-	FILE *f;
-	long len;
-
-	snprintf(path, sizeof(path), "%s/firmware/%s", shared ? shared :
-	    "../shared", rel);
-	f = fopen(path, "rb");
-	if (f == NULL)
-		fail_msg("cannot open %s", path);
-	fseek(f, 0, SEEK_END);
-	len = ftell(f);
-	rewind(f);
-	buf = malloc((size_t)len + 1);
-	assert_non_null(buf);
-	assert_int_equal(fread(buf, 1, (size_t)len, f), (size_t)len);
-	fclose(f);
-	*n = (size_t)len;
-	return buf;
-}
 
 static void
 test_sizes(void **state)
@@ -127,7 +103,7 @@ test_heatshrink_round_trips(void **state)
 	/* 3 MB of an image and noise: both ways exact */
 	{
 		size_t nimg;
-		uint8_t *img = slurp("wled-esp32/0.14.3.bin", &nimg);
+		uint8_t *img = firmware_load("wled-esp32/0.14.3.bin", &nimg);
 
 		memcpy(big, img, nimg < n ? nimg : n);
 		free(img);
@@ -165,8 +141,8 @@ apply_ok(const char *base_rel, const char *patch_rel, const char *want_rel,
     size_t skip)
 {
 	size_t nb, np, nw, nout;
-	uint8_t *base = slurp(base_rel, &nb), *patch = slurp(patch_rel, &np);
-	uint8_t *want = slurp(want_rel, &nw), *out;
+	uint8_t *base = firmware_load(base_rel, &nb), *patch = firmware_load(patch_rel, &np);
+	uint8_t *want = firmware_load(want_rel, &nw), *out;
 	char why[256] = "";
 
 	assert_int_equal(delta_apply(base, nb, patch + skip, np - skip, &out,
@@ -194,9 +170,9 @@ test_reference_patches(void **state)
 	apply_ok(MP ".bin", MP "--20190125-v1.10-heatshrink.patch", MP_NEW, 0);
 	apply_ok(EDO "base.bin", EDO "patch.bin", EDO "new.bin", 0);
 	/* bad_patch.bin applies, to something else: only a digest tells */
-	base = slurp(EDO "base.bin", &nb);
-	patch = slurp(EDO "bad_patch.bin", &np);
-	want = slurp(EDO "new.bin", &nw);
+	base = firmware_load(EDO "base.bin", &nb);
+	patch = firmware_load(EDO "bad_patch.bin", &np);
+	want = firmware_load(EDO "new.bin", &nw);
 	assert_int_equal(delta_apply(base, nb, patch, np, &out, &nout, why,
 	    sizeof(why)), OTAD_OK);
 	assert_true(nout != nw || memcmp(out, want, nw) != 0);
@@ -211,7 +187,7 @@ static void
 ours_for(const char *base_rel, const char *to_rel, size_t ref_size)
 {
 	size_t nb, nt, np, nout;
-	uint8_t *base = slurp(base_rel, &nb), *to = slurp(to_rel, &nt);
+	uint8_t *base = firmware_load(base_rel, &nb), *to = firmware_load(to_rel, &nt);
 	uint8_t *patch, *out;
 	char why[256];
 
@@ -278,9 +254,9 @@ static void
 test_corrupt_patches(void **state)
 {
 	size_t nb, np, nother, i;
-	uint8_t *base = slurp(EDO "base.bin", &nb);
-	uint8_t *patch = slurp(EDO "patch.bin", &np);
-	uint8_t *other = slurp("esp-idf/hello_world_esp32.bin", &nother);
+	uint8_t *base = firmware_load(EDO "base.bin", &nb);
+	uint8_t *patch = firmware_load(EDO "patch.bin", &np);
+	uint8_t *other = firmware_load("esp-idf/hello_world_esp32.bin", &nother);
 	uint8_t *longer = malloc(np + 1), *out;
 	size_t nout;
 	char why[256];
@@ -311,8 +287,8 @@ test_corrupt_patches(void **state)
 	/* a base that is too short: reads outside it */
 	{
 		size_t nmb, nmp;
-		uint8_t *mb = slurp(MP ".bin", &nmb);
-		uint8_t *mp = slurp(MP "--20190125-v1.10-heatshrink.patch",
+		uint8_t *mb = firmware_load(MP ".bin", &nmb);
+		uint8_t *mp = firmware_load(MP "--20190125-v1.10-heatshrink.patch",
 		    &nmp);
 
 		expect_refused(mb, nmb / 2, mp, nmp, "outside the base");
@@ -324,7 +300,7 @@ test_corrupt_patches(void **state)
 	if (delta_apply(other, nother, patch, np, &out, &nout, why,
 	    sizeof(why)) == OTAD_OK) {
 		size_t nw;
-		uint8_t *want = slurp(EDO "new.bin", &nw);
+		uint8_t *want = firmware_load(EDO "new.bin", &nw);
 
 		assert_true(nout != nw || memcmp(out, want, nw) != 0);
 		free(want);

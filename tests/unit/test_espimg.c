@@ -10,31 +10,8 @@
 #include <cmocka.h>
 
 #include "espimg.h"
+#include "firmware.h"
 #include "imgbuild.h"
-
-static uint8_t *
-load(const char *rel, size_t *len)
-{
-	const char *shared = getenv("SHARED");
-	char path[512];
-	uint8_t *buf;
-	FILE *f;
-	long n;
-
-	snprintf(path, sizeof(path), "%s/firmware/%s",
-	    shared ? shared : "../shared", rel);
-	f = fopen(path, "rb");
-	if (f == NULL)
-		fail_msg("cannot open %s (set SHARED)", path);
-	fseek(f, 0, SEEK_END);
-	n = ftell(f);
-	rewind(f);
-	buf = malloc((size_t)n + 8192);
-	assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
-	fclose(f);
-	*len = (size_t)n;
-	return buf;
-}
 
 static void
 test_real_images(void **state)
@@ -61,7 +38,7 @@ test_real_images(void **state)
 
 	(void)state;
 	for (i = 0; i < sizeof(images) / sizeof(images[0]); i++) {
-		uint8_t *buf = load(images[i].file, &len);
+		uint8_t *buf = firmware_load(images[i].file, &len);
 
 		if (espimg_parse(buf, len, &info, why, sizeof(why)) != OTAD_OK)
 			fail_msg("%s: %s", images[i].file, why);
