@@ -39,8 +39,14 @@ void api_set_patcher(struct api *api, struct patcher *patcher);
  * Device tokens (device_auth = token) and request caps per minute (0 = no
  * cap); take effect on the next request.
  */
+/*
+ * Seconds a report waits for its commit before it is answered 503 (send
+ * again): under esp_http_client's and Arduino HTTPClient's 5 s timeout.
+ */
+#define API_REPORT_WAIT_S 4
+
 void api_set_access(struct api *api, int tokens, unsigned per_device,
-    unsigned per_address);
+    unsigned per_address, unsigned auth_failures);
 
 /* Start the rollout controller whose offers carry api's responses. */
 enum otad_err api_start_rollout(struct api *api, struct rollout **out);

@@ -32,6 +32,7 @@ struct conf {
 	int device_auth;           /* 1 = token: devices must present one */
 	unsigned rate_per_device;  /* requests a minute; 0 = no cap */
 	unsigned rate_per_address; /* requests a minute; 0 = no cap */
+	unsigned auth_failures_per_address; /* a minute; 0 = no cap */
 	char tls_cert[PATH_MAX];   /* PEM; empty = plain HTTP */
 	char tls_key[PATH_MAX];    /* PEM; required with tls_cert */
 	/* where devices download from, for MQTT triggers; "" = from listen */

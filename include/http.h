@@ -148,4 +148,10 @@ int http_response_header(struct http_response *resp, const char *name,
     const char *value);
 void http_response_free(struct http_response *resp);
 
+/*
+ * Resume every request suspended for seconds or more: its handler is
+ * called again and answers without what it waited for. Thread-safe.
+ */
+void http_resume_older(struct http *h, unsigned seconds);
+
 #endif

@@ -20,6 +20,8 @@ enum metric {
 	M_TELEMETRY,     /* MQTT telemetry messages recorded */
 	M_TELEMETRY_BAD, /* MQTT telemetry messages refused */
 	M_MQTT_CONNECTS, /* connections to the broker made */
+	M_AUTH_FAILURES, /* device requests refused for their token */
+	M_RECORDS_DROPPED, /* check-in records dropped: the queue was full */
 	M_COUNT
 };
 

@@ -27,4 +27,11 @@ void ratelimit_free(struct ratelimit *rl);
 int ratelimit_hit(struct ratelimit *rl, const void *key, size_t len,
     unsigned limit, int64_t now, unsigned *retry_after);
 
+/*
+ * 1 if key has used its limit in the current window (limit 0: never),
+ * with *retry_after as above; counts nothing.
+ */
+int ratelimit_spent(struct ratelimit *rl, const void *key, size_t len,
+    unsigned limit, int64_t now, unsigned *retry_after);
+
 #endif

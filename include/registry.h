@@ -108,6 +108,12 @@ struct record {
 	 * has failed; it must not block.
 	 */
 	int durable;
+	/*
+	 * may_wait: a full queue makes registry_submit wait for room (for
+	 * threads that serve no request: MQTT). Otherwise it answers
+	 * OTAD_ERR_BUSY at once, so a request is never held by the queue.
+	 */
+	int may_wait;
 	void (*done)(void *arg, enum otad_err err);
 	void *done_arg;
 	enum otad_err err; /* set by the writer */
@@ -155,7 +161,8 @@ enum otad_err registry_open(const char *path, struct registry **out);
 /*
  * Start the writer thread; from here on only registry_submit and
  * registry_close may be called on reg. queue_max caps each producing
- * thread's queue: a producer that finds its queue full waits.
+ * thread's queue: a record that finds its queue full is refused
+ * (OTAD_ERR_BUSY) unless it may wait (see struct record).
  */
 enum otad_err registry_writer_start(struct registry *reg, unsigned queue_max);
 
@@ -164,13 +171,19 @@ struct record *registry_record_new(enum record_kind kind);
 
 /*
  * Queue rec for the writer (thread-safe). On OTAD_OK the registry owns rec
- * and frees it after done ran; on error (OTAD_ERR_SHUTDOWN) the caller
- * still owns it.
+ * and frees it after done ran; on error (OTAD_ERR_SHUTDOWN, or
+ * OTAD_ERR_BUSY when its queue is full) the caller still owns it.
  */
 enum otad_err registry_submit(struct registry *reg, struct record *rec);
 
 /* Records waiting for the writer now (for /metrics). */
 size_t registry_queue_depth(struct registry *reg);
+
+/*
+ * Seconds the writer has been waiting for the database (held by someone
+ * else) with records to write; 0 when it is not. Thread-safe.
+ */
+int64_t registry_stalled(struct registry *reg);
 
 /* Stop the writer after it applied everything queued; close; free. */
 void registry_close(struct registry *reg);

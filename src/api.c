@@ -24,6 +24,11 @@
 
 #define ARTIFACTS "/firmware/artifacts/"
 #define PATCHES "/firmware/patches/"
+/*
+ * Seconds the writer may wait for a held database before reports are
+ * refused at once (503): devices give up on an answer after about 5 s.
+ */
+#define REPORT_STALL_S 2
 
 struct api {
 	char *db_path;
@@ -36,8 +41,9 @@ struct api {
 	pthread_key_t thread_key;
 	atomic_int require_signature; /* read by the rollout controller */
 	atomic_int tokens;            /* device_auth = token */
-	atomic_uint per_device, per_address;
-	struct ratelimit *rl_device, *rl_address;
+	atomic_uint per_device, per_address, auth_failures;
+	/* failed authentications are counted per address */
+	struct ratelimit *rl_device, *rl_address, *rl_auth;
 };
 
 /* What one HTTP thread keeps between requests. */
@@ -206,6 +212,23 @@ status_for(enum otad_err err)
 	}
 }
 
+/*
+ * Queue a record that the answer does not wait for. When the writer's
+ * queue is full (a database held for long) it is dropped and counted:
+ * the device is answered all the same, and its next check records it.
+ */
+static void
+record_or_drop(struct api *api, struct record *rec)
+{
+	enum otad_err rc = registry_submit(api->reg, rec);
+
+	if (rc == OTAD_OK)
+		return;
+	if (rc == OTAD_ERR_BUSY)
+		metrics_add(M_RECORDS_DROPPED, 1);
+	free(rec);
+}
+
 static int serve_file(struct http_request *req, struct api *api,
     const struct offer *o, const char *device, const struct patch_info *pi);
 
@@ -249,10 +272,17 @@ delivered(void *arg, int complete)
 		rec->at = (int64_t)time(NULL);
 		memcpy(rec->device, d->device, sizeof(rec->device));
 		memcpy(rec->artifact, d->artifact, sizeof(rec->artifact));
-		if (registry_submit(d->api->reg, rec) != OTAD_OK)
-			free(rec);
+		record_or_drop(d->api, rec);
 	}
 	free(d);
+}
+
+/* A report not confirmed: the registry cannot take it now. */
+static int
+registry_busy(struct http_request *req)
+{
+	return http_error_header(req, 503, "registry busy; report not "
+	    "recorded, send it again", "Retry-After", "5");
 }
 
 /* Answer an error from a helper whose caller must stop: -1. */
@@ -299,11 +329,45 @@ unauthorized(struct http_request *req, const char *msg)
 	return -1;
 }
 
+/* The device's own cap, charged only for a request that is its own. */
+static int
+charge_device(struct http_request *req, struct api *api, const char *id)
+{
+	unsigned retry;
+
+	if (!ratelimit_hit(api->rl_device, id, strlen(id),
+	    atomic_load(&api->per_device), (int64_t)time(NULL), &retry))
+		return too_many(req, retry);
+	return 0;
+}
+
 /*
- * The device's own cap, then its token when device_auth = token: from
- * X-Device-Token, ?token=, Authorization: Bearer, or Basic auth whose user
- * is the device. row is the device's row (found or not). 0 to go on, -1
- * when refused (answered).
+ * An authentication failed: count it against the address it came from.
+ * Answers 401 (with msg) or 403 (forbidden), then -1.
+ */
+static int
+auth_failed(struct http_request *req, struct api *api, int forbidden,
+    const char *msg)
+{
+	char addr[OTAD_ADDR_MAX];
+	unsigned retry;
+
+	http_peer(req, addr, sizeof(addr));
+	ratelimit_hit(api->rl_auth, addr, strlen(addr),
+	    atomic_load(&api->auth_failures), (int64_t)time(NULL), &retry);
+	metrics_add(M_AUTH_FAILURES, 1);
+	if (forbidden)
+		return refuse(req, 403, msg);
+	return unauthorized(req, msg);
+}
+
+/*
+ * The token when device_auth = token (from X-Device-Token, ?token=,
+ * Authorization: Bearer, or Basic auth whose user is the device), then
+ * the device's own cap: only a request that proved it is the device
+ * spends the device's requests, so nobody else can lock it out. Failed
+ * authentications are capped per address instead. row is the device's row
+ * (found or not). 0 to go on, -1 when refused (answered).
  */
 static int
 gate_device(struct http_request *req, struct api *api,
@@ -311,15 +375,17 @@ gate_device(struct http_request *req, struct api *api,
     const struct device_row *row, int found)
 {
 	char hash[65], owner[OTAD_ID_MAX + 1], *user = NULL, *pass = NULL;
+	char addr[OTAD_ADDR_MAX];
 	const char *token, *authz;
 	unsigned retry;
 	int rc = -1;
 
-	if (!ratelimit_hit(api->rl_device, id, strlen(id),
-	    atomic_load(&api->per_device), (int64_t)time(NULL), &retry))
-		return too_many(req, retry);
 	if (!atomic_load(&api->tokens))
-		return 0;
+		return charge_device(req, api, id);
+	http_peer(req, addr, sizeof(addr));
+	if (ratelimit_spent(api->rl_auth, addr, strlen(addr),
+	    atomic_load(&api->auth_failures), (int64_t)time(NULL), &retry))
+		return too_many(req, retry); /* guessing: not even looked at */
 	token = http_header(req, "X-Device-Token");
 	if (token == NULL)
 		token = http_arg(req, "token");
@@ -342,27 +408,27 @@ gate_device(struct http_request *req, struct api *api,
 			token = pass + (idlen - ulen);
 		else {
 			http_free_basic(user, pass);
-			return refuse(req, 403, "basic auth user is not this "
-			    "device");
+			return auth_failed(req, api, 1,
+			    "basic auth user is not this device");
 		}
 	}
 	if (token == NULL) {
-		unauthorized(req, "missing device token");
+		auth_failed(req, api, 0, "missing device token");
 		goto done;
 	}
 	if (auth_token_hash(token, hash) != OTAD_OK) {
-		unauthorized(req, "invalid device token");
+		auth_failed(req, api, 0, "invalid device token");
 		goto done;
 	}
 	if (found && auth_hash_equal(hash, row->token_hash)) {
-		rc = 0;
+		rc = charge_device(req, api, id);
 		goto done;
 	}
 	if (registry_token_owner(reader, hash, owner, sizeof(owner)) ==
 	    OTAD_OK && strcmp(owner, id) != 0)
-		refuse(req, 403, "token belongs to another device");
+		auth_failed(req, api, 1, "token belongs to another device");
 	else
-		unauthorized(req, "unknown device or wrong token");
+		auth_failed(req, api, 0, "unknown device or wrong token");
 done:
 	http_free_basic(user, pass);
 	return rc;
@@ -587,8 +653,7 @@ check_decide(struct http_request *req, struct api *api, struct check *c)
 			snprintf(rec->offer_version, sizeof(rec->offer_version),
 			    "%s", c->d.offer->version);
 		}
-		if (registry_submit(api->reg, rec) != OTAD_OK)
-			free(rec); /* stopping: the answer still goes out */
+		record_or_drop(api, rec);
 	}
 	metrics_add(M_CHECKS, 1);
 	if (c->d.kind == DECISION_OFFER)
@@ -754,9 +819,16 @@ parse_report(struct http_request *req, struct record *rec, char *msg,
 			       "characters, no spaces";
 		}
 		snprintf(rec->version, sizeof(rec->version), "%s", s);
-	} else if (rec->result == REPORT_SUCCESS) {
+	} else if (rec->result != REPORT_FAILED &&
+	    rec->result != REPORT_ROLLBACK) {
+		/*
+		 * Only an outcome can stand without its version (recorded
+		 * against the open attempt, or as one of its own): progress
+		 * of an unknown update would be an attempt left open.
+		 */
 		json_decref(o);
-		return "a success report needs 'version'";
+		return "a success, downloading or installed report needs "
+		       "'version'";
 	}
 	if ((v = json_object_get(o, "reason")) != NULL && !json_is_null(v)) {
 		if ((s = json_string_value(v)) == NULL ||
@@ -802,12 +874,14 @@ api_report(struct http_request *req, void *arg)
 	struct record *rec;
 	const char *bad;
 	char msg[256];
+	enum otad_err rc;
 
 	if (w != NULL) {
 		/* resumed: by the writer, or by a stopping daemon */
 		if (!atomic_load(&w->done))
-			return http_error(req, 503, "shutting down; report not "
-			    "confirmed, send it again");
+			return registry_busy(req); /* waited too long, or stopping */
+		if (w->err == OTAD_ERR_BUSY)
+			return registry_busy(req);
 		if (w->err != OTAD_OK) {
 			metrics_add(M_RECORD_ERRORS, 1);
 			return http_error(req, status_for(w->err),
@@ -833,6 +907,14 @@ api_report(struct http_request *req, void *arg)
 		free(rec);
 		return 0;
 	}
+	/*
+	 * The database is held: a report would wait past the device's
+	 * timeout (5 s in esp_http_client and Arduino's HTTPClient).
+	 */
+	if (registry_stalled(api->reg) >= REPORT_STALL_S) {
+		free(rec);
+		return registry_busy(req);
+	}
 	if ((w = calloc(1, sizeof(*w))) == NULL) {
 		free(rec);
 		return http_error(req, 503, "out of memory");
@@ -847,19 +929,34 @@ api_report(struct http_request *req, void *arg)
 	rec->done_arg = w;
 	/* suspend first: the writer may finish before we return */
 	w->ticket = http_suspend(req);
-	if (registry_submit(api->reg, rec) != OTAD_OK) {
+	if ((rc = registry_submit(api->reg, rec)) != OTAD_OK) {
 		free(rec);
-		report_done(w, OTAD_ERR_SHUTDOWN);
+		report_done(w, rc);
 	}
 	return 0;
 }
 
+/*
+ * Liveness without a database write. A registry held by someone else
+ * (an operator's open transaction) is said, not hidden: checks are still
+ * answered then, reports are refused with 503 until it is free.
+ */
 static int
 api_health(struct http_request *req, void *arg)
 {
-	(void)arg;
-	return http_send(req, 200, "application/json",
-	    "{\"status\":\"ok\"}", 15);
+	struct api *api = arg;
+	int64_t stalled = registry_stalled(api->reg);
+	char body[160];
+	int n;
+
+	if (stalled < REPORT_STALL_S)
+		return http_send(req, 200, "application/json",
+		    "{\"status\":\"ok\"}", 15);
+	n = snprintf(body, sizeof(body), "{\"status\":\"degraded\","
+	    "\"registry\":\"stalled\",\"stalled_seconds\":%lld,"
+	    "\"records_waiting\":%zu}", (long long)stalled,
+	    registry_queue_depth(api->reg));
+	return http_send(req, 200, "application/json", body, (size_t)n);
 }
 
 static int
@@ -1099,8 +1196,7 @@ api_artifact(struct http_request *req, void *arg)
 		snprintf(rec->device, sizeof(rec->device), "%s", id);
 		memcpy(rec->artifact, lower, sizeof(lower));
 		http_peer(req, rec->address, sizeof(rec->address));
-		if (registry_submit(api->reg, rec) != OTAD_OK)
-			free(rec);
+		record_or_drop(api, rec);
 	}
 	return serve_file(req, api, &o, id, patch ? &pi : NULL);
 }
@@ -1162,7 +1258,8 @@ api_new(const char *db_path, struct registry *reg, struct store *store,
 		return OTAD_ERR_NOMEM;
 	}
 	if ((api->rl_device = ratelimit_new(1 << 20)) == NULL ||
-	    (api->rl_address = ratelimit_new(1 << 16)) == NULL) {
+	    (api->rl_address = ratelimit_new(1 << 16)) == NULL ||
+	    (api->rl_auth = ratelimit_new(1 << 16)) == NULL) {
 		api_free(api);
 		return OTAD_ERR_NOMEM;
 	}
@@ -1184,8 +1281,9 @@ api_new(const char *db_path, struct registry *reg, struct store *store,
 
 void
 api_set_access(struct api *api, int tokens, unsigned per_device,
-    unsigned per_address)
+    unsigned per_address, unsigned auth_failures)
 {
+	atomic_store(&api->auth_failures, auth_failures);
 	atomic_store(&api->tokens, tokens);
 	atomic_store(&api->per_device, per_device);
 	atomic_store(&api->per_address, per_address);
@@ -1227,6 +1325,7 @@ api_free(struct api *api)
 		http_response_free(api->not_modified[i]);
 	ratelimit_free(api->rl_device);
 	ratelimit_free(api->rl_address);
+	ratelimit_free(api->rl_auth);
 	free(api->db_path);
 	free(api);
 }

@@ -70,6 +70,8 @@ static const struct conf_key conf_keys[] = {
 	    0},
 	{"rate_per_address", CONF_UINT, F(rate_per_address), 0, 10000000, "0",
 	    0},
+	{"auth_failures_per_address", CONF_UINT, F(auth_failures_per_address),
+	    0, 10000000, "30", 0},
 	{"tls_cert", CONF_STRING, F(tls_cert), 0, 0, "", 1},
 	{"tls_key", CONF_STRING, F(tls_key), 0, 0, "", 1},
 	{"public_url", CONF_STRING, F(public_url), 0, 0, "", 1},

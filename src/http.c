@@ -43,6 +43,7 @@ struct pending {
 	const struct http_route *route;
 	unsigned status;
 	const char *msg;
+	int early; /* answered in the first call already */
 };
 
 struct http_request {
@@ -66,6 +67,7 @@ struct body_ctx {
 	size_t discarded; /* body bytes read and dropped after too_large */
 	int suspended;           /* in h->suspended, under h->susp_mu */
 	uint64_t ticket;         /* its id there */
+	time_t suspended_at;     /* CLOCK_MONOTONIC seconds */
 	struct body_ctx *susp_next;
 	int resumed;
 	uint64_t count_bytes;
@@ -103,6 +105,15 @@ struct http {
 
 static atomic_long in_flight;
 
+static time_t
+monotonic_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec;
+}
+
 /* Bodies over the limit but under this are read and dropped (see below). */
 #define DISCARD_MAX (1024 * 1024)
 
@@ -113,9 +124,18 @@ static struct pending pending_405 = {PENDING_ERROR, NULL, 405,
 static struct pending pending_413h = {PENDING_ERROR, NULL, 413,
     "request headers are too large"};
 static struct pending pending_413b = {PENDING_ERROR, NULL, 413,
-    "request body is too large"};
+    "request body is too large", 1};
 static struct pending pending_400 = {PENDING_ERROR, NULL, 400,
-    "malformed request"};
+    "malformed request", 1};
+/* answered in the first call, and the connection closed after */
+static struct pending pending_smuggle = {PENDING_ERROR, NULL, 400,
+    "Content-Length and Transfer-Encoding together", 1};
+static struct pending pending_lengths = {PENDING_ERROR, NULL, 400,
+    "conflicting Content-Length values", 1};
+static struct pending pending_nul = {PENDING_ERROR, NULL, 400,
+    "NUL in a header or query value", 1};
+static struct pending pending_get_body = {PENDING_ERROR, NULL, 400,
+    "a GET or HEAD request takes no body", 1};
 
 long
 http_in_flight(void)
@@ -135,15 +155,43 @@ parse_method(const char *m)
 	return 0;
 }
 
-static enum MHD_Result
-sum_headers(void *cls, enum MHD_ValueKind kind, const char *key,
-    const char *value)
-{
-	size_t *sum = cls;
+/*
+ * What the first call learns of a request's header and query values before
+ * anything is routed: their size, and what makes its framing or its values
+ * untrustworthy.
+ */
+struct request_scan {
+	size_t header_bytes;
+	unsigned content_lengths; /* Content-Length fields seen */
+	const char *content_length; /* the first one's value */
+	int lengths_differ;
+	int chunked;              /* any Transfer-Encoding */
+	int nul;                  /* a NUL inside a name or a value */
+};
 
-	(void)kind;
+static enum MHD_Result
+scan_value(void *cls, enum MHD_ValueKind kind, const char *key,
+    size_t key_size, const char *value, size_t value_size)
+{
+	struct request_scan *scan = cls;
+
+	/* microhttpd keeps a decoded %00 or a raw NUL: the size tells */
+	if (strlen(key) != key_size ||
+	    (value != NULL && strlen(value) != value_size))
+		scan->nul = 1;
+	if (kind != MHD_HEADER_KIND)
+		return MHD_YES;
 	/* "Name: value\r\n" */
-	*sum += strlen(key) + (value ? strlen(value) : 0) + 4;
+	scan->header_bytes += key_size + value_size + 4;
+	if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) {
+		if (scan->content_lengths++ == 0)
+			scan->content_length = value ? value : "";
+		else if (value == NULL ||
+		    strcmp(value, scan->content_length) != 0)
+			scan->lengths_differ = 1;
+	} else if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0) {
+		scan->chunked = 1;
+	}
 	return MHD_YES;
 }
 
@@ -230,22 +278,51 @@ find_route(struct http *h, const char *url, size_t *idx)
 	return NULL;
 }
 
-/* First call: route, check method and limits, leave a marker. */
+/*
+ * Refuse in the first call: microhttpd then closes the connection after
+ * the answer, so nothing the client sent after these headers (a body, or
+ * a request hidden in one) is read as a request of its own.
+ */
+static enum MHD_Result
+refuse_early(struct MHD_Connection *conn, void **con_cls,
+    struct pending *why)
+{
+	*con_cls = why;
+	return queue_error_header(conn, why->status, why->msg, 0,
+	    MHD_HTTP_HEADER_CONNECTION, "close") == MHD_YES ? MHD_YES : MHD_NO;
+}
+
+/* First call: route, check framing, method and limits, leave a marker. */
 static enum MHD_Result
 first_call(struct http *h, struct MHD_Connection *conn, const char *url,
     const char *method, void **con_cls)
 {
 	const struct http_route *route;
 	enum http_method m = parse_method(method);
-	size_t idx, header_bytes = 0;
-	const char *cl;
+	struct request_scan scan = {0};
+	size_t idx;
 	struct body_ctx *ctx;
 	int too_large = 0;
 
 	atomic_fetch_add(&in_flight, 1);
-	MHD_get_connection_values(conn, MHD_HEADER_KIND, sum_headers,
-	    &header_bytes);
-	if (header_bytes > h->max_header_bytes) {
+	MHD_get_connection_values_n(conn, MHD_HEADER_KIND |
+	    MHD_GET_ARGUMENT_KIND, scan_value, &scan);
+	/* RFC 9112 6.3: framing that two parsers may read two ways */
+	if (scan.chunked && scan.content_lengths > 0)
+		return refuse_early(conn, con_cls, &pending_smuggle);
+	if (scan.lengths_differ)
+		return refuse_early(conn, con_cls, &pending_lengths);
+	if (scan.nul)
+		return refuse_early(conn, con_cls, &pending_nul);
+	/*
+	 * A GET or HEAD with a body: the client means something we do not
+	 * serve, and a body left unread would be read as the next request.
+	 */
+	if ((m == HTTP_GET || m == HTTP_HEAD) && (scan.chunked ||
+	    (scan.content_length != NULL &&
+	    strcmp(scan.content_length, "0") != 0)))
+		return refuse_early(conn, con_cls, &pending_get_body);
+	if (scan.header_bytes > h->max_header_bytes) {
 		*con_cls = (void *)&pending_413h;
 		return MHD_YES;
 	}
@@ -261,25 +338,18 @@ first_call(struct http *h, struct MHD_Connection *conn, const char *url,
 		*con_cls = &h->route_pending[idx];
 		return MHD_YES;
 	}
-	cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-	    MHD_HTTP_HEADER_CONTENT_LENGTH);
-	if (cl != NULL) {
+	if (scan.content_length != NULL) {
+		const char *cl = scan.content_length;
 		char *end;
 		unsigned long long n;
 
 		errno = 0;
 		n = strtoull(cl, &end, 10);
-		if (errno != 0 || *end != '\0' || cl[0] == '-') {
-			*con_cls = (void *)&pending_400;
-			return MHD_YES;
-		}
+		if (errno != 0 || *end != '\0' || cl[0] < '0' || cl[0] > '9')
+			return refuse_early(conn, con_cls, &pending_400);
 		if (n > DISCARD_MAX) {
-			/*
-			 * Refuse before reading a byte of it: answered now,
-			 * the connection closes after, as it should.
-			 */
-			*con_cls = (void *)&pending_413b;
-			return queue_error(conn, 413, pending_413b.msg, 0);
+			/* refuse before reading a byte of it */
+			return refuse_early(conn, con_cls, &pending_413b);
 		}
 		too_large = n > atomic_load(&h->max_body_bytes);
 	}
@@ -380,7 +450,7 @@ access_cb(void *cls, struct MHD_Connection *conn, const char *url,
 			*upload_data_size = 0;
 			return MHD_YES;
 		}
-		if (p == &pending_413b)
+		if (p->early)
 			return MHD_YES; /* answered in the first call */
 		if (p == &pending_405)
 			route = find_route(h, url, &idx);
@@ -409,6 +479,19 @@ access_cb(void *cls, struct MHD_Connection *conn, const char *url,
 		    con_cls);
 		ctx->req.body = ctx;
 		return run_handler(&ctx->req);
+	}
+	if (p->kind != PENDING_ROUTE) {
+		/*
+		 * Answered already (PENDING_COUNT replaced the marker): a late
+		 * call must not run a handler, which has no route here.
+		 */
+		*upload_data_size = 0;
+		return MHD_YES;
+	}
+	if (*upload_data_size > 0) {
+		/* first_call refuses bodies here; never hand one on */
+		*upload_data_size = 0;
+		return MHD_YES;
 	}
 	request_init(&req, h, conn, url, p->route, method, con_cls);
 	return run_handler(&req);
@@ -649,6 +732,7 @@ http_suspend(struct http_request *req)
 	pthread_mutex_lock(&h->susp_mu);
 	ctx->ticket = ++h->next_ticket;
 	ctx->suspended = 1;
+	ctx->suspended_at = monotonic_s();
 	ctx->susp_next = h->suspended;
 	h->suspended = ctx;
 	t.id = ctx->ticket;
@@ -674,18 +758,31 @@ http_resume(struct http_ticket t)
 	pthread_mutex_unlock(&t.h->susp_mu);
 }
 
+/* Resume the suspended requests that waited seconds or more. */
+void
+http_resume_older(struct http *h, unsigned seconds)
+{
+	struct body_ctx **pp, *ctx;
+	time_t now = monotonic_s();
+
+	pthread_mutex_lock(&h->susp_mu);
+	for (pp = &h->suspended; (ctx = *pp) != NULL;) {
+		if (now - ctx->suspended_at < (time_t)seconds) {
+			pp = &ctx->susp_next;
+			continue;
+		}
+		*pp = ctx->susp_next;
+		ctx->suspended = 0;
+		MHD_resume_connection(ctx->conn);
+	}
+	pthread_mutex_unlock(&h->susp_mu);
+}
+
 /* Resume every suspended request (the daemon is stopping). */
 static void
 resume_all(struct http *h)
 {
-	struct body_ctx *ctx;
-
-	pthread_mutex_lock(&h->susp_mu);
-	while ((ctx = h->suspended) != NULL) {
-		unlist_suspended(h, ctx);
-		MHD_resume_connection(ctx->conn);
-	}
-	pthread_mutex_unlock(&h->susp_mu);
+	http_resume_older(h, 0);
 }
 
 /* ---- prepared responses ---- */

@@ -104,10 +104,12 @@ reload(const char *path, struct conf *conf, struct http *http, struct api *api,
 		conf->require_signature = next.require_signature;
 		api_set_require_signature(api, next.require_signature);
 		api_set_access(api, next.device_auth, next.rate_per_device,
-		    next.rate_per_address);
+		    next.rate_per_address, next.auth_failures_per_address);
 		conf->device_auth = next.device_auth;
 		conf->rate_per_device = next.rate_per_device;
 		conf->rate_per_address = next.rate_per_address;
+		conf->auth_failures_per_address =
+		    next.auth_failures_per_address;
 		log_info("configuration reloaded");
 	}
 	rollout_reload(rollout);
@@ -189,7 +191,7 @@ main(int argc, char *argv[])
 		fatalx("cannot start the delta patch builder");
 	api_set_patcher(api, patcher);
 	api_set_access(api, conf.device_auth, conf.rate_per_device,
-	    conf.rate_per_address);
+	    conf.rate_per_address, conf.auth_failures_per_address);
 	if (api_start_rollout(api, &rollout) != OTAD_OK)
 		fatalx("cannot load the releases to offer");
 	rollout_set_offline_after(rollout, conf.offline_after);
@@ -224,7 +226,17 @@ main(int argc, char *argv[])
 	sd_notifyf(0, "READY=1\nSTATUS=listening on %s", bound);
 
 	for (;;) {
-		sig = sigwaitinfo(&sigs, NULL);
+		const struct timespec tick = {1, 0};
+
+		/*
+		 * Once a second: a report that waited this long for a held
+		 * database is answered 503 before the device gives up.
+		 */
+		sig = sigtimedwait(&sigs, NULL, &tick);
+		if (sig < 0 && errno == EAGAIN) {
+			http_resume_older(http, API_REPORT_WAIT_S);
+			continue;
+		}
 		if (sig == SIGHUP) {
 			reload(conf_path, &conf, http, api, rollout, mqtt, patcher, debug);
 			continue;

@@ -38,6 +38,10 @@ static const struct {
 	    "MQTT telemetry messages refused (malformed, unknown device)."},
 	[M_MQTT_CONNECTS] = {"otad_mqtt_connects_total",
 	    "Connections to the MQTT broker made."},
+	[M_AUTH_FAILURES] = {"otad_auth_failures_total",
+	    "Device requests refused for a missing or wrong token."},
+	[M_RECORDS_DROPPED] = {"otad_records_dropped_total",
+	    "Check-in records dropped because the registry's queue was full."},
 };
 
 void

@@ -238,6 +238,7 @@ on_publish(struct mosquitto *mosq, void *arg, int mid)
 		rec->retained = p->retained;
 		rec->done = record_done;
 		rec->done_arg = m;
+		rec->may_wait = 1; /* sent: its record must not be lost */
 		atomic_fetch_add(&m->recording, 1);
 		if (registry_submit(m->reg, rec) != OTAD_OK) {
 			atomic_fetch_sub(&m->recording, 1);

@@ -71,9 +71,10 @@ ratelimit_free(struct ratelimit *rl)
 	free(rl);
 }
 
-int
-ratelimit_hit(struct ratelimit *rl, const void *key, size_t len,
-    unsigned limit, int64_t now, unsigned *retry_after)
+/* Count one (charge) or only look; 1 while under the cap. */
+static int
+window_check(struct ratelimit *rl, const void *key, size_t len,
+    unsigned limit, int64_t now, unsigned *retry_after, int charge)
 {
 	uint64_t h = hash(key, len);
 	size_t i = (size_t)h & rl->mask;
@@ -90,10 +91,24 @@ ratelimit_hit(struct ratelimit *rl, const void *key, size_t len,
 		s->count = 0;
 	}
 	ok = s->count < limit;
-	if (ok)
+	if (ok && charge)
 		s->count++;
 	pthread_mutex_unlock(lock);
 	if (!ok)
 		*retry_after = (unsigned)(window + WINDOW - now);
 	return ok;
+}
+
+int
+ratelimit_hit(struct ratelimit *rl, const void *key, size_t len,
+    unsigned limit, int64_t now, unsigned *retry_after)
+{
+	return window_check(rl, key, len, limit, now, retry_after, 1);
+}
+
+int
+ratelimit_spent(struct ratelimit *rl, const void *key, size_t len,
+    unsigned limit, int64_t now, unsigned *retry_after)
+{
+	return !window_check(rl, key, len, limit, now, retry_after, 0);
 }

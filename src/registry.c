@@ -91,8 +91,10 @@ static const char *const wsql[W_COUNT] = {
 	    " running_sha256 = coalesce(excluded.running_sha256,"
 	    " running_sha256),"
 	    " chip = coalesce(excluded.chip, chip),"
-	    " secure_version = coalesce(excluded.secure_version,"
-	    " secure_version)",
+	    /* an eFuse only counts up */
+	    " secure_version = coalesce(max(secure_version,"
+	    " excluded.secure_version), secure_version,"
+	    " excluded.secure_version)",
 	[W_OFFER] =
 	    "INSERT INTO attempt (device, release, rollout, from_version,"
 	    " to_version, state, offered_at, updated_at, stage)"
@@ -116,8 +118,10 @@ static const char *const wsql[W_COUNT] = {
 	    " rssi = coalesce(excluded.rssi, rssi),"
 	    " reset_reason = coalesce(excluded.reset_reason, reset_reason),"
 	    " battery = coalesce(excluded.battery, battery),"
-	    " secure_version = coalesce(excluded.secure_version,"
-	    " secure_version)",
+	    /* an eFuse only counts up */
+	    " secure_version = coalesce(max(secure_version,"
+	    " excluded.secure_version), secure_version,"
+	    " excluded.secure_version)",
 	[W_DEVICE_VERSION] = "SELECT version FROM device WHERE id = ?1",
 	[W_OPEN_ATTEMPT] =
 	    "SELECT id FROM attempt WHERE device = ?1 AND state IN "
@@ -207,6 +211,7 @@ struct registry {
 	int efd; /* producers wake the writer through it */
 	atomic_int idle; /* the writer waits on efd: only then wake it */
 	atomic_int stopping;
+	atomic_llong busy_since; /* writer waits for the database since */
 	unsigned queue_max;
 	pthread_key_t key; /* thread -> its struct producer */
 	int key_made;
@@ -760,20 +765,21 @@ apply_report(struct registry *reg, const struct record *rec)
 		sqlite3_bind_int64(st, 4, rec->at);
 		return step_done(st);
 	}
-	/* no attempt waiting: a repeated report changes nothing */
+	/*
+	 * No attempt waiting: a repeated report changes nothing; any other
+	 * is an attempt of its own, its version unknown ('') when the
+	 * report named none (the API lets only outcomes through so).
+	 */
 	st = reg->w[W_LAST_ATTEMPT];
 	sqlite3_bind_text(st, 1, rec->device, -1, SQLITE_STATIC);
 	rc = sqlite3_step(st);
-	if (rc == SQLITE_ROW && rec->version[0] != '\0' &&
-	    sqlite3_column_text(st, 0) != NULL &&
+	if (rc == SQLITE_ROW && sqlite3_column_text(st, 0) != NULL &&
 	    strcmp((const char *)sqlite3_column_text(st, 0), rec->version) ==
 	    0 && strcmp((const char *)sqlite3_column_text(st, 1), state) == 0) {
 		sqlite3_reset(st);
 		return 0;
 	}
 	sqlite3_reset(st);
-	if (rec->version[0] == '\0')
-		return 0; /* nothing to attribute the outcome to */
 	st = reg->w[W_INSERT_ATTEMPT];
 	sqlite3_bind_text(st, 1, rec->device, -1, SQLITE_STATIC);
 	sqlite3_bind_text(st, 2, rec->version, -1, SQLITE_STATIC);
@@ -811,9 +817,19 @@ apply_one(struct registry *reg, const struct record *rec)
 	}
 }
 
+/* The writer waits for the database: say since when, once. */
+static void
+writer_blocked(struct registry *reg)
+{
+	long long none = 0;
+
+	atomic_compare_exchange_strong(&reg->busy_since, &none,
+	    (long long)time(NULL));
+}
+
 /* BEGIN IMMEDIATE, waiting as long as an operator holds the database. */
 static void
-writer_begin(struct registry *reg, size_t waiting)
+writer_begin(struct registry *reg)
 {
 	time_t last_log = 0;
 
@@ -821,12 +837,27 @@ writer_begin(struct registry *reg, size_t waiting)
 	    SQLITE_OK) {
 		time_t now = time(NULL);
 
+		writer_blocked(reg);
 		if (now - last_log >= 10) {
+			/* every record queued, not only this batch */
 			log_warnx("database is busy (%s); %zu records wait",
-			    sqlite3_errmsg(reg->db), waiting);
+			    sqlite3_errmsg(reg->db),
+			    (size_t)atomic_load(&reg->depth));
 			last_log = now;
 		}
 	}
+}
+
+int64_t
+registry_stalled(struct registry *reg)
+{
+	long long since = atomic_load(&reg->busy_since);
+	int64_t secs;
+
+	if (since == 0)
+		return 0;
+	secs = (int64_t)time(NULL) - since;
+	return secs > 0 ? secs : 1;
 }
 
 static void
@@ -846,7 +877,7 @@ writer_apply(struct registry *reg, struct record *batch, size_t count)
 	sqlite3_exec(reg->db, durable ? "PRAGMA synchronous = FULL"
 				      : "PRAGMA synchronous = NORMAL",
 	    NULL, NULL, NULL);
-	writer_begin(reg, count);
+	writer_begin(reg);
 	for (rec = batch; rec != NULL; rec = rec->next) {
 		/*
 		 * A report is all or nothing (savepoint). A check-in's
@@ -881,13 +912,17 @@ writer_apply(struct registry *reg, struct record *batch, size_t count)
 			sqlite3_exec(reg->db, "ROLLBACK", NULL, NULL, NULL);
 			for (rec = batch; rec != NULL; rec = rec->next)
 				rec->err = OTAD_ERR_DB;
+			atomic_store(&reg->busy_since, 0);
 			return;
 		}
+		writer_blocked(reg);
 		if (now - last_log >= 10) {
-			log_warnx("commit waits: database is busy");
+			log_warnx("commit waits: database is busy; %zu records "
+			    "wait", (size_t)atomic_load(&reg->depth));
 			last_log = now;
 		}
 	}
+	atomic_store(&reg->busy_since, 0);
 }
 
 /* Take up to BATCH_MAX records from the producers' queues. */
@@ -1031,7 +1066,14 @@ registry_submit(struct registry *reg, struct record *rec)
 	rec->next = NULL;
 	rec->err = OTAD_OK;
 	pthread_mutex_lock(&p->mu);
-	/* backpressure: wait for the writer rather than drop a record */
+	/*
+	 * Full: a request is answered now (its caller decides what a
+	 * dropped record costs); only a thread that serves none waits.
+	 */
+	if (p->len >= reg->queue_max && !rec->may_wait) {
+		pthread_mutex_unlock(&p->mu);
+		return OTAD_ERR_BUSY;
+	}
 	while (p->len >= reg->queue_max)
 		pthread_cond_wait(&p->not_full, &p->mu);
 	wake = p->head == NULL;

@@ -1,0 +1,269 @@
+"""Hostile requests, held databases and lying reports: every refusal is a
+JSON 4xx that changes nothing, and nothing an attacker sends stops otad."""
+import json
+import socket
+import sqlite3
+import threading
+import time
+
+from conftest import WLED, Otad, parse_raw
+
+
+def rows(d, sql, *args):
+    db = sqlite3.connect(d.db, timeout=10)
+    try:
+        return db.execute(sql, args).fetchall()
+    finally:
+        db.close()
+
+
+def exchange(d, data, timeout=5):
+    """Send bytes; read what comes back until close or timeout."""
+    out = b""
+    with socket.create_connection(("127.0.0.1", d.port),
+                                  timeout=timeout) as s:
+        s.sendall(data)
+        try:
+            while True:
+                b = s.recv(65536)
+                if not b:
+                    break
+                out += b
+        except (socket.timeout, ConnectionResetError):
+            pass
+    return out
+
+
+def test_a_get_with_a_body_is_refused_and_otad_keeps_serving(published):
+    """Once a segmentation fault in run_handler: a GET whose body arrived
+    after the answer reached a handler without its route."""
+    for path in ("/firmware/check?device=gb-1&version=0.14.3",
+                 "/firmware/check?device=gb-2&version=0.14.2",
+                 "/firmware/manifest?device=gb-3&version=0.14.2",
+                 "/health", "/metrics",
+                 f"/firmware/artifacts/{published.sha}"):
+        for method in (b"GET", b"HEAD"):
+            raw = exchange(published, method + b" " + path.encode() +
+                           b" HTTP/1.1\r\nHost: x\r\nContent-Length: 2"
+                           b"\r\n\r\n{}")
+            r = parse_raw(raw)
+            assert r.status == 400, (method, path, raw[:200])
+            assert r.headers["connection"] == "close"
+            if method == b"GET":
+                assert "takes no body" in json.loads(r.body)["error"]
+    # the refused checks recorded nothing
+    assert rows(published, "SELECT id FROM device WHERE id LIKE 'gb-%'") \
+        == []
+    assert published.get("/health").status == 200
+    # a body of zero bytes is no body
+    r = published.request("GET", "/firmware/check?device=gb-4&"
+                          "version=0.14.3", {"Content-Length": "0"})
+    assert r.status == 304
+
+
+def test_smuggled_requests_are_refused_and_not_answered(published):
+    hidden = json.dumps({"device": "smuggled", "version": "9.9.9",
+                         "result": "success"}).encode()
+    second = (b"POST /firmware/report HTTP/1.1\r\nHost: x\r\n"
+              b"Content-Type: application/json\r\nContent-Length: " +
+              str(len(hidden)).encode() + b"\r\n\r\n" + hidden)
+    # RFC 9112 6.3: Content-Length with Transfer-Encoding
+    raw = exchange(published,
+                   b"POST /firmware/report HTTP/1.1\r\nHost: x\r\n"
+                   b"Content-Length: " + str(5 + len(second)).encode() +
+                   b"\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" +
+                   second)
+    assert raw.count(b"HTTP/1.1 ") == 1, raw
+    r = parse_raw(raw)
+    assert r.status == 400 and r.headers["connection"] == "close"
+    assert "Transfer-Encoding" in json.loads(r.body)["error"]
+    # two different lengths
+    raw = exchange(published,
+                   b"POST /firmware/report HTTP/1.1\r\nHost: x\r\n"
+                   b"Content-Length: 2\r\nContent-Length: " +
+                   str(2 + len(second)).encode() + b"\r\n\r\n{}" + second)
+    assert raw.count(b"HTTP/1.1 ") == 1, raw
+    r = parse_raw(raw)
+    assert r.status == 400
+    assert "Content-Length" in json.loads(r.body)["error"]
+    assert rows(published, "SELECT id FROM device WHERE id = 'smuggled'") \
+        == []
+    # the same length twice is one length
+    body = json.dumps({"device": "twice", "version": "0.14.3",
+                       "result": "success"}).encode()
+    r = parse_raw(exchange(
+        published, b"POST /firmware/report HTTP/1.1\r\nHost: x\r\n"
+        b"Connection: close\r\nContent-Length: " + str(len(body)).encode() +
+        b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" +
+        body))
+    assert r.status == 200
+
+
+def test_nul_in_an_id_is_refused(otad):
+    r = parse_raw(exchange(otad, b"GET /firmware/check?device=abc%00def&"
+                           b"version=1.0.0 HTTP/1.1\r\nHost: x\r\n"
+                           b"Connection: close\r\n\r\n"))
+    assert r.status == 400 and "NUL" in json.loads(r.body)["error"]
+    r = parse_raw(exchange(otad, b"GET /firmware/check?device=abc&"
+                           b"version=1.0%000 HTTP/1.1\r\nHost: x\r\n"
+                           b"Connection: close\r\n\r\n"))
+    assert r.status == 400
+    assert rows(otad, "SELECT id FROM device") == []
+
+
+def test_a_report_never_lowers_the_anti_rollback_level(tmp_path):
+    d = Otad(tmp_path)
+    sha1 = d.otactl("artifact", "add", str(WLED / "0.14.3.bin"),
+                    "--version", "5.0.0").stdout.strip()
+    d.otactl("release", "create", "5.0.0", "--artifact", sha1)
+    d.otactl("release", "publish", "5.0.0")
+    d.start()
+    try:
+        d.wait_for(lambda: any("offering 5.0.0" in l for l in d.log))
+        db = sqlite3.connect(d.db, timeout=10)
+        # the image says secure_version 0; an eFuse at 2 must not take it
+        db.execute("UPDATE artifact SET secure_version = 0")
+        db.commit()
+        db.close()
+        q = "/firmware/check?device=sv-1&version=4.0.0"
+        assert d.get(q, {"X-Secure-Version": "2"}).status == 304
+        for path, body in (
+                ("report", {"device": "sv-1", "version": "4.0.0",
+                            "result": "failed", "secure_version": 0}),):
+            assert d.post_json("/firmware/" + path, body).status == 200
+        assert rows(d, "SELECT secure_version FROM device WHERE id='sv-1'") \
+            == [(2,)]
+        # a check that says less (or nothing) does not lower it either
+        assert d.get(q, {"X-Secure-Version": "0"}).status == 304
+        assert d.get(q).status == 304
+        assert rows(d, "SELECT secure_version FROM device WHERE id='sv-1'") \
+            == [(2,)]
+    finally:
+        d.check_clean_exit()
+
+
+def token_otad(tmp_path, extra=""):
+    d = Otad(tmp_path, "device_auth = token\nrate_per_device = 5\n" + extra)
+    token = d.otactl("device", "add", "dev-1", json_out=True)["token"]
+    return d, token
+
+
+def test_strangers_cannot_spend_a_devices_request_cap(tmp_path):
+    d, token = token_otad(tmp_path, "auth_failures_per_address = 100\n")
+    d.start()
+    try:
+        q = "/firmware/check?device=dev-1&version=1.0.0"
+        for _ in range(20):
+            assert d.get(q).status == 401
+            assert d.get(q, {"X-Device-Token": "0" * 40}).status == 401
+        # the device itself still has all five of its requests
+        for _ in range(5):
+            assert d.get(q, {"X-Device-Token": token}).status == 304
+        r = d.get(q, {"X-Device-Token": token})
+        assert r.status == 429 and int(r.headers["retry-after"]) > 0
+    finally:
+        d.check_clean_exit()
+
+
+def test_failed_authentications_are_capped_per_address(tmp_path):
+    d, token = token_otad(tmp_path, "auth_failures_per_address = 3\n")
+    d.start()
+    try:
+        q = "/firmware/check?device=dev-1&version=1.0.0"
+        for _ in range(3):
+            assert d.get(q, {"X-Device-Token": "1" * 40}).status == 401
+        # guessing from this address stops: even a right token waits
+        r = d.get(q, {"X-Device-Token": token})
+        assert r.status == 429 and r.json()["error"].startswith("too many")
+        m = d.get("/metrics").body.decode()
+        assert "otad_auth_failures_total 3" in m
+    finally:
+        d.check_clean_exit()
+
+
+def test_a_report_without_a_version_is_recorded(published):
+    # with an offer open: against that attempt
+    published.get("/firmware/check?device=nv-1&version=0.14.2")
+    published.wait_for(lambda: rows(published, "SELECT count(*) FROM attempt"
+                                    " WHERE device='nv-1'") == [(1,)])
+    r = published.post_json("/firmware/report", {
+        "device": "nv-1", "result": "failed",
+        "reason": "flash write error"})
+    assert r.status == 200
+    assert rows(published, "SELECT to_version, state, reason FROM attempt "
+                "WHERE device='nv-1'") == [("0.14.3", "failed",
+                                            "flash write error")]
+    # with none: an attempt of its own, its version unknown
+    r = published.post_json("/firmware/report", {
+        "device": "x", "result": "failed", "reason": "flash write error"})
+    assert r.status == 200
+    got = published.otactl("device", "show", "x", json_out=True)
+    assert rows(published, "SELECT to_version, state, reason FROM attempt "
+                "WHERE device='x'") == [("", "failed", "flash write error")]
+    assert got["id"] == "x"
+    # sent twice, recorded once
+    assert published.post_json("/firmware/report", {
+        "device": "x", "result": "failed",
+        "reason": "flash write error"}).status == 200
+    assert len(rows(published, "SELECT id FROM attempt WHERE device='x'")) \
+        == 1
+    # progress needs its version: it would be an attempt left open
+    r = published.post_json("/firmware/report", {"device": "x",
+                                                 "result": "downloading"})
+    assert r.status == 400 and "'version'" in r.json()["error"]
+
+
+def test_a_held_database_stalls_nothing_but_reports(tmp_path):
+    """An operator's open transaction: checks are answered, /health says
+    so, reports get 503 at once, and everything resumes after."""
+    d = Otad(tmp_path, "writer_queue_max = 64\nhttp_threads = 1\n")
+    d.start()
+    try:
+        assert d.post_json("/firmware/report", {
+            "device": "warm", "version": "1.0.0",
+            "result": "success"}).status == 200
+        db = sqlite3.connect(d.db, timeout=10, isolation_level=None)
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            # a report waits for the lock, then is told to come back
+            t0 = time.monotonic()
+            r = d.post_json("/firmware/report", {
+                "device": "r-1", "version": "1.0.0", "result": "success"})
+            assert r.status == 503 and r.headers["retry-after"] == "5"
+            assert time.monotonic() - t0 < 5.5, "answered before 5 s"
+            # past the queue's 64 records, checks are still answered
+            import http.client
+            c = http.client.HTTPConnection("127.0.0.1", d.port, timeout=5)
+            for i in range(150):
+                c.request("GET", f"/firmware/check?device=q-{i}&"
+                          "version=1.0.0")
+                r = c.getresponse()
+                r.read()
+                assert r.status == 304, i
+            c.close()
+            h = d.get("/health").json()
+            assert h["status"] == "degraded" and h["registry"] == "stalled"
+            assert h["records_waiting"] >= 64
+            # a report now is refused without waiting
+            t0 = time.monotonic()
+            r = d.post_json("/firmware/report", {
+                "device": "r-2", "version": "1.0.0", "result": "success"})
+            assert r.status == 503 and time.monotonic() - t0 < 1
+            m = d.get("/metrics").body.decode()
+            assert "otad_records_dropped_total 0" not in m
+            # the busy line counts every record that waits
+            d.wait_for(lambda: any("records wait" in l and
+                                   int(l.split(";")[-1].split()[0]) >= 64
+                                   for l in d.log), 15,
+                       "a busy line counting the whole queue")
+        finally:
+            db.execute("ROLLBACK")
+            db.close()
+        d.wait_for(lambda: d.get("/health").json()["status"] == "ok", 5)
+        assert d.post_json("/firmware/report", {
+            "device": "r-3", "version": "1.0.0",
+            "result": "success"}).status == 200
+        assert rows(d, "SELECT count(*) FROM device WHERE id LIKE 'q-%'") \
+            [0][0] >= 64
+    finally:
+        d.check_clean_exit()
