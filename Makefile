@@ -157,6 +157,7 @@ build/fuzz/%: tests/fuzz/%.c $(LIB_SRCS) $(BUILD)/obj/schema.c
 # what each target links
 FUZZ_SRCS_fuzz_espimg := src/espimg.c
 FUZZ_SRCS_fuzz_delta := src/delta.c src/heatshrink.c
+FUZZ_SRCS_fuzz_semver := src/semver.c
 
 fuzz: $(FUZZ_TARGETS)
 	@set -e; for t in $(FUZZ_TARGETS); do \
@@ -164,6 +165,7 @@ fuzz: $(FUZZ_TARGETS)
 	  case $$t in \
 	  *delta) cp -n ../shared/firmware/delta-vectors/esp_delta_ota/*patch.bin \
 	      $$corpus/ 2>/dev/null || true ;; \
+	  *semver) cp -n tests/fuzz/semver-seeds/* $$corpus/ ;; \
 	  *) cp -n ../shared/firmware/esp-idf/*.bin $$corpus/ 2>/dev/null || true ;; \
 	  esac; \
 	  echo "== $$t ($(FUZZ_SECONDS) s)"; \

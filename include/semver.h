@@ -1,12 +1,16 @@
 /*
  * semver.h: version strings and their order. Pure functions, thread-safe.
  *
- * Order: when both strings are semantic versions (an optional leading 'v',
- * MAJOR[.MINOR[.PATCH]], optional -prerelease and +build; missing parts are
- * 0), Semantic Versioning 2.0 precedence applies (build metadata ignored).
- * Otherwise the fallback is the Debian version order (dpkg's verrevcmp):
- * runs of digits compare as numbers, other runs character by character with
- * letters before punctuation and '~' before everything, even the end.
+ * Order: one total order over every version string (reflexive,
+ * antisymmetric, transitive), which is SemVer 2.0 precedence for semantic
+ * versions. A version is its numeric core (up to three dot-separated digit
+ * runs after an optional 'v'; missing parts are 0; a string without one
+ * comes before every string with one), then what follows up to '+' (build
+ * metadata, ignored): nothing is the release; '-' or '~' starts a
+ * prerelease, before the release; anything else (1.2.3.4, 1.0a) is a
+ * post-release, after it. Prereleases and post-releases compare by
+ * dot-separated identifiers: all-digit ones as numbers and before the
+ * others, the others naturally (digit runs as numbers: rc9 < rc10).
  */
 #ifndef SEMVER_H
 #define SEMVER_H

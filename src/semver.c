@@ -115,14 +115,79 @@ all_digits(const char *s, size_t n)
 }
 
 static int
-cmp_u64(uint64_t a, uint64_t b)
+sign_of(int c)
 {
-	return a < b ? -1 : a > b;
+	return (c > 0) - (c < 0);
 }
 
-/* Prerelease precedence, SemVer 2.0 section 11.4 */
+/* Two runs of digits as numbers, however long: no overflow, no parse. */
 static int
-cmp_pre(const char *a, size_t alen, const char *b, size_t blen)
+cmp_digits(const char *a, size_t an, const char *b, size_t bn)
+{
+	while (an > 1 && *a == '0')
+		a++, an--;
+	while (bn > 1 && *b == '0')
+		b++, bn--;
+	if (an != bn)
+		return an < bn ? -1 : 1;
+	return sign_of(memcmp(a, b, an));
+}
+
+static size_t
+digit_run(const char *s, size_t n)
+{
+	size_t i = 0;
+
+	while (i < n && isdigit((unsigned char)s[i]))
+		i++;
+	return i;
+}
+
+/*
+ * Two identifiers that are not all digits: runs of digits compare as
+ * numbers, other runs byte by byte, a digit run before any other run, and
+ * a prefix before what extends it (so rc9 < rc10, beta_2 < rc).
+ */
+static int
+cmp_natural(const char *a, size_t an, const char *b, size_t bn)
+{
+	while (an > 0 && bn > 0) {
+		size_t ad = digit_run(a, an), bd = digit_run(b, bn), al, bl;
+		int c;
+
+		if ((ad > 0) != (bd > 0))
+			return ad > 0 ? -1 : 1;
+		if (ad > 0) {
+			if ((c = cmp_digits(a, ad, b, bd)) != 0)
+				return c;
+			al = ad, bl = bd;
+		} else {
+			for (al = 0; al < an && !isdigit((unsigned char)a[al]);
+			    al++)
+				;
+			for (bl = 0; bl < bn && !isdigit((unsigned char)b[bl]);
+			    bl++)
+				;
+			c = memcmp(a, b, al < bl ? al : bl);
+			if (c != 0)
+				return sign_of(c);
+			if (al != bl)
+				return al < bl ? -1 : 1;
+		}
+		a += al, an -= al;
+		b += bl, bn -= bl;
+	}
+	return (an > 0) - (bn > 0);
+}
+
+/*
+ * Dot-separated identifiers, SemVer 2.0 section 11.4: numeric ones as
+ * numbers and before the others, fewer before more when all else is
+ * equal. Identifiers of other characters (not SemVer, but devices send
+ * them) compare naturally.
+ */
+static int
+cmp_idents(const char *a, size_t alen, const char *b, size_t blen)
 {
 	while (alen > 0 && blen > 0) {
 		const char *ad = memchr(a, '.', alen);
@@ -132,99 +197,112 @@ cmp_pre(const char *a, size_t alen, const char *b, size_t blen)
 		int anum = all_digits(a, an), bnum = all_digits(b, bn);
 		int c;
 
-		if (anum && bnum) {
-			/* compare as numbers without parsing: strip zeros */
-			while (an > 1 && *a == '0')
-				a++, an--, alen--;
-			while (bn > 1 && *b == '0')
-				b++, bn--, blen--;
-			if (an != bn)
-				return an < bn ? -1 : 1;
-			c = memcmp(a, b, an);
-		} else if (anum || bnum) {
-			return anum ? -1 : 1;
-		} else {
-			c = memcmp(a, b, an < bn ? an : bn);
-			if (c == 0 && an != bn)
-				c = an < bn ? -1 : 1;
-		}
+		if (anum && bnum)
+			c = cmp_digits(a, an, b, bn);
+		else if (anum || bnum)
+			c = anum ? -1 : 1;
+		else
+			c = cmp_natural(a, an, b, bn);
 		if (c != 0)
-			return c < 0 ? -1 : 1;
+			return c;
 		a += an, alen -= an;
 		b += bn, blen -= bn;
+		/* "1.0.0-a" < "1.0.0-a." : a separator is more */
+		if ((alen > 0) != (blen > 0))
+			return alen > 0 ? 1 : -1;
 		if (alen > 0)
-			a++, alen--;
-		if (blen > 0)
-			b++, blen--;
+			a++, alen--, b++, blen--;
 	}
-	return cmp_u64(alen > 0, blen > 0);
+	return (alen > 0) - (blen > 0);
 }
 
-/* dpkg's character weight: '~' < end < letters < other punctuation */
-static int
-order(int c)
+/*
+ * Any version string as the key it is ordered by: its numeric core (up to
+ * three dot-separated digit runs after an optional 'v'; none when it does
+ * not start with a digit), then what follows the core, up to a '+' (build
+ * metadata, ignored): nothing (a release), a prerelease ('-' or '~' and
+ * identifiers) that comes before the release, or anything else, a
+ * post-release (1.2.3.4, 1.0a) that comes after it.
+ */
+struct version_key {
+	const char *core[3];
+	size_t core_len[3]; /* 0: the part is missing, which counts as 0 */
+	int has_core;
+	int rank; /* PRE < RELEASE < POST */
+	const char *rest;
+	size_t rest_len;
+};
+
+enum { RANK_PRE, RANK_RELEASE, RANK_POST };
+
+static void
+version_key(const char *s, struct version_key *k)
 {
-	if (isdigit(c))
-		return 0;
-	if (isalpha(c))
-		return c;
-	if (c == '~')
-		return -1;
-	if (c)
-		return c + 256;
-	return 0;
-}
+	const char *p = s;
+	size_t n;
+	int part;
 
-static int
-verrevcmp(const char *a, const char *b)
-{
-	while (*a || *b) {
-		int first_diff = 0;
-
-		while ((*a && !isdigit((unsigned char)*a)) ||
-		    (*b && !isdigit((unsigned char)*b))) {
-			int ac = order((unsigned char)*a);
-			int bc = order((unsigned char)*b);
-
-			if (ac != bc)
-				return ac < bc ? -1 : 1;
-			a++;
-			b++;
-		}
-		while (*a == '0')
-			a++;
-		while (*b == '0')
-			b++;
-		while (isdigit((unsigned char)*a) &&
-		    isdigit((unsigned char)*b)) {
-			if (!first_diff)
-				first_diff = *a - *b;
-			a++;
-			b++;
-		}
-		if (isdigit((unsigned char)*a))
-			return 1;
-		if (isdigit((unsigned char)*b))
-			return -1;
-		if (first_diff)
-			return first_diff < 0 ? -1 : 1;
+	memset(k, 0, sizeof(*k));
+	if ((*p == 'v' || *p == 'V') && isdigit((unsigned char)p[1]))
+		p++;
+	if (!isdigit((unsigned char)*p)) {
+		/* no core: the whole string is its own identifiers */
+		k->rank = RANK_POST;
+		k->rest = s;
+		k->rest_len = strcspn(s, "+");
+		return;
 	}
-	return 0;
+	k->has_core = 1;
+	for (part = 0; part < 3; part++) {
+		n = digit_run(p, strlen(p));
+		k->core[part] = p;
+		k->core_len[part] = n;
+		p += n;
+		if (part == 2 || p[0] != '.' || !isdigit((unsigned char)p[1]))
+			break;
+		p++;
+	}
+	n = strcspn(p, "+");
+	if (n == 0) {
+		k->rank = RANK_RELEASE;
+	} else if (*p == '-' || *p == '~') {
+		k->rank = RANK_PRE;
+		k->rest = p + 1;
+		k->rest_len = n - 1;
+	} else {
+		k->rank = RANK_POST;
+		/* 1.2.3.4: the identifiers after the core's own dot */
+		k->rest = *p == '.' ? p + 1 : p;
+		k->rest_len = *p == '.' ? n - 1 : n;
+	}
 }
 
+/*
+ * One total order over every version string, so that what otad offers and
+ * what a rollout calls older always agree: comparing keys field by field,
+ * each field by a total order, is itself one (reflexive, antisymmetric,
+ * transitive; tested by a property fuzzer).
+ */
 int
 semver_compare(const char *a, const char *b)
 {
-	struct semver va, vb;
+	struct version_key ka, kb;
 	int i, c;
 
-	if (parse(a, &va) < 0 || parse(b, &vb) < 0)
-		return verrevcmp(a, b);
-	for (i = 0; i < 3; i++)
-		if ((c = cmp_u64(va.num[i], vb.num[i])) != 0)
+	version_key(a, &ka);
+	version_key(b, &kb);
+	if (ka.has_core != kb.has_core)
+		return ka.has_core ? 1 : -1; /* "dev" < "0.0.1" */
+	for (i = 0; i < 3 && ka.has_core; i++) {
+		const char *x = ka.core_len[i] ? ka.core[i] : "0";
+		const char *y = kb.core_len[i] ? kb.core[i] : "0";
+
+		c = cmp_digits(x, ka.core_len[i] ? ka.core_len[i] : 1, y,
+		    kb.core_len[i] ? kb.core_len[i] : 1);
+		if (c != 0)
 			return c;
-	/* a version without prerelease outranks one with */
-	if (va.pre == NULL || vb.pre == NULL)
-		return cmp_u64(va.pre == NULL, vb.pre == NULL);
-	return cmp_pre(va.pre, va.pre_len, vb.pre, vb.pre_len);
+	}
+	if (ka.rank != kb.rank)
+		return ka.rank < kb.rank ? -1 : 1;
+	return cmp_idents(ka.rest, ka.rest_len, kb.rest, kb.rest_len);
 }

@@ -1,4 +1,4 @@
-/* semver: SemVer 2.0 precedence and the dpkg-order fallback */
+/* semver: SemVer 2.0 precedence, extended to one total order */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -58,6 +58,34 @@ test_fallback_order(void **state)
 	ORDER("abc", "abc", 0);
 	/* overflowing numbers fall back without breaking */
 	ORDER("99999999999999999999999.0.0", "1.0.0", 1);
+	/* no numeric core: before every version that has one */
+	ORDER("b1c75d1-dirty", "0.0.1", -1);
+	ORDER("dev", "dev2", -1);
+	/* natural order inside identifiers */
+	ORDER("1.0.0-rc9", "1.0.0-rc10", -1);
+	ORDER("1.2.3a", "1.2.3b", -1);
+	ORDER("1.2.3", "1.2.3a", -1);
+}
+
+/*
+ * Once not transitive: SemVer said 1.0.0-rc.1 < 1.0.0, the dpkg fallback
+ * 1.0.0 < 1.0.0-beta_2, and 1.0.0-beta_2 < 1.0.0-rc.1. Now any version
+ * with a '-' after its core is a prerelease of that core.
+ */
+static void
+test_one_order_for_mixed_versions(void **state)
+{
+	static const char *const chain[] = {"b1c75d1", "0.9", "1.0.0-beta_2",
+	    "1.0.0-rc.1", "1.0.0~rc2", "1.0.0", "1.0.0.1", "1.0.0a", "1.0.1",
+	    "v2"};
+	size_t i, j, n = sizeof(chain) / sizeof(chain[0]);
+
+	(void)state;
+	for (i = 0; i < n; i++)
+		for (j = 0; j < n; j++)
+			ORDER(chain[i], chain[j], i < j ? -1 : i > j);
+	ORDER("1.0.0+a", "1.0.0", 0);
+	ORDER("1.0.0-x+a", "1.0.0-x+b", 0);
 }
 
 static void
@@ -101,6 +129,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_semver_precedence),
 		cmocka_unit_test(test_fallback_order),
+		cmocka_unit_test(test_one_order_for_mixed_versions),
 		cmocka_unit_test(test_is_semver),
 		cmocka_unit_test(test_valid),
 	};
