@@ -2732,7 +2732,21 @@ tick_one(struct registry *reg, json_t *ro, int64_t now)
 
 	if (stage_rows(reg, id, NULL, &stages) != OTAD_OK)
 		return;
-	if ((st = json_array_get(stages, (size_t)cur)) == NULL) {
+	st = json_array_get(stages, (size_t)cur);
+	if (st == NULL || json_integer_value(json_object_get(st, "no")) !=
+	    cur) {
+		/*
+		 * Its stage is not in its plan (a database from before the
+		 * schema forbade it): halt, never skip a gate.
+		 */
+		snprintf(full, sizeof(full), "stage %lld does not exist (the "
+		    "plan has %zu stages)", (long long)cur,
+		    json_array_size(stages));
+		if (act(reg, "UPDATE rollout SET state = 'halted', reason = ?2"
+		    " WHERE id = ?1 AND state = 'active'", "it", id, 0,
+		    full) == 0)
+			log_warnx("rollout %lld of %s halted: %s",
+			    (long long)id, version, full);
 		json_decref(stages);
 		return;
 	}

@@ -1,11 +1,13 @@
 """Hostile requests, held databases and lying reports: every refusal is a
 JSON 4xx that changes nothing, and nothing an attacker sends stops otad."""
+import http.client
 import json
 import socket
 import sqlite3
-import threading
+import subprocess
 import time
 
+import imagebuild
 from conftest import WLED, Otad, parse_raw
 
 
@@ -232,7 +234,6 @@ def test_a_held_database_stalls_nothing_but_reports(tmp_path):
             assert r.status == 503 and r.headers["retry-after"] == "5"
             assert time.monotonic() - t0 < 5.5, "answered before 5 s"
             # past the queue's 64 records, checks are still answered
-            import http.client
             c = http.client.HTTPConnection("127.0.0.1", d.port, timeout=5)
             for i in range(150):
                 c.request("GET", f"/firmware/check?device=q-{i}&"
@@ -265,5 +266,72 @@ def test_a_held_database_stalls_nothing_but_reports(tmp_path):
             "result": "success"}).status == 200
         assert rows(d, "SELECT count(*) FROM device WHERE id LIKE 'q-%'") \
             [0][0] >= 64
+    finally:
+        d.check_clean_exit()
+
+
+def sql(d, statement):
+    return subprocess.run(["sqlite3", "-cmd", ".timeout 5000", str(d.db),
+                           statement], capture_output=True, text=True)
+
+
+def staged_otad(tmp_path):
+    d = Otad(tmp_path, "rate_per_device = 0\n")
+    img = tmp_path / "app.bin"
+    img.write_bytes(imagebuild.build(version="2.0.0", seglen=1024))
+    sha = d.otactl("artifact", "add", str(img)).stdout.strip()
+    d.otactl("release", "create", "2.0.0", "--artifact", sha)
+    rid = d.otactl("rollout", "create", "2.0.0", "--stages",
+                   "1%,soak=1h,min=50; 50%,soak=1h,min=50; 100%",
+                   json_out=True)["id"]
+    d.otactl("rollout", "start", str(rid))
+    return d, rid
+
+
+def test_no_sequence_of_hand_edits_skips_the_gates(tmp_path):
+    d, rid = staged_otad(tmp_path)
+    # once: staged = 0 with stage 9 passed, then staged = 1 left stage 9
+    # of 3 standing, and every stage open
+    p = sql(d, f"UPDATE rollout SET staged = 0, stage = 9 WHERE id = {rid};"
+            f" UPDATE rollout SET staged = 1 WHERE id = {rid}")
+    assert "no such stage" in p.stderr
+    assert rows(d, f"SELECT staged, stage FROM rollout WHERE id = {rid}") \
+        == [(0, 9)], "the first statement stood alone"
+    sql(d, f"UPDATE rollout SET stage = 0, staged = 1 WHERE id = {rid}")
+    for bad, why in (
+            (f"DELETE FROM rollout_stage WHERE rollout = {rid} AND no = 1",
+             "only the last stage"),
+            (f"DELETE FROM rollout_stage WHERE rollout = {rid} AND no = 0",
+             "only the last stage"),
+            (f"UPDATE rollout_stage SET no = 5 WHERE rollout = {rid} AND "
+             "no = 2", "keeps its rollout and number"),
+            (f"INSERT INTO rollout_stage (rollout, no, percent, soak_s, "
+             f"min_devices, min_success, max_rollback, max_failure, "
+             f"max_crash) VALUES ({rid}, 7, 100, 0, 0, 0, 1, 1, 1)",
+             "add the next one")):
+        p = sql(d, bad)
+        assert why in p.stderr, (bad, p.stderr)
+    # the last stage, not reached, may go
+    assert sql(d, f"DELETE FROM rollout_stage WHERE rollout = {rid} AND "
+               "no = 2").returncode == 0
+    assert rows(d, f"SELECT count(*) FROM rollout_stage WHERE rollout = "
+                f"{rid}") == [(2,)]
+
+
+def test_the_controller_halts_a_rollout_whose_stage_is_gone(tmp_path):
+    """A database from before the schema held the line: halt, not skip."""
+    d, rid = staged_otad(tmp_path)
+    sql(d, "DROP TRIGGER rollout_stage_exists")
+    assert sql(d, f"UPDATE rollout SET stage = 9 WHERE id = {rid}") \
+        .returncode == 0
+    d.start()
+    try:
+        d.wait_for(lambda: rows(d, f"SELECT state FROM rollout WHERE id = "
+                                f"{rid}") == [("halted",)], 5, "the halt")
+        reason = rows(d, f"SELECT reason FROM rollout WHERE id = {rid}")
+        assert "stage 9 does not exist" in reason[0][0]
+        for i in range(50):
+            r = d.get(f"/firmware/check?device=h-{i}&version=1.0.0")
+            assert r.status == 304, "a halted rollout offers nothing"
     finally:
         d.check_clean_exit()
