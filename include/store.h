@@ -24,6 +24,12 @@ struct store_artifact {
 	char md5[33];    /* lower-case hex, what Arduino's x-MD5 wants */
 	uint64_t size;   /* bytes */
 	struct espimg_info image;
+	/*
+	 * The published file, open with a shared lock until
+	 * store_artifact_release: while it is held, store_sweep leaves the
+	 * file alone, so the caller can record it first. -1 when none.
+	 */
+	int hold;
 };
 
 /* Opens (creating if needed) <state_dir>/artifacts. Caller owns *out. */
@@ -32,15 +38,32 @@ void store_free(struct store *store);
 
 /*
  * Stream src_fd to its end into the store. On success *out describes the
- * artifact and *existed says whether identical content was already there
- * (then nothing new was written). On failure nothing is left behind and why
+ * artifact, its file is published under its SHA-256 and held (out->hold)
+ * until store_artifact_release, and *existed says whether identical
+ * content was already there. On failure nothing is left behind and why
  * holds one line. Files over ESPIMG_MAX_SIZE are refused without reading
  * further.
+ *
+ * Publishing never replaces or removes a name another process may have
+ * recorded: a failed or killed caller leaves the file for store_sweep.
  */
 enum otad_err store_ingest(struct store *store, int src_fd,
     struct store_artifact *out, int *existed, char *why, size_t whylen);
 
-/* Remove an artifact file (used to undo an ingest the registry refused). */
+/* Let go of what store_ingest holds (NULL-safe; idempotent). */
+void store_artifact_release(struct store_artifact *art);
+
+/*
+ * Remove artifact files that no record names: named(arg, sha256) says
+ * whether one does. A file an ingest still holds is skipped, and the
+ * check and the removal happen under an exclusive lock on the file, so
+ * an ingest racing the sweep keeps (or re-publishes) its file. Returns
+ * how many were removed.
+ */
+int store_sweep(struct store *store, int (*named)(void *arg,
+    const char *sha256), void *arg);
+
+/* Remove an artifact file (tests; the sweep is how otad removes). */
 enum otad_err store_remove(struct store *store, const char *sha256);
 
 /* Open an artifact read-only; returns an fd the caller closes, or -1. */

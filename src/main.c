@@ -74,6 +74,20 @@ queue_depth(void *arg)
 }
 
 /* SIGHUP: a new config, checked whole, then swapped in. */
+/* For the store's sweep: does an artifact row name this file? */
+static int
+artifact_named(void *arg, const char *sha256)
+{
+	char why[256];
+	json_t *row;
+	enum otad_err rc = registry_artifact_get(arg, sha256, &row, why,
+	    sizeof(why));
+
+	json_decref(rc == OTAD_OK ? row : NULL);
+	/* when unsure (the database said something else), keep the file */
+	return rc != OTAD_ERR_NOT_FOUND;
+}
+
 static void
 reload(const char *path, struct conf *conf, struct http *http, struct api *api,
     struct rollout *rollout, struct mqtt *mqtt, struct patcher *patcher,
@@ -182,6 +196,7 @@ main(int argc, char *argv[])
 		fatalx("cannot open the artifact store in '%s'",
 		    conf.state_dir);
 	store_clean(store);
+	store_sweep(store, artifact_named, reg);
 	if (registry_writer_start(reg, conf.writer_queue_max) != OTAD_OK)
 		fatalx("cannot start the registry writer");
 	if (api_new(db_path, reg, store, &api) != OTAD_OK)

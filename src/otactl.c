@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -42,14 +43,15 @@ static struct conf conf;
 /* open for the whole command; closed at exit, after die() too */
 static struct registry *the_reg;
 static struct store *the_store;
-/* an artifact file ingested but not (yet) recorded: removed at exit */
-static char pending_sha[65];
 
+/*
+ * An artifact file published but not recorded (a refusal, or a kill) is
+ * not removed here: another otactl may have recorded the same file
+ * meanwhile. otad's start-up sweep removes it if no record names it.
+ */
 static void
 cleanup(void)
 {
-	if (pending_sha[0] != '\0' && the_store != NULL)
-		store_remove(the_store, pending_sha);
 	registry_close(the_reg);
 	store_free(the_store);
 	the_reg = NULL;
@@ -643,8 +645,6 @@ artifact_add(struct opts *o)
 	    sizeof(why))) != OTAD_OK)
 		die("cannot add '%s': %s", o->argv[0], why);
 	close(fd);
-	if (!existed)
-		memcpy(pending_sha, art.sha256, sizeof(pending_sha));
 	if ((version = artifact_version(o, &art.image, why, sizeof(why))) ==
 	    NULL)
 		die("%s", why);
@@ -676,7 +676,7 @@ artifact_add(struct opts *o)
 	} else if (rc != OTAD_OK) {
 		die("cannot add '%s': %s", o->argv[0], why);
 	}
-	pending_sha[0] = '\0'; /* recorded: it stays */
+	store_artifact_release(&art); /* recorded: the sweep may judge it */
 	free(sig);
 	if (json_out) {
 		if (registry_artifact_get(reg, art.sha256, &row, why,
@@ -1187,9 +1187,11 @@ static int
 key_generate(struct opts *o)
 {
 	const char *algo = o->algo ? o->algo : "ecdsa-p256";
-	char path[PATH_MAX], dir[PATH_MAX], *pem;
+	char path[PATH_MAX], dir[PATH_MAX], why[256], *pem;
 	struct sign_key *key;
+	json_t *row;
 	size_t len;
+	int lock;
 
 	if (o->argc != 1)
 		usage();
@@ -1203,8 +1205,22 @@ key_generate(struct opts *o)
 	if (mkdir(dir, 0700) < 0 && errno != EEXIST)
 		die("cannot create '%s': %s", dir, strerror(errno));
 	key_path(o->argv[0], path, sizeof(path));
+	/*
+	 * One generate at a time (an flock on the keys directory): then a
+	 * key file without a key row is what a killed generate left, not a
+	 * key another generate is about to record, and it is replaced.
+	 */
+	if ((lock = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0 ||
+	    flock(lock, LOCK_EX) < 0)
+		die("cannot lock '%s': %s", dir, strerror(errno));
+	if (registry_key_get(the_reg, o->argv[0], &row, why, sizeof(why)) ==
+	    OTAD_OK) {
+		json_decref(row);
+		die("key '%s' exists already", o->argv[0]);
+	}
 	if (access(path, F_OK) == 0)
-		die("'%s' exists already", path);
+		log_warnx("replacing '%s': a generate that did not finish left "
+		    "it, and no key is recorded under that name", path);
 	if (sign_generate(algo, &key) != OTAD_OK ||
 	    (pem = sign_key_private_pem(key)) == NULL)
 		die("cannot generate a key");
@@ -1214,6 +1230,7 @@ key_generate(struct opts *o)
 	free(pem);
 	key_record(o->argv[0], key, "artifact", path);
 	sign_key_free(key);
+	close(lock); /* recorded: the next generate may look */
 	return 0;
 }
 

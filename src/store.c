@@ -217,6 +217,127 @@ validate(int fd, struct store_artifact *out, char *why, size_t whylen)
 	return rc;
 }
 
+/*
+ * Give the temp file its name: a link, which never replaces a file of that
+ * name (one another process may have recorded), then a shared lock on the
+ * inode the name holds, and a check that the sweep did not unlink it
+ * between the two (then link again). 0 with out->hold open and locked.
+ */
+static enum otad_err
+publish(struct store *store, const char *tmpname, int tmp,
+    struct store_artifact *out, int *existed, char *why, size_t whylen)
+{
+	struct stat st;
+	int fd, tries;
+
+	for (tries = 0; tries < 100; tries++) {
+		if (linkat(store->dirfd, tmpname, store->dirfd, out->sha256,
+		    0) == 0) {
+			/*
+			 * Our own inode under its name: keep holding it, the
+			 * exclusive lock of the write turned shared (a dup
+			 * shares the lock, and outlives tmp).
+			 */
+			*existed = 0;
+			if (flock(tmp, LOCK_SH) < 0 || (fd = dup(tmp)) < 0) {
+				snprintf(why, whylen, "cannot hold '%s': %s",
+				    out->sha256, strerror(errno));
+				return OTAD_ERR_IO;
+			}
+		} else if (errno != EEXIST) {
+			snprintf(why, whylen, "cannot link into the store: %s",
+			    strerror(errno));
+			return OTAD_ERR_IO;
+		} else {
+			/* same name: same content (SHA-256), someone's */
+			*existed = 1;
+			if ((fd = openat(store->dirfd, out->sha256, O_RDONLY |
+			    O_CLOEXEC)) < 0) {
+				if (errno == ENOENT)
+					continue; /* swept now: link again */
+				snprintf(why, whylen, "cannot open '%s': %s",
+				    out->sha256, strerror(errno));
+				return OTAD_ERR_IO;
+			}
+			if (flock(fd, LOCK_SH) < 0) {
+				snprintf(why, whylen, "cannot lock '%s': %s",
+				    out->sha256, strerror(errno));
+				close(fd);
+				return OTAD_ERR_IO;
+			}
+		}
+		if (fstat(fd, &st) < 0 || st.st_nlink == 0 ||
+		    (uint64_t)st.st_size != out->size) {
+			close(fd); /* swept before our lock: try again */
+			continue;
+		}
+		if (fsync(store->dirfd) < 0) {
+			snprintf(why, whylen, "cannot fsync the store: %s",
+			    strerror(errno));
+			close(fd);
+			return OTAD_ERR_IO;
+		}
+		out->hold = fd;
+		return OTAD_OK;
+	}
+	snprintf(why, whylen, "cannot publish '%s': it keeps vanishing",
+	    out->sha256);
+	return OTAD_ERR_IO;
+}
+
+void
+store_artifact_release(struct store_artifact *art)
+{
+	if (art != NULL && art->hold >= 0) {
+		close(art->hold);
+		art->hold = -1;
+	}
+}
+
+int
+store_sweep(struct store *store, int (*named)(void *arg, const char *sha256),
+    void *arg)
+{
+	struct dirent *de;
+	struct stat st;
+	DIR *d;
+	int fd, afd, removed = 0;
+
+	if ((fd = openat(store->dirfd, ".", O_RDONLY | O_DIRECTORY |
+	    O_CLOEXEC)) < 0 || (d = fdopendir(fd)) == NULL) {
+		if (fd >= 0)
+			close(fd);
+		log_warn("cannot list '%s'", store->dir);
+		return 0;
+	}
+	while ((de = readdir(d)) != NULL) {
+		if (!store_valid_sha256(de->d_name))
+			continue;
+		afd = openat(store->dirfd, de->d_name, O_RDONLY | O_CLOEXEC);
+		if (afd < 0)
+			continue;
+		/*
+		 * Held by an ingest (its record may be on its way): not
+		 * ours to judge. Under our lock no ingest can record it
+		 * unseen, and names are only ever made by link, so the name
+		 * still means this inode when we unlink it.
+		 */
+		if (flock(afd, LOCK_EX | LOCK_NB) == 0 &&
+		    fstat(afd, &st) == 0 && st.st_nlink > 0 &&
+		    !named(arg, de->d_name) &&
+		    unlinkat(store->dirfd, de->d_name, 0) == 0) {
+			log_info("removed artifact file '%s': no record names "
+			    "it (an add that did not finish)", de->d_name);
+			removed++;
+		}
+		close(afd);
+	}
+	closedir(d);
+	if (removed > 0)
+		fsync(store->dirfd);
+	return removed;
+}
+
 enum otad_err
 store_ingest(struct store *store, int src_fd, struct store_artifact *out,
     int *existed, char *why, size_t whylen)
@@ -225,10 +346,10 @@ store_ingest(struct store *store, int src_fd, struct store_artifact *out,
 	uint8_t head[64];
 	size_t headlen;
 	enum otad_err rc;
-	struct stat st;
 	int tmp = -1, n;
 
 	memset(out, 0, sizeof(*out));
+	out->hold = -1;
 	*existed = 0;
 	/* a name only we use: pid and a counter make it unique per process */
 	for (n = 0;; n++) {
@@ -263,27 +384,10 @@ store_ingest(struct store *store, int src_fd, struct store_artifact *out,
 		rc = OTAD_ERR_IO;
 		goto fail;
 	}
-	if (fstatat(store->dirfd, out->sha256, &st, 0) == 0 &&
-	    (uint64_t)st.st_size == out->size) {
-		/* same name, same length: the same content (SHA-256) */
-		*existed = 1;
-		unlinkat(store->dirfd, tmpname, 0);
-		close(tmp);
-		return OTAD_OK;
-	}
-	if (renameat(store->dirfd, tmpname, store->dirfd, out->sha256) < 0) {
-		snprintf(why, whylen, "cannot rename into the store: %s",
-		    strerror(errno));
-		rc = OTAD_ERR_IO;
+	if ((rc = publish(store, tmpname, tmp, out, existed, why, whylen)) !=
+	    OTAD_OK)
 		goto fail;
-	}
-	if (fsync(store->dirfd) < 0) {
-		snprintf(why, whylen, "cannot fsync the store: %s",
-		    strerror(errno));
-		unlinkat(store->dirfd, out->sha256, 0);
-		close(tmp);
-		return OTAD_ERR_IO;
-	}
+	unlinkat(store->dirfd, tmpname, 0);
 	close(tmp);
 	return OTAD_OK;
 fail:

@@ -1,5 +1,6 @@
 """Hostile requests, held databases and lying reports: every refusal is a
 JSON 4xx that changes nothing, and nothing an attacker sends stops otad."""
+import hashlib
 import http.client
 import json
 import socket
@@ -8,7 +9,7 @@ import subprocess
 import time
 
 import imagebuild
-from conftest import WLED, Otad, parse_raw
+from conftest import OTACTL, WLED, Otad, parse_raw
 
 
 def rows(d, sql, *args):
@@ -335,3 +336,92 @@ def test_the_controller_halts_a_rollout_whose_stage_is_gone(tmp_path):
             assert r.status == 304, "a halted rollout offers nothing"
     finally:
         d.check_clean_exit()
+
+
+def store_files(d):
+    return sorted(p.name for p in (d.state / "artifacts").iterdir()
+                  if len(p.name) == 64)
+
+
+def test_start_up_sweeps_artifact_files_no_record_names(tmp_path):
+    """What a killed 'artifact add' leaves between publishing its file and
+    recording it is removed when otad starts; recorded files stay."""
+    d = Otad(tmp_path)
+    kept = d.otactl("artifact", "add", str(WLED / "0.14.3.bin"),
+                    "--version", "0.14.3").stdout.strip()
+    img = imagebuild.build(version="3.0.0", seglen=2048)
+    orphan = hashlib.sha256(img).hexdigest()
+    (d.state / "artifacts" / orphan).write_bytes(img)
+    assert store_files(d) == sorted([kept, orphan])
+    d.start()
+    try:
+        assert store_files(d) == [kept]
+        assert any("no record names it" in l for l in d.log)
+    finally:
+        d.check_clean_exit()
+
+
+def test_killed_adds_leave_no_unrecorded_file_after_a_restart(tmp_path):
+    d = Otad(tmp_path)
+    d.otactl("artifact", "list")  # the database exists
+    killed = 0
+    for i in range(12):
+        img = tmp_path / f"k{i}.bin"
+        img.write_bytes(imagebuild.build(version=f"4.0.{i}",
+                                         seglen=200000))
+        p = subprocess.Popen([str(OTACTL), "artifact", "add", str(img)],
+                             env=d.env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+        time.sleep(0.005 * i)  # kill it at a different step each time
+        p.kill()
+        killed += p.wait() < 0
+    d.start()
+    try:
+        recorded = {r[0] for r in rows(d, "SELECT sha256 FROM artifact")}
+        assert set(store_files(d)) == recorded
+        assert killed > 0
+    finally:
+        d.check_clean_exit()
+
+
+def test_racing_adds_of_one_image_never_lose_the_recorded_file(tmp_path):
+    """Adds of the same image at once, all but one refused (they name
+    another version): a refused one once deleted the file that the one
+    that won had recorded."""
+    d = Otad(tmp_path)
+    d.otactl("artifact", "list")
+    for i in range(10):
+        img = tmp_path / f"r{i}.bin"
+        img.write_bytes(imagebuild.build(version=f"5.0.{i}", seglen=300000))
+        procs = [subprocess.Popen([str(OTACTL), "artifact", "add",
+                                   str(img), "--version", f"{5 + n}.0.{i}"],
+                                  env=d.env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+                 for n in range(5)]
+        outs = [p.communicate(timeout=60) for p in procs]
+        assert sorted(p.returncode for p in procs) == [0, 1, 1, 1, 1], outs
+        sha = rows(d, "SELECT sha256 FROM artifact WHERE version LIKE ?",
+                   f"%.0.{i}")
+        assert len(sha) == 1
+        assert (d.state / "artifacts" / sha[0][0]).exists(), \
+            f"round {i}: the recorded file is gone"
+
+
+def test_a_killed_key_generate_can_be_retried(tmp_path):
+    d = Otad(tmp_path)
+    d.otactl("artifact", "list")
+    keys = d.state / "keys"
+    keys.mkdir(mode=0o700, exist_ok=True)
+    # what a generate killed after writing its key, before recording it,
+    # leaves: a private key and no row
+    (keys / "ci.pem").write_text("-----BEGIN PRIVATE KEY-----\nleft\n"
+                                 "-----END PRIVATE KEY-----\n")
+    p = d.otactl("key", "generate", "ci", check=False)
+    assert p.returncode == 0, p.stderr
+    assert "did not finish" in p.stderr
+    assert "left" not in (keys / "ci.pem").read_text()
+    # a recorded key is never replaced
+    before = (keys / "ci.pem").read_text()
+    p = d.otactl("key", "generate", "ci", check=False)
+    assert p.returncode == 1 and "exists already" in p.stderr
+    assert (keys / "ci.pem").read_text() == before

@@ -111,6 +111,7 @@ test_ingest(void **state)
 	assert_int_equal(store_ingest(st, fd, &art, &existed, why,
 	    sizeof(why)), OTAD_OK);
 	close(fd);
+	store_artifact_release(&art);
 	hexdigest(EVP_sha256(), img, n, sha);
 	hexdigest(EVP_md5(), img, n, md5);
 	assert_string_equal(art.sha256, sha);
@@ -130,6 +131,7 @@ test_ingest(void **state)
 	assert_int_equal(store_ingest(st, fd, &art, &existed, why,
 	    sizeof(why)), OTAD_OK);
 	close(fd);
+	store_artifact_release(&art);
 	assert_int_equal(existed, 1);
 	assert_int_equal(entries(), 1);
 	fd = store_open_artifact(st, sha);
@@ -137,6 +139,65 @@ test_ingest(void **state)
 	close(fd);
 	assert_int_equal(store_open_artifact(st, "../../etc/passwd"), -1);
 	assert_int_equal(store_remove(st, sha), OTAD_OK);
+	assert_int_equal(entries(), 0);
+	store_free(st);
+}
+
+static int
+named_never(void *arg, const char *sha256)
+{
+	(void)sha256;
+	return *(int *)arg = 0;
+}
+
+static int
+named_always(void *arg, const char *sha256)
+{
+	(void)arg;
+	(void)sha256;
+	return 1;
+}
+
+/*
+ * The sweep removes a file no record names, never one an ingest holds,
+ * and an ingest of a file the sweep just took publishes it again.
+ */
+static void
+test_sweep_spares_what_is_held_or_named(void **state)
+{
+	static uint8_t img[70000];
+	struct store_artifact art, again;
+	struct store *st;
+	char why[256];
+	size_t n;
+	int fd, existed, asked = 1;
+
+	(void)state;
+	n = make_image(img, sizeof(img), 5);
+	assert_int_equal(store_open(state_dir, &st), OTAD_OK);
+	fd = source(img, n);
+	assert_int_equal(store_ingest(st, fd, &art, &existed, why,
+	    sizeof(why)), OTAD_OK);
+	close(fd);
+	/* held: not even asked about */
+	assert_int_equal(store_sweep(st, named_never, &asked), 0);
+	assert_int_equal(asked, 1);
+	/* a second ingest of the same content while the first holds it */
+	fd = source(img, n);
+	assert_int_equal(store_ingest(st, fd, &again, &existed, why,
+	    sizeof(why)), OTAD_OK);
+	close(fd);
+	assert_int_equal(existed, 1);
+	store_artifact_release(&art);
+	assert_int_equal(store_sweep(st, named_never, &asked), 0);
+	store_artifact_release(&again);
+	store_artifact_release(&again); /* idempotent */
+	/* named: kept */
+	assert_int_equal(store_sweep(st, named_always, NULL), 0);
+	assert_int_equal(entries(), 1);
+	/* named by nobody, held by nobody: removed */
+	assert_int_equal(store_sweep(st, named_never, &asked), 1);
+	assert_int_equal(asked, 0);
 	assert_int_equal(entries(), 0);
 	store_free(st);
 }
@@ -234,6 +295,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_ingest),
+		cmocka_unit_test(test_sweep_spares_what_is_held_or_named),
 		cmocka_unit_test(test_refusals_leave_nothing),
 		cmocka_unit_test(test_clean_removes_only_dead_ingests),
 		cmocka_unit_test(test_valid_sha256),
