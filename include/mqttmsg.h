@@ -31,8 +31,10 @@ struct telemetry_msg {
 };
 
 /*
- * The level of topic that the first '+' of filter matches, into out; 0,
- * or -1 when filter has no '+' or topic does not fit it.
+ * The level of topic that the first '+' of filter matches, into out: 0.
+ * 1 when filter has no '+' (its topics name no device); -1 when topic
+ * does not fit it, or that level is empty or does not fit out (such a
+ * topic names no device it can be trusted for).
  */
 int mqttmsg_topic_level(const char *filter, const char *topic, char *out,
     size_t len);
@@ -50,11 +52,16 @@ int mqttmsg_telemetry(const void *payload, size_t len,
 /*
  * A trigger: offer (NULL: nothing to offer, a nudge says only "check
  * now") with its download URL under base_url ("https://host:port", no
- * trailing '/'). reason: "rollout", "forced" or "nudge". Caller frees;
- * NULL when out of memory.
+ * trailing '/'). reason: "rollout", "forced" or "nudge"; nudge_id the
+ * nudge's row (0 for none). Caller frees; NULL when out of memory.
+ *
+ * Its "id" is the same in every copy of one trigger (QoS 1 delivers at
+ * least once, and one sent just before a crash is sent again after it),
+ * so a device that acted on an id can ignore it: nudge-<row> for a nudge,
+ * <rollout>-<release>-<stage> for an offer in a stage.
  */
 char *mqttmsg_trigger(const struct offer *offer, const char *base_url,
-    const char *reason);
+    const char *reason, int64_t nudge_id);
 
 /*
  * A rollout's state from a registry_rollout_states row, at now. Caller

@@ -88,7 +88,7 @@ static const struct conf_key conf_keys[] = {
 	    1},
 	{"mqtt_keepalive", CONF_UINT, F(mqtt_keepalive), 5, 3600, "60", 1},
 	{"mqtt_telemetry_topics", CONF_STRING, F(mqtt_telemetry_topics), 0, 0,
-	    "devices/telemetry devices/+/status", 1},
+	    "devices/+/telemetry devices/+/status", 1},
 	{"delta_max_share", CONF_UINT, F(delta_max_share), 0, 100, "60", 0},
 	{"mqtt_retain_triggers", CONF_CHOICE, F(mqtt_retain_triggers), 0, 0,
 	    "no", 1, yes_no, "yes or no"},
@@ -294,6 +294,12 @@ check_mqtt(const char *name, const struct conf *conf, char *err,
 			return conf_error(err, errlen, name, 0,
 			    "'mqtt_telemetry_topics': '%.*s' is not a topic "
 			    "filter", (int)n, t);
+		/* only a topic's own level can be bound to a client */
+		if (n > 0 && conf->device_auth && memchr(t, '+', n) == NULL)
+			return conf_error(err, errlen, name, 0,
+			    "'mqtt_telemetry_topics': with device_auth = "
+			    "token every topic names its device with '+' "
+			    "(devices/+/telemetry), not '%.*s'", (int)n, t);
 	}
 	return 0;
 }

@@ -301,7 +301,8 @@ send_trigger(struct mqtt *m, const char *device, const char *group,
 		    group);
 		return 0;
 	}
-	if ((payload = mqttmsg_trigger(o, m->base_url, reason)) == NULL)
+	if ((payload = mqttmsg_trigger(o, m->base_url, reason, trigger_id)) ==
+	    NULL)
 		return -1;
 	p.trigger_id = trigger_id;
 	snprintf(p.device, sizeof(p.device), "%s", device);
@@ -625,12 +626,40 @@ on_message(struct mosquitto *mosq, void *arg,
 		return;
 	for (i = 0; i < m->ntopics; i++)
 		if (mosquitto_topic_matches_sub(m->topics[i], msg->topic,
-		    &match) == MOSQ_ERR_SUCCESS && match) {
-			if (mqttmsg_topic_level(m->topics[i], msg->topic, level,
-			    sizeof(level)) == 0)
-				topic_device = level;
+		    &match) == MOSQ_ERR_SUCCESS && match)
 			break;
+	if (i == m->ntopics)
+		return; /* not ours */
+	/*
+	 * The device a per-device topic names is the one a broker ACL
+	 * (pattern devices/%u/...) binds to the client: it, not the
+	 * payload, says who speaks, and the payload must agree. A shared
+	 * topic cannot say, so with tokens on it is not believed.
+	 */
+	switch (mqttmsg_topic_level(m->topics[i], msg->topic, level,
+	    sizeof(level))) {
+	case 0:
+		if (!otad_valid_id(level)) {
+			refuse(m, msg->topic, msg->topic, "the topic's device "
+			    "level is not a device id (1 to 64 of A-Z a-z 0-9 "
+			    ". _ : -)");
+			return;
 		}
+		topic_device = level;
+		break;
+	case 1:
+		if (atomic_load(&m->device_auth)) {
+			refuse(m, msg->topic, msg->topic, "device_auth is "
+			    "token: telemetry is taken only on per-device "
+			    "topics (devices/<id>/...)");
+			return;
+		}
+		break;
+	default:
+		refuse(m, msg->topic, msg->topic, "the topic's device level "
+		    "is empty or longer than 64 characters");
+		return;
+	}
 	if (mqttmsg_telemetry(msg->payload, (size_t)msg->payloadlen,
 	    topic_device, &t, why, sizeof(why)) < 0) {
 		refuse(m, t.device[0] ? t.device : msg->topic, msg->topic, why);

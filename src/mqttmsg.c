@@ -14,6 +14,8 @@ mqttmsg_topic_level(const char *filter, const char *topic, char *out,
 {
 	const char *f = filter, *t = topic;
 
+	if (strchr(filter, '+') == NULL)
+		return 1;
 	/* walk level by level until the '+' */
 	for (;;) {
 		size_t fl = strcspn(f, "/"), tl = strcspn(t, "/");
@@ -106,20 +108,33 @@ dump(json_t *j)
 
 char *
 mqttmsg_trigger(const struct offer *o, const char *base_url,
-    const char *reason)
+    const char *reason, int64_t nudge_id)
 {
-	char url[512], *sig;
+	char url[512], id[80], *sig;
 	json_t *j;
 
-	if (o == NULL)
-		return dump(json_pack("{s:b,s:s}", "update", 0, "reason",
-		    reason));
+	if (nudge_id > 0)
+		snprintf(id, sizeof(id), "nudge-%lld", (long long)nudge_id);
+	else if (o != NULL)
+		snprintf(id, sizeof(id), "%lld-%lld-%d",
+		    (long long)o->rollout_id, (long long)o->release_id,
+		    o->stage);
+	else
+		id[0] = '\0';
+	if (o == NULL) {
+		j = json_pack("{s:b,s:s}", "update", 0, "reason", reason);
+		if (j != NULL && id[0] != '\0')
+			json_object_set_new(j, "id", json_string(id));
+		return dump(j);
+	}
 	snprintf(url, sizeof(url), "%s/firmware/artifacts/%s", base_url,
 	    o->sha256);
 	j = json_pack("{s:b,s:s,s:s,s:s,s:I,s:s,s:b,s:s,s:I}", "update", 1,
 	    "version", o->version, "url", url, "sha256", o->sha256, "size",
 	    (json_int_t)o->size, "md5", o->md5, "forced", o->forced, "reason",
 	    reason, "rollout", (json_int_t)o->rollout_id);
+	if (j != NULL)
+		json_object_set_new(j, "id", json_string(id));
 	if (j != NULL && o->key_id[0] != '\0' &&
 	    (sig = sign_base64(o->sig, o->siglen)) != NULL) {
 		json_object_set_new(j, "signature", json_string(sig));

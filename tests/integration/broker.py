@@ -21,7 +21,7 @@ class Broker:
     """mosquitto -c CONF; tls: dict(ca=, cert=, key=) to require client
     certificates signed by ca."""
 
-    def __init__(self, tmp, tls=None, port=None):
+    def __init__(self, tmp, tls=None, port=None, extra=()):
         self.dir = pathlib.Path(tmp)
         self.port = port or free_port()
         self.tls = tls
@@ -36,6 +36,7 @@ class Broker:
         if tls:
             lines += [f"cafile {tls['ca']}", f"certfile {tls['cert']}",
                       f"keyfile {tls['key']}", "require_certificate true"]
+        lines += list(extra)  # later lines win (allow_anonymous false)
         self.conf.write_text("\n".join(lines) + "\n")
 
     def start(self):
@@ -57,16 +58,18 @@ class Broker:
             self.proc.terminate()
             self.proc.wait(10)
 
-    def client_args(self, client_tls=None):
+    def client_args(self, client_tls=None, user=None):
         args = ["-h", "127.0.0.1", "-p", str(self.port)]
+        if user:
+            args += ["-u", user, "-P", user + "-secret"]
         if client_tls:
             args += ["--cafile", client_tls["ca"], "--cert",
                      client_tls["cert"], "--key", client_tls["key"]]
         return args
 
-    def pub(self, topic, payload, client_tls=None, retain=False):
-        argv = ["mosquitto_pub", *self.client_args(client_tls), "-q", "1",
-                "-t", topic]
+    def pub(self, topic, payload, client_tls=None, retain=False, user=None):
+        argv = ["mosquitto_pub", *self.client_args(client_tls, user), "-q",
+                "1", "-t", topic]
         if retain:
             argv.append("-r")
         if isinstance(payload, bytes):

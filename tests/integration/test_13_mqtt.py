@@ -178,7 +178,7 @@ def test_a_halt_is_published_with_its_reason(tmp_path, broker):
 
 def test_telemetry_is_recorded_like_a_check_in(tmp_path, broker):
     with running(tmp_path, broker) as d:
-        broker.pub("devices/telemetry", json.dumps({
+        broker.pub("devices/esp-01/telemetry", json.dumps({
             "device_id": "esp-01", "firmware": "1.4.2", "uptime": 3600,
             "free_heap": 123456, "rssi": -67, "reset_reason": "ESP_RST_PANIC",
             "battery": 81, "secure_version": 2}))
@@ -209,37 +209,42 @@ def test_telemetry_is_recorded_like_a_check_in(tmp_path, broker):
 def test_bad_telemetry_is_counted_and_never_recorded(tmp_path, broker):
     with running(tmp_path, broker, "device_auth = token\n") as d:
         tok = d.otactl("device", "add", "known").stdout
+        k = "devices/known/telemetry"
         bad = [
-            ("devices/telemetry", b"not json at all"),
-            ("devices/telemetry", b"[1, 2, 3]"),
-            ("devices/telemetry", b'{"device_id": 5}'),
-            ("devices/telemetry", b'{"firmware": "1.0.0"}'),
-            ("devices/telemetry", json.dumps(
-                {"device_id": "known", "uptime": "long"}).encode()),
-            ("devices/telemetry", json.dumps(
-                {"device_id": "known", "rssi": 99999}).encode()),
-            ("devices/telemetry", json.dumps(
+            (k, b"not json at all"),
+            (k, b"[1, 2, 3]"),
+            (k, b'{"device_id": 5}'),
+            (k, json.dumps({"device_id": "known", "uptime": "long"}).encode()),
+            (k, json.dumps({"device_id": "known", "rssi": 99999}).encode()),
+            (k, json.dumps(
                 {"device_id": "known", "reset_reason": "HAMMER"}).encode()),
-            ("devices/telemetry", json.dumps(
+            (k, json.dumps(
                 {"device_id": "known", "firmware": "has space"}).encode()),
-            ("devices/telemetry", json.dumps(
-                {"device_id": "../../etc", "firmware": "1.0"}).encode()),
+            # a payload that names another device than its topic
+            (k, json.dumps({"device_id": "../../etc",
+                            "firmware": "1.0"}).encode()),
             ("devices/known/status", json.dumps(
                 {"device_id": "other", "firmware": "1.0"}).encode()),
-            ("devices/telemetry", b'{"device_id": "known", "x": "' +
-             b"A" * 20000 + b'"}'),
-            ("devices/telemetry", b"\xff\xfe\x00garbage"),
+            (k, b'{"device_id": "known", "x": "' + b"A" * 20000 + b'"}'),
+            (k, b"\xff\xfe\x00garbage"),
             # unknown to the registry while tokens are required
-            ("devices/telemetry", json.dumps(
-                {"device_id": "stranger", "firmware": "1.0.0"}).encode()),
+            ("devices/stranger/telemetry", json.dumps(
+                {"firmware": "1.0.0"}).encode()),
+            # a topic whose device level says nothing: the payload is
+            # not believed instead (once it was)
+            ("devices//status", json.dumps(
+                {"device_id": "known", "firmware": "6.6.6"}).encode()),
+            ("devices/" + "a" * 70 + "/status", json.dumps(
+                {"device_id": "known", "firmware": "6.6.6"}).encode()),
+            ("devices/bad id!/status", json.dumps(
+                {"device_id": "known", "firmware": "6.6.6"}).encode()),
         ]
         for topic, payload in bad:
             broker.pub(topic, payload)
         d.wait_for(lambda: f"otad_mqtt_telemetry_rejected_total {len(bad)}"
                    in metrics_text(d), 10, "every bad payload counted")
         # a good one still goes through after all that
-        broker.pub("devices/telemetry",
-                   json.dumps({"device_id": "known", "firmware": "3.0.0"}))
+        broker.pub(k, json.dumps({"firmware": "3.0.0"}))
         d.wait_for(lambda: "otad_mqtt_telemetry_total 1" in metrics_text(d),
                    10, "the good payload")
         d.wait_for(lambda: d.otactl("device", "show", "known", json_out=True)
@@ -248,7 +253,7 @@ def test_bad_telemetry_is_counted_and_never_recorded(tmp_path, broker):
             ids = {r[0] for r in con.execute("SELECT id FROM device")}
         assert ids == {"known"}
         # logged, but once a minute per device, not per message
-        broker.pub("devices/telemetry", b'{"device_id": "stranger"}')
+        broker.pub("devices/stranger/telemetry", b'{}')
         d.wait_for(lambda: f"otad_mqtt_telemetry_rejected_total "
                    f"{len(bad) + 1}" in metrics_text(d), 10, "the repeat")
         assert sum("unknown device 'stranger'" in l for l in d.log) == 1
@@ -352,7 +357,7 @@ def test_retained_trigger_waits_for_a_sleeping_device(tmp_path, broker):
                    "the retained trigger")
         assert json.loads(retained()[2:])["version"] == "2.0.0"
         # once it runs the version the retained copy goes away
-        broker.pub("devices/telemetry", json.dumps(
+        broker.pub("devices/sleepy/telemetry", json.dumps(
             {"device_id": "sleepy", "firmware": "2.0.0"}))
         d.wait_for(lambda: retained() == "", 15, "the retained trigger "
                    "to be cleared")
@@ -449,6 +454,10 @@ def test_tls_with_the_wrong_ca_is_refused_and_http_goes_on(tmp_path):
     ("mqtt_topic_prefix = /ota\n", "'mqtt_topic_prefix'"),
     ("mqtt_telemetry_topics = devices/#/x\n", "is not a topic filter"),
     ("mqtt_telemetry_topics = dev+/x\n", "is not a topic filter"),
+    ("device_auth = token\nmqtt_telemetry_topics = devices/telemetry\n",
+     "every topic names its device with '+'"),
+    ("device_auth = token\nmqtt_telemetry_topics = devices/#\n",
+     "every topic names its device with '+'"),
     ("mqtt_password_file = /p\n", "needs 'mqtt_username'"),
     ("mqtt_port = 0\n", "'mqtt_port' must be between 1 and 65535"),
     ("mqtt_retain_triggers = maybe\n", "'mqtt_retain_triggers' is yes or no"),
@@ -499,7 +508,7 @@ def test_telemetry_feeds_the_health_gates(tmp_path, broker):
             assert check(d, dev).status == 200
         wait_attempts(d, 2)
         for dev in ("h1", "h2"):
-            broker.pub("devices/telemetry", json.dumps(
+            broker.pub(f"devices/{dev}/telemetry", json.dumps(
                 {"device_id": dev, "firmware": "2.0.0", "uptime": 4}))
         broker.pub("devices/h1/status", json.dumps(
             {"firmware": "2.0.0", "uptime": 2, "reset_reason": "panic"}))
@@ -512,3 +521,75 @@ def test_telemetry_feeds_the_health_gates(tmp_path, broker):
         d.wait_for(lambda: d.otactl("rollout", "status", str(rid),
                                     json_out=True)[0]["state"] == "halted",
                    10, "the halt on the crash rate")
+
+
+def test_a_shared_telemetry_topic_still_works_without_tokens(tmp_path,
+                                                            broker):
+    with running(tmp_path, broker, "mqtt_telemetry_topics = "
+                 "devices/telemetry devices/+/status\n") as d:
+        broker.pub("devices/telemetry", json.dumps(
+            {"device_id": "shared-1", "firmware": "1.2.3"}))
+        d.wait_for(lambda: d.otactl("device", "show", "shared-1",
+                                    check=False).returncode == 0, 10,
+                   "telemetry on the shared topic")
+
+
+ACL = """\
+# otad: reads every device's telemetry, writes triggers and states
+user otad
+topic read devices/+/telemetry
+topic read devices/+/status
+topic readwrite ota/#
+# a device (its username is its id): writes only under its own id and
+# reads only its own trigger
+pattern write devices/%u/telemetry
+pattern write devices/%u/status
+pattern read ota/%u/trigger
+"""
+
+
+def test_broker_acl_binds_each_device_to_its_own_topics(tmp_path):
+    """The README's Mosquitto ACL, on a real broker: a device can speak
+    only for itself, and otad believes only the topic's id."""
+    pw = tmp_path / "passwd"
+    pw.write_text("")
+    for user in ("otad", "dev-1", "dev-2"):
+        subprocess.run(["mosquitto_passwd", "-b", str(pw), user,
+                        user + "-secret"], check=True, timeout=10)
+    acl = tmp_path / "acl"
+    acl.write_text(ACL)
+    broker = Broker(tmp_path, extra=["allow_anonymous false",
+                                     f"password_file {pw}",
+                                     f"acl_file {acl}"]).start()
+    (tmp_path / "otad-pw").write_text("otad-secret\n")
+    try:
+        with running(tmp_path, broker, "device_auth = token\n"
+                     "mqtt_username = otad\n"
+                     f"mqtt_password_file = {tmp_path}/otad-pw\n") as d:
+            for dev in ("dev-1", "dev-2"):
+                d.otactl("device", "add", dev)
+            # dev-1 speaking for dev-2: the broker drops it
+            broker.pub("devices/dev-2/telemetry", json.dumps(
+                {"device_id": "dev-2", "firmware": "6.6.6"}), user="dev-1")
+            # and for itself: taken
+            broker.pub("devices/dev-1/telemetry", json.dumps(
+                {"firmware": "1.0.1"}), user="dev-1")
+            d.wait_for(lambda: d.otactl("device", "show", "dev-1",
+                                        json_out=True)["version"] ==
+                       "1.0.1", 10, "dev-1's own telemetry")
+            time.sleep(0.5)
+            assert d.otactl("device", "show", "dev-2",
+                            json_out=True)["version"] is None
+            # a device reads its own trigger, not another's
+            broker.pub("ota/dev-2/trigger", '{"nudge":true}', retain=True,
+                       user="otad")
+
+            def read_as(user):
+                return subprocess.run(
+                    ["mosquitto_sub", *broker.client_args(user=user), "-t",
+                     "ota/dev-2/trigger", "-C", "1", "-W", "2"],
+                    capture_output=True, text=True, timeout=10).stdout
+            assert read_as("dev-2").strip() == '{"nudge":true}'
+            assert read_as("dev-1") == ""
+    finally:
+        broker.stop()

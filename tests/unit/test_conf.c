@@ -75,7 +75,7 @@ test_mqtt_keys(void **state)
 	conf_defaults(&c);
 	assert_string_equal(c.mqtt_host, "");
 	assert_string_equal(c.mqtt_telemetry_topics,
-	    "devices/telemetry devices/+/status");
+	    "devices/+/telemetry devices/+/status");
 }
 
 static void

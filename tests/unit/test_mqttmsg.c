@@ -26,7 +26,7 @@ test_topic_level(void **state)
 	assert_string_equal(id, "abc");
 	/* no '+', or a topic of another shape */
 	assert_int_equal(mqttmsg_topic_level("devices/telemetry",
-	    "devices/telemetry", id, sizeof(id)), -1);
+	    "devices/telemetry", id, sizeof(id)), 1);
 	assert_int_equal(mqttmsg_topic_level("devices/+/status",
 	    "other/x/status", id, sizeof(id)), -1);
 	assert_int_equal(mqttmsg_topic_level("devices/+/status", "devices",
@@ -34,7 +34,7 @@ test_topic_level(void **state)
 	assert_int_equal(mqttmsg_topic_level("devices/+/status",
 	    "devices//status", id, sizeof(id)), -1);
 	assert_int_equal(mqttmsg_topic_level("site/#", "site/a/b", id,
-	    sizeof(id)), -1);
+	    sizeof(id)), 1);
 	/* a level longer than the buffer is refused, not cut */
 	assert_int_equal(mqttmsg_topic_level("d/+", "d/abcdefgh", id, 4), -1);
 }
@@ -168,7 +168,8 @@ test_trigger(void **state)
 	memset(o.md5, 'b', 32);
 	o.size = 1286112;
 	o.forced = 1;
-	s = mqttmsg_trigger(&o, "https://ota.example.com", "forced");
+	o.stage = 2;
+	s = mqttmsg_trigger(&o, "https://ota.example.com", "forced", 0);
 	assert_non_null(s);
 	j = json_loads(s, 0, NULL);
 	free(s);
@@ -184,10 +185,14 @@ test_trigger(void **state)
 	assert_true(json_is_true(json_object_get(j, "forced")));
 	assert_int_equal(json_integer_value(json_object_get(j, "rollout")), 3);
 	assert_null(json_object_get(j, "signature")); /* unsigned */
+	/* every copy of this trigger carries the same id */
+	assert_string_equal(json_string_value(json_object_get(j, "id")),
+	    "3-9-2");
 	json_decref(j);
-	/* a nudge with nothing to offer says only that */
-	s = mqttmsg_trigger(NULL, "https://x", "nudge");
-	assert_string_equal(s, "{\"update\":false,\"reason\":\"nudge\"}");
+	/* a nudge with nothing to offer says only that, and which nudge */
+	s = mqttmsg_trigger(NULL, "https://x", "nudge", 17);
+	assert_string_equal(s, "{\"update\":false,\"reason\":\"nudge\","
+	    "\"id\":\"nudge-17\"}");
 	free(s);
 }
 
