@@ -22,6 +22,8 @@ struct conf {
 	unsigned http_threads;     /* 0 = one per CPU */
 	unsigned max_connections;  /* open HTTP connections at once */
 	unsigned connection_timeout; /* idle seconds before a close */
+	unsigned max_connections_per_address; /* 0 = no cap */
+	unsigned request_timeout; /* seconds for a request to arrive */
 	size_t max_header_bytes;   /* all request headers together */
 	size_t max_body_bytes;     /* a request body (reports) */
 	unsigned writer_queue_max; /* queued records per HTTP thread */

@@ -38,7 +38,17 @@ struct http_options {
 	const char *listen; /* host:port; port 0 picks a free one */
 	unsigned threads;   /* >= 1 */
 	unsigned max_connections;
-	unsigned connection_timeout; /* seconds */
+	unsigned connection_timeout; /* seconds idle before a close */
+	/*
+	 * Connections one address may hold at once (0 = no cap); loopback
+	 * is exempt (a proxy in front speaks for every device).
+	 */
+	unsigned max_connections_per_address;
+	/*
+	 * Seconds a request may take to arrive, from its first byte to the
+	 * end of its body (0 = no limit): a client that trickles is cut.
+	 */
+	unsigned request_timeout;
 	size_t max_header_bytes;     /* all request headers together */
 	size_t max_body_bytes;
 	const char *tls_cert; /* PEM file, or NULL/"" for plain HTTP */

@@ -22,6 +22,8 @@ enum metric {
 	M_MQTT_CONNECTS, /* connections to the broker made */
 	M_AUTH_FAILURES, /* device requests refused for their token */
 	M_RECORDS_DROPPED, /* check-in records dropped: the queue was full */
+	M_CONNECTIONS_REFUSED, /* over max_connections_per_address */
+	M_CONNECTIONS_SLOW, /* cut: a request took over request_timeout */
 	M_COUNT
 };
 

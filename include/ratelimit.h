@@ -1,5 +1,6 @@
 /*
- * ratelimit.h: request caps per device and per address.
+ * ratelimit.h: request caps per device and per address, and the cap on
+ * connections one address holds at once.
  *
  * Fixed one-minute windows counted in a fixed-size table (no allocation
  * per client, memory bounded whatever a flood sends). Keys that collide in
@@ -33,5 +34,23 @@ int ratelimit_hit(struct ratelimit *rl, const void *key, size_t len,
  */
 int ratelimit_spent(struct ratelimit *rl, const void *key, size_t len,
     unsigned limit, int64_t now, unsigned *retry_after);
+
+/*
+ * Connections held at once, per key (an address), in the same kind of
+ * fixed table: keys that collide share a count. Thread-safe.
+ */
+struct conncap;
+
+struct conncap *conncap_new(size_t slots);
+void conncap_free(struct conncap *c);
+
+/*
+ * One more connection for key: 1 if it holds fewer than limit (0 = no
+ * cap) and it is counted; 0 if not (nothing counted).
+ */
+int conncap_take(struct conncap *c, const void *key, size_t len,
+    unsigned limit);
+/* A connection that conncap_take counted has closed. */
+void conncap_give(struct conncap *c, const void *key, size_t len);
 
 #endif

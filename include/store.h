@@ -25,9 +25,16 @@ struct store_artifact {
 	uint64_t size;   /* bytes */
 	struct espimg_info image;
 	/*
-	 * The published file, open with a shared lock until
-	 * store_artifact_release: while it is held, store_sweep leaves the
-	 * file alone, so the caller can record it first. -1 when none.
+	 * Until store_publish: the validated temp file (read it here to
+	 * check a signature before the file gets a name). -1 when none.
+	 */
+	int tmp;
+	char tmpname[40];
+	struct store *store; /* where tmpname is */
+	/*
+	 * After store_publish: the published file, open with a shared lock
+	 * until store_artifact_release. While it is held store_sweep leaves
+	 * the file alone, so the caller can record it first. -1 when none.
 	 */
 	int hold;
 };
@@ -37,20 +44,29 @@ enum otad_err store_open(const char *state_dir, struct store **out);
 void store_free(struct store *store);
 
 /*
- * Stream src_fd to its end into the store. On success *out describes the
- * artifact, its file is published under its SHA-256 and held (out->hold)
- * until store_artifact_release, and *existed says whether identical
- * content was already there. On failure nothing is left behind and why
- * holds one line. Files over ESPIMG_MAX_SIZE are refused without reading
- * further.
- *
- * Publishing never replaces or removes a name another process may have
- * recorded: a failed or killed caller leaves the file for store_sweep.
+ * Stream src_fd to its end into a temp file of the store and validate the
+ * image. On success *out describes the artifact, and its temp file
+ * (out->tmp) waits for store_publish or store_artifact_release. On
+ * failure nothing is left behind and why holds one line. Files over
+ * ESPIMG_MAX_SIZE are refused without reading further.
  */
 enum otad_err store_ingest(struct store *store, int src_fd,
-    struct store_artifact *out, int *existed, char *why, size_t whylen);
+    struct store_artifact *out, char *why, size_t whylen);
 
-/* Let go of what store_ingest holds (NULL-safe; idempotent). */
+/*
+ * Give the ingested file its name (its SHA-256) and hold it (art->hold)
+ * until store_artifact_release; *existed says whether identical content
+ * was there already. Publishing never replaces or removes a name another
+ * process may have recorded: a caller that fails or is killed after this
+ * leaves the file to store_sweep.
+ */
+enum otad_err store_publish(struct store *store, struct store_artifact *art,
+    int *existed, char *why, size_t whylen);
+
+/*
+ * Let go of what store_ingest and store_publish hold: a temp file never
+ * published is removed. NULL-safe; idempotent.
+ */
 void store_artifact_release(struct store_artifact *art);
 
 /*

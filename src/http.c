@@ -13,6 +13,7 @@
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -29,6 +30,7 @@
 #include "http.h"
 #include "log.h"
 #include "metrics.h"
+#include "ratelimit.h"
 
 /* What *con_cls holds between calls: a static marker or a heap body. */
 enum pending_kind {
@@ -88,6 +90,30 @@ struct count_ctx {
 	void *arg;
 };
 
+/*
+ * One per open connection (microhttpd's socket context), so a request
+ * that arrives too slowly can be cut: microhttpd's own timeout counts
+ * only idleness, and a byte every few seconds keeps it at bay.
+ */
+enum watch_phase {
+	WATCH_IDLE,   /* waiting for a request, since 'since' */
+	WATCH_BODY,   /* headers in at 'since', the body still coming */
+	WATCH_ANSWER, /* being answered (or suspended): not ours to cut */
+};
+
+struct conn_watch {
+	struct conn_watch *prev, *next; /* h->watches, under watch_mu */
+	int fd;
+	unsigned char addr[16]; /* counted in h->conncap when addrlen > 0 */
+	size_t addrlen;
+	atomic_int phase;
+	atomic_llong since; /* monotonic ms */
+	atomic_uint gen;    /* moves at every answer completed */
+	/* the reaper's own: a new request's first bytes seen at 'began' */
+	unsigned seen_gen;
+	long long began;
+};
+
 struct http {
 	struct MHD_Daemon *daemon;
 	const struct http_route *routes;
@@ -101,6 +127,18 @@ struct http {
 	struct body_ctx *suspended;
 	uint64_t next_ticket;
 	atomic_int closing; /* stopping: new connections are turned away */
+	/* connections: counted per address, watched for slow requests */
+	struct conncap *conncap;
+	unsigned per_address;
+	unsigned request_timeout; /* seconds; 0 = not watched */
+	int tls;
+	pthread_mutex_t watch_mu;
+	struct conn_watch *watches;
+	pthread_t reaper;
+	int reaper_running;
+	pthread_mutex_t reaper_mu;
+	pthread_cond_t reaper_wake;
+	int reaper_stop;
 };
 
 static atomic_long in_flight;
@@ -113,6 +151,42 @@ monotonic_s(void)
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return ts.tv_sec;
 }
+
+static long long
+monotonic_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The connection's watch, or NULL. */
+static struct conn_watch *
+watch_of(struct MHD_Connection *conn)
+{
+	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn,
+	    MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+
+	return ci != NULL ? ci->socket_context : NULL;
+}
+
+static void
+watch_phase(struct MHD_Connection *conn, enum watch_phase phase)
+{
+	struct conn_watch *w = watch_of(conn);
+
+	if (w == NULL)
+		return;
+	if (phase != WATCH_ANSWER)
+		atomic_store(&w->since, monotonic_ms());
+	if (phase == WATCH_IDLE)
+		atomic_fetch_add(&w->gen, 1);
+	atomic_store(&w->phase, phase);
+}
+
+/* Data this close to an idle phase's start may belong before it. */
+#define DATA_SLACK_MS 100
 
 /* Bodies over the limit but under this are read and dropped (see below). */
 #define DISCARD_MAX (1024 * 1024)
@@ -279,6 +353,71 @@ find_route(struct http *h, const char *url, size_t *idx)
 }
 
 /*
+ * A raw NUL inside a header line: microhttpd 0.9.75 keeps the line up to
+ * the NUL as the value and drops the rest unseen ("abc\0def" reads as
+ * "abc"). Its parser leaves the header block in place, in order: the
+ * request line at method, each header's name and value after it, the
+ * whole header_size bytes long. Between one value's end and the next
+ * name (or the block's end) only line ends, blanks and the terminators it
+ * wrote may stand; anything else was hidden behind a NUL. When the
+ * layout is not what this expects, judge nothing.
+ */
+struct header_walk {
+	const char *start, *end; /* the header block */
+	const char *gap;         /* end of the last value seen */
+	int order_ok, hidden;
+};
+
+static int
+gap_is_blank(const char *from, const char *to)
+{
+	for (; from < to; from++)
+		if (*from != '\0' && *from != '\r' && *from != '\n' &&
+		    *from != ' ' && *from != '\t')
+			return 0;
+	return 1;
+}
+
+static enum MHD_Result
+walk_header(void *cls, enum MHD_ValueKind kind, const char *key,
+    size_t key_size, const char *value, size_t value_size)
+{
+	struct header_walk *w = cls;
+
+	(void)kind;
+	if (!w->order_ok)
+		return MHD_NO;
+	if (key < w->start || key + key_size > w->end || value == NULL ||
+	    value < key + key_size || value + value_size > w->end ||
+	    (w->gap != NULL && key < w->gap)) {
+		w->order_ok = 0; /* not the layout expected: no verdict */
+		return MHD_NO;
+	}
+	if (w->gap != NULL && !gap_is_blank(w->gap, key))
+		w->hidden = 1;
+	w->gap = value + value_size;
+	return MHD_YES;
+}
+
+static int
+hidden_bytes(struct MHD_Connection *conn, const char *method)
+{
+	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn,
+	    MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
+	struct header_walk w = {0};
+
+	if (ci == NULL || ci->header_size == 0)
+		return 0;
+	w.start = method;
+	w.end = method + ci->header_size;
+	w.order_ok = 1;
+	MHD_get_connection_values_n(conn, MHD_HEADER_KIND, walk_header, &w);
+	if (!w.order_ok || w.gap == NULL)
+		return 0;
+	return w.hidden || !gap_is_blank(w.gap, w.end);
+}
+
+/*
  * Refuse in the first call: microhttpd then closes the connection after
  * the answer, so nothing the client sent after these headers (a body, or
  * a request hidden in one) is read as a request of its own.
@@ -305,6 +444,7 @@ first_call(struct http *h, struct MHD_Connection *conn, const char *url,
 	int too_large = 0;
 
 	atomic_fetch_add(&in_flight, 1);
+	watch_phase(conn, WATCH_ANSWER); /* its headers are in */
 	MHD_get_connection_values_n(conn, MHD_HEADER_KIND |
 	    MHD_GET_ARGUMENT_KIND, scan_value, &scan);
 	/* RFC 9112 6.3: framing that two parsers may read two ways */
@@ -312,7 +452,7 @@ first_call(struct http *h, struct MHD_Connection *conn, const char *url,
 		return refuse_early(conn, con_cls, &pending_smuggle);
 	if (scan.lengths_differ)
 		return refuse_early(conn, con_cls, &pending_lengths);
-	if (scan.nul)
+	if (scan.nul || hidden_bytes(conn, method))
 		return refuse_early(conn, con_cls, &pending_nul);
 	/*
 	 * A GET or HEAD with a body: the client means something we do not
@@ -364,6 +504,7 @@ first_call(struct http *h, struct MHD_Connection *conn, const char *url,
 	ctx->h = h;
 	ctx->conn = conn;
 	*con_cls = ctx;
+	watch_phase(conn, WATCH_BODY); /* until the body is in */
 	return MHD_YES;
 }
 
@@ -475,6 +616,8 @@ access_cb(void *cls, struct MHD_Connection *conn, const char *url,
 			    "request body is too large", 0);
 		if (ctx->ticket != 0)
 			ctx->resumed = 1; /* called again after a resume */
+		else
+			watch_phase(conn, WATCH_ANSWER);
 		request_init(&ctx->req, h, conn, url, p->route, method,
 		    con_cls);
 		ctx->req.body = ctx;
@@ -519,7 +662,7 @@ completed_cb(void *cls, struct MHD_Connection *conn, void **con_cls,
 	struct http *h = cls;
 	struct pending *p = *con_cls;
 
-	(void)conn;
+	watch_phase(conn, WATCH_IDLE);
 	if (p != NULL) {
 		if (p->kind == PENDING_BODY) {
 			struct body_ctx *ctx = (struct body_ctx *)p;
@@ -958,6 +1101,176 @@ mhd_log(void *cls, const char *fmt, va_list ap)
 	log_debug("microhttpd: %s", line);
 }
 
+/* ---- connections: one address's share, and requests that trickle ---- */
+
+/* The peer's address bytes (4 or 16) into out; 0 for loopback or none. */
+static size_t
+peer_key(struct MHD_Connection *conn, unsigned char out[16])
+{
+	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn,
+	    MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+	const struct sockaddr *sa = ci ? ci->client_addr : NULL;
+
+	if (sa == NULL)
+		return 0;
+	if (sa->sa_family == AF_INET) {
+		const struct sockaddr_in *s4 = (const void *)sa;
+
+		memcpy(out, &s4->sin_addr, 4);
+		return out[0] == 127 ? 0 : 4;
+	}
+	if (sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *s6 = (const void *)sa;
+
+		memcpy(out, &s6->sin6_addr, 16);
+		if (IN6_IS_ADDR_LOOPBACK(&s6->sin6_addr) ||
+		    (IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr) && out[12] == 127))
+			return 0;
+		return 16;
+	}
+	return 0;
+}
+
+/*
+ * Over its address's share: a plain-HTTP client is told why (it has sent
+ * nothing microhttpd read yet, so ours is the only answer), then the
+ * connection is shut and microhttpd closes it.
+ */
+static void
+refuse_connection(const struct http *h, int fd)
+{
+	static const char answer[] = "HTTP/1.1 429 Too Many Requests\r\n"
+	    "Content-Type: application/json\r\nRetry-After: 10\r\n"
+	    "Connection: close\r\nContent-Length: 51\r\n\r\n"
+	    "{\"error\":\"too many connections from this address\"}";
+
+	metrics_add(M_CONNECTIONS_REFUSED, 1);
+	if (fd < 0)
+		return;
+	if (!h->tls && send(fd, answer, sizeof(answer) - 1, MSG_NOSIGNAL |
+	    MSG_DONTWAIT) < 0)
+		log_debug("cannot tell a refused connection why: %s",
+		    strerror(errno));
+	shutdown(fd, SHUT_RDWR);
+}
+
+static void
+connection_cb(void *cls, struct MHD_Connection *conn, void **socket_context,
+    enum MHD_ConnectionNotificationCode code)
+{
+	struct http *h = cls;
+	struct conn_watch *w = *socket_context;
+	const union MHD_ConnectionInfo *ci;
+
+	if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
+		if (w == NULL)
+			return;
+		pthread_mutex_lock(&h->watch_mu);
+		if (w->prev != NULL)
+			w->prev->next = w->next;
+		else
+			h->watches = w->next;
+		if (w->next != NULL)
+			w->next->prev = w->prev;
+		pthread_mutex_unlock(&h->watch_mu);
+		if (w->addrlen > 0)
+			conncap_give(h->conncap, w->addr, w->addrlen);
+		free(w);
+		*socket_context = NULL;
+		return;
+	}
+	if ((w = calloc(1, sizeof(*w))) == NULL)
+		return; /* unwatched and uncounted, but served */
+	ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+	w->fd = ci != NULL ? ci->connect_fd : -1;
+	atomic_init(&w->phase, WATCH_IDLE);
+	atomic_init(&w->since, monotonic_ms());
+	atomic_init(&w->gen, 0);
+	w->addrlen = peer_key(conn, w->addr);
+	if (w->addrlen > 0 && !conncap_take(h->conncap, w->addr, w->addrlen,
+	    h->per_address)) {
+		w->addrlen = 0; /* not counted: nothing to give back */
+		atomic_store(&w->phase, WATCH_ANSWER);
+		refuse_connection(h, w->fd);
+	}
+	pthread_mutex_lock(&h->watch_mu);
+	w->next = h->watches;
+	if (w->next != NULL)
+		w->next->prev = w;
+	h->watches = w;
+	pthread_mutex_unlock(&h->watch_mu);
+	*socket_context = w;
+}
+
+/*
+ * Is a request arriving on this idle connection, and since when? The
+ * kernel knows when data last came (TCP_INFO): data after the idle phase
+ * began is a request on its way. Under watch_mu.
+ */
+static int
+request_started(struct conn_watch *w, long long now, long long since)
+{
+	struct tcp_info ti;
+	socklen_t len = sizeof(ti);
+	unsigned gen = atomic_load(&w->gen);
+
+	if (gen != w->seen_gen) {
+		w->seen_gen = gen;
+		w->began = 0;
+	}
+	/*
+	 * The kernel counts in jiffies: data that came a few ms before the
+	 * idle phase began may look as if it came after. Only data well
+	 * after it is a new request.
+	 */
+	if (w->began == 0 && w->fd >= 0 &&
+	    getsockopt(w->fd, IPPROTO_TCP, TCP_INFO, &ti, &len) == 0 &&
+	    (long long)ti.tcpi_last_data_recv + DATA_SLACK_MS < now - since)
+		w->began = now - ti.tcpi_last_data_recv;
+	return w->began != 0;
+}
+
+/* Once a second: shut every connection whose request takes too long. */
+static void *
+reaper_main(void *arg)
+{
+	struct http *h = arg;
+	long long limit = (long long)h->request_timeout * 1000;
+	struct timespec until;
+	struct conn_watch *w;
+
+	pthread_mutex_lock(&h->reaper_mu);
+	while (!h->reaper_stop) {
+		long long now;
+
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_sec += 1;
+		pthread_cond_timedwait(&h->reaper_wake, &h->reaper_mu, &until);
+		if (h->reaper_stop)
+			break;
+		now = monotonic_ms();
+		pthread_mutex_lock(&h->watch_mu);
+		for (w = h->watches; w != NULL; w = w->next) {
+			int phase = atomic_load(&w->phase);
+			long long since = atomic_load(&w->since);
+
+			if (phase == WATCH_ANSWER || w->fd < 0)
+				continue;
+			if (phase == WATCH_BODY ? now - since <= limit :
+			    !request_started(w, now, since) ||
+			    now - w->began <= limit)
+				continue;
+			/* microhttpd sees the end, closes, and notifies */
+			shutdown(w->fd, SHUT_RDWR);
+			atomic_store(&w->phase, WATCH_ANSWER);
+			metrics_add(M_CONNECTIONS_SLOW, 1);
+		}
+		pthread_mutex_unlock(&h->watch_mu);
+	}
+	pthread_mutex_unlock(&h->reaper_mu);
+	return NULL;
+}
+
 /* Accept policy: while stopping, a new connection is closed at once. */
 static enum MHD_Result
 accept_cb(void *cls, const struct sockaddr *addr, socklen_t len)
@@ -989,6 +1302,16 @@ http_start(const struct http_options *opt, const struct http_route *routes,
 		return OTAD_ERR_NOMEM;
 	}
 	pthread_mutex_init(&h->susp_mu, NULL);
+	pthread_mutex_init(&h->watch_mu, NULL);
+	pthread_mutex_init(&h->reaper_mu, NULL);
+	pthread_cond_init(&h->reaper_wake, NULL);
+	h->per_address = opt->max_connections_per_address;
+	h->request_timeout = opt->request_timeout;
+	if ((h->conncap = conncap_new(1 << 14)) == NULL) {
+		free(h->route_pending);
+		free(h);
+		return OTAD_ERR_NOMEM;
+	}
 	h->routes = routes;
 	h->nroutes = nroutes;
 	h->arg = arg;
@@ -1003,6 +1326,7 @@ http_start(const struct http_options *opt, const struct http_route *routes,
 		    (h->tls_key = read_pem(opt->tls_key)) == NULL)
 			goto fail;
 		flags |= MHD_USE_TLS;
+		h->tls = 1;
 	}
 	if ((fd = bind_listen(opt->listen, bound, boundlen)) < 0)
 		goto fail;
@@ -1021,6 +1345,7 @@ http_start(const struct http_options *opt, const struct http_route *routes,
 		    MHD_OPTION_CONNECTION_TIMEOUT, opt->connection_timeout,
 		    MHD_OPTION_CONNECTION_MEMORY_LIMIT, pool,
 		    MHD_OPTION_NOTIFY_COMPLETED, completed_cb, h,
+		    MHD_OPTION_NOTIFY_CONNECTION, connection_cb, h,
 		    MHD_OPTION_HTTPS_MEM_CERT, h->tls_cert,
 		    MHD_OPTION_HTTPS_MEM_KEY, h->tls_key, MHD_OPTION_END);
 	else
@@ -1032,6 +1357,7 @@ http_start(const struct http_options *opt, const struct http_route *routes,
 		    MHD_OPTION_CONNECTION_TIMEOUT, opt->connection_timeout,
 		    MHD_OPTION_CONNECTION_MEMORY_LIMIT, pool,
 		    MHD_OPTION_NOTIFY_COMPLETED, completed_cb, h,
+		    MHD_OPTION_NOTIFY_CONNECTION, connection_cb, h,
 		    MHD_OPTION_END);
 	if (h->daemon == NULL) {
 		log_warnx("cannot start the HTTP server on '%s'%s", bound,
@@ -1039,12 +1365,19 @@ http_start(const struct http_options *opt, const struct http_route *routes,
 		close(fd);
 		goto fail;
 	}
+	if (h->request_timeout > 0) {
+		if (pthread_create(&h->reaper, NULL, reaper_main, h) != 0)
+			log_warnx("cannot start the slow-request reaper");
+		else
+			h->reaper_running = 1;
+	}
 	*out = h;
 	return OTAD_OK;
 fail:
 	free(h->tls_cert);
 	free(h->tls_key);
 	free(h->route_pending);
+	conncap_free(h->conncap);
 	pthread_mutex_destroy(&h->susp_mu);
 	free(h);
 	return OTAD_ERR_IO;
@@ -1096,6 +1429,14 @@ http_stop(struct http *h, unsigned grace)
 		resume_all(h);
 		wait_in_flight(1);
 	}
+	if (h->reaper_running) {
+		pthread_mutex_lock(&h->reaper_mu);
+		h->reaper_stop = 1;
+		pthread_cond_signal(&h->reaper_wake);
+		pthread_mutex_unlock(&h->reaper_mu);
+		pthread_join(h->reaper, NULL);
+		h->reaper_running = 0;
+	}
 	MHD_stop_daemon(h->daemon);
 	h->daemon = NULL;
 }
@@ -1109,6 +1450,10 @@ http_free(struct http *h)
 	if (h->daemon != NULL)
 		http_stop(h, 0);
 	pthread_mutex_destroy(&h->susp_mu);
+	pthread_mutex_destroy(&h->watch_mu);
+	pthread_mutex_destroy(&h->reaper_mu);
+	pthread_cond_destroy(&h->reaper_wake);
+	conncap_free(h->conncap);
 	if (h->tls_key != NULL)
 		explicit_bzero(h->tls_key, strlen(h->tls_key));
 	free(h->tls_cert);

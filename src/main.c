@@ -218,6 +218,8 @@ main(int argc, char *argv[])
 					 : (unsigned)(ncpu > 0 ? ncpu : 1);
 	hopt.max_connections = conf.max_connections;
 	hopt.connection_timeout = conf.connection_timeout;
+	hopt.max_connections_per_address = conf.max_connections_per_address;
+	hopt.request_timeout = conf.request_timeout;
 	hopt.max_header_bytes = conf.max_header_bytes;
 	hopt.max_body_bytes = conf.max_body_bytes;
 	hopt.tls_cert = conf.tls_cert;

@@ -42,6 +42,10 @@ static const struct {
 	    "Device requests refused for a missing or wrong token."},
 	[M_RECORDS_DROPPED] = {"otad_records_dropped_total",
 	    "Check-in records dropped because the registry's queue was full."},
+	[M_CONNECTIONS_REFUSED] = {"otad_connections_refused_total",
+	    "Connections refused: their address held its share already."},
+	[M_CONNECTIONS_SLOW] = {"otad_connections_cut_total",
+	    "Connections cut: a request took longer than request_timeout."},
 };
 
 void

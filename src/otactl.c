@@ -43,15 +43,18 @@ static struct conf conf;
 /* open for the whole command; closed at exit, after die() too */
 static struct registry *the_reg;
 static struct store *the_store;
-
 /*
- * An artifact file published but not recorded (a refusal, or a kill) is
- * not removed here: another otactl may have recorded the same file
- * meanwhile. otad's start-up sweep removes it if no record names it.
+ * An artifact being added: its temp file is removed at exit if it never
+ * got its name. Once published it is not removed here (another otactl
+ * may have recorded the same file meanwhile): otad's start-up sweep
+ * removes it if no record names it.
  */
+static struct store_artifact *adding;
+
 static void
 cleanup(void)
 {
+	store_artifact_release(adding);
 	registry_close(the_reg);
 	store_free(the_store);
 	the_reg = NULL;
@@ -514,21 +517,30 @@ read_small(const char *path, size_t max, size_t *len)
 }
 
 /* A stored artifact, mapped read-only; dies on error. */
+/* len bytes of fd, mapped read-only; dies on error. */
+static uint8_t *
+map_fd(int fd, size_t len, const char *sha)
+{
+	void *map = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
+
+	if (map == MAP_FAILED)
+		die("cannot read artifact %s: %s", sha, strerror(errno));
+	return map;
+}
+
 static uint8_t *
 map_artifact(const char *sha, size_t *len)
 {
 	struct stat st;
-	void *map;
+	uint8_t *map;
 	int fd;
 
 	if ((fd = store_open_artifact(the_store, sha)) < 0 ||
 	    fstat(fd, &st) < 0)
 		die("cannot open artifact %s: %s", sha, strerror(errno));
-	map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
-	close(fd);
-	if (map == MAP_FAILED)
-		die("cannot read artifact %s: %s", sha, strerror(errno));
 	*len = (size_t)st.st_size;
+	map = map_fd(fd, *len, sha);
+	close(fd);
 	return map;
 }
 
@@ -621,7 +633,7 @@ artifact_add(struct opts *o)
 	struct registry *reg;
 	const char *version;
 	char why[512], *sig = NULL;
-	size_t siglen = 0, len;
+	size_t siglen = 0;
 	uint8_t *img;
 	json_t *row;
 	enum otad_err rc;
@@ -641,21 +653,26 @@ artifact_add(struct opts *o)
 		sig = read_small(o->signature, SIGN_MAX_SIG, &siglen);
 		key = trusted_key(o->key, "artifact");
 	}
-	if ((rc = store_ingest(open_store(), fd, &art, &existed, why,
-	    sizeof(why))) != OTAD_OK)
+	if ((rc = store_ingest(open_store(), fd, &art, why, sizeof(why))) !=
+	    OTAD_OK)
 		die("cannot add '%s': %s", o->argv[0], why);
+	adding = &art;
 	close(fd);
 	if ((version = artifact_version(o, &art.image, why, sizeof(why))) ==
 	    NULL)
 		die("%s", why);
-	img = map_artifact(art.sha256, &len);
-	if (key != NULL && sign_verify(key, img, len, (const uint8_t *)sig,
-	    siglen) != OTAD_OK)
+	/* every check before the file gets its name: a refusal leaves none */
+	img = map_fd(art.tmp, art.size, art.sha256);
+	if (key != NULL && sign_verify(key, img, art.size,
+	    (const uint8_t *)sig, siglen) != OTAD_OK)
 		die("the signature in '%s' does not verify with key '%s'",
 		    o->signature, o->key);
-	check_secure_boot(img, len);
-	munmap(img, len);
+	check_secure_boot(img, art.size);
+	munmap(img, art.size);
 	sign_key_free(key);
+	if (store_publish(the_store, &art, &existed, why, sizeof(why)) !=
+	    OTAD_OK)
+		die("cannot add '%s': %s", o->argv[0], why);
 	rc = registry_artifact_add(reg, &art, version, o->product, o->key,
 	    (const uint8_t *)sig, siglen, why, sizeof(why));
 	if (rc == OTAD_ERR_EXISTS) {
@@ -677,6 +694,7 @@ artifact_add(struct opts *o)
 		die("cannot add '%s': %s", o->argv[0], why);
 	}
 	store_artifact_release(&art); /* recorded: the sweep may judge it */
+	adding = NULL;
 	free(sig);
 	if (json_out) {
 		if (registry_artifact_get(reg, art.sha256, &row, why,

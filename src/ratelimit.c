@@ -112,3 +112,71 @@ ratelimit_spent(struct ratelimit *rl, const void *key, size_t len,
 {
 	return !window_check(rl, key, len, limit, now, retry_after, 0);
 }
+
+/* ---- connections held at once ---- */
+
+struct conncap {
+	size_t mask;
+	uint32_t *counts;
+	pthread_mutex_t locks[STRIPES];
+};
+
+struct conncap *
+conncap_new(size_t slots)
+{
+	struct conncap *c;
+	size_t n = STRIPES;
+	int i;
+
+	while (n < slots)
+		n <<= 1;
+	if ((c = calloc(1, sizeof(*c))) == NULL ||
+	    (c->counts = calloc(n, sizeof(*c->counts))) == NULL) {
+		free(c);
+		return NULL;
+	}
+	c->mask = n - 1;
+	for (i = 0; i < STRIPES; i++)
+		pthread_mutex_init(&c->locks[i], NULL);
+	return c;
+}
+
+void
+conncap_free(struct conncap *c)
+{
+	int i;
+
+	if (c == NULL)
+		return;
+	for (i = 0; i < STRIPES; i++)
+		pthread_mutex_destroy(&c->locks[i]);
+	free(c->counts);
+	free(c);
+}
+
+int
+conncap_take(struct conncap *c, const void *key, size_t len, unsigned limit)
+{
+	size_t i = (size_t)hash(key, len) & c->mask;
+	pthread_mutex_t *lock = &c->locks[i % STRIPES];
+	int ok;
+
+	pthread_mutex_lock(lock);
+	ok = limit == 0 || c->counts[i] < limit;
+	if (ok)
+		c->counts[i]++;
+	pthread_mutex_unlock(lock);
+	return ok;
+}
+
+void
+conncap_give(struct conncap *c, const void *key, size_t len)
+{
+	size_t i = (size_t)hash(key, len) & c->mask;
+	pthread_mutex_t *lock = &c->locks[i % STRIPES];
+
+	pthread_mutex_lock(lock);
+	if (c->counts[i] > 0)
+		c->counts[i]--;
+	pthread_mutex_unlock(lock);
+}

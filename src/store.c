@@ -288,9 +288,18 @@ publish(struct store *store, const char *tmpname, int tmp,
 void
 store_artifact_release(struct store_artifact *art)
 {
-	if (art != NULL && art->hold >= 0) {
+	if (art == NULL)
+		return;
+	if (art->hold >= 0) {
 		close(art->hold);
 		art->hold = -1;
+	}
+	if (art->tmp >= 0) {
+		/* never published: the temp file goes, nothing else */
+		unlinkat(art->store->dirfd, art->tmpname, 0);
+		close(art->tmp);
+		art->tmp = -1;
+		art->tmpname[0] = '\0';
 	}
 }
 
@@ -340,20 +349,19 @@ store_sweep(struct store *store, int (*named)(void *arg, const char *sha256),
 
 enum otad_err
 store_ingest(struct store *store, int src_fd, struct store_artifact *out,
-    int *existed, char *why, size_t whylen)
+    char *why, size_t whylen)
 {
-	char tmpname[sizeof(TEMP_PREFIX) + 16];
+	char *tmpname = out->tmpname;
 	uint8_t head[64];
 	size_t headlen;
 	enum otad_err rc;
 	int tmp = -1, n;
 
 	memset(out, 0, sizeof(*out));
-	out->hold = -1;
-	*existed = 0;
+	out->hold = out->tmp = -1;
 	/* a name only we use: pid and a counter make it unique per process */
 	for (n = 0;; n++) {
-		snprintf(tmpname, sizeof(tmpname), TEMP_PREFIX "%d-%d",
+		snprintf(tmpname, sizeof(out->tmpname), TEMP_PREFIX "%d-%d",
 		    (int)getpid(), n);
 		tmp = openat(store->dirfd, tmpname,
 		    O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
@@ -384,16 +392,36 @@ store_ingest(struct store *store, int src_fd, struct store_artifact *out,
 		rc = OTAD_ERR_IO;
 		goto fail;
 	}
-	if ((rc = publish(store, tmpname, tmp, out, existed, why, whylen)) !=
-	    OTAD_OK)
-		goto fail;
-	unlinkat(store->dirfd, tmpname, 0);
-	close(tmp);
+	out->tmp = tmp;
+	out->store = store;
 	return OTAD_OK;
 fail:
 	unlinkat(store->dirfd, tmpname, 0);
 	close(tmp);
+	tmpname[0] = '\0';
 	return rc;
+}
+
+enum otad_err
+store_publish(struct store *store, struct store_artifact *art, int *existed,
+    char *why, size_t whylen)
+{
+	enum otad_err rc;
+
+	*existed = 0;
+	if (art->tmp < 0) {
+		snprintf(why, whylen, "nothing ingested to publish");
+		return OTAD_ERR_INVALID;
+	}
+	if ((rc = publish(store, art->tmpname, art->tmp, art, existed, why,
+	    whylen)) != OTAD_OK)
+		return rc;
+	/* under its own name now (held): the temp name can go */
+	unlinkat(store->dirfd, art->tmpname, 0);
+	close(art->tmp);
+	art->tmp = -1;
+	art->tmpname[0] = '\0';
+	return OTAD_OK;
 }
 
 int

@@ -69,6 +69,7 @@ class Otad:
         self.proc = None
         self.log = []
         self.port = None
+        self.wrap = []  # a command otad runs under (ip netns exec NS)
         self.env = dict(os.environ, OTAD_CONF=str(self.conf))
         self.env.pop("NOTIFY_SOCKET", None)
         self.env.pop("JOURNAL_STREAM", None)
@@ -81,7 +82,7 @@ class Otad:
         self.log = []
         self.port = None
         self.proc = subprocess.Popen(
-            [str(OTAD), "-c", str(self.conf), *args],
+            [*self.wrap, str(OTAD), "-c", str(self.conf), *args],
             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
             env=env or self.env, text=True)
         ready = threading.Event()

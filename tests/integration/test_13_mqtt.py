@@ -269,8 +269,10 @@ def test_nudge(tmp_path, broker):
         out = d.otactl("device", "nudge", "n1").stdout
         assert "nothing to offer" in out
         d.wait_for(lambda: sub.topics("ota/n1/trigger"), 5, "the nudge")
-        assert sub.json("ota/n1/trigger")[0] == {"update": False,
-                                                 "reason": "nudge"}
+        first = sub.json("ota/n1/trigger")[0]
+        assert first == {"update": False, "reason": "nudge",
+                         "id": first["id"]}
+        assert re.fullmatch(r"nudge-\d+", first["id"])
         # with a release offered, the nudge carries it (and the publish
         # itself already triggered the device once)
         d.otactl("release", "publish", "2.0.0")
@@ -282,6 +284,9 @@ def test_nudge(tmp_path, broker):
                    "the second nudge")
         t = sub.json("ota/n1/trigger")[-1]
         assert t["reason"] == "nudge" and t["sha256"] == sha
+        # every trigger has an id of its own, the same in any copy of it
+        ids = [x["id"] for x in sub.json("ota/n1/trigger")]
+        assert len(set(ids)) == 3 and re.fullmatch(r"\d+-\d+-0", ids[1])
         # bad input: one clear line, nothing recorded
         p = d.otactl("device", "nudge", "nobody", check=False)
         assert p.returncode == 1 and "no device 'nobody'" in p.stderr

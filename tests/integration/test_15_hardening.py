@@ -3,9 +3,11 @@ JSON 4xx that changes nothing, and nothing an attacker sends stops otad."""
 import hashlib
 import http.client
 import json
+import os
 import socket
 import sqlite3
 import subprocess
+import sys
 import time
 
 import imagebuild
@@ -425,3 +427,107 @@ def test_a_killed_key_generate_can_be_retried(tmp_path):
     p = d.otactl("key", "generate", "ci", check=False)
     assert p.returncode == 1 and "exists already" in p.stderr
     assert (keys / "ci.pem").read_text() == before
+
+
+def test_a_request_that_trickles_is_cut_an_idle_one_is_not(tmp_path):
+    d = Otad(tmp_path, "request_timeout = 2\n")
+    d.start()
+    try:
+        def trickle(first, step):
+            """Send first, then step every 0.4 s; seconds until cut."""
+            s = socket.create_connection(("127.0.0.1", d.port), timeout=10)
+            t0 = time.monotonic()
+            s.sendall(first)
+            try:
+                while time.monotonic() - t0 < 8:
+                    time.sleep(0.4)
+                    s.sendall(step)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            s.settimeout(2)
+            try:
+                while s.recv(4096):
+                    pass
+            except (socket.timeout, ConnectionResetError):
+                pass
+            s.close()
+            return time.monotonic() - t0
+        # headers a byte at a time (slowloris)
+        assert trickle(b"GET /health HTTP/1.1\r\n", b"X") < 6
+        # a body a byte at a time
+        assert trickle(b"POST /firmware/report HTTP/1.1\r\nHost: x\r\n"
+                       b"Content-Length: 100\r\n\r\n{", b" ") < 6
+        m = d.get("/metrics").body.decode()
+        assert "otad_connections_cut_total 2" in m
+        # an idle keep-alive connection is microhttpd's to close (60 s),
+        # and a request on it after the pause is served
+        c = http.client.HTTPConnection("127.0.0.1", d.port, timeout=10)
+        c.request("GET", "/health")
+        assert c.getresponse().read()
+        time.sleep(3.5)
+        c.request("GET", "/health")
+        r = c.getresponse()
+        assert r.status == 200 and r.read()
+        c.close()
+    finally:
+        d.check_clean_exit()
+
+
+NETNS_CLIENT = r"""
+import json, socket, sys, time
+addr = (sys.argv[1], int(sys.argv[2]))
+held = []
+for i in range(5):
+    s = socket.create_connection(addr, timeout=5)
+    s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")  # not finished
+    held.append(s)
+time.sleep(0.3)
+s = socket.create_connection(addr, timeout=5)
+s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+over = b""
+try:
+    while True:
+        b = s.recv(4096)
+        if not b:
+            break
+        over += b
+except (ConnectionResetError, socket.timeout):
+    pass
+held.pop().close()
+time.sleep(0.3)
+s = socket.create_connection(addr, timeout=5)
+s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+again = s.recv(4096)
+print(json.dumps({"over": over.decode("latin-1"),
+                  "again": again.decode("latin-1")}))
+"""
+
+
+def test_one_address_cannot_take_every_connection(tmp_path):
+    """A network namespace of our own, so the client's address is not
+    loopback (which is exempt: a proxy in front speaks for everyone)."""
+    ns = f"otadt{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        for cmd in (["ip", "link", "set", "lo", "up"],
+                    ["ip", "addr", "add", "192.0.2.1/32", "dev", "lo"]):
+            subprocess.run(["ip", "netns", "exec", ns, *cmd], check=True)
+        d = Otad(tmp_path, "listen = 192.0.2.1:0\n"
+                 "max_connections_per_address = 5\n")
+        d.wrap = ["ip", "netns", "exec", ns]
+        d.start()
+        try:
+            out = subprocess.run(
+                ["ip", "netns", "exec", ns, sys.executable, "-c",
+                 NETNS_CLIENT, "192.0.2.1", str(d.port)],
+                capture_output=True, text=True, timeout=30)
+            assert out.returncode == 0, out.stderr
+            got = json.loads(out.stdout)
+            over = parse_raw(got["over"].encode("latin-1"))
+            assert over.status == 429, got
+            assert "too many connections" in json.loads(over.body)["error"]
+            assert parse_raw(got["again"].encode("latin-1")).status == 200
+        finally:
+            d.check_clean_exit()
+    finally:
+        subprocess.run(["ip", "netns", "del", ns])

@@ -108,8 +108,9 @@ test_ingest(void **state)
 	assert_true(n > 60000);
 	assert_int_equal(store_open(state_dir, &st), OTAD_OK);
 	fd = source(img, n);
-	assert_int_equal(store_ingest(st, fd, &art, &existed, why,
-	    sizeof(why)), OTAD_OK);
+	assert_int_equal(store_ingest(st, fd, &art, why, sizeof(why)), OTAD_OK);
+	assert_int_equal(store_publish(st, &art, &existed, why, sizeof(why)),
+	    OTAD_OK);
 	close(fd);
 	store_artifact_release(&art);
 	hexdigest(EVP_sha256(), img, n, sha);
@@ -128,8 +129,9 @@ test_ingest(void **state)
 	assert_int_equal(size, (long)n);
 	/* the same content again: nothing new */
 	fd = source(img, n);
-	assert_int_equal(store_ingest(st, fd, &art, &existed, why,
-	    sizeof(why)), OTAD_OK);
+	assert_int_equal(store_ingest(st, fd, &art, why, sizeof(why)), OTAD_OK);
+	assert_int_equal(store_publish(st, &art, &existed, why, sizeof(why)),
+	    OTAD_OK);
 	close(fd);
 	store_artifact_release(&art);
 	assert_int_equal(existed, 1);
@@ -176,16 +178,19 @@ test_sweep_spares_what_is_held_or_named(void **state)
 	n = make_image(img, sizeof(img), 5);
 	assert_int_equal(store_open(state_dir, &st), OTAD_OK);
 	fd = source(img, n);
-	assert_int_equal(store_ingest(st, fd, &art, &existed, why,
-	    sizeof(why)), OTAD_OK);
+	assert_int_equal(store_ingest(st, fd, &art, why, sizeof(why)), OTAD_OK);
+	assert_int_equal(store_publish(st, &art, &existed, why, sizeof(why)),
+	    OTAD_OK);
 	close(fd);
 	/* held: not even asked about */
 	assert_int_equal(store_sweep(st, named_never, &asked), 0);
 	assert_int_equal(asked, 1);
 	/* a second ingest of the same content while the first holds it */
 	fd = source(img, n);
-	assert_int_equal(store_ingest(st, fd, &again, &existed, why,
-	    sizeof(why)), OTAD_OK);
+	assert_int_equal(store_ingest(st, fd, &again, why, sizeof(why)),
+	    OTAD_OK);
+	assert_int_equal(store_publish(st, &again, &existed, why, sizeof(why)),
+	    OTAD_OK);
 	close(fd);
 	assert_int_equal(existed, 1);
 	store_artifact_release(&art);
@@ -210,45 +215,45 @@ test_refusals_leave_nothing(void **state)
 	struct store *st;
 	char why[256];
 	size_t n;
-	int fd, existed;
+	int fd;
 
 	(void)state;
 	assert_int_equal(store_open(state_dir, &st), OTAD_OK);
 	n = make_image(img, sizeof(img), 0);
 	img[0] = 0x7f;
 	fd = source(img, n);
-	assert_int_equal(store_ingest(st, fd, &art, &existed, why,
-	    sizeof(why)), OTAD_ERR_NOT_IMAGE);
+	assert_int_equal(store_ingest(st, fd, &art, why, sizeof(why)),
+	    OTAD_ERR_NOT_IMAGE);
 	assert_non_null(strstr(why, "not 0xe9"));
 	close(fd);
 	n = make_image(img, sizeof(img), 0x42);
 	fd = source(img, n);
-	assert_int_equal(store_ingest(st, fd, &art, &existed, why,
-	    sizeof(why)), OTAD_ERR_NOT_IMAGE);
+	assert_int_equal(store_ingest(st, fd, &art, why, sizeof(why)),
+	    OTAD_ERR_NOT_IMAGE);
 	assert_string_equal(why, "unknown chip id 0x0042");
 	close(fd);
 	n = make_image(img, sizeof(img), 0);
 	img[28] = 0xff;
 	img[29] = 0xff; /* segment 0 longer than the file */
 	fd = source(img, n);
-	assert_int_equal(store_ingest(st, fd, &art, &existed, why,
-	    sizeof(why)), OTAD_ERR_NOT_IMAGE);
+	assert_int_equal(store_ingest(st, fd, &art, why, sizeof(why)),
+	    OTAD_ERR_NOT_IMAGE);
 	assert_non_null(strstr(why, "runs past the end"));
 	close(fd);
 	fd = source(img, 10);
-	assert_int_equal(store_ingest(st, fd, &art, &existed, why,
-	    sizeof(why)), OTAD_ERR_NOT_IMAGE);
+	assert_int_equal(store_ingest(st, fd, &art, why, sizeof(why)),
+	    OTAD_ERR_NOT_IMAGE);
 	close(fd);
 	n = make_image(img, sizeof(img), 0);
 	img[100] ^= 1; /* a data byte: the checksum no longer matches */
 	fd = source(img, n);
-	assert_int_equal(store_ingest(st, fd, &art, &existed, why,
-	    sizeof(why)), OTAD_ERR_NOT_IMAGE);
+	assert_int_equal(store_ingest(st, fd, &art, why, sizeof(why)),
+	    OTAD_ERR_NOT_IMAGE);
 	assert_non_null(strstr(why, "checksum mismatch"));
 	close(fd);
 	fd = open("/dev/zero", O_RDONLY);
-	assert_int_equal(store_ingest(st, fd, &art, &existed, why,
-	    sizeof(why)), OTAD_ERR_TOO_LARGE);
+	assert_int_equal(store_ingest(st, fd, &art, why, sizeof(why)),
+	    OTAD_ERR_TOO_LARGE);
 	close(fd);
 	assert_int_equal(entries(), 0);
 	store_free(st);
