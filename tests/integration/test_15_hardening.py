@@ -143,6 +143,11 @@ def test_a_report_never_lowers_the_anti_rollback_level(tmp_path):
         assert d.get(q).status == 304
         assert rows(d, "SELECT secure_version FROM device WHERE id='sv-1'") \
             == [(2,)]
+        # nor does a hand edit
+        p = sql(d, "UPDATE device SET secure_version = 0 WHERE id='sv-1'")
+        assert "secure_version only counts up" in p.stderr
+        assert sql(d, "UPDATE device SET secure_version = 3 WHERE "
+                   "id='sv-1'").returncode == 0
     finally:
         d.check_clean_exit()
 
