@@ -303,50 +303,6 @@ store_artifact_release(struct store_artifact *art)
 	}
 }
 
-int
-store_sweep(struct store *store, int (*named)(void *arg, const char *sha256),
-    void *arg)
-{
-	struct dirent *de;
-	struct stat st;
-	DIR *d;
-	int fd, afd, removed = 0;
-
-	if ((fd = openat(store->dirfd, ".", O_RDONLY | O_DIRECTORY |
-	    O_CLOEXEC)) < 0 || (d = fdopendir(fd)) == NULL) {
-		if (fd >= 0)
-			close(fd);
-		log_warn("cannot list '%s'", store->dir);
-		return 0;
-	}
-	while ((de = readdir(d)) != NULL) {
-		if (!store_valid_sha256(de->d_name))
-			continue;
-		afd = openat(store->dirfd, de->d_name, O_RDONLY | O_CLOEXEC);
-		if (afd < 0)
-			continue;
-		/*
-		 * Held by an ingest (its record may be on its way): not
-		 * ours to judge. Under our lock no ingest can record it
-		 * unseen, and names are only ever made by link, so the name
-		 * still means this inode when we unlink it.
-		 */
-		if (flock(afd, LOCK_EX | LOCK_NB) == 0 &&
-		    fstat(afd, &st) == 0 && st.st_nlink > 0 &&
-		    !named(arg, de->d_name) &&
-		    unlinkat(store->dirfd, de->d_name, 0) == 0) {
-			log_info("removed artifact file '%s': no record names "
-			    "it (an add that did not finish)", de->d_name);
-			removed++;
-		}
-		close(afd);
-	}
-	closedir(d);
-	if (removed > 0)
-		fsync(store->dirfd);
-	return removed;
-}
-
 enum otad_err
 store_ingest(struct store *store, int src_fd, struct store_artifact *out,
     char *why, size_t whylen)
@@ -424,12 +380,23 @@ store_publish(struct store *store, struct store_artifact *art, int *existed,
 	return OTAD_OK;
 }
 
-int
-store_clean(struct store *store)
+/*
+ * Remove the files of the store whose names pick() accepts and that no
+ * process holds (their exclusive lock is free), unless keep() (NULL: never)
+ * says a record names them; each removal logged with what it was. A
+ * writer holds its temp file, and an add holds its published file until
+ * its row is written, so neither is removed under it. Under our lock no
+ * add can record the file unseen, and names are only made by link, so
+ * the name still means the inode we hold when we unlink it.
+ */
+static int
+remove_unheld(struct store *store, int (*pick)(const char *name),
+    int (*keep)(void *arg, const char *sha256), void *arg, const char *what)
 {
 	struct dirent *de;
+	struct stat st;
 	DIR *d;
-	int fd, removed = 0;
+	int fd, ffd, removed = 0;
 
 	if ((fd = openat(store->dirfd, ".", O_RDONLY | O_DIRECTORY |
 	    O_CLOEXEC)) < 0 || (d = fdopendir(fd)) == NULL) {
@@ -439,23 +406,50 @@ store_clean(struct store *store)
 		return 0;
 	}
 	while ((de = readdir(d)) != NULL) {
-		int tfd;
-
-		if (strncmp(de->d_name, TEMP_PREFIX, strlen(TEMP_PREFIX)) != 0)
+		if (!pick(de->d_name))
 			continue;
-		tfd = openat(store->dirfd, de->d_name, O_RDONLY | O_CLOEXEC);
-		if (tfd < 0)
+		if ((ffd = openat(store->dirfd, de->d_name, O_RDONLY |
+		    O_CLOEXEC)) < 0)
 			continue;
-		/* a live ingest holds the lock; a dead one left it free */
-		if (flock(tfd, LOCK_EX | LOCK_NB) == 0 &&
+		if (flock(ffd, LOCK_EX | LOCK_NB) == 0 &&
+		    fstat(ffd, &st) == 0 && st.st_nlink > 0 &&
+		    (keep == NULL || !keep(arg, de->d_name)) &&
 		    unlinkat(store->dirfd, de->d_name, 0) == 0) {
-			log_info("removed unfinished ingest '%s'", de->d_name);
+			log_info("removed %s '%s'", what, de->d_name);
 			removed++;
 		}
-		close(tfd);
+		close(ffd);
 	}
 	closedir(d);
+	if (removed > 0)
+		fsync(store->dirfd);
 	return removed;
+}
+
+static int
+is_temp(const char *name)
+{
+	return strncmp(name, TEMP_PREFIX, strlen(TEMP_PREFIX)) == 0;
+}
+
+static int
+is_artifact(const char *name)
+{
+	return store_valid_sha256(name);
+}
+
+int
+store_clean(struct store *store)
+{
+	return remove_unheld(store, is_temp, NULL, NULL, "unfinished ingest");
+}
+
+int
+store_sweep(struct store *store, int (*named)(void *arg, const char *sha256),
+    void *arg)
+{
+	return remove_unheld(store, is_artifact, named, arg, "artifact file "
+	    "no record names (an add that did not finish)");
 }
 
 /* ---- delta patches: artifacts/patches/<base>-<target> ---- */

@@ -186,6 +186,20 @@ class Otad:
         raise AssertionError(f"timed out waiting for {what}")
 
 
+def read_until_closed(sock, limit=4 << 20):
+    """What sock receives until the peer closes (or a timeout)."""
+    out = b""
+    try:
+        while len(out) < limit:
+            b = sock.recv(65536)
+            if not b:
+                break
+            out += b
+    except (socket.timeout, ConnectionResetError):
+        pass
+    return out
+
+
 def parse_raw(data):
     head, _, body = data.partition(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")

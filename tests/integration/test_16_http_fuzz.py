@@ -13,7 +13,7 @@ import re
 import socket
 import time
 
-from conftest import parse_raw
+from conftest import parse_raw, read_until_closed
 
 STATUS = re.compile(rb"HTTP/1\.[01] ([1-5]\d\d) [^\r\n]*\r\n")
 # libmicrohttpd 0.9.75 answers a few framing errors itself, before any
@@ -23,7 +23,6 @@ MHD_OWN = (400, 413, 414, 431, 505)
 
 
 def templates(sha):
-    dev = "fz-%d"
     report = json.dumps({"device": "fz-1", "version": "0.14.3",
                          "result": "success", "rssi": -60}).encode()
     return [
@@ -45,7 +44,7 @@ def templates(sha):
         (b"GET", b"/health", [], b""),
         (b"GET", b"/metrics", [], b""),
         (b"GET", b"/firmware/patches/" + b"a" * 64, [], b""),
-    ], dev
+    ]
 
 
 JUNK = [b"", b"\x00", b"%00", b"\xff\xfe", b"../../etc/passwd", b"a" * 5000,
@@ -121,19 +120,6 @@ def render(rng, req):
     return data
 
 
-def read_all(s, limit=4 << 20):
-    out = b""
-    try:
-        while len(out) < limit:
-            b = s.recv(65536)
-            if not b:
-                break
-            out += b
-    except (socket.timeout, ConnectionResetError):
-        pass
-    return out
-
-
 def check_answers(raw, sent, seed):
     """Every answer in raw: a status line, and JSON for our refusals."""
     found = STATUS.match(raw)
@@ -161,7 +147,7 @@ def test_the_http_layer_survives_hostile_request_sequences(published):
     seconds = float(os.environ.get("OTAD_HTTP_FUZZ_SECONDS", "20"))
     seed = int(os.environ.get("OTAD_HTTP_FUZZ_SEED", time.time_ns() % 10**9))
     rng = random.Random(seed)
-    base, _ = templates(published.sha)
+    base = templates(published.sha)
     end = time.monotonic() + seconds
     sent = answered = html = 0
     while time.monotonic() < end:
@@ -175,7 +161,7 @@ def test_the_http_layer_survives_hostile_request_sequences(published):
                 s.shutdown(socket.SHUT_WR)
             except OSError:
                 pass  # refused and closed before it was all sent
-            raw = read_all(s)
+            raw = read_until_closed(s)
         sent += 1
         a, h = check_answers(raw, data, seed)
         answered += a
