@@ -1,4 +1,4 @@
-/* semver.c: Semantic Versioning 2.0 precedence, dpkg order as the fallback */
+/* semver.c: one total order of versions, SemVer 2.0 precedence for semver */
 #include <ctype.h>
 #include <stdint.h>
 #include <string.h>
