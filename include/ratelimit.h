@@ -5,8 +5,9 @@
  * Fixed one-minute windows counted in a fixed-size table (no allocation
  * per client, memory bounded whatever a flood sends). Keys that collide in
  * the table share a counter, which can only make a cap stricter for them,
- * never looser: size the table well above the number of clients. Thread-safe: the table is split into stripes, each with
- * its own lock, so HTTP threads rarely wait on each other.
+ * never looser: size the table well above the number of clients.
+ * Thread-safe: the table is split into stripes, each with its own lock,
+ * so HTTP threads rarely wait on each other.
  */
 #ifndef RATELIMIT_H
 #define RATELIMIT_H

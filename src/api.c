@@ -282,7 +282,7 @@ static int
 registry_busy(struct http_request *req)
 {
 	return http_error_header(req, 503, "registry busy; report not "
-	    "recorded, send it again", "Retry-After", "5");
+	    "confirmed, send it again", "Retry-After", "5");
 }
 
 /* Answer an error from a helper whose caller must stop: -1. */
@@ -878,9 +878,8 @@ api_report(struct http_request *req, void *arg)
 
 	if (w != NULL) {
 		/* resumed: by the writer, or by a stopping daemon */
-		if (!atomic_load(&w->done))
-			return registry_busy(req); /* waited too long, or stopping */
-		if (w->err == OTAD_ERR_BUSY)
+		/* not written in time (or stopping), or its queue was full */
+		if (!atomic_load(&w->done) || w->err == OTAD_ERR_BUSY)
 			return registry_busy(req);
 		if (w->err != OTAD_OK) {
 			metrics_add(M_RECORD_ERRORS, 1);
