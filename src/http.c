@@ -69,7 +69,7 @@ struct body_ctx {
 	size_t discarded; /* body bytes read and dropped after too_large */
 	int suspended;           /* in h->suspended, under h->susp_mu */
 	uint64_t ticket;         /* its id there */
-	time_t suspended_at;     /* CLOCK_MONOTONIC seconds */
+	long long suspended_at;  /* monotonic ms */
 	struct body_ctx *susp_next;
 	int resumed;
 	uint64_t count_bytes;
@@ -142,15 +142,6 @@ struct http {
 };
 
 static atomic_long in_flight;
-
-static time_t
-monotonic_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec;
-}
 
 static long long
 monotonic_ms(void)
@@ -875,7 +866,7 @@ http_suspend(struct http_request *req)
 	pthread_mutex_lock(&h->susp_mu);
 	ctx->ticket = ++h->next_ticket;
 	ctx->suspended = 1;
-	ctx->suspended_at = monotonic_s();
+	ctx->suspended_at = monotonic_ms();
 	ctx->susp_next = h->suspended;
 	h->suspended = ctx;
 	t.id = ctx->ticket;
@@ -906,11 +897,11 @@ void
 http_resume_older(struct http *h, unsigned seconds)
 {
 	struct body_ctx **pp, *ctx;
-	time_t now = monotonic_s();
+	long long now = monotonic_ms();
 
 	pthread_mutex_lock(&h->susp_mu);
 	for (pp = &h->suspended; (ctx = *pp) != NULL;) {
-		if (now - ctx->suspended_at < (time_t)seconds) {
+		if (now - ctx->suspended_at < (long long)seconds * 1000) {
 			pp = &ctx->susp_next;
 			continue;
 		}
