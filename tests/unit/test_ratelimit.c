@@ -54,6 +54,54 @@ test_collisions_stay_strict(void **state)
 	ratelimit_free(rl);
 }
 
+/* Looking at a key's window spends nothing; a spent key stays spent. */
+static void
+test_spent_only_looks(void **state)
+{
+	struct ratelimit *rl = ratelimit_new(1024);
+	unsigned retry = 0;
+	int i;
+
+	(void)state;
+	for (i = 0; i < 10; i++)
+		assert_false(ratelimit_spent(rl, "1.2.3.4", 7, 2, 600, &retry));
+	assert_true(ratelimit_hit(rl, "1.2.3.4", 7, 2, 600, &retry));
+	assert_false(ratelimit_spent(rl, "1.2.3.4", 7, 2, 601, &retry));
+	assert_true(ratelimit_hit(rl, "1.2.3.4", 7, 2, 601, &retry));
+	assert_true(ratelimit_spent(rl, "1.2.3.4", 7, 2, 602, &retry));
+	assert_int_equal(retry, 58);
+	assert_false(ratelimit_spent(rl, "1.2.3.4", 7, 0, 602, &retry));
+	assert_false(ratelimit_spent(rl, "1.2.3.4", 7, 2, 660, &retry));
+	ratelimit_free(rl);
+}
+
+/* Connections held at once: taken up to the cap, given back on close. */
+static void
+test_connection_cap(void **state)
+{
+	struct conncap *c = conncap_new(1024);
+	static const unsigned char a[4] = {192, 0, 2, 1}, b[4] = {192, 0, 2, 2};
+	int i;
+
+	(void)state;
+	for (i = 0; i < 3; i++)
+		assert_true(conncap_take(c, a, 4, 3));
+	assert_false(conncap_take(c, a, 4, 3)); /* the fourth at once */
+	assert_true(conncap_take(c, b, 4, 3));  /* another address */
+	conncap_give(c, a, 4);
+	assert_true(conncap_take(c, a, 4, 3));  /* one closed, one more */
+	assert_false(conncap_take(c, a, 4, 3));
+	/* no cap; a give with nothing taken never goes below zero */
+	for (i = 0; i < 100; i++)
+		assert_true(conncap_take(c, b, 4, 0));
+	for (i = 0; i < 200; i++)
+		conncap_give(c, b, 4);
+	assert_true(conncap_take(c, b, 4, 1));
+	assert_false(conncap_take(c, b, 4, 1));
+	conncap_free(c);
+	conncap_free(NULL);
+}
+
 static void
 test_tokens(void **state)
 {
@@ -83,6 +131,8 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_cap_and_window),
 		cmocka_unit_test(test_collisions_stay_strict),
+		cmocka_unit_test(test_spent_only_looks),
+		cmocka_unit_test(test_connection_cap),
 		cmocka_unit_test(test_tokens),
 	};
 
