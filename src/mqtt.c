@@ -594,7 +594,10 @@ work(struct mqtt *m)
 
 /* ---- what comes in ---- */
 
-/* One line a minute per device (or topic) at most. */
+/*
+ * One line a minute per key at most: a device, or one key for each kind
+ * of bad topic (topics are the publisher's to vary without end).
+ */
 static void
 refuse(struct mqtt *m, const char *key, const char *topic, const char *why)
 {
@@ -640,7 +643,7 @@ on_message(struct mosquitto *mosq, void *arg,
 	    sizeof(level))) {
 	case 0:
 		if (!otad_valid_id(level)) {
-			refuse(m, msg->topic, msg->topic, "the topic's device "
+			refuse(m, "bad topic", msg->topic, "the topic's device "
 			    "level is not a device id (1 to 64 of A-Z a-z 0-9 "
 			    ". _ : -)");
 			return;
@@ -649,14 +652,14 @@ on_message(struct mosquitto *mosq, void *arg,
 		break;
 	case 1:
 		if (atomic_load(&m->device_auth)) {
-			refuse(m, msg->topic, msg->topic, "device_auth is "
+			refuse(m, "shared topic", msg->topic, "device_auth is "
 			    "token: telemetry is taken only on per-device "
 			    "topics (devices/<id>/...)");
 			return;
 		}
 		break;
 	default:
-		refuse(m, msg->topic, msg->topic, "the topic's device level "
+		refuse(m, "bad topic", msg->topic, "the topic's device level "
 		    "is empty or longer than 64 characters");
 		return;
 	}
