@@ -51,7 +51,7 @@ DEPS_BUILD := gcc make pkg-config libmicrohttpd-dev libssl-dev \
 	libsqlite3-dev libjansson-dev libmosquitto-dev libsystemd-dev \
 	libdivsufsort-dev
 DEPS_TEST  := libcmocka-dev python3 python3-pytest sqlite3 openssl curl \
-	cppcheck clang libclang-rt-14-dev mosquitto mosquitto-clients
+	cppcheck clang libclang-rt-14-dev mosquitto mosquitto-clients iproute2
 DEPS_BENCH := wrk nginx-light bc bsdiff xdelta3 time
 
 .PHONY: all run test unit integration deps deps-test deps-bench lint \
