@@ -79,9 +79,6 @@ void store_artifact_release(struct store_artifact *art);
 int store_sweep(struct store *store, int (*named)(void *arg,
     const char *sha256), void *arg);
 
-/* Remove an artifact file (tests; the sweep is how otad removes). */
-enum otad_err store_remove(struct store *store, const char *sha256);
-
 /* Open an artifact read-only; returns an fd the caller closes, or -1. */
 int store_open_artifact(const struct store *store, const char *sha256);
 

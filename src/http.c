@@ -131,7 +131,6 @@ struct http {
 	struct conncap *conncap;
 	unsigned per_address;
 	unsigned request_timeout; /* seconds; 0 = not watched */
-	int tls;
 	pthread_mutex_t watch_mu;
 	struct conn_watch *watches;
 	pthread_t reaper;
@@ -225,40 +224,6 @@ parse_method(const char *m)
  * anything is routed: their size, and what makes its framing or its values
  * untrustworthy.
  */
-struct request_scan {
-	size_t header_bytes;
-	unsigned content_lengths; /* Content-Length fields seen */
-	const char *content_length; /* the first one's value */
-	int lengths_differ;
-	int chunked;              /* any Transfer-Encoding */
-	int nul;                  /* a NUL inside a name or a value */
-};
-
-static enum MHD_Result
-scan_value(void *cls, enum MHD_ValueKind kind, const char *key,
-    size_t key_size, const char *value, size_t value_size)
-{
-	struct request_scan *scan = cls;
-
-	/* microhttpd keeps a decoded %00 or a raw NUL: the size tells */
-	if (strlen(key) != key_size ||
-	    (value != NULL && strlen(value) != value_size))
-		scan->nul = 1;
-	if (kind != MHD_HEADER_KIND)
-		return MHD_YES;
-	/* "Name: value\r\n" */
-	scan->header_bytes += key_size + value_size + 4;
-	if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) {
-		if (scan->content_lengths++ == 0)
-			scan->content_length = value ? value : "";
-		else if (value == NULL ||
-		    strcmp(value, scan->content_length) != 0)
-			scan->lengths_differ = 1;
-	} else if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0) {
-		scan->chunked = 1;
-	}
-	return MHD_YES;
-}
 
 static void
 allow_header(struct MHD_Response *r, unsigned methods)
@@ -344,19 +309,30 @@ find_route(struct http *h, const char *url, size_t *idx)
 }
 
 /*
+ * What the first call learns of a request's header and query values, in
+ * one pass, before anything is routed: their size, and what makes its
+ * framing or its values untrustworthy.
+ *
  * A raw NUL inside a header line: microhttpd 0.9.75 keeps the line up to
  * the NUL as the value and drops the rest unseen ("abc\0def" reads as
- * "abc"). Its parser leaves the header block in place, in order: the
- * request line at method, each header's name and value after it, the
- * whole header_size bytes long. Between one value's end and the next
- * name (or the block's end) only line ends, blanks and the terminators it
- * wrote may stand; anything else was hidden behind a NUL. When the
- * layout is not what this expects, judge nothing.
+ * "abc"), so the value's size cannot tell. Its parser leaves the header
+ * block in place, in order: the request line at method, each header's
+ * name and value after it, the whole header_size bytes long. Between one
+ * value's end and the next name (or the block's end) only line ends,
+ * blanks and the terminators it wrote may stand; anything else was hidden
+ * behind a NUL. When the layout is not what this expects, judge nothing.
  */
-struct header_walk {
-	const char *start, *end; /* the header block */
+struct request_scan {
+	size_t header_bytes;
+	unsigned content_lengths; /* Content-Length fields seen */
+	const char *content_length; /* the first one's value */
+	int lengths_differ;
+	int chunked;              /* any Transfer-Encoding */
+	int nul;                  /* a NUL inside a name or a value */
+	/* the walk over the header block */
+	const char *start, *end; /* the block; NULL: no verdict */
 	const char *gap;         /* end of the last value seen */
-	int order_ok, hidden;
+	int hidden;              /* bytes behind a NUL between two lines */
 };
 
 static int
@@ -369,43 +345,71 @@ gap_is_blank(const char *from, const char *to)
 	return 1;
 }
 
+/* One header line of the block: in its place, and nothing hidden before. */
+static void
+walk_header(struct request_scan *scan, const char *key, size_t key_size,
+    const char *value, size_t value_size)
+{
+	if (scan->start == NULL)
+		return;
+	if (key < scan->start || key + key_size > scan->end || value == NULL ||
+	    value < key + key_size || value + value_size > scan->end ||
+	    (scan->gap != NULL && key < scan->gap)) {
+		scan->start = NULL; /* not the layout expected: no verdict */
+		return;
+	}
+	if (scan->gap != NULL && !gap_is_blank(scan->gap, key))
+		scan->hidden = 1;
+	scan->gap = value + value_size;
+}
+
 static enum MHD_Result
-walk_header(void *cls, enum MHD_ValueKind kind, const char *key,
+scan_value(void *cls, enum MHD_ValueKind kind, const char *key,
     size_t key_size, const char *value, size_t value_size)
 {
-	struct header_walk *w = cls;
+	struct request_scan *scan = cls;
 
-	(void)kind;
-	if (!w->order_ok)
-		return MHD_NO;
-	if (key < w->start || key + key_size > w->end || value == NULL ||
-	    value < key + key_size || value + value_size > w->end ||
-	    (w->gap != NULL && key < w->gap)) {
-		w->order_ok = 0; /* not the layout expected: no verdict */
-		return MHD_NO;
+	/* a decoded %00 stays in the value: its size tells */
+	if (strlen(key) != key_size ||
+	    (value != NULL && strlen(value) != value_size))
+		scan->nul = 1;
+	if (kind != MHD_HEADER_KIND)
+		return MHD_YES;
+	walk_header(scan, key, key_size, value, value_size);
+	/* "Name: value\r\n" */
+	scan->header_bytes += key_size + value_size + 4;
+	if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) {
+		if (scan->content_lengths++ == 0)
+			scan->content_length = value ? value : "";
+		else if (value == NULL ||
+		    strcmp(value, scan->content_length) != 0)
+			scan->lengths_differ = 1;
+	} else if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0) {
+		scan->chunked = 1;
 	}
-	if (w->gap != NULL && !gap_is_blank(w->gap, key))
-		w->hidden = 1;
-	w->gap = value + value_size;
 	return MHD_YES;
 }
 
-static int
-hidden_bytes(struct MHD_Connection *conn, const char *method)
+/* Scan every header and query value of the request at method. */
+static void
+scan_request(struct MHD_Connection *conn, const char *method,
+    struct request_scan *scan)
 {
 	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn,
 	    MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
-	struct header_walk w = {0};
 
-	if (ci == NULL || ci->header_size == 0)
-		return 0;
-	w.start = method;
-	w.end = method + ci->header_size;
-	w.order_ok = 1;
-	MHD_get_connection_values_n(conn, MHD_HEADER_KIND, walk_header, &w);
-	if (!w.order_ok || w.gap == NULL)
-		return 0;
-	return w.hidden || !gap_is_blank(w.gap, w.end);
+	memset(scan, 0, sizeof(*scan));
+	if (ci != NULL && ci->header_size > 0) {
+		scan->start = method;
+		scan->end = method + ci->header_size;
+	}
+	MHD_get_connection_values_n(conn, MHD_HEADER_KIND |
+	    MHD_GET_ARGUMENT_KIND, scan_value, scan);
+	if (scan->start != NULL && scan->gap != NULL &&
+	    !gap_is_blank(scan->gap, scan->end))
+		scan->hidden = 1; /* after the last line */
+	if (scan->start == NULL)
+		scan->hidden = 0;
 }
 
 /*
@@ -429,21 +433,20 @@ first_call(struct http *h, struct MHD_Connection *conn, const char *url,
 {
 	const struct http_route *route;
 	enum http_method m = parse_method(method);
-	struct request_scan scan = {0};
+	struct request_scan scan;
 	size_t idx;
 	struct body_ctx *ctx;
 	int too_large = 0;
 
 	atomic_fetch_add(&in_flight, 1);
 	watch_phase(conn, WATCH_ANSWER); /* its headers are in */
-	MHD_get_connection_values_n(conn, MHD_HEADER_KIND |
-	    MHD_GET_ARGUMENT_KIND, scan_value, &scan);
+	scan_request(conn, method, &scan);
 	/* RFC 9112 6.3: framing that two parsers may read two ways */
 	if (scan.chunked && scan.content_lengths > 0)
 		return refuse_early(conn, con_cls, &pending_smuggle);
 	if (scan.lengths_differ)
 		return refuse_early(conn, con_cls, &pending_lengths);
-	if (scan.nul || hidden_bytes(conn, method))
+	if (scan.nul || scan.hidden)
 		return refuse_early(conn, con_cls, &pending_nul);
 	/*
 	 * A GET or HEAD with a body: the client means something we do not
@@ -1138,7 +1141,7 @@ refuse_connection(const struct http *h, int fd)
 	metrics_add(M_CONNECTIONS_REFUSED, 1);
 	if (fd < 0)
 		return;
-	if (!h->tls && send(fd, answer, sizeof(answer) - 1, MSG_NOSIGNAL |
+	if (h->tls_cert == NULL && send(fd, answer, sizeof(answer) - 1, MSG_NOSIGNAL |
 	    MSG_DONTWAIT) < 0)
 		log_debug("cannot tell a refused connection why: %s",
 		    strerror(errno));
@@ -1317,7 +1320,6 @@ http_start(const struct http_options *opt, const struct http_route *routes,
 		    (h->tls_key = read_pem(opt->tls_key)) == NULL)
 			goto fail;
 		flags |= MHD_USE_TLS;
-		h->tls = 1;
 	}
 	if ((fd = bind_listen(opt->listen, bound, boundlen)) < 0)
 		goto fail;

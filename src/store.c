@@ -93,17 +93,6 @@ store_open_artifact(const struct store *store, const char *sha256)
 	return openat(store->dirfd, sha256, O_RDONLY | O_CLOEXEC);
 }
 
-enum otad_err
-store_remove(struct store *store, const char *sha256)
-{
-	if (!store_valid_sha256(sha256))
-		return OTAD_ERR_INVALID;
-	if (unlinkat(store->dirfd, sha256, 0) < 0 && errno != ENOENT)
-		return OTAD_ERR_IO;
-	fsync(store->dirfd);
-	return OTAD_OK;
-}
-
 static int
 write_all(int fd, const void *buf, size_t len)
 {
@@ -391,7 +380,8 @@ store_publish(struct store *store, struct store_artifact *art, int *existed,
  */
 static int
 remove_unheld(struct store *store, int (*pick)(const char *name),
-    int (*keep)(void *arg, const char *sha256), void *arg, const char *what)
+    int (*keep)(void *arg, const char *sha256), void *arg, const char *what,
+    const char *why)
 {
 	struct dirent *de;
 	struct stat st;
@@ -415,7 +405,7 @@ remove_unheld(struct store *store, int (*pick)(const char *name),
 		    fstat(ffd, &st) == 0 && st.st_nlink > 0 &&
 		    (keep == NULL || !keep(arg, de->d_name)) &&
 		    unlinkat(store->dirfd, de->d_name, 0) == 0) {
-			log_info("removed %s '%s'", what, de->d_name);
+			log_info("removed %s '%s'%s", what, de->d_name, why);
 			removed++;
 		}
 		close(ffd);
@@ -441,15 +431,16 @@ is_artifact(const char *name)
 int
 store_clean(struct store *store)
 {
-	return remove_unheld(store, is_temp, NULL, NULL, "unfinished ingest");
+	return remove_unheld(store, is_temp, NULL, NULL, "unfinished ingest",
+	    "");
 }
 
 int
 store_sweep(struct store *store, int (*named)(void *arg, const char *sha256),
     void *arg)
 {
-	return remove_unheld(store, is_artifact, named, arg, "artifact file "
-	    "no record names (an add that did not finish)");
+	return remove_unheld(store, is_artifact, named, arg, "artifact file",
+	    ": no record names it (an add that did not finish)");
 }
 
 /* ---- delta patches: artifacts/patches/<base>-<target> ---- */
