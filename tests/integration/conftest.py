@@ -158,16 +158,7 @@ class Otad:
                 s.sendall(data)
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the server may refuse before reading it all
-            chunks = []
-            while True:
-                try:
-                    b = s.recv(65536)
-                except (socket.timeout, ConnectionResetError):
-                    break
-                if not b:
-                    break
-                chunks.append(b)
-        return parse_raw(b"".join(chunks))
+            return parse_raw(read_until_closed(s))
 
     def publish(self, image, version, product=None):
         extra = ["--product", product] if product else []
