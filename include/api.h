@@ -31,6 +31,9 @@ void api_free(struct api *api);
  */
 void api_set_require_signature(struct api *api, int on);
 
+/* Serve /firmware/latest/<product> (latest_url); the next request on. */
+void api_set_latest(struct api *api, int on);
+
 /* Offer delta patches through patcher (set before the first request). */
 struct patcher;
 void api_set_patcher(struct api *api, struct patcher *patcher);

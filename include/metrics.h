@@ -24,6 +24,9 @@ enum metric {
 	M_RECORDS_DROPPED, /* check-in records dropped: the queue was full */
 	M_CONNECTIONS_REFUSED, /* over max_connections_per_address */
 	M_CONNECTIONS_SLOW, /* cut: a request took over request_timeout */
+	M_LATEST,        /* requests to /firmware/latest/<product> */
+	M_LATEST_OFFERS, /* ... answered with an image */
+	M_DELTA_URL,     /* requests to /firmware/delta/<device> */
 	M_COUNT
 };
 

@@ -10,6 +10,7 @@
 
 #include <stdint.h>
 
+#include "fsimg.h"
 #include "otad.h"
 #include "stages.h"
 
@@ -23,7 +24,9 @@ struct offer {
 	int64_t release_id;
 	char version[OTAD_VERSION_MAX + 1];
 	char product[OTAD_PRODUCT_MAX + 1]; /* "" = every product */
-	char chip[16];                      /* the artifact's, "esp32" */
+	char chip[16];                      /* the artifact's, "esp32";
+					       "" = any (a filesystem image) */
+	enum artifact_kind kind;            /* an app or a filesystem image */
 	char hw_rev[OTAD_PRODUCT_MAX + 1];  /* "" = every hardware revision */
 	uint32_t secure_version;            /* the artifact's */
 	char sha256[65];                    /* the artifact */
@@ -32,6 +35,8 @@ struct offer {
 	char min_from[OTAD_VERSION_MAX + 1]; /* "" = from any version */
 	/* who the rollout reaches now: its stages up to the current one */
 	unsigned ring_max;                  /* 0..10000; 10000 = everyone */
+	int everyone;                       /* a publish or a completed
+					       rollout: no ring, no group */
 	char groups[4][OTAD_PRODUCT_MAX + 1]; /* explicit groups reached */
 	unsigned ngroups;
 	int stage;                          /* current stage, for attempts */
@@ -47,8 +52,9 @@ struct offer {
 
 /* What a device told us, or what the registry knows of it. */
 struct device_facts {
-	const char *id;
-	const char *version;    /* running version, never NULL */
+	const char *id;         /* NULL: a request without an identity */
+	const char *version;    /* running version, never NULL; "" when
+				   unknown (older than every release) */
 	const char *product;    /* NULL or "" if unknown */
 	const char *chip;       /* NULL or "" if unknown */
 	const char *hw_rev;     /* NULL or "" if unknown */
@@ -57,6 +63,11 @@ struct device_facts {
 	const char *group;      /* NULL or "" if in none */
 	int battery;            /* percent; -1 if unknown */
 	int64_t refused_release; /* rolled back from it: not again; 0 none */
+	/* zero for an app request from a device known by its identity: */
+	int kind;               /* what it asks for: an artifact_kind, or
+				   KIND_ANY_FS; KIND_APP (0) by default */
+	int everyone_only;      /* only offers with everyone set */
+	int64_t flash_size;     /* bytes of flash; 0 if unknown */
 };
 
 enum decision_kind {
@@ -73,6 +84,7 @@ enum decision_reason {
 	REASON_SPACE,          /* the image is larger than the OTA slot */
 	REASON_WINDOW,         /* outside the rollout's update window */
 	REASON_BATTERY,        /* battery under the rollout's floor */
+	REASON_MODE,           /* no image of the kind the request asks for */
 	REASON_COUNT
 };
 
@@ -95,8 +107,8 @@ struct stones {
 };
 
 /*
- * "chip", "secure-version", "upgrade-path", "space", "window", "battery";
- * NULL for REASON_NONE.
+ * "chip", "secure-version", "upgrade-path", "space", "window", "battery",
+ * "mode"; NULL for REASON_NONE.
  */
 const char *policy_reason_name(enum decision_reason reason);
 
@@ -117,8 +129,11 @@ const char *policy_reason_name(enum decision_reason reason);
  * steps), never the target itself. Outside the rollout's update window,
  * or with the battery under its floor, the device is deferred, unless the
  * release is forced (which never skips the chip or anti-rollback rules).
- * A downgrade rollout is offered to devices on any other version. now is
- * Unix seconds.
+ * A downgrade rollout is offered to devices on any other version. Only
+ * releases of the kind the device asks for count (an app, or one kind of
+ * filesystem image; with none, REASON_MODE); a filesystem image is for
+ * any chip and carries no anti-rollback level. A device whose version is
+ * unknown ("") is older than every release. now is Unix seconds.
  */
 void policy_decide(const struct device_facts *dev, const struct offer *offers,
     size_t n, const struct stones *stones, int64_t now, struct decision *out);

@@ -29,4 +29,11 @@ struct range {
 void range_parse(const char *header, const char *if_range, const char *etag,
     uint64_t total, struct range *out);
 
+/*
+ * 1 when header (NULL: none) asks for one range that starts past byte 0:
+ * the rest of a download begun earlier (a resume, or the next piece of
+ * esp_https_ota's partial download).
+ */
+int range_continues(const char *header);
+
 #endif

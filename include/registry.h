@@ -89,6 +89,16 @@ struct record {
 	int64_t offer_rollout;
 	int offer_stage;
 	char offer_version[OTAD_VERSION_MAX + 1];
+	/*
+	 * check-ins: a request for a filesystem image (its version is the
+	 * image's, not the app's, which stays as it was)
+	 */
+	int fs_mode;
+	/*
+	 * deliveries: the device cannot report (esp_delta_ota's example),
+	 * so the image sent whole is what it runs from now on
+	 */
+	int assume_installed;
 	/* reports */
 	enum report_result result;
 	char reason[OTAD_REASON_MAX + 1]; /* "" = none */
@@ -130,6 +140,9 @@ struct device_row {
 	char group[OTAD_PRODUCT_MAX + 1];  /* "" = none */
 	int battery;                       /* last reported; -1 = unknown */
 	int blocked;
+	char running_sha256[65];           /* its image's digest; "" unknown */
+	char fs_version[OTAD_VERSION_MAX + 1]; /* last filesystem image sent
+						  whole; "" = none */
 };
 
 /*
@@ -210,6 +223,13 @@ enum otad_err registry_device_refusal(struct registry_reader *r,
 /* The device holding the token with this hash; NOT_FOUND if none. */
 enum otad_err registry_token_owner(struct registry_reader *r,
     const char *token_hash, char *id, size_t idlen);
+
+/*
+ * The artifact of the device's download under way (its newest offered or
+ * downloading attempt) into sha256 (65 bytes); NOT_FOUND if none.
+ */
+enum otad_err registry_open_artifact(struct registry_reader *r,
+    const char *device, char *sha256);
 
 /* The artifact whose appended SHA-256 is app_sha256; NOT_FOUND if none. */
 enum otad_err registry_running_image(struct registry_reader *r,

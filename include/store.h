@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "espimg.h"
+#include "fsimg.h"
 #include "otad.h"
 
 struct store;
@@ -23,7 +24,8 @@ struct store_artifact {
 	char sha256[65]; /* lower-case hex of the whole file */
 	char md5[33];    /* lower-case hex, what Arduino's x-MD5 wants */
 	uint64_t size;   /* bytes */
-	struct espimg_info image;
+	enum artifact_kind kind;
+	struct espimg_info image; /* an app's; zeroed for a filesystem image */
 	/*
 	 * Until store_publish: the validated temp file (read it here to
 	 * check a signature before the file gets a name). -1 when none.
@@ -44,14 +46,15 @@ enum otad_err store_open(const char *state_dir, struct store **out);
 void store_free(struct store *store);
 
 /*
- * Stream src_fd to its end into a temp file of the store and validate the
- * image. On success *out describes the artifact, and its temp file
+ * Stream src_fd to its end into a temp file of the store and validate it
+ * as an image of kind (an app: espimg_parse; a filesystem: fsimg_check). On success *out describes the artifact, and its temp file
  * (out->tmp) waits for store_publish or store_artifact_release. On
  * failure nothing is left behind and why holds one line. Files over
  * ESPIMG_MAX_SIZE are refused without reading further.
  */
 enum otad_err store_ingest(struct store *store, int src_fd,
-    struct store_artifact *out, char *why, size_t whylen);
+    enum artifact_kind kind, struct store_artifact *out, char *why,
+    size_t whylen);
 
 /*
  * Give the ingested file its name (its SHA-256) and hold it (art->hold)

@@ -69,6 +69,8 @@ static const struct conf_key conf_keys[] = {
 	    yes_no, "yes or no"},
 	{"device_auth", CONF_CHOICE, F(device_auth), 0, 0, "none", 0,
 	    auth_modes, "none or token"},
+	{"latest_url", CONF_CHOICE, F(latest_url), 0, 0, "no", 0, yes_no,
+	    "yes or no"},
 	{"rate_per_device", CONF_UINT, F(rate_per_device), 0, 1000000, "120",
 	    0},
 	{"rate_per_address", CONF_UINT, F(rate_per_address), 0, 10000000, "0",
@@ -291,6 +293,11 @@ check_mqtt(const char *name, const struct conf *conf, char *err,
 	    conf->public_url[0] != '\0')
 		return conf_error(err, errlen, name, 0,
 		    "'public_url' must start with http:// or https://");
+	if (conf->latest_url && conf->device_auth)
+		return conf_error(err, errlen, name, 0,
+		    "'latest_url = yes' serves devices that say nothing of "
+		    "themselves, so it cannot check a device's token: not "
+		    "with 'device_auth = token'");
 	for (t = conf->mqtt_telemetry_topics; *t != '\0'; t += n) {
 		t += strspn(t, " ");
 		if ((n = strcspn(t, " ")) > 0 && !valid_filter(t, n))

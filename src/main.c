@@ -120,6 +120,8 @@ reload(const char *path, struct conf *conf, struct http *http, struct api *api,
 		api_set_access(api, next.device_auth, next.rate_per_device,
 		    next.rate_per_address, next.auth_failures_per_address);
 		conf->device_auth = next.device_auth;
+		api_set_latest(api, next.latest_url);
+		conf->latest_url = next.latest_url;
 		conf->rate_per_device = next.rate_per_device;
 		conf->rate_per_address = next.rate_per_address;
 		conf->auth_failures_per_address =
@@ -202,6 +204,7 @@ main(int argc, char *argv[])
 	if (api_new(db_path, reg, store, &api) != OTAD_OK)
 		fatalx("out of memory");
 	api_set_require_signature(api, conf.require_signature);
+	api_set_latest(api, conf.latest_url);
 	if (patcher_start(store, conf.delta_max_share, &patcher) != OTAD_OK)
 		fatalx("cannot start the delta patch builder");
 	api_set_patcher(api, patcher);

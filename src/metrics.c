@@ -46,6 +46,12 @@ static const struct {
 	    "Connections refused: their address held its share already."},
 	[M_CONNECTIONS_SLOW] = {"otad_connections_cut_total",
 	    "Connections cut: a request took longer than request_timeout."},
+	[M_LATEST] = {"otad_latest_requests_total",
+	    "Requests to the fixed URL /firmware/latest/<product>."},
+	[M_LATEST_OFFERS] = {"otad_latest_offers_total",
+	    "Fixed-URL requests answered with an image."},
+	[M_DELTA_URL] = {"otad_delta_url_requests_total",
+	    "Requests to /firmware/delta/<device>."},
 };
 
 void

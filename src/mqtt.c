@@ -336,6 +336,7 @@ decide(struct mqtt *m, const struct snapshot *snap, const json_t *row,
 	struct decision d;
 	const char *id = json_string_value(json_object_get(row, "id"));
 
+	memset(&f, 0, sizeof(f)); /* an app, by its identity */
 	f.id = id;
 	f.version = json_string_value(json_object_get(row, "version"));
 	f.product = json_string_value(json_object_get(row, "product"));

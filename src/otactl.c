@@ -25,6 +25,7 @@
 #include "conf.h"
 #include "delta.h"
 #include "espimg.h"
+#include "fsimg.h"
 #include "log.h"
 #include "registry.h"
 #include "semver.h"
@@ -68,6 +69,7 @@ usage(void)
 	    "usage: otactl [-c FILE] [--json] COMMAND\n"
 	    "  artifact add FILE [--version V] [--product P]"
 	    " [--signature SIG --key NAME]\n"
+	    "    [--kind app|spiffs|littlefs|fatfs]\n"
 	    "  artifact list | show SHA256 | sign SHA256 --key NAME\n"
 	    "  key add NAME --public PEM [--secure-boot]\n"
 	    "  key generate NAME [--algo ecdsa-p256|ed25519]\n"
@@ -114,7 +116,7 @@ struct opts {
 	const char *version, *product, *artifact, *hw_rev, *group, *chip;
 	const char *signature, *key, *public, *algo, *min_from;
 	const char *stages, *window, *days, *utc_offset, *min_battery, *timeout;
-	const char *output, *sha256;
+	const char *output, *sha256, *kind;
 	int offline, secure_boot, confirm_sv, forced, force, downgrade, raw;
 };
 
@@ -222,6 +224,8 @@ parse_opts(int argc, char **argv, struct opts *o, const char *allowed)
 			slot = &o->output;
 		else if (strcmp(a, "--sha256") == 0)
 			slot = &o->sha256;
+		else if (strcmp(a, "--kind") == 0)
+			slot = &o->kind;
 		else
 			die("unknown option '%s'", a);
 		if (i + 1 >= argc)
@@ -637,13 +641,19 @@ artifact_add(struct opts *o)
 	uint8_t *img;
 	json_t *row;
 	enum otad_err rc;
-	int fd, existed;
+	int fd, existed, kind;
 
 	if (o->argc != 1)
 		usage();
 	if (o->version != NULL)
 		check_version(o->version);
 	check_product(o->product);
+	if ((kind = o->kind ? fsimg_kind_parse(o->kind) : KIND_APP) < 0)
+		die("unknown --kind '%s': app, spiffs, littlefs or fatfs",
+		    o->kind);
+	if (kind != KIND_APP && o->version == NULL)
+		die("a %s image says nothing of its version: give --version",
+		    o->kind);
 	if ((o->signature == NULL) != (o->key == NULL))
 		die("--signature and --key go together");
 	if ((fd = open(o->argv[0], O_RDONLY | O_CLOEXEC)) < 0)
@@ -653,8 +663,8 @@ artifact_add(struct opts *o)
 		sig = read_small(o->signature, SIGN_MAX_SIG, &siglen);
 		key = trusted_key(o->key, "artifact");
 	}
-	if ((rc = store_ingest(open_store(), fd, &art, why, sizeof(why))) !=
-	    OTAD_OK)
+	if ((rc = store_ingest(open_store(), fd, (enum artifact_kind)kind,
+	    &art, why, sizeof(why))) != OTAD_OK)
 		die("cannot add '%s': %s", o->argv[0], why);
 	adding = &art;
 	close(fd);
@@ -667,7 +677,8 @@ artifact_add(struct opts *o)
 	    (const uint8_t *)sig, siglen) != OTAD_OK)
 		die("the signature in '%s' does not verify with key '%s'",
 		    o->signature, o->key);
-	check_secure_boot(img, art.size);
+	if (kind == KIND_APP) /* a bootloader checks apps, not file systems */
+		check_secure_boot(img, art.size);
 	munmap(img, art.size);
 	sign_key_free(key);
 	if (store_publish(the_store, &art, &existed, why, sizeof(why)) !=
@@ -1456,7 +1467,7 @@ static int
 device_show(struct opts *o)
 {
 	static const char *const keys[] = {"id", "version", "product",
-	    "chip", "group", "hw_rev", "running_sha256", "address",
+	    "chip", "group", "hw_rev", "running_sha256", "fs_version", "address",
 	    "first_seen", "last_seen", "checks",
 	    "uptime", "free_heap", "rssi", "reset_reason", "battery",
 	    "secure_version", "free_space", "deferred", "deferred_at",
@@ -1680,7 +1691,7 @@ main(int argc, char *argv[])
 
 	if (strcmp(words[0], "artifact") == 0 && nwords >= 2) {
 		parse_opts(nwords - 2, words + 2, &o,
-		    "--version --product --signature --key");
+		    "--version --product --signature --key --kind");
 		if (strcmp(words[1], "add") == 0)
 			return artifact_add(&o);
 		if (strcmp(words[1], "sign") == 0)

@@ -19,6 +19,8 @@ reaches(const struct offer *o, const struct device_facts *dev)
 
 	if (o->ring_max >= 10000)
 		return 1;
+	if (dev->id == NULL)
+		return 0; /* no identity, no ring place */
 	if (known(dev->group))
 		for (i = 0; i < o->ngroups; i++)
 			if (strcmp(o->groups[i], dev->group) == 0)
@@ -32,6 +34,11 @@ static int
 matches(const struct offer *o, const struct device_facts *dev,
     const char *product)
 {
+	if (dev->kind == KIND_ANY_FS ? o->kind == KIND_APP :
+	    (int)o->kind != dev->kind)
+		return 0; /* never an app into a file system, or the reverse */
+	if (dev->everyone_only && !o->everyone)
+		return 0;
 	if (!reaches(o, dev) || o->release_id == dev->refused_release)
 		return 0;
 	if (product == NULL ? o->product[0] != '\0'
@@ -40,14 +47,21 @@ matches(const struct offer *o, const struct device_facts *dev,
 	if (o->hw_rev[0] != '\0' &&
 	    (!known(dev->hw_rev) || strcmp(o->hw_rev, dev->hw_rev) != 0))
 		return 0;
-	if (known(dev->chip) && strcmp(o->chip, dev->chip) != 0)
+	if (o->chip[0] != '\0' && known(dev->chip) &&
+	    strcmp(o->chip, dev->chip) != 0)
 		return 0;
 	return 1;
 }
 
+/* Why the newest match cannot be picked for certain: bits of *ambiguous. */
+enum {
+	AMBIGUOUS_CHIP = 1, /* chip unknown, candidates for several chips */
+	AMBIGUOUS_KIND = 2, /* any file system asked, several kinds released */
+};
+
 /*
- * Newest offer for product (NULL: unrestricted). *ambiguous is set when the
- * chip is unknown and the candidates are for more than one chip.
+ * Newest offer for product (NULL: unrestricted), and in *ambiguous
+ * (AMBIGUOUS_*) what makes it uncertain.
  */
 static const struct offer *
 newest_for(const struct device_facts *dev, const char *product,
@@ -63,9 +77,12 @@ newest_for(const struct device_facts *dev, const char *product,
 		if (first == NULL)
 			first = &offers[i];
 		else if (strcmp(first->chip, offers[i].chip) != 0)
-			*ambiguous = 1;
-		if (known(dev->chip))
-			break; /* every match is for its chip */
+			*ambiguous |= AMBIGUOUS_CHIP;
+		if (first->kind != offers[i].kind)
+			*ambiguous |= AMBIGUOUS_KIND;
+		/* every match is for its chip; of one kind unless any fs */
+		if (known(dev->chip) && dev->kind != KIND_ANY_FS)
+			break;
 	}
 	return first;
 }
@@ -140,15 +157,24 @@ policy_decide(const struct device_facts *dev, const struct offer *offers,
 		o = newest_for(dev, dev->product, offers, n, &ambiguous);
 	if (o == NULL)
 		o = newest_for(dev, NULL, offers, n, &ambiguous);
-	if (o == NULL)
+	if (o == NULL) {
+		/* asked for a file system, and none of that kind is out */
+		if (dev->kind != KIND_APP)
+			out->reason = REASON_MODE;
 		return;
+	}
 	/* up to date; a downgrade is wanted by all but those already on it */
-	if (o->downgrade ? semver_compare(dev->version, o->version) == 0 :
-	    semver_compare(dev->version, o->version) >= 0)
+	if (dev->version[0] != '\0' && (o->downgrade ?
+	    semver_compare(dev->version, o->version) == 0 :
+	    semver_compare(dev->version, o->version) >= 0))
 		return;
 	if (ambiguous) {
-		/* an image for the wrong chip would be refused, or worse */
-		out->reason = REASON_CHIP;
+		/*
+		 * An image for the wrong chip would be refused, or worse; a
+		 * file system of the wrong kind would be unreadable.
+		 */
+		out->reason = (ambiguous & AMBIGUOUS_KIND) ? REASON_MODE :
+		    REASON_CHIP;
 		return;
 	}
 	target = o;
@@ -167,13 +193,20 @@ policy_decide(const struct device_facts *dev, const struct offer *offers,
 		out->reason = REASON_UPGRADE_PATH;
 		return;
 	}
-	if (dev->secure_version >= 0 &&
+	if (o->kind == KIND_APP && dev->secure_version >= 0 &&
 	    (int64_t)o->secure_version < dev->secure_version) {
 		/* the bootloader would refuse it: not an attempt at all */
 		out->reason = REASON_SECURE_VERSION;
 		return;
 	}
-	if (dev->free_space >= 0 && o->size > (uint64_t)dev->free_space) {
+	/*
+	 * x-ESP32-free-space is the app slot, not the file system partition
+	 * (in Arduino's default table the spiffs partition is the larger):
+	 * a filesystem image must only fit the flash.
+	 */
+	if ((o->kind == KIND_APP && dev->free_space >= 0 &&
+	    o->size > (uint64_t)dev->free_space) || (o->kind != KIND_APP &&
+	    dev->flash_size > 0 && o->size > (uint64_t)dev->flash_size)) {
 		/* the device would fail writing it: say so instead */
 		out->reason = REASON_SPACE;
 		return;
@@ -199,6 +232,8 @@ policy_reason_name(enum decision_reason reason)
 		return "window";
 	case REASON_BATTERY:
 		return "battery";
+	case REASON_MODE:
+		return "mode";
 	default:
 		return NULL;
 	}

@@ -98,3 +98,13 @@ range_parse(const char *header, const char *if_range, const char *etag,
 	out->start = a;
 	out->len = b - a + 1;
 }
+
+int
+range_continues(const char *header)
+{
+	struct range r;
+
+	/* against a file of unknown size: only where the range starts */
+	range_parse(header, NULL, "", UINT64_MAX, &r);
+	return r.kind == RANGE_PARTIAL && r.start > 0;
+}

@@ -16,6 +16,7 @@
 
 #include <sqlite3.h>
 
+#include "fsimg.h"
 #include "log.h"
 #include "registry.h"
 #include "semver.h"
@@ -84,7 +85,9 @@ static const char *const wsql[W_COUNT] = {
 	    " WHEN deferred IS excluded.deferred THEN deferred_at"
 	    " ELSE excluded.deferred_at END,"
 	    " product = coalesce(excluded.product, product),"
-	    " version = excluded.version, address = excluded.address,"
+	    /* a filesystem request says nothing of the app it runs */
+	    " version = CASE WHEN ?15 THEN version ELSE excluded.version END,"
+	    " address = excluded.address,"
 	    " last_seen = max(last_seen, excluded.last_seen),"
 	    " checks = checks + 1,"
 	    " hw_rev = coalesce(excluded.hw_rev, hw_rev),"
@@ -228,7 +231,7 @@ struct registry {
 #define OFFER_COLUMNS                                                          \
 	" rel.id, rel.version, ifnull(rel.product, ''), a.sha256, a.md5,"     \
 	" a.size, a.chip, ifnull(rel.hw_rev, ''), a.secure_version, s.key,"   \
-	" s.sig, ifnull(rel.min_from, ''), rel.forced"
+	" s.sig, ifnull(rel.min_from, ''), rel.forced, a.kind"
 #define OFFER_JOINS                                                            \
 	" JOIN artifact a ON a.sha256 = rel.artifact"                          \
 	/* its newest signature by a key still trusted, if any */              \
@@ -251,6 +254,7 @@ enum rstmt {
 	R_OFFERS,
 	R_TRIGGERED,
 	R_DELTA_FAILED,
+	R_OPEN_ARTIFACT,
 	R_COUNT
 };
 
@@ -258,7 +262,8 @@ static const char *const rsql[R_COUNT] = {
 	[R_DEVICE] = "SELECT ifnull(version, ''), ifnull(product, ''), blocked,"
 		     " ifnull(chip, ''), ifnull(hw_rev, ''),"
 		     " ifnull(secure_version, -1), ifnull(token_hash, ''),"
-		     " ifnull(grp, ''), ifnull(battery, -1)"
+		     " ifnull(grp, ''), ifnull(battery, -1),"
+		     " ifnull(running_sha256, ''), ifnull(fs_version, '')"
 		     " FROM device WHERE id = ?1",
 	/* only when an offer is about to be made (see registry.h) */
 	[R_REFUSAL] = "SELECT ifnull(p.release, 0), ifnull(p.from_version,"
@@ -279,7 +284,8 @@ static const char *const rsql[R_COUNT] = {
 	[R_OFFERS] = "SELECT ro.id," OFFER_COLUMNS ", ro.staged, ro.stage,"
 		     " ifnull(ro.window, ''), ifnull(ro.days, ''),"
 		     " ifnull(ro.utc_offset, ''), ifnull(ro.min_battery, -1),"
-		     " ro.downgrade FROM rollout ro"
+		     " ro.downgrade, (ro.staged = 0 OR ro.state = 'completed')"
+		     " FROM rollout ro"
 		     " JOIN release rel ON rel.id = ro.release" OFFER_JOINS
 		     " WHERE ro.state = 'active' OR (ro.state = 'completed'"
 		     " AND ro.baseline = 1)",
@@ -287,6 +293,11 @@ static const char *const rsql[R_COUNT] = {
 	[R_DELTA_FAILED] = "SELECT 1 FROM attempt WHERE device = ?1 AND"
 			   " release = ?2 AND state = 'failed' AND reason ="
 			   " 'delta' LIMIT 1",
+	/* the image of the download a device has under way */
+	[R_OPEN_ARTIFACT] = "SELECT r.artifact FROM attempt t JOIN release r"
+			    " ON r.id = t.release WHERE t.device = ?1 AND"
+			    " t.state IN ('offered', 'downloading') ORDER BY"
+			    " t.id DESC LIMIT 1",
 	[R_TRIGGERED] = "SELECT 1 FROM trigger WHERE device = ?1 AND"
 			" release = ?2",
 	[R_STAGES] = "SELECT ifnull(grp, ''), percent FROM rollout_stage"
@@ -660,7 +671,8 @@ apply_checkin(struct registry *reg, const struct record *rec)
 
 	sqlite3_bind_text(st, 1, rec->device, -1, SQLITE_STATIC);
 	bind_text(st, 2, rec->product);
-	sqlite3_bind_text(st, 3, rec->version, -1, SQLITE_STATIC);
+	/* "": unknown, as for a device whose image is not in the store */
+	bind_text(st, 3, rec->fs_mode ? NULL : rec->version);
 	bind_text(st, 4, rec->address);
 	sqlite3_bind_int64(st, 5, rec->at);
 	bind_text(st, 6, rec->hw_rev);
@@ -674,7 +686,9 @@ apply_checkin(struct registry *reg, const struct record *rec)
 	bind_tel(st, 12, &rec->tel, TEL_BATTERY, rec->tel.battery);
 	bind_tel(st, 13, &rec->tel, TEL_RESET_REASON, rec->tel.reset_reason);
 	bind_tel(st, 14, &rec->tel, TEL_UPTIME, rec->tel.uptime);
-	if (step_done(st) < 0 || apply_running(reg, rec) < 0)
+	sqlite3_bind_int(st, 15, rec->fs_mode);
+	if (step_done(st) < 0 || (!rec->fs_mode && apply_running(reg, rec) <
+	    0))
 		return -1;
 	/* and maybe, in the same answer, the next step is offered */
 	if (rec->offer_release <= 0)
@@ -690,6 +704,26 @@ apply_checkin(struct registry *reg, const struct record *rec)
 	return step_done(st);
 }
 
+/*
+ * A filesystem image sent whole is installed: HTTPUpdate writes it in
+ * place (it checks x-MD5 itself) and no boot has to accept it. Its
+ * attempt succeeds and the device has that image now.
+ */
+static int
+delivered_fs(struct registry *reg, const struct record *rec)
+{
+	if (run(reg, "UPDATE attempt SET state = 'success', updated_at = ?3,"
+	    " finished_at = ?3 WHERE device = ?1 AND state IN " OPEN_STATES
+	    " AND release IN (SELECT id FROM release WHERE artifact = ?2 AND"
+	    " kind != 'app')", "tti", rec->device, rec->artifact, rec->at) !=
+	    SQLITE_DONE)
+		return -1;
+	return run(reg, "UPDATE device SET fs_sha256 = ?2, fs_version ="
+	    " (SELECT version FROM artifact WHERE sha256 = ?2) WHERE id = ?1"
+	    " AND (SELECT kind FROM artifact WHERE sha256 = ?2) != 'app'",
+	    "tt", rec->device, rec->artifact) == SQLITE_DONE ? 0 : -1;
+}
+
 /* A device fetched (part of) an artifact: seen, and its offer is on. */
 static int
 apply_download(struct registry *reg, const struct record *rec)
@@ -701,7 +735,16 @@ apply_download(struct registry *reg, const struct record *rec)
 		sqlite3_bind_text(st, 1, rec->device, -1, SQLITE_STATIC);
 		sqlite3_bind_text(st, 2, rec->artifact, -1, SQLITE_STATIC);
 		sqlite3_bind_int64(st, 3, rec->at);
-		return step_done(st);
+		if (step_done(st) < 0 || delivered_fs(reg, rec) < 0)
+			return -1;
+		/* it cannot say otherwise: take it as running the image */
+		if (rec->assume_installed && run(reg, "UPDATE device SET"
+		    " running_sha256 = (SELECT app_sha256 FROM artifact WHERE"
+		    " sha256 = ?2), version = (SELECT version FROM artifact"
+		    " WHERE sha256 = ?2) WHERE id = ?1", "tt", rec->device,
+		    rec->artifact) != SQLITE_DONE)
+			return -1;
+		return 0;
 	}
 
 	sqlite3_bind_text(st, 1, rec->device, -1, SQLITE_STATIC);
@@ -1223,6 +1266,8 @@ fill_device(sqlite3_stmt *st, void *p)
 	copy_col(out->token_hash, sizeof(out->token_hash), st, 6);
 	copy_col(out->group, sizeof(out->group), st, 7);
 	out->battery = sqlite3_column_int(st, 8);
+	copy_col(out->running_sha256, sizeof(out->running_sha256), st, 9);
+	copy_col(out->fs_version, sizeof(out->fs_version), st, 10);
 }
 
 static void
@@ -1285,6 +1330,20 @@ fill_running(sqlite3_stmt *st, void *p)
 	copy_col(out->version, sizeof(out->version), st, 1);
 	out->secure_version = (uint32_t)sqlite3_column_int64(st, 2);
 	copy_col(out->sha256, sizeof(out->sha256), st, 3);
+}
+
+static void
+fill_sha(sqlite3_stmt *st, void *p)
+{
+	copy_col(p, 65, st, 0);
+}
+
+enum otad_err
+registry_open_artifact(struct registry_reader *r, const char *device,
+    char *sha256)
+{
+	return point_lookup(r, R_OPEN_ARTIFACT, device, fill_sha, sha256,
+	    "download lookup");
 }
 
 enum otad_err
@@ -1356,8 +1415,13 @@ offer_row(sqlite3_stmt *st, struct offer *o)
 	}
 	copy_col(o->min_from, sizeof(o->min_from), st, 12);
 	o->forced = sqlite3_column_int(st, 13);
+	o->kind = (enum artifact_kind)fsimg_kind_parse(
+	    (const char *)sqlite3_column_text(st, 14));
+	if ((int)o->kind < 0)
+		o->kind = KIND_APP; /* the CHECK constraint allows no other */
 	/* a release on its own reaches everyone, any time */
 	o->ring_max = 10000;
+	o->everyone = 1;
 	o->window.start = o->window.end = -1;
 	o->min_battery = -1;
 }
@@ -1373,12 +1437,13 @@ offer_plan(struct registry_reader *r, sqlite3_stmt *row, struct offer *o)
 	sqlite3_stmt *st = r->s[R_STAGES];
 	const char *w, *d, *off;
 
-	o->stage = sqlite3_column_int(row, 15);
-	w = (const char *)sqlite3_column_text(row, 16);
-	d = (const char *)sqlite3_column_text(row, 17);
-	off = (const char *)sqlite3_column_text(row, 18);
-	o->min_battery = sqlite3_column_int(row, 19);
-	o->downgrade = sqlite3_column_int(row, 20);
+	o->stage = sqlite3_column_int(row, 16);
+	w = (const char *)sqlite3_column_text(row, 17);
+	d = (const char *)sqlite3_column_text(row, 18);
+	off = (const char *)sqlite3_column_text(row, 19);
+	o->min_battery = sqlite3_column_int(row, 20);
+	o->downgrade = sqlite3_column_int(row, 21);
+	o->everyone = sqlite3_column_int(row, 22);
 	if ((w[0] && stages_parse_window(w, &o->window) < 0) ||
 	    (d[0] && stages_parse_days(d, &o->window.days) < 0) ||
 	    (off[0] && stages_parse_offset(off, &o->window.offset_min) < 0)) {
@@ -1388,7 +1453,7 @@ offer_plan(struct registry_reader *r, sqlite3_stmt *row, struct offer *o)
 		o->ring_max = 0; /* reaches no one */
 		return;
 	}
-	if (sqlite3_column_int(row, 14) == 0)
+	if (sqlite3_column_int(row, 15) == 0)
 		return; /* a publish: everyone */
 	o->ring_max = 0;
 	sqlite3_bind_int64(st, 1, o->rollout_id);
@@ -1728,7 +1793,9 @@ registry_artifact_add(struct registry *reg, const struct store_artifact *art,
     const char *version, const char *product, const char *key,
     const uint8_t *sig, size_t siglen, char *why, size_t whylen)
 {
-	const char *chip = espimg_chip_name(art->image.chip_id);
+	/* a filesystem image is for any chip */
+	const char *chip = art->kind != KIND_APP ? "" :
+	    espimg_chip_name(art->image.chip_id);
 	const struct espimg_info *img = &art->image;
 	char what[256], date[40], app[65] = "";
 	enum otad_err rc;
@@ -1736,19 +1803,24 @@ registry_artifact_add(struct registry *reg, const struct store_artifact *art,
 
 	if ((rc = catalog_open(reg, why, whylen)) != OTAD_OK)
 		return rc;
-	snprintf(date, sizeof(date), "%s %s", img->build_date,
-	    img->build_time);
+	if (art->kind == KIND_APP)
+		snprintf(date, sizeof(date), "%s %s", img->build_date,
+		    img->build_time);
+	else
+		date[0] = '\0';
 	if (img->hash_appended)
 		otad_hex(img->app_sha256, 32, app);
 	step = run(reg, "INSERT INTO artifact (sha256, md5, size, version,"
 	    " product, chip, created, project, idf_ver, desc_version,"
-	    " build_date, secure_version, image_len, app_sha256, sig_blocks)"
-	    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13,"
-	    " ?14, ?15)", "ttitttittttiiti", art->sha256, art->md5,
-	    (int64_t)art->size, version, product, chip ? chip : "unknown",
-	    now_s(), img->project_name, img->idf_ver, img->version, date,
-	    (int64_t)img->secure_version, (int64_t)img->image_len, app,
-	    (int64_t)img->nsig);
+	    " build_date, secure_version, image_len, app_sha256, sig_blocks,"
+	    " kind) VALUES (?1, ?2, ?3, ?4, ?5, ifnull(?6, ''), ?7,"
+	    " nullif(?8, ''),"
+	    " nullif(?9, ''), nullif(?10, ''), nullif(?11, ''), ?12,"
+	    " nullif(?13, 0), ?14, ?15, ?16)", "ttitttittttiitit", art->sha256,
+	    art->md5, (int64_t)art->size, version, product, chip ? chip :
+	    "unknown", now_s(), img->project_name, img->idf_ver, img->version,
+	    date, (int64_t)img->secure_version, (int64_t)img->image_len, app,
+	    (int64_t)img->nsig, fsimg_kind_name(art->kind));
 	if (step == SQLITE_CONSTRAINT) {
 		snprintf(why, whylen, "artifact %s is already in the store",
 		    art->sha256);
@@ -1759,8 +1831,13 @@ registry_artifact_add(struct registry *reg, const struct store_artifact *art,
 	if (key != NULL && (rc = insert_signature(reg, art->sha256, key, sig,
 	    siglen, why, whylen)) != OTAD_OK)
 		return rc;
-	snprintf(what, sizeof(what), "artifact add %s version %s%s%s",
-	    art->sha256, version, key ? " signed by " : "", key ? key : "");
+	snprintf(what, sizeof(what), "artifact add %s version %s%s%s%s",
+	    art->sha256, version, art->kind != KIND_APP ? " kind " : "",
+	    art->kind != KIND_APP ? fsimg_kind_name(art->kind) : "",
+	    key ? " signed by " : "");
+	if (key != NULL)
+		snprintf(what + strlen(what), sizeof(what) - strlen(what),
+		    "%s", key);
 	return catalog_close(reg, what, why, whylen);
 }
 
@@ -1792,7 +1869,7 @@ registry_artifact_get(struct registry *reg, const char *sha, json_t **row,
 	}
 	snprintf(pattern, sizeof(pattern), "%s*", sha);
 	rc = query_rows(reg->db, &rows, "SELECT sha256, size, md5, version,"
-	    " product, chip, project, idf_ver, desc_version, build_date,"
+	    " product, kind, chip, project, idf_ver, desc_version, build_date,"
 	    " secure_version, image_len, app_sha256, sig_blocks,"
 	    " created, (SELECT count(*) FROM release"
 	    " WHERE artifact = sha256) AS releases FROM artifact"
@@ -1819,7 +1896,8 @@ enum otad_err
 registry_artifact_list(struct registry *reg, json_t **rows)
 {
 	return query_rows(reg->db, rows, "SELECT sha256, size, version,"
-	    " product, chip, created FROM artifact ORDER BY created, sha256",
+	    " product, kind, chip, created FROM artifact ORDER BY created,"
+	    " sha256",
 	    ARGS_END);
 }
 
@@ -1854,8 +1932,10 @@ registry_release_create(struct registry *reg, const char *version,
 	if ((rc = catalog_open(reg, why, whylen)) != OTAD_OK)
 		return rc;
 	step = run(reg, "INSERT INTO release (version, artifact, product,"
-	    " created, hw_rev, min_from, forced, chip) VALUES (?1, ?2, ?3, ?4,"
-	    " ?5, ?6, ?7, (SELECT chip FROM artifact WHERE sha256 = ?2))",
+	    " created, hw_rev, min_from, forced, chip, kind) VALUES (?1, ?2,"
+	    " ?3, ?4, ?5, ?6, ?7, (SELECT chip FROM artifact WHERE sha256 ="
+	    " ?2), ifnull((SELECT kind FROM artifact WHERE sha256 = ?2),"
+	    " 'app'))",
 	    "tttitti", version, sha256, product, now_s(), hw_rev, min_from,
 	    (int64_t)forced);
 	if (step == SQLITE_CONSTRAINT && sqlite3_extended_errcode(reg->db) ==
@@ -1881,7 +1961,7 @@ enum otad_err
 registry_release_list(struct registry *reg, json_t **rows)
 {
 	return query_rows(reg->db, rows, "SELECT rel.id, rel.version,"
-	    " rel.product, rel.chip, rel.hw_rev, rel.min_from, rel.artifact,"
+	    " rel.product, rel.kind, rel.chip, rel.hw_rev, rel.min_from, rel.artifact,"
 	    " a.size, a.secure_version, rel.created,"
 	    " (SELECT ro.state FROM rollout ro WHERE ro.release = rel.id"
 	    " ORDER BY ro.id DESC LIMIT 1) AS rollout_state,"
@@ -1890,6 +1970,16 @@ registry_release_list(struct registry *reg, json_t **rows)
 	    " FROM release rel JOIN artifact a ON a.sha256 = rel.artifact"
 	    " ORDER BY rel.created, rel.id", ARGS_END);
 }
+
+/*
+ * What a release's rollouts compete with: same product, chip, hardware
+ * revision and kind.
+ */
+#define SAME_SCOPE(o, n)                                                       \
+	"ifnull(" o ".product, '') = ifnull(" n ".product, '') AND"            \
+	" ifnull(" o ".chip, '') = ifnull(" n ".chip, '') AND"                 \
+	" ifnull(" o ".hw_rev, '') = ifnull(" n ".hw_rev, '') AND"             \
+	" " o ".kind = " n ".kind"
 
 /* Run a statement with int64 parameters (-1 ends the list). */
 static int
@@ -1980,9 +2070,7 @@ registry_release_publish(struct registry *reg, const char *version,
 	if (exec_ints(reg->db, "UPDATE rollout SET state = 'completed',"
 	    " finished = ?1, reason = 'superseded' WHERE state = 'active'"
 	    " AND release IN (SELECT o.id FROM release o, release n"
-	    " WHERE n.id = ?2 AND ifnull(o.product, '') ="
-	    " ifnull(n.product, '') AND ifnull(o.chip, '') = ifnull(n.chip, '')"
-	    " AND ifnull(o.hw_rev, '') = ifnull(n.hw_rev, ''))",
+	    " WHERE n.id = ?2 AND " SAME_SCOPE("o", "n") ")",
 	    now_s(), release_id, (int64_t)-1) < 0 ||
 	    exec_ints(reg->db, "INSERT INTO rollout (release, state, created,"
 	    " started) VALUES (?1, 'active', ?2, ?2)", release_id, now_s(),
@@ -2122,7 +2210,8 @@ registry_device_show(struct registry *reg, const char *id, json_t **obj,
 	*obj = NULL;
 	rc = query_rows(reg->db, &rows, "SELECT " DEVICE_COLUMNS ","
 	    " d.uptime, d.free_heap, d.rssi, d.reset_reason, d.battery,"
-	    " d.secure_version, d.running_sha256, d.free_space, d.deferred,"
+	    " d.secure_version, d.running_sha256, d.fs_version, d.fs_sha256,"
+	    " d.free_space, d.deferred,"
 	    " d.deferred_at, d.token_hash IS NOT NULL AS has_token,"
 	    " d.token_created, d.blocked, d.mqtt_seen, (SELECT sent_at FROM"
 	    " trigger WHERE device = d.id AND sent_at IS NOT NULL ORDER BY"
@@ -2379,12 +2468,6 @@ registry_wait_served(struct registry *reg, int timeout_ms)
 }
 
 /* ---- rollouts ---- */
-
-/* what a release's rollouts compete with: same product, chip, hw rev */
-#define SAME_SCOPE(o, n)                                                       \
-	"ifnull(" o ".product, '') = ifnull(" n ".product, '') AND"            \
-	" ifnull(" o ".chip, '') = ifnull(" n ".chip, '') AND"                 \
-	" ifnull(" o ".hw_rev, '') = ifnull(" n ".hw_rev, '')"
 
 enum otad_err
 registry_rollout_create(struct registry *reg, const struct rollout_plan *p,

@@ -199,7 +199,12 @@ validate(int fd, struct store_artifact *out, char *why, size_t whylen)
 		    strerror(errno));
 		return OTAD_ERR_IO;
 	}
-	rc = espimg_parse(map, (size_t)out->size, &out->image, why, whylen);
+	if (out->kind != KIND_APP)
+		rc = fsimg_check(out->kind, map, (size_t)out->size, why,
+		    whylen);
+	else
+		rc = espimg_parse(map, (size_t)out->size, &out->image, why,
+		    whylen);
 	/* the block pointers would dangle once unmapped */
 	memset(out->image.sig, 0, sizeof(out->image.sig));
 	munmap(map, (size_t)out->size);
@@ -293,8 +298,8 @@ store_artifact_release(struct store_artifact *art)
 }
 
 enum otad_err
-store_ingest(struct store *store, int src_fd, struct store_artifact *out,
-    char *why, size_t whylen)
+store_ingest(struct store *store, int src_fd, enum artifact_kind kind,
+    struct store_artifact *out, char *why, size_t whylen)
 {
 	char *tmpname = out->tmpname;
 	uint8_t head[64];
@@ -304,6 +309,7 @@ store_ingest(struct store *store, int src_fd, struct store_artifact *out,
 
 	memset(out, 0, sizeof(*out));
 	out->hold = out->tmp = -1;
+	out->kind = kind;
 	/* a name only we use: pid and a counter make it unique per process */
 	for (n = 0;; n++) {
 		snprintf(tmpname, sizeof(out->tmpname), TEMP_PREFIX "%d-%d",
@@ -328,8 +334,10 @@ store_ingest(struct store *store, int src_fd, struct store_artifact *out,
 	rc = copy_and_hash(src_fd, tmp, out, head, &headlen, why, whylen);
 	if (rc != OTAD_OK)
 		goto fail;
-	rc = espimg_check_header(head, headlen, out->size, &out->image, why,
-	    whylen);
+	/* a cheap look at an app's header before reading the whole file */
+	if (kind == KIND_APP)
+		rc = espimg_check_header(head, headlen, out->size, &out->image,
+		    why, whylen);
 	if (rc != OTAD_OK || (rc = validate(tmp, out, why, whylen)) != OTAD_OK)
 		goto fail;
 	if (fsync(tmp) < 0) {

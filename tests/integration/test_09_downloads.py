@@ -113,7 +113,16 @@ def test_downloads_move_the_attempt(published):
 
 def test_range_on_the_check_path(published):
     img = published.image
+    # the middle of a download this device never began: the whole image
+    # (a resume of some other image must not continue into this one)
     r = published.get("/firmware/check?device=rc&version=0.14.2",
+                      {"Range": "bytes=100-199"})
+    assert r.status == 200 and r.body == img
+    r = published.get("/firmware/check?device=rc0&version=0.14.2",
+                      {"Range": "bytes=0-99"})
+    assert r.status == 206 and r.body == img[:100]
+    # its next piece goes on with the image it began
+    r = published.get("/firmware/check?device=rc0&version=0.14.2",
                       {"Range": "bytes=100-199"})
     assert r.status == 206 and r.body == img[100:200]
     r = published.get("/firmware/check?device=rc&version=0.14.2",

@@ -13,7 +13,21 @@ import re
 import socket
 import time
 
-from conftest import parse_raw, read_until_closed
+import pytest
+
+from conftest import WLED, Otad, parse_raw, read_until_closed
+
+
+@pytest.fixture
+def published(tmp_path):
+    """WLED 0.14.3 published, with every route on (the fixed URL too)."""
+    d = Otad(tmp_path, "latest_url = yes\n")
+    d.start()
+    d.sha = d.publish(WLED / "0.14.3.bin", "0.14.3")
+    d.image = (WLED / "0.14.3.bin").read_bytes()
+    d.wait_for(lambda: any("offering 0.14.3" in l for l in d.log))
+    yield d
+    d.check_clean_exit()
 
 STATUS = re.compile(rb"HTTP/1\.[01] ([1-5]\d\d) [^\r\n]*\r\n")
 # libmicrohttpd 0.9.75 answers a few framing errors itself, before any
@@ -44,10 +58,22 @@ def templates(sha):
         (b"GET", b"/health", [], b""),
         (b"GET", b"/metrics", [], b""),
         (b"GET", b"/firmware/patches/" + b"a" * 64, [], b""),
+        (b"GET", b"/firmware/latest/lamp", [(b"X-Chip", b"esp32")], b""),
+        (b"GET", b"/firmware/delta/fz-1", [(b"Content-Length", b"0")], b""),
+        (b"GET", b"/ota/firmware.bin", [(b"x-ESP32-BASE-MAC",
+                                         b"AA:BB:CC:DD:EE:02"),
+                                        (b"x-ESP32-mode", b"littlefs"),
+                                        (b"x-ESP32-chip-size", b"4194304"),
+                                        (b"x-ESP32-sketch-sha256",
+                                         b"AB" * 32)], b""),
+        (b"GET", b"/firmware/check?version=0.1",
+         [(b"Authorization", b"Basic ZnotMTp0b2tlbg=="),
+          (b"Range", b"bytes=100-")], b""),
     ]
 
 
-JUNK = [b"", b"\x00", b"%00", b"\xff\xfe", b"../../etc/passwd", b"a" * 5000,
+JUNK = [b"flashfs", b"spiffs", b"ESP32-http-Update", b"esp32c3", b"",
+        b"\x00", b"%00", b"\xff\xfe", b"../../etc/passwd", b"a" * 5000,
         b"-1", b"0x10", b"1 0", b"+5", b"99999999999999999999", b"\r\n",
         b"\n", b" ", b"chunked", b"bytes=5-1", b"bytes=-0", b"{", b"[]",
         b"\"\\u0000\"", b"%", b"%zz", b"\t", b"9" * 70, b"v1.0.0-rc.1+x",
@@ -56,7 +82,9 @@ HEADERS = [b"Content-Length", b"Transfer-Encoding", b"Range", b"If-Range",
            b"X-Device-ID", b"X-Current-Version", b"Authorization",
            b"X-Device-Token", b"Connection", b"Expect", b"Host",
            b"X-Accept-Delta", b"X-Running-SHA256", b"X-Uptime",
-           b"X-Secure-Version", b"x-ESP32-STA-MAC", b"Content-Type"]
+           b"X-Secure-Version", b"x-ESP32-STA-MAC", b"Content-Type",
+           b"x-ESP32-mode", b"X-Chip", b"x-ESP32-BASE-MAC",
+           b"x-ESP32-sketch-sha256", b"x-ESP32-chip-size", b"User-Agent"]
 
 
 def mutate(rng, t):

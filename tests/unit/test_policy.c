@@ -360,6 +360,90 @@ test_downgrade(void **state)
 	assert_null(decide_full(&dev, offers, 1).offer);
 }
 
+/* A request gets only its kind: never an app into a file system. */
+static void
+test_kinds(void **state)
+{
+	struct offer offers[3] = {mk(1, "2.0.0", ""), mk(2, "2024.1.0", ""),
+	    mk(3, "2024.2.0", "")};
+	struct device_facts dev = {"d", "1.0.0", NULL, "esp32", NULL, 5, 100,
+	    NULL, -1, 0};
+	struct decision d;
+
+	(void)state;
+	offers[0].secure_version = 5;
+	offers[1].kind = KIND_LITTLEFS;
+	offers[1].chip[0] = '\0'; /* a file system is for any chip */
+	offers[1].size = 4096;
+	/* an app request: the app, never the newer file system */
+	assert_ptr_equal(decide_full(&dev, offers, 2).offer, &offers[0]);
+	/* littlefs: the file system, though its size exceeds free_space
+	   (the app slot) and it has no anti-rollback level */
+	dev.kind = KIND_LITTLEFS;
+	dev.version = "";
+	assert_ptr_equal(decide_full(&dev, offers, 2).offer, &offers[1]);
+	dev.version = "2024.1.0";
+	assert_null(decide_full(&dev, offers, 2).offer);
+	/* but not larger than the flash */
+	dev.version = "";
+	dev.flash_size = 2048;
+	d = decide_full(&dev, offers, 2);
+	assert_null(d.offer);
+	assert_int_equal(d.reason, REASON_SPACE);
+	dev.flash_size = 0;
+	/* nothing of the kind asked for: mode */
+	dev.kind = KIND_SPIFFS;
+	d = decide_full(&dev, offers, 2);
+	assert_null(d.offer);
+	assert_int_equal(d.reason, REASON_MODE);
+	assert_string_equal(policy_reason_name(d.reason), "mode");
+	/* any file system: one kind is fine, two are a guess */
+	dev.kind = KIND_ANY_FS;
+	assert_ptr_equal(decide_full(&dev, offers, 2).offer, &offers[1]);
+	offers[2].kind = KIND_SPIFFS;
+	offers[2].chip[0] = '\0';
+	/* offers are newest first */
+	{
+		struct offer sorted[2] = {offers[2], offers[1]};
+
+		d = decide_full(&dev, sorted, 2);
+		assert_null(d.offer);
+		assert_int_equal(d.reason, REASON_MODE);
+	}
+}
+
+/* An unknown version ("") is older than every release. */
+static void
+test_unknown_version(void **state)
+{
+	struct offer offers[1] = {mk(1, "b1c75d1-dirty", "")};
+	struct device_facts dev = {"d", "", NULL, NULL, NULL, -1, -1, NULL,
+	    -1, 0};
+
+	(void)state;
+	assert_ptr_equal(decide_full(&dev, offers, 1).offer, &offers[0]);
+	dev.version = "b1c75d1-dirty";
+	assert_null(decide_full(&dev, offers, 1).offer);
+}
+
+/* Without an identity: only what everyone may have, and no ring. */
+static void
+test_everyone_only(void **state)
+{
+	struct offer offers[2] = {mk(1, "2.0.0", ""), mk(2, "1.0.0", "")};
+	struct device_facts dev = {NULL, "", "lamp", NULL, NULL, -1, -1, NULL,
+	    -1, 0};
+
+	(void)state;
+	dev.everyone_only = 1;
+	offers[0].ring_max = 5000; /* a staged ring */
+	offers[1].everyone = 1;    /* a publish */
+	assert_ptr_equal(decide_full(&dev, offers, 2).offer, &offers[1]);
+	offers[0].everyone = 1; /* completed */
+	offers[0].ring_max = 10000;
+	assert_ptr_equal(decide_full(&dev, offers, 2).offer, &offers[0]);
+}
+
 int
 main(void)
 {
@@ -377,6 +461,9 @@ main(void)
 		cmocka_unit_test(test_rings_and_groups),
 		cmocka_unit_test(test_deferrals_and_forced),
 		cmocka_unit_test(test_downgrade),
+		cmocka_unit_test(test_kinds),
+		cmocka_unit_test(test_unknown_version),
+		cmocka_unit_test(test_everyone_only),
 	};
 
 	return cmocka_run_group_tests_name("policy", tests, NULL, NULL);

@@ -90,6 +90,22 @@ test_if_range(void **state)
 	    "Fri, 20 Nov 2026 10:00:00 GMT").kind, RANGE_NONE);
 }
 
+/* Where a download goes on: one range that starts past byte 0. */
+static void
+test_continues(void **state)
+{
+	(void)state;
+	assert_true(range_continues("bytes=4096-8191"));
+	assert_true(range_continues("bytes=500000-"));
+	assert_true(range_continues("bytes=-100"));
+	assert_false(range_continues("bytes=0-4095"));
+	assert_false(range_continues("bytes=0-"));
+	assert_false(range_continues(NULL));
+	assert_false(range_continues("bytes=5-1"));
+	assert_false(range_continues("bytes=1-2,5-6"));
+	assert_false(range_continues("pages=3-4"));
+}
+
 int
 main(void)
 {
@@ -98,6 +114,7 @@ main(void)
 		cmocka_unit_test(test_unsatisfiable),
 		cmocka_unit_test(test_whole_file),
 		cmocka_unit_test(test_if_range),
+		cmocka_unit_test(test_continues),
 	};
 
 	return cmocka_run_group_tests_name("range", tests, NULL, NULL);

@@ -123,7 +123,7 @@ test_ingest(void **state)
 	assert_true(n > 60000);
 	assert_int_equal(store_open(state_dir, &st), OTAD_OK);
 	fd = source(img, n);
-	assert_int_equal(store_ingest(st, fd, &art, why, sizeof(why)), OTAD_OK);
+	assert_int_equal(store_ingest(st, fd, KIND_APP, &art, why, sizeof(why)), OTAD_OK);
 	assert_int_equal(store_publish(st, &art, &existed, why, sizeof(why)),
 	    OTAD_OK);
 	close(fd);
@@ -144,7 +144,7 @@ test_ingest(void **state)
 	assert_int_equal(size, (long)n);
 	/* the same content again: nothing new */
 	fd = source(img, n);
-	assert_int_equal(store_ingest(st, fd, &art, why, sizeof(why)), OTAD_OK);
+	assert_int_equal(store_ingest(st, fd, KIND_APP, &art, why, sizeof(why)), OTAD_OK);
 	assert_int_equal(store_publish(st, &art, &existed, why, sizeof(why)),
 	    OTAD_OK);
 	close(fd);
@@ -179,7 +179,7 @@ test_sweep_spares_what_is_held_or_named(void **state)
 	n = make_image(img, sizeof(img), 5);
 	assert_int_equal(store_open(state_dir, &st), OTAD_OK);
 	fd = source(img, n);
-	assert_int_equal(store_ingest(st, fd, &art, why, sizeof(why)), OTAD_OK);
+	assert_int_equal(store_ingest(st, fd, KIND_APP, &art, why, sizeof(why)), OTAD_OK);
 	assert_int_equal(store_publish(st, &art, &existed, why, sizeof(why)),
 	    OTAD_OK);
 	close(fd);
@@ -188,7 +188,7 @@ test_sweep_spares_what_is_held_or_named(void **state)
 	assert_int_equal(asked, 1);
 	/* a second ingest of the same content while the first holds it */
 	fd = source(img, n);
-	assert_int_equal(store_ingest(st, fd, &again, why, sizeof(why)),
+	assert_int_equal(store_ingest(st, fd, KIND_APP, &again, why, sizeof(why)),
 	    OTAD_OK);
 	assert_int_equal(store_publish(st, &again, &existed, why, sizeof(why)),
 	    OTAD_OK);
@@ -223,13 +223,13 @@ test_refusals_leave_nothing(void **state)
 	n = make_image(img, sizeof(img), 0);
 	img[0] = 0x7f;
 	fd = source(img, n);
-	assert_int_equal(store_ingest(st, fd, &art, why, sizeof(why)),
+	assert_int_equal(store_ingest(st, fd, KIND_APP, &art, why, sizeof(why)),
 	    OTAD_ERR_NOT_IMAGE);
 	assert_non_null(strstr(why, "not 0xe9"));
 	close(fd);
 	n = make_image(img, sizeof(img), 0x42);
 	fd = source(img, n);
-	assert_int_equal(store_ingest(st, fd, &art, why, sizeof(why)),
+	assert_int_equal(store_ingest(st, fd, KIND_APP, &art, why, sizeof(why)),
 	    OTAD_ERR_NOT_IMAGE);
 	assert_string_equal(why, "unknown chip id 0x0042");
 	close(fd);
@@ -237,23 +237,23 @@ test_refusals_leave_nothing(void **state)
 	img[28] = 0xff;
 	img[29] = 0xff; /* segment 0 longer than the file */
 	fd = source(img, n);
-	assert_int_equal(store_ingest(st, fd, &art, why, sizeof(why)),
+	assert_int_equal(store_ingest(st, fd, KIND_APP, &art, why, sizeof(why)),
 	    OTAD_ERR_NOT_IMAGE);
 	assert_non_null(strstr(why, "runs past the end"));
 	close(fd);
 	fd = source(img, 10);
-	assert_int_equal(store_ingest(st, fd, &art, why, sizeof(why)),
+	assert_int_equal(store_ingest(st, fd, KIND_APP, &art, why, sizeof(why)),
 	    OTAD_ERR_NOT_IMAGE);
 	close(fd);
 	n = make_image(img, sizeof(img), 0);
 	img[100] ^= 1; /* a data byte: the checksum no longer matches */
 	fd = source(img, n);
-	assert_int_equal(store_ingest(st, fd, &art, why, sizeof(why)),
+	assert_int_equal(store_ingest(st, fd, KIND_APP, &art, why, sizeof(why)),
 	    OTAD_ERR_NOT_IMAGE);
 	assert_non_null(strstr(why, "checksum mismatch"));
 	close(fd);
 	fd = open("/dev/zero", O_RDONLY);
-	assert_int_equal(store_ingest(st, fd, &art, why, sizeof(why)),
+	assert_int_equal(store_ingest(st, fd, KIND_APP, &art, why, sizeof(why)),
 	    OTAD_ERR_TOO_LARGE);
 	close(fd);
 	assert_int_equal(entries(), 0);

@@ -1,0 +1,143 @@
+/*
+ * api_impl.h: what the modules of the device API share, and nobody else.
+ *
+ *  - api.c: struct api and its settings, the gates every request passes
+ *    (caps, tokens, blocks), reports, /health, /metrics and the routes;
+ *  - check.c: what a device says of itself, the update decision and its
+ *    answers (/firmware/check, /firmware/manifest, the fixed URLs);
+ *  - download.c: images and patches on the wire (ranges, the headers each
+ *    client checks, deliveries) and /firmware/artifacts, /firmware/patches.
+ */
+#ifndef API_IMPL_H
+#define API_IMPL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "api.h"
+#include "http.h"
+#include "patcher.h"
+#include "policy.h"
+#include "ratelimit.h"
+#include "registry.h"
+
+#define ARTIFACTS "/firmware/artifacts/"
+#define PATCHES "/firmware/patches/"
+#define LATEST "/firmware/latest/"
+#define DELTA_URL "/firmware/delta/"
+
+/* One device's last image from the check path (download_recent). */
+struct recent_download {
+	uint64_t key; /* FNV-1a of the device id; 0 = free */
+	int64_t at;
+	char sha256[65];
+};
+
+struct api {
+	char *db_path;
+	struct registry *reg;
+	struct store *store;
+	struct rollout *rollout;
+	struct patcher *patcher; /* NULL: no delta patches */
+	/* 304s, one per reason, built once and queued everywhere */
+	struct http_response *not_modified[REASON_COUNT];
+	pthread_key_t thread_key;
+	atomic_int require_signature; /* read by the rollout controller */
+	atomic_int tokens;            /* device_auth = token */
+	atomic_int latest;            /* latest_url = yes */
+	atomic_uint per_device, per_address, auth_failures;
+	/*
+	 * failed authentications are counted per address; the ranges that
+	 * continue a download per device, apart from its requests
+	 */
+	struct ratelimit *rl_device, *rl_address, *rl_auth, *rl_ranges;
+	/* the image each device was last sent on the check path */
+	pthread_mutex_t recent_mu;
+	struct recent_download *recent; /* RECENT_SLOTS */
+};
+
+/* Devices whose last image is remembered (download_recent). */
+#define RECENT_SLOTS 65536
+
+/* What one HTTP thread keeps between requests. */
+struct api_thread {
+	struct registry_reader *reader;
+	struct snapshot *snap;
+};
+
+/* api.c */
+
+/* This thread's reader and snapshot; NULL when the registry cannot open. */
+struct api_thread *api_thread_state(struct api *api);
+/* Answer an error from a helper whose caller must stop: -1. */
+int api_refuse(struct http_request *req, unsigned status, const char *msg);
+/* 401 with the challenges ESP32 clients answer (Basic first). -1. */
+int api_unauthorized(struct http_request *req, const char *msg);
+/* The per-address cap, before anything else: 0, or -1 when answered. */
+int api_gate_address(struct http_request *req, struct api *api);
+/*
+ * The device's row (zeroed, secure_version -1, for one never seen) and
+ * everything that may refuse it: its cap, its token, a block. 0 to go on,
+ * -1 when answered.
+ */
+int api_lookup_device(struct http_request *req, struct api *api,
+    struct api_thread *t, const char *id, struct device_row *row);
+/*
+ * Queue a record that the answer does not wait for; with the writer's
+ * queue full it is dropped and counted (the next check records it).
+ */
+void api_record(struct api *api, struct record *rec);
+
+/* check.c */
+
+/* 64 hex digits, either case, into lower-case out; 0 or -1. */
+int api_parse_sha256(const char *s, char *out);
+/*
+ * The identity a request carries: X-Device-ID, ?device=, Arduino's MACs,
+ * else the user of Basic credentials (buf holds it). NULL if none.
+ */
+const char *api_device_id(const struct http_request *req,
+    char buf[OTAD_ID_MAX + 1]);
+int check_answer(struct http_request *req, void *arg);
+int check_manifest(struct http_request *req, void *arg);
+int check_latest(struct http_request *req, void *arg);
+int check_delta_url(struct http_request *req, void *arg);
+
+/* download.c */
+
+/* How download_serve reads the request's Range. */
+enum serve_range {
+	SERVE_RANGE,        /* honour Range and If-Range */
+	SERVE_WHOLE,        /* the whole file whatever was asked: a range
+			       of some other image must not be continued */
+};
+
+/*
+ * Answer with (part of) the image of o, or of the patch pi to it: 200
+ * whole, 206 one range, 416 a start past the end. device (NULL: none)
+ * gets a delivery recorded once the last byte went out; assume_installed
+ * marks that delivery (see struct record). Zero-copy.
+ */
+int download_serve(struct http_request *req, struct api *api,
+    const struct offer *o, const char *device, const struct patch_info *pi,
+    enum serve_range how, int assume_installed);
+/* The prepared whole-image response of an offer (a rollout hook). */
+void *download_offer_payload(const struct offer *o, void *arg);
+void download_offer_payload_free(void *payload);
+/* http: a prepared image response ended; note a whole delivery. */
+void download_delivered(void *arg, int complete);
+/* What to note when the image of o reaches device (NULL: nothing). */
+void *download_delivery(struct api *api, const char *device,
+    const struct offer *o, enum http_method method, int assume_installed);
+int download_artifact(struct http_request *req, void *arg);
+/*
+ * The image last sent to device on the check path, within the hour, into
+ * sha256 (65 bytes): 1, or 0 when not remembered. The next range of a
+ * download may come before the writer recorded its attempt; this knows
+ * at once. A collision of two devices forgets one (the registry's
+ * attempt stands behind it).
+ */
+int download_recent(struct api *api, const char *device, char *sha256);
+
+#endif
