@@ -197,7 +197,9 @@ want_patches(struct api *api, const struct offer *o)
 	json_t *rows, *row;
 	size_t i;
 
-	if (api->patcher == NULL || (t = api_thread_state(api)) == NULL ||
+	/* a patch is from an app to an app */
+	if (api->patcher == NULL || o->kind != KIND_APP ||
+	    (t = api_thread_state(api)) == NULL ||
 	    registry_fleet_bases(t->reader, o->chip, &rows) != OTAD_OK)
 		return;
 	for (i = 0; i < json_array_size(rows); i++) {

@@ -162,6 +162,15 @@ def test_httpupdate2_and_3_with_a_version(wled):
     r = wled.raw(httpupdate(wled.port, "/ota/firmware.bin", major=2,
                             sta_mac="24:0A:C4:00:03:01", version="0.14.3"))
     assert httpupdate_result(r) == "HTTP_UPDATE_NO_UPDATES"
+    # 2.0.x's stock call without a version: its digest tells
+    r = wled.raw(httpupdate(wled.port, "/ota/firmware.bin", major=2,
+                            sta_mac="24:0A:C4:00:03:02",
+                            sketch_sha256=app_sha256(NEW)))
+    assert httpupdate_result(r) == "HTTP_UPDATE_NO_UPDATES"
+    r = wled.raw(httpupdate(wled.port, "/ota/firmware.bin", major=2,
+                            sta_mac="24:0A:C4:00:03:03",
+                            sketch_sha256=app_sha256(OLD)))
+    assert httpupdate_result(r) == NEW
     # 3.x on a chip without Wi-Fi (ESP32-H2): only the BASE MAC names it
     r = wled.raw(httpupdate(wled.port, "/ota/firmware.bin",
                             base_mac="24:0A:C4:00:04:00", sta_mac=None,
@@ -376,6 +385,18 @@ def resumed_download(port, url, cut, between=None):
     r = once(port, idf_request(port, url))
     assert r.status == 200
     return r.body
+
+
+def test_esp_https_ota_plain(wled):
+    """esp_https_ota(&config) with the check URL: one GET; a 304 is
+    ESP_ERR_HTTP_NOT_MODIFIED (5.x _http_handle_response_code)."""
+    url = "/firmware/check?device=plain1&version=0.14.2"
+    r = once(wled.port, idf_request(wled.port, url))
+    assert r.status == 200 and r.body == NEW
+    assert int(r.headers["content-length"]) == len(NEW)
+    r = once(wled.port, idf_request(
+        wled.port, "/firmware/check?device=plain1&version=0.14.3"))
+    assert r.status == 304 and r.body == b""
 
 
 def test_esp_https_ota_resumption_never_splices(wled):
