@@ -3,10 +3,8 @@
  *
  * Artifact signatures are what `openssl dgst -sha256 -sign key.pem` makes:
  * ECDSA P-256 with SHA-256 (DER), or Ed25519 over the raw bytes (64
- * bytes). Secure Boot v2 blocks carry RSA-3072-PSS signatures that the
- * bootloader checks against keys burnt into eFuse; sign_sbv2_verify checks
- * them against the fleet's trusted secure boot keys so that an image the
- * bootloader would refuse never reaches a device.
+ * bytes). Secure Boot v2 keys are loaded here too (for their fingerprint
+ * and PEM); their blocks are sbv2.h's.
  *
  * A struct sign_key holds one public (or private) key; it is immutable
  * after loading and may be shared by threads.
@@ -25,14 +23,15 @@ struct sign_key;
 
 /*
  * A key from PEM text (public, or private when private_ok). Accepts
- * ecdsa-p256, ed25519 and, for secure boot, rsa-3072; anything else is
- * refused with the reason in why. Caller owns *out.
+ * ecdsa-p256, ed25519 and, for secure boot, rsa-3072, ecdsa-p192 and
+ * ecdsa-p384; anything else is refused with the reason in why. Caller
+ * owns *out.
  */
 enum otad_err sign_key_from_pem(const char *pem, size_t len, int private_ok,
     struct sign_key **out, char *why, size_t whylen);
 void sign_key_free(struct sign_key *key);
 
-/* "ecdsa-p256", "ed25519" or "rsa-3072". */
+/* "ecdsa-p256", "ed25519", "rsa-3072", "ecdsa-p192" or "ecdsa-p384". */
 const char *sign_key_algo(const struct sign_key *key);
 /* Lower-case hex SHA-256 of the public key's DER (SubjectPublicKeyInfo). */
 enum otad_err sign_key_fingerprint(const struct sign_key *key, char out[65]);
@@ -50,14 +49,6 @@ enum otad_err sign_verify(const struct sign_key *key, const uint8_t *data,
 /* Sign data with a private key; *sig is malloc'd. */
 enum otad_err sign_sign(const struct sign_key *key, const uint8_t *data,
     size_t len, uint8_t **sig, size_t *siglen);
-
-/*
- * A Secure Boot v2 RSA block (ESPIMG_SIG_BLOCK bytes, digest already
- * checked by espimg): OTAD_OK if its public key is trusted's and its
- * RSA-PSS signature over the image digest verifies with it.
- */
-enum otad_err sign_sbv2_verify(const uint8_t *block,
-    const struct sign_key *trusted);
 
 /* Standard base64 without newlines; caller frees. NULL on error. */
 char *sign_base64(const uint8_t *data, size_t len);

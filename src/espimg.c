@@ -188,7 +188,8 @@ static enum otad_err
 parse_sig_sector(const uint8_t *buf, size_t at, struct espimg_info *info,
     char *why, size_t whylen)
 {
-	uint8_t digest[SHA256_DIGEST_LENGTH];
+	uint8_t digest[SHA256_DIGEST_LENGTH], digest384[SHA384_DIGEST_LENGTH];
+	int have384 = 0;
 	unsigned i;
 
 	SHA256(buf, at, digest);
@@ -209,7 +210,19 @@ parse_sig_sector(const uint8_t *buf, size_t at, struct espimg_info *info,
 			    i);
 			return OTAD_ERR_NOT_IMAGE;
 		}
-		if (memcmp(b + 4, digest, sizeof(digest)) != 0) {
+		/* ECDSA P-384 blocks (sha_version 1) carry a SHA-384 */
+		if (b[1] == ESPIMG_SIG_ECDSA && b[2] > 1) {
+			snprintf(why, whylen, "signature block %u has unknown "
+			    "hash %u", i, b[2]);
+			return OTAD_ERR_NOT_IMAGE;
+		}
+		if (b[1] == ESPIMG_SIG_ECDSA && b[2] == 1 && !have384) {
+			SHA384(buf, at, digest384);
+			have384 = 1;
+		}
+		if (b[1] == ESPIMG_SIG_ECDSA && b[2] == 1 ?
+		    memcmp(b + 4, digest384, sizeof(digest384)) != 0 :
+		    memcmp(b + 4, digest, sizeof(digest)) != 0) {
 			snprintf(why, whylen, "signature block %u signs another "
 			    "image (digest mismatch)", i);
 			return OTAD_ERR_NOT_IMAGE;

@@ -29,6 +29,7 @@
 #include "log.h"
 #include "registry.h"
 #include "semver.h"
+#include "sbv2.h"
 #include "sign.h"
 #include "stages.h"
 #include "store.h"
@@ -584,49 +585,80 @@ trusted_key(const char *name, const char *purpose)
 	return key;
 }
 
+/* The active secure-boot keys as sbv2 judges blocks: name and digest. */
+struct sb_keys {
+	json_t *rows;
+	struct sbv2_trusted *t;
+	char (*digest)[65];
+	size_t n;
+};
+
+static void
+sb_keys_load(struct sb_keys *k)
+{
+	enum sbv2_scheme scheme;
+	char why[256];
+	size_t i;
+
+	memset(k, 0, sizeof(*k));
+	if (registry_keys_active(the_reg, "secure-boot", &k->rows) != OTAD_OK)
+		die("cannot read the secure boot keys");
+	k->n = json_array_size(k->rows);
+	if ((k->t = calloc(k->n + 1, sizeof(*k->t))) == NULL ||
+	    (k->digest = calloc(k->n + 1, sizeof(*k->digest))) == NULL)
+		die("out of memory");
+	for (i = 0; i < k->n; i++) {
+		json_t *row = json_array_get(k->rows, i);
+		const char *pem = json_string_value(json_object_get(row,
+		    "public_key"));
+
+		k->t[i].name = json_string_value(json_object_get(row, "name"));
+		k->t[i].digest = k->digest[i];
+		if (sbv2_key_digest(pem, strlen(pem), &scheme, k->digest[i],
+		    why, sizeof(why)) != OTAD_OK)
+			die("secure boot key '%s': %s", k->t[i].name, why);
+	}
+}
+
+static void
+sb_keys_free(struct sb_keys *k)
+{
+	free(k->t);
+	free(k->digest);
+	json_decref(k->rows);
+}
+
 /*
- * With secure boot keys configured, the image must carry a Secure Boot v2
- * block that one of them verifies: the bootloader would refuse it
- * otherwise. Dies with the reason.
+ * With secure boot keys configured, one of the image's Secure Boot v2
+ * blocks must carry one of them, verify over the image as the bootloader
+ * computes it, and be of a scheme the image's chip verifies: the
+ * bootloader would refuse it otherwise. Dies with the reason.
  */
 static void
 check_secure_boot(const uint8_t *img, size_t len)
 {
+	struct sbv2_verdict verdicts[ESPIMG_SIG_BLOCKS_MAX];
 	struct espimg_info info;
+	struct sb_keys keys;
 	char why[256];
-	json_t *keys;
-	size_t i, b;
+	enum otad_err rc;
 
-	if (registry_keys_active(the_reg, "secure-boot", &keys) != OTAD_OK)
-		die("cannot read the secure boot keys");
-	if (json_array_size(keys) == 0) {
-		json_decref(keys);
+	sb_keys_load(&keys);
+	if (keys.n == 0) {
+		sb_keys_free(&keys);
 		return;
 	}
 	if (espimg_parse(img, len, &info, why, sizeof(why)) != OTAD_OK)
 		die("%s", why);
-	for (b = 0; b < info.nsig; b++)
-		for (i = 0; i < json_array_size(keys); i++) {
-			const char *pem = json_string_value(json_object_get(
-			    json_array_get(keys, i), "public_key"));
-			struct sign_key *k;
-			int ok;
-
-			if (sign_key_from_pem(pem, strlen(pem), 0, &k, why,
-			    sizeof(why)) != OTAD_OK)
-				continue;
-			ok = sign_sbv2_verify(info.sig[b].block, k) == OTAD_OK;
-			sign_key_free(k);
-			if (ok) {
-				json_decref(keys);
-				return;
-			}
-		}
-	json_decref(keys);
-	die(info.nsig == 0 ? "secure boot keys are configured and the image "
-	    "carries no Secure Boot v2 signature: the bootloader would refuse "
-	    "it" : "no Secure Boot v2 signature block of the image verifies "
-	    "with a trusted secure boot key: the bootloader would refuse it");
+	if (info.nsig == 0)
+		die("secure boot keys are configured and the image carries no "
+		    "Secure Boot v2 signature: the bootloader would refuse it");
+	rc = sbv2_check_image(&info, img, len, keys.t, keys.n, verdicts, why,
+	    sizeof(why));
+	sb_keys_free(&keys);
+	if (rc != OTAD_OK)
+		die("secure boot: %s: the bootloader would refuse the image",
+		    why);
 }
 
 static int
@@ -796,18 +828,63 @@ artifact_list(void)
 	return 0;
 }
 
+/*
+ * Every Secure Boot v2 block of a stored app image: its scheme, its key's
+ * eFuse digest, the trusted key that is, and whether it verifies over the
+ * image (or why not). An empty array for an image without blocks.
+ */
+static json_t *
+secure_boot_blocks(const char *sha)
+{
+	struct sbv2_verdict v[ESPIMG_SIG_BLOCKS_MAX];
+	struct espimg_info info;
+	struct sb_keys keys;
+	json_t *out = json_array();
+	char why[256];
+	size_t len;
+	uint8_t *img;
+	unsigned i;
+
+	open_store();
+	img = map_artifact(sha, &len);
+	if (espimg_parse(img, len, &info, why, sizeof(why)) != OTAD_OK ||
+	    info.nsig == 0) {
+		munmap(img, len);
+		return out;
+	}
+	sb_keys_load(&keys);
+	(void)sbv2_check_image(&info, img, len, keys.t, keys.n, v, why,
+	    sizeof(why));
+	for (i = 0; i < info.nsig; i++) {
+		int known = v[i].block.raw != NULL;
+
+		json_array_append_new(out, json_pack("{s:I,s:s?,s:s?,s:s?,"
+		    "s:b,s:s?}", "block", (json_int_t)i, "scheme", known ?
+		    sbv2_scheme_name(v[i].block.scheme) : NULL, "key_digest",
+		    known ? v[i].block.key_digest : NULL, "trusted_key",
+		    v[i].key, "verified", v[i].verified && v[i].chip_verifies,
+		    "why_not", v[i].verified && v[i].chip_verifies ? NULL :
+		    v[i].why));
+	}
+	sb_keys_free(&keys);
+	munmap(img, len);
+	return out;
+}
+
 static int
 artifact_show(struct opts *o)
 {
 	static const char *const keys[] = {"sha256", "version", "product",
-	    "chip", "project", "idf_ver", "desc_version", "build_date",
+	    "kind", "chip", "project", "idf_ver", "desc_version", "build_date",
 	    "secure_version", "size", "image_len", "app_sha256", "sig_blocks",
 	    "md5", "created", "releases", NULL};
 	static const char *const sigcols[] = {"key", "algo", "state",
 	    "created", NULL};
+	static const char *const blockcols[] = {"block", "scheme",
+	    "key_digest", "trusted_key", "verified", "why_not", NULL};
 	struct registry *reg;
 	char why[256];
-	json_t *row, *sigs;
+	json_t *row, *sigs, *blocks;
 
 	if (o->argc != 1)
 		usage();
@@ -819,12 +896,23 @@ artifact_show(struct opts *o)
 	    json_object_get(row, "sha256")), &sigs) != OTAD_OK)
 		die("cannot read signatures");
 	json_object_set_new(row, "signatures", sigs);
+	if (strcmp(json_string_value(json_object_get(row, "kind")), "app") ==
+	    0)
+		blocks = secure_boot_blocks(json_string_value(json_object_get(
+		    row, "sha256")));
+	else
+		blocks = json_array();
+	json_object_set_new(row, "secure_boot_blocks", blocks);
 	if (json_out) {
 		print_json(row);
 	} else {
 		print_fields(row, keys);
 		printf("\nsignatures:\n");
 		print_table(sigs, sigcols);
+		if (json_array_size(blocks) > 0) {
+			printf("\nsecure boot blocks:\n");
+			print_table(blocks, blockcols);
+		}
 	}
 	json_decref(row);
 	return 0;
@@ -1189,26 +1277,40 @@ static int
 key_add(struct opts *o)
 {
 	const char *purpose = o->secure_boot ? "secure-boot" : "artifact";
+	enum sbv2_scheme scheme = SBV2_RSA3072;
 	struct sign_key *key;
-	char why[256], *pem;
+	char why[256], digest[65], *pem;
 	size_t len;
 
 	if (o->argc != 1 || o->public == NULL)
 		die("key add needs NAME and --public PEM");
 	check_key_name(o->argv[0]);
 	pem = read_small(o->public, 64 * 1024, &len);
+	if (o->secure_boot && sbv2_key_digest(pem, len, &scheme, digest, why,
+	    sizeof(why)) != OTAD_OK)
+		die("%s: %s", o->public, why);
 	if (sign_key_from_pem(pem, len, 0, &key, why, sizeof(why)) != OTAD_OK)
 		die("%s: %s", o->public, why);
 	free(pem);
-	if (o->secure_boot && strcmp(sign_key_algo(key), "rsa-3072") != 0)
-		die("a secure boot key is the RSA-3072 public key of Secure "
-		    "Boot v2, not %s", sign_key_algo(key));
-	if (!o->secure_boot && strcmp(sign_key_algo(key), "rsa-3072") == 0)
-		die("RSA keys are for --secure-boot; artifact keys are "
-		    "ecdsa-p256 or ed25519");
+	if (!o->secure_boot && strcmp(sign_key_algo(key), "ecdsa-p256") != 0 &&
+	    strcmp(sign_key_algo(key), "ed25519") != 0)
+		die("artifact keys are ecdsa-p256 or ed25519, not %s (%s keys "
+		    "are for --secure-boot)", sign_key_algo(key),
+		    sign_key_algo(key));
 	open_registry();
 	key_record(o->argv[0], key, purpose, NULL);
 	sign_key_free(key);
+	if (!o->secure_boot)
+		return 0;
+	if (!json_out)
+		printf("eFuse key digest (espsecure digest-sbv2-public-key, "
+		    "espefuse summary): %s\n", digest);
+	/* espsecure makes P-192 keys; the bootloaders refuse them */
+	if (scheme == SBV2_ECDSA_P192)
+		fprintf(stderr, "otactl: warning: current ESP-IDF bootloaders "
+		    "refuse ECDSA P-192 signatures (only the ESP32-C2 ROM "
+		    "verifies them): images signed with '%s' are verified here "
+		    "but may not boot\n", o->argv[0]);
 	return 0;
 }
 
@@ -1267,12 +1369,29 @@ static int
 key_list(void)
 {
 	static const char *const cols[] = {"name", "algo", "purpose", "state",
-	    "server_held", "signatures", "fingerprint", "created", NULL};
-	json_t *rows;
+	    "server_held", "signatures", "fingerprint", "efuse_digest",
+	    "created", NULL};
+	enum sbv2_scheme scheme;
+	char digest[65], why[256];
+	json_t *rows, *row;
+	size_t i;
 
 	open_registry();
 	if (registry_key_list(the_reg, &rows) != OTAD_OK)
 		die("cannot read keys");
+	/* a secure boot key as the eFuse holds it, to compare on a device */
+	json_array_foreach(rows, i, row) {
+		const char *pem = json_string_value(json_object_get(row,
+		    "public_key"));
+
+		if (strcmp(json_string_value(json_object_get(row, "purpose")),
+		    "secure-boot") == 0 && pem != NULL &&
+		    sbv2_key_digest(pem, strlen(pem), &scheme, digest, why,
+		    sizeof(why)) == OTAD_OK)
+			json_object_set_new(row, "efuse_digest",
+			    json_string(digest));
+		json_object_del(row, "public_key");
+	}
 	print_rows(rows, cols);
 	json_decref(rows);
 	return 0;

@@ -441,9 +441,45 @@ user_version(sqlite3 *db)
 	return v;
 }
 
-/* Apply schema_migrations[user_version..], each in its own transaction. */
+static enum otad_err migrate_all(sqlite3 *db);
+
+/* No row breaks a foreign key: 0, or -1 (logged). */
+static int
+foreign_keys_hold(sqlite3 *db)
+{
+	sqlite3_stmt *st;
+	int step;
+
+	if (sqlite3_prepare_v2(db, "PRAGMA foreign_key_check", -1, &st,
+	    NULL) != SQLITE_OK)
+		return -1;
+	step = sqlite3_step(st);
+	if (step == SQLITE_ROW)
+		log_warnx("a migration left a row of %s without its %s",
+		    (const char *)sqlite3_column_text(st, 0),
+		    (const char *)sqlite3_column_text(st, 2));
+	sqlite3_finalize(st);
+	return step == SQLITE_DONE ? 0 : -1;
+}
+
+/*
+ * Apply schema_migrations[user_version..], each in its own transaction.
+ * Foreign keys are off meanwhile, as SQLite's way of changing a table
+ * (build the new one, copy, drop, rename) needs, and each migration must
+ * leave them whole before it commits.
+ */
 static enum otad_err
 migrate(sqlite3 *db)
+{
+	enum otad_err rc = migrate_all(db);
+
+	if (exec(db, "PRAGMA foreign_keys = ON") != OTAD_OK && rc == OTAD_OK)
+		rc = OTAD_ERR_DB;
+	return rc;
+}
+
+static enum otad_err
+migrate_all(sqlite3 *db)
 {
 	enum otad_err rc;
 	char sql[64];
@@ -453,6 +489,8 @@ migrate(sqlite3 *db)
 	if ((v = user_version(db)) >= 0 &&
 	    (unsigned)v == schema_migration_count)
 		return OTAD_OK;
+	if ((rc = exec(db, "PRAGMA foreign_keys = OFF")) != OTAD_OK)
+		return rc;
 	for (;;) {
 		/* IMMEDIATE: two processes starting at once migrate once */
 		if ((rc = exec(db, "BEGIN IMMEDIATE")) != OTAD_OK)
@@ -471,7 +509,8 @@ migrate(sqlite3 *db)
 		}
 		snprintf(sql, sizeof(sql), "PRAGMA user_version = %d", v + 1);
 		if ((rc = exec(db, schema_migrations[v])) != OTAD_OK ||
-		    (rc = exec(db, sql)) != OTAD_OK ||
+		    (rc = foreign_keys_hold(db) < 0 ? OTAD_ERR_DB : OTAD_OK) !=
+		    OTAD_OK || (rc = exec(db, sql)) != OTAD_OK ||
 		    (rc = exec(db, "COMMIT")) != OTAD_OK) {
 			exec(db, "ROLLBACK");
 			log_warnx("migration %d failed", v + 1);
@@ -2367,7 +2406,7 @@ enum otad_err
 registry_key_list(struct registry *reg, json_t **rows)
 {
 	return query_rows(reg->db, rows, "SELECT name, algo, purpose, state,"
-	    " server_held, fingerprint, created, revoked_at,"
+	    " server_held, fingerprint, public_key, created, revoked_at,"
 	    " (SELECT count(*) FROM signature WHERE key = name) AS signatures"
 	    " FROM signing_key ORDER BY created, name", ARGS_END);
 }

@@ -1,4 +1,4 @@
-/* sign.c: ECDSA P-256 / Ed25519 artifact signatures, Secure Boot v2 RSA */
+/* sign.c: ECDSA P-256 / Ed25519 artifact signatures, and keys */
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,14 +17,6 @@ struct sign_key {
 	int is_private;
 };
 
-/* Secure Boot v2 RSA block layout (ets_secure_boot_sig_block_t) */
-#define SBV2_DIGEST 4
-#define SBV2_N 36
-#define SBV2_E 420
-#define SBV2_SIG 812
-#define SBV2_KEY_BYTES 384 /* RSA-3072 */
-#define SBV2_SALT 32
-
 static const char *
 algo_of(EVP_PKEY *pkey)
 {
@@ -35,10 +27,16 @@ algo_of(EVP_PKEY *pkey)
 	case EVP_PKEY_ED25519:
 		return "ed25519";
 	case EVP_PKEY_EC:
-		if (EVP_PKEY_get_utf8_string_param(pkey,
-		    OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof(group), &glen) &&
-		    strcmp(group, "prime256v1") == 0)
+		if (!EVP_PKEY_get_utf8_string_param(pkey,
+		    OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof(group), &glen))
+			return NULL;
+		/* P-192 and P-384: Secure Boot v2 keys only (sbv2.h) */
+		if (strcmp(group, "prime256v1") == 0)
 			return "ecdsa-p256";
+		if (strcmp(group, "prime192v1") == 0)
+			return "ecdsa-p192";
+		if (strcmp(group, "secp384r1") == 0)
+			return "ecdsa-p384";
 		return NULL;
 	case EVP_PKEY_RSA:
 		return EVP_PKEY_get_bits(pkey) == 3072 ? "rsa-3072" : NULL;
@@ -76,7 +74,8 @@ sign_key_from_pem(const char *pem, size_t len, int private_ok,
 	}
 	if (algo_of(pkey) == NULL) {
 		snprintf(why, whylen, "unsupported key type (%s, %d bits): "
-		    "use ecdsa-p256, ed25519 or, for secure boot, rsa-3072",
+		    "use ecdsa-p256, ed25519 or, for secure boot, rsa-3072 or "
+		    "ecdsa-p192/p256/p384",
 		    EVP_PKEY_get0_type_name(pkey), EVP_PKEY_get_bits(pkey));
 		EVP_PKEY_free(pkey);
 		return OTAD_ERR_INVALID;
@@ -235,53 +234,6 @@ sign_sign(const struct sign_key *key, const uint8_t *data, size_t len,
 	rc = OTAD_OK;
 done:
 	EVP_MD_CTX_free(ctx);
-	return rc;
-}
-
-/* Little-endian bytes (as the ROM stores them) into a BIGNUM. */
-static BIGNUM *
-bn_le(const uint8_t *p, size_t n)
-{
-	return BN_lebin2bn(p, (int)n, NULL);
-}
-
-enum otad_err
-sign_sbv2_verify(const uint8_t *block, const struct sign_key *trusted)
-{
-	BIGNUM *n = NULL, *e = NULL, *tn = NULL, *te = NULL;
-	uint8_t sig_be[SBV2_KEY_BYTES];
-	EVP_PKEY_CTX *ctx = NULL;
-	enum otad_err rc = OTAD_ERR_INVALID;
-	int i;
-
-	if (strcmp(trusted->algo, "rsa-3072") != 0 || block[1] != 0x02)
-		return OTAD_ERR_INVALID;
-	/* the block's key must be the trusted key itself */
-	n = bn_le(block + SBV2_N, SBV2_KEY_BYTES);
-	e = bn_le(block + SBV2_E, 4);
-	if (n == NULL || e == NULL ||
-	    !EVP_PKEY_get_bn_param(trusted->pkey, OSSL_PKEY_PARAM_RSA_N, &tn) ||
-	    !EVP_PKEY_get_bn_param(trusted->pkey, OSSL_PKEY_PARAM_RSA_E, &te) ||
-	    BN_cmp(n, tn) != 0 || BN_cmp(e, te) != 0)
-		goto done;
-	for (i = 0; i < SBV2_KEY_BYTES; i++)
-		sig_be[i] = block[SBV2_SIG + SBV2_KEY_BYTES - 1 - i];
-	if ((ctx = EVP_PKEY_CTX_new(trusted->pkey, NULL)) == NULL ||
-	    EVP_PKEY_verify_init(ctx) != 1 ||
-	    EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_PSS_PADDING) != 1 ||
-	    EVP_PKEY_CTX_set_signature_md(ctx, EVP_sha256()) != 1 ||
-	    EVP_PKEY_CTX_set_rsa_mgf1_md(ctx, EVP_sha256()) != 1 ||
-	    EVP_PKEY_CTX_set_rsa_pss_saltlen(ctx, SBV2_SALT) != 1)
-		goto done;
-	if (EVP_PKEY_verify(ctx, sig_be, sizeof(sig_be), block + SBV2_DIGEST,
-	    32) == 1)
-		rc = OTAD_OK;
-done:
-	EVP_PKEY_CTX_free(ctx);
-	BN_free(n);
-	BN_free(e);
-	BN_free(tn);
-	BN_free(te);
 	return rc;
 }
 

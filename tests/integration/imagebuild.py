@@ -6,7 +6,8 @@ import struct
 import subprocess
 import zlib
 
-CHIPS = {"esp32": 0, "esp32s2": 2, "esp32c3": 5, "esp32s3": 9}
+CHIPS = {"esp32": 0, "esp32s2": 2, "esp32c3": 5, "esp32s3": 9, "esp32c2": 12,
+         "esp32c6": 13}
 
 
 def build(version="1.0.0", project="sensor", chip="esp32",
@@ -63,5 +64,42 @@ def sign_sbv2(image, key_pem):
     block[424:808] = pow(2, 2 * 3072, n).to_bytes(384, "little")
     block[808:812] = ((-pow(n, -1, 2 ** 32)) % 2 ** 32).to_bytes(4, "little")
     block[812:1196] = sig[::-1]
+    block[1196:1200] = zlib.crc32(bytes(block[:1196])).to_bytes(4, "little")
+    return body + bytes(block) + b"\xff" * (4096 - 1216)
+
+
+def der_ints(der):
+    """r and s of a DER ECDSA-Sig-Value (SEQUENCE of two INTEGERs)."""
+    assert der[0] == 0x30
+    pos, out = 2 if der[1] < 0x80 else 3, []
+    for _ in range(2):
+        assert der[pos] == 0x02
+        n = der[pos + 1]
+        out.append(int.from_bytes(der[pos + 2:pos + 2 + n], "big"))
+        pos += 2 + n
+    return out
+
+
+def sign_sbv2_ecdsa(image, key_pem):
+    """A Secure Boot v2 sector with one ECDSA P-256 block (version 0x03,
+    SHA-256), as espsecure lays it out: X, Y, r, s little-endian."""
+    body = image + b"\xff" * (-len(image) % 4096)
+    digest = hashlib.sha256(body).digest()
+    der = subprocess.run(["openssl", "pkeyutl", "-sign", "-inkey",
+                          str(key_pem)], input=digest, capture_output=True,
+                         check=True).stdout
+    r, s = der_ints(der)
+    pub = subprocess.run(["openssl", "ec", "-in", str(key_pem), "-pubout",
+                          "-outform", "DER"], capture_output=True,
+                         check=True).stdout[-65:]
+    assert pub[0] == 0x04
+    block = bytearray(1216)
+    block[0], block[1], block[2] = 0xE7, 0x03, 0x00
+    block[4:36] = digest
+    block[36] = 2  # P-256
+    block[37:69] = pub[1:33][::-1]
+    block[69:101] = pub[33:65][::-1]
+    block[101:133] = r.to_bytes(32, "little")
+    block[133:165] = s.to_bytes(32, "little")
     block[1196:1200] = zlib.crc32(bytes(block[:1196])).to_bytes(4, "little")
     return body + bytes(block) + b"\xff" * (4096 - 1216)

@@ -185,13 +185,17 @@ def test_key_add_refuses_the_wrong_keys(tmp_path):
     rsapub = tmp_path / "rsa.pub"
     openssl("rsa", "-in", str(rsa), "-pubout", "-out", str(rsapub))
     _, ecpub = ec_key(tmp_path, "ec")
+    ed = tmp_path / "ed.pem"
+    openssl("genpkey", "-algorithm", "ed25519", "-out", str(ed))
+    edpub = tmp_path / "ed.pub"
+    openssl("pkey", "-in", str(ed), "-pubout", "-out", str(edpub))
     junk = tmp_path / "junk.pem"
     junk.write_text("-----BEGIN PUBLIC KEY-----\nAAAA\n"
                     "-----END PUBLIC KEY-----\n")
     for args, needle in [
         (["key", "add", "r", "--public", str(rsapub)], "are for --secure-boot"),
-        (["key", "add", "e", "--public", str(ecpub), "--secure-boot"],
-         "RSA-3072 public key of Secure Boot v2"),
+        (["key", "add", "e", "--public", str(edpub), "--secure-boot"],
+         "a Secure Boot v2 key is RSA-3072 or ECDSA P-192, P-256 or P-384"),
         (["key", "add", "j", "--public", str(junk)], "not a PEM public key"),
         (["key", "add", "../x", "--public", str(ecpub)], "invalid key name"),
         (["key", "add", "k", "--public", str(tmp_path / "none")],
@@ -230,7 +234,7 @@ def test_secure_boot_blocks_are_verified_at_ingest(tmp_path):
     assert "carries no Secure Boot v2 signature" in p.stderr
     p = d.otactl("artifact", "add", str(foreign), "--version", "3.0.0-g",
                  check=False)
-    assert p.returncode == 1 and "no Secure Boot v2 signature block" in \
+    assert p.returncode == 1 and "no block carries a trusted secure-boot key" in \
         p.stderr
     sha = d.otactl("artifact", "add", str(signed)).stdout.strip()
     a = d.otactl("artifact", "show", sha, json_out=True)

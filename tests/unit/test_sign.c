@@ -131,94 +131,6 @@ test_base64(void **state)
 	free(s);
 }
 
-static void
-put_le(uint8_t *dst, const BIGNUM *bn, int len)
-{
-	assert_int_equal(BN_bn2lebinpad(bn, dst, len), len);
-}
-
-/* A Secure Boot v2 block as espsecure writes it, signed with rsa. */
-static void
-make_block(uint8_t *b, EVP_PKEY *rsa, const uint8_t digest[32])
-{
-	BIGNUM *n = NULL, *e = NULL;
-	uint8_t sig[384];
-	size_t siglen = sizeof(sig);
-	EVP_PKEY_CTX *ctx;
-	int i;
-
-	memset(b, 0, 1216);
-	b[0] = 0xE7;
-	b[1] = 0x02;
-	memcpy(b + 4, digest, 32);
-	EVP_PKEY_get_bn_param(rsa, OSSL_PKEY_PARAM_RSA_N, &n);
-	EVP_PKEY_get_bn_param(rsa, OSSL_PKEY_PARAM_RSA_E, &e);
-	put_le(b + 36, n, 384);
-	put_le(b + 420, e, 4);
-	ctx = EVP_PKEY_CTX_new(rsa, NULL);
-	assert_int_equal(EVP_PKEY_sign_init(ctx), 1);
-	EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_PSS_PADDING);
-	EVP_PKEY_CTX_set_signature_md(ctx, EVP_sha256());
-	EVP_PKEY_CTX_set_rsa_mgf1_md(ctx, EVP_sha256());
-	EVP_PKEY_CTX_set_rsa_pss_saltlen(ctx, 32);
-	assert_int_equal(EVP_PKEY_sign(ctx, sig, &siglen, digest, 32), 1);
-	for (i = 0; i < 384; i++)
-		b[812 + i] = sig[383 - i];
-	EVP_PKEY_CTX_free(ctx);
-	BN_free(n);
-	BN_free(e);
-}
-
-static struct sign_key *
-public_of(EVP_PKEY *pkey)
-{
-	struct sign_key *key;
-	char why[256], *pem;
-	BIO *bio = BIO_new(BIO_s_mem());
-	long n;
-
-	PEM_write_bio_PUBKEY(bio, pkey);
-	n = BIO_get_mem_data(bio, &pem);
-	assert_int_equal(sign_key_from_pem(pem, (size_t)n, 0, &key, why,
-	    sizeof(why)), OTAD_OK);
-	BIO_free(bio);
-	return key;
-}
-
-static void
-test_sbv2(void **state)
-{
-	EVP_PKEY *rsa = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)3072);
-	EVP_PKEY *other = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)3072);
-	struct sign_key *trusted = public_of(rsa), *stranger = public_of(other);
-	uint8_t digest[32], block[1216], forged[1216];
-
-	(void)state;
-	assert_string_equal(sign_key_algo(trusted), "rsa-3072");
-	memset(digest, 0x5a, sizeof(digest));
-	make_block(block, rsa, digest);
-	assert_int_equal(sign_sbv2_verify(block, trusted), OTAD_OK);
-	/* signed by a key the fleet does not trust */
-	assert_int_equal(sign_sbv2_verify(block, stranger), OTAD_ERR_INVALID);
-	/* the trusted key's modulus, another key's signature */
-	make_block(block, other, digest);
-	make_block(forged, rsa, digest);
-	memcpy(forged + 812, block + 812, 384);
-	assert_int_equal(sign_sbv2_verify(forged, trusted), OTAD_ERR_INVALID);
-	/* a digest that the signature does not cover */
-	make_block(block, rsa, digest);
-	block[4] ^= 1;
-	assert_int_equal(sign_sbv2_verify(block, trusted), OTAD_ERR_INVALID);
-	/* an ECDSA block is not for an RSA key */
-	make_block(block, rsa, digest);
-	block[1] = 0x03;
-	assert_int_equal(sign_sbv2_verify(block, trusted), OTAD_ERR_INVALID);
-	sign_key_free(trusted);
-	sign_key_free(stranger);
-	EVP_PKEY_free(rsa);
-	EVP_PKEY_free(other);
-}
-
 int
 main(void)
 {
@@ -227,7 +139,6 @@ main(void)
 		cmocka_unit_test(test_ed25519),
 		cmocka_unit_test(test_refused_keys),
 		cmocka_unit_test(test_base64),
-		cmocka_unit_test(test_sbv2),
 	};
 
 	return cmocka_run_group_tests_name("sign", tests, NULL, NULL);
