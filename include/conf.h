@@ -33,6 +33,7 @@ struct conf {
 	int require_signature;     /* offer only artifacts signed by a key */
 	int device_auth;           /* 1 = token: devices must present one */
 	int latest_url;            /* serve /firmware/latest/<product> */
+	unsigned rollout_approvals; /* 2: a second operator approves starts */
 	unsigned rate_per_device;  /* requests a minute; 0 = no cap */
 	unsigned rate_per_address; /* requests a minute; 0 = no cap */
 	unsigned auth_failures_per_address; /* a minute; 0 = no cap */

@@ -279,8 +279,21 @@ enum otad_err registry_wait_served(struct registry *reg, int timeout_ms);
  */
 void registry_set_patience(struct registry *reg, int ms);
 
-/* Who is acting, for audit rows ("otactl:alice"). */
+/*
+ * Who is acting: for audit rows (actor, "otactl:alice", "op:bob (admin)
+ * from 10.0.0.7") and, for the two-person rule, the person (who,
+ * "otactl:alice", "op:bob"): a rollout's creator and its approver.
+ */
 void registry_set_actor(struct registry *reg, const char *actor);
+void registry_set_who(struct registry *reg, const char *who);
+
+/*
+ * The two-person rule (rollout_approvals): with 2, a rollout or a publish
+ * starts only when someone other than its creator approves it
+ * (ROLLOUT_APPROVE), unless break_glass (a reason, audited) is set.
+ */
+void registry_set_approvals(struct registry *reg, unsigned approvals,
+    const char *break_glass);
 
 /*
  * Record an artifact and, when key is not NULL, its signature (already
@@ -339,7 +352,7 @@ enum otad_err registry_release_list(struct registry *reg, json_t **rows);
  */
 enum otad_err registry_release_publish(struct registry *reg,
     const char *version, const char *product, const char *chip,
-    int64_t *rollout_id, char *why, size_t whylen);
+    int64_t *rollout_id, int *awaiting_approval, char *why, size_t whylen);
 
 /* A staged rollout, as otactl rollout create is told it. */
 struct rollout_plan {
@@ -362,10 +375,28 @@ enum rollout_action {
 	ROLLOUT_PAUSE,  /* active -> paused */
 	ROLLOUT_RESUME, /* paused -> active; halted -> active with force */
 	ROLLOUT_ABORT,  /* anything not finished -> aborted */
+	ROLLOUT_APPROVE, /* a draft approved by another, and started */
 };
 
 enum otad_err registry_rollout_action(struct registry *reg, int64_t id,
     enum rollout_action action, int force, char *why, size_t whylen);
+
+/* Operators of the management API. */
+enum otad_err registry_operator_add(struct registry *reg, const char *name,
+    const char *role, const char *token_hash, char *why, size_t whylen);
+enum otad_err registry_operator_list(struct registry *reg, json_t **rows);
+enum otad_err registry_operator_revoke(struct registry *reg,
+    const char *name, char *why, size_t whylen);
+/*
+ * The active operator whose token hashes to token_hash: name and role
+ * (each 65 bytes). OTAD_ERR_NOT_FOUND when none.
+ */
+enum otad_err registry_operator_by_token(struct registry *reg,
+    const char *token_hash, char *name, char *role);
+
+/* Audit rows, newest first, older than before (0: from the newest). */
+enum otad_err registry_audit(struct registry *reg, int64_t before,
+    int limit, const char *actor, json_t **rows);
 
 /* Rollouts (id 0: all) with per-stage counts, rates and soak left. */
 enum otad_err registry_rollout_status(struct registry *reg, int64_t id,

@@ -71,6 +71,7 @@ static const struct conf_key conf_keys[] = {
 	    auth_modes, "none or token"},
 	{"latest_url", CONF_CHOICE, F(latest_url), 0, 0, "no", 0, yes_no,
 	    "yes or no"},
+	{"rollout_approvals", CONF_UINT, F(rollout_approvals), 1, 2, "1", 0},
 	{"rate_per_device", CONF_UINT, F(rate_per_device), 0, 1000000, "120",
 	    0},
 	{"rate_per_address", CONF_UINT, F(rate_per_address), 0, 10000000, "0",

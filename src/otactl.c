@@ -22,6 +22,7 @@
 #include <openssl/evp.h>
 
 #include "auth.h"
+#include "catalog.h"
 #include "conf.h"
 #include "delta.h"
 #include "espimg.h"
@@ -45,18 +46,11 @@ static struct conf conf;
 /* open for the whole command; closed at exit, after die() too */
 static struct registry *the_reg;
 static struct store *the_store;
-/*
- * An artifact being added: its temp file is removed at exit if it never
- * got its name. Once published it is not removed here (another otactl
- * may have recorded the same file meanwhile): otad's start-up sweep
- * removes it if no record names it.
- */
-static struct store_artifact *adding;
-
+/* --break-glass: a reason to start without a second approval */
+static const char *break_glass;
 static void
 cleanup(void)
 {
-	store_artifact_release(adding);
 	registry_close(the_reg);
 	store_free(the_store);
 	the_reg = NULL;
@@ -85,6 +79,9 @@ usage(void)
 	    " [--downgrade]\n"
 	    "  rollout start|pause|abort ID | resume ID [--force] |"
 	    " status [ID]\n"
+	    "  rollout approve ID | start ID --break-glass REASON\n"
+	    "  operator add NAME --role viewer|operator|admin|ci |"
+	    " list | revoke NAME\n"
 	    "  device list [--offline] | show ID\n"
 	    "  device set ID [--group G] [--hw-rev R] [--chip C]\n"
 	    "  device add ID [--group G] | revoke-token ID | block ID |"
@@ -117,7 +114,7 @@ struct opts {
 	const char *version, *product, *artifact, *hw_rev, *group, *chip;
 	const char *signature, *key, *public, *algo, *min_from;
 	const char *stages, *window, *days, *utc_offset, *min_battery, *timeout;
-	const char *output, *sha256, *kind;
+	const char *output, *sha256, *kind, *break_glass, *role;
 	int offline, secure_boot, confirm_sv, forced, force, downgrade, raw;
 };
 
@@ -227,6 +224,10 @@ parse_opts(int argc, char **argv, struct opts *o, const char *allowed)
 			slot = &o->sha256;
 		else if (strcmp(a, "--kind") == 0)
 			slot = &o->kind;
+		else if (strcmp(a, "--break-glass") == 0)
+			slot = &o->break_glass;
+		else if (strcmp(a, "--role") == 0)
+			slot = &o->role;
 		else
 			die("unknown option '%s'", a);
 		if (i + 1 >= argc)
@@ -283,6 +284,8 @@ open_registry(void)
 	snprintf(actor, sizeof(actor), "otactl:%s",
 	    pw ? pw->pw_name : "unknown");
 	registry_set_actor(reg, actor);
+	registry_set_who(reg, actor);
+	registry_set_approvals(reg, conf.rollout_approvals, break_glass);
 	registry_set_patience(reg, 10000);
 	the_reg = reg;
 	return reg;
@@ -422,30 +425,6 @@ print_rows(json_t *rows, const char *const *cols)
 /* ---- artifact ---- */
 
 /*
- * The product version: --version, else the descriptor's when it means
- * something. NULL with the reason in why.
- */
-static const char *
-artifact_version(const struct opts *o, const struct espimg_info *img,
-    char *why, size_t whylen)
-{
-	if (o->version != NULL)
-		return o->version;
-	if (espimg_version_is_generic(img)) {
-		snprintf(why, whylen, "the image's own version '%s' is the "
-		    "same for every build of '%s', not the product's; give "
-		    "--version", img->version, img->project_name);
-		return NULL;
-	}
-	if (!semver_valid(img->version)) {
-		snprintf(why, whylen, "the image's own version '%s' is not "
-		    "usable; give --version", img->version);
-		return NULL;
-	}
-	return img->version;
-}
-
-/*
  * Write a whole file: temp, fsync, rename, so that a crash leaves the old
  * file or the new one, never half of one. Dies on error.
  */
@@ -563,117 +542,23 @@ static struct sign_key *
 trusted_key(const char *name, const char *purpose)
 {
 	struct sign_key *key;
-	const char *pem;
 	char why[256];
-	json_t *row;
 
-	if (registry_key_get(the_reg, name, &row, why, sizeof(why)) != OTAD_OK)
+	if (catalog_trusted_key(the_reg, name, purpose, &key, why,
+	    sizeof(why)) != OTAD_OK)
 		die("%s", why);
-	if (strcmp(json_string_value(json_object_get(row, "purpose")),
-	    purpose) != 0 || strcmp(json_string_value(json_object_get(row,
-	    "state")), "active") != 0) {
-		json_decref(row);
-		die("key '%s' is not an active %s key", name, purpose);
-	}
-	pem = json_string_value(json_object_get(row, "public_key"));
-	if (sign_key_from_pem(pem, strlen(pem), 0, &key, why, sizeof(why)) !=
-	    OTAD_OK) {
-		json_decref(row);
-		die("key '%s': %s", name, why);
-	}
-	json_decref(row);
 	return key;
-}
-
-/* The active secure-boot keys as sbv2 judges blocks: name and digest. */
-struct sb_keys {
-	json_t *rows;
-	struct sbv2_trusted *t;
-	char (*digest)[65];
-	size_t n;
-};
-
-static void
-sb_keys_load(struct sb_keys *k)
-{
-	enum sbv2_scheme scheme;
-	char why[256];
-	size_t i;
-
-	memset(k, 0, sizeof(*k));
-	if (registry_keys_active(the_reg, "secure-boot", &k->rows) != OTAD_OK)
-		die("cannot read the secure boot keys");
-	k->n = json_array_size(k->rows);
-	if ((k->t = calloc(k->n + 1, sizeof(*k->t))) == NULL ||
-	    (k->digest = calloc(k->n + 1, sizeof(*k->digest))) == NULL)
-		die("out of memory");
-	for (i = 0; i < k->n; i++) {
-		json_t *row = json_array_get(k->rows, i);
-		const char *pem = json_string_value(json_object_get(row,
-		    "public_key"));
-
-		k->t[i].name = json_string_value(json_object_get(row, "name"));
-		k->t[i].digest = k->digest[i];
-		if (sbv2_key_digest(pem, strlen(pem), &scheme, k->digest[i],
-		    why, sizeof(why)) != OTAD_OK)
-			die("secure boot key '%s': %s", k->t[i].name, why);
-	}
-}
-
-static void
-sb_keys_free(struct sb_keys *k)
-{
-	free(k->t);
-	free(k->digest);
-	json_decref(k->rows);
-}
-
-/*
- * With secure boot keys configured, one of the image's Secure Boot v2
- * blocks must carry one of them, verify over the image as the bootloader
- * computes it, and be of a scheme the image's chip verifies: the
- * bootloader would refuse it otherwise. Dies with the reason.
- */
-static void
-check_secure_boot(const uint8_t *img, size_t len)
-{
-	struct sbv2_verdict verdicts[ESPIMG_SIG_BLOCKS_MAX];
-	struct espimg_info info;
-	struct sb_keys keys;
-	char why[256];
-	enum otad_err rc;
-
-	sb_keys_load(&keys);
-	if (keys.n == 0) {
-		sb_keys_free(&keys);
-		return;
-	}
-	if (espimg_parse(img, len, &info, why, sizeof(why)) != OTAD_OK)
-		die("%s", why);
-	if (info.nsig == 0)
-		die("secure boot keys are configured and the image carries no "
-		    "Secure Boot v2 signature: the bootloader would refuse it");
-	rc = sbv2_check_image(&info, img, len, keys.t, keys.n, verdicts, why,
-	    sizeof(why));
-	sb_keys_free(&keys);
-	if (rc != OTAD_OK)
-		die("secure boot: %s: the bootloader would refuse the image",
-		    why);
 }
 
 static int
 artifact_add(struct opts *o)
 {
-	struct store_artifact art;
-	struct sign_key *key = NULL;
+	struct catalog_artifact a;
 	struct registry *reg;
-	const char *version;
-	char why[512], *sig = NULL;
+	char why[512], sha[65], *sig = NULL;
 	size_t siglen = 0;
-	uint8_t *img;
 	json_t *row;
-	enum otad_err rc;
-	int fd, existed, kind;
+	int fd, kind;
 
 	if (o->argc != 1)
 		usage();
@@ -691,62 +576,28 @@ artifact_add(struct opts *o)
 	if ((fd = open(o->argv[0], O_RDONLY | O_CLOEXEC)) < 0)
 		die("cannot open '%s': %s", o->argv[0], strerror(errno));
 	reg = open_registry();
-	if (o->signature != NULL) {
+	if (o->signature != NULL)
 		sig = read_small(o->signature, SIGN_MAX_SIG, &siglen);
-		key = trusted_key(o->key, "artifact");
-	}
-	if ((rc = store_ingest(open_store(), fd, (enum artifact_kind)kind,
-	    &art, why, sizeof(why))) != OTAD_OK)
+	memset(&a, 0, sizeof(a));
+	a.version = o->version;
+	a.product = o->product;
+	a.kind = (enum artifact_kind)kind;
+	a.key = o->key;
+	a.sig = (const uint8_t *)sig;
+	a.siglen = siglen;
+	if (catalog_artifact_add(reg, open_store(), fd, &a, sha, why,
+	    sizeof(why)) != OTAD_OK)
 		die("cannot add '%s': %s", o->argv[0], why);
-	adding = &art;
 	close(fd);
-	if ((version = artifact_version(o, &art.image, why, sizeof(why))) ==
-	    NULL)
-		die("%s", why);
-	/* every check before the file gets its name: a refusal leaves none */
-	img = map_fd(art.tmp, art.size, art.sha256);
-	if (key != NULL && sign_verify(key, img, art.size,
-	    (const uint8_t *)sig, siglen) != OTAD_OK)
-		die("the signature in '%s' does not verify with key '%s'",
-		    o->signature, o->key);
-	if (kind == KIND_APP) /* a bootloader checks apps, not file systems */
-		check_secure_boot(img, art.size);
-	munmap(img, art.size);
-	sign_key_free(key);
-	if (store_publish(the_store, &art, &existed, why, sizeof(why)) !=
-	    OTAD_OK)
-		die("cannot add '%s': %s", o->argv[0], why);
-	rc = registry_artifact_add(reg, &art, version, o->product, o->key,
-	    (const uint8_t *)sig, siglen, why, sizeof(why));
-	if (rc == OTAD_ERR_EXISTS) {
-		/* the same file again: fine if it says the same thing */
-		if (registry_artifact_get(reg, art.sha256, &row, why,
-		    sizeof(why)) != OTAD_OK)
-			die("%s", why);
-		snprintf(why, sizeof(why), "%s",
-		    json_string_value(json_object_get(row, "version")));
-		json_decref(row);
-		if (strcmp(why, version) != 0)
-			die("artifact %s is already in the store as version "
-			    "%s", art.sha256, why);
-		if (o->key != NULL && registry_signature_add(reg, art.sha256,
-		    o->key, (const uint8_t *)sig, siglen, why, sizeof(why)) !=
-		    OTAD_OK)
-			die("%s", why);
-	} else if (rc != OTAD_OK) {
-		die("cannot add '%s': %s", o->argv[0], why);
-	}
-	store_artifact_release(&art); /* recorded: the sweep may judge it */
-	adding = NULL;
 	free(sig);
 	if (json_out) {
-		if (registry_artifact_get(reg, art.sha256, &row, why,
-		    sizeof(why)) != OTAD_OK)
+		if (registry_artifact_get(reg, sha, &row, why, sizeof(why)) !=
+		    OTAD_OK)
 			die("%s", why);
 		print_json(row);
 		json_decref(row);
 	} else {
-		puts(art.sha256);
+		puts(sha);
 	}
 	return 0;
 }
@@ -828,49 +679,6 @@ artifact_list(void)
 	return 0;
 }
 
-/*
- * Every Secure Boot v2 block of a stored app image: its scheme, its key's
- * eFuse digest, the trusted key that is, and whether it verifies over the
- * image (or why not). An empty array for an image without blocks.
- */
-static json_t *
-secure_boot_blocks(const char *sha)
-{
-	struct sbv2_verdict v[ESPIMG_SIG_BLOCKS_MAX];
-	struct espimg_info info;
-	struct sb_keys keys;
-	json_t *out = json_array();
-	char why[256];
-	size_t len;
-	uint8_t *img;
-	unsigned i;
-
-	open_store();
-	img = map_artifact(sha, &len);
-	if (espimg_parse(img, len, &info, why, sizeof(why)) != OTAD_OK ||
-	    info.nsig == 0) {
-		munmap(img, len);
-		return out;
-	}
-	sb_keys_load(&keys);
-	(void)sbv2_check_image(&info, img, len, keys.t, keys.n, v, why,
-	    sizeof(why));
-	for (i = 0; i < info.nsig; i++) {
-		int known = v[i].block.raw != NULL;
-
-		json_array_append_new(out, json_pack("{s:I,s:s?,s:s?,s:s?,"
-		    "s:b,s:s?}", "block", (json_int_t)i, "scheme", known ?
-		    sbv2_scheme_name(v[i].block.scheme) : NULL, "key_digest",
-		    known ? v[i].block.key_digest : NULL, "trusted_key",
-		    v[i].key, "verified", v[i].verified && v[i].chip_verifies,
-		    "why_not", v[i].verified && v[i].chip_verifies ? NULL :
-		    v[i].why));
-	}
-	sb_keys_free(&keys);
-	munmap(img, len);
-	return out;
-}
-
 static int
 artifact_show(struct opts *o)
 {
@@ -898,8 +706,8 @@ artifact_show(struct opts *o)
 	json_object_set_new(row, "signatures", sigs);
 	if (strcmp(json_string_value(json_object_get(row, "kind")), "app") ==
 	    0)
-		blocks = secure_boot_blocks(json_string_value(json_object_get(
-		    row, "sha256")));
+		blocks = catalog_secure_boot_blocks(the_reg, open_store(),
+		    json_string_value(json_object_get(row, "sha256")));
 	else
 		blocks = json_array();
 	json_object_set_new(row, "secure_boot_blocks", blocks);
@@ -1020,22 +828,30 @@ release_publish(struct opts *o)
 	struct registry *reg;
 	char why[512];
 	int64_t rollout;
+	int awaiting;
 
 	if (o->argc != 1)
 		usage();
 	check_version(o->argv[0]);
 	check_product(o->product);
+	break_glass = o->break_glass;
 	reg = open_registry();
 	if (registry_release_publish(reg, o->argv[0], o->product, o->chip,
-	    &rollout, why, sizeof(why)) != OTAD_OK)
+	    &rollout, &awaiting, why, sizeof(why)) != OTAD_OK)
 		die("%s", why);
-	wait_served();
+	if (!awaiting)
+		wait_served();
 	if (json_out) {
-		json_t *v = json_pack("{s:s,s:I}", "version", o->argv[0],
-		    "rollout", (json_int_t)rollout);
+		json_t *v = json_pack("{s:s,s:I,s:b}", "version", o->argv[0],
+		    "rollout", (json_int_t)rollout, "awaiting_approval",
+		    awaiting);
 
 		print_json(v);
 		json_decref(v);
+	} else if (awaiting) {
+		printf("release %s: rollout %lld awaits a second operator's "
+		    "approval (otactl rollout approve %lld)\n", o->argv[0],
+		    (long long)rollout, (long long)rollout);
 	} else {
 		printf("release %s published to every matching device "
 		    "(rollout %lld)\n", o->argv[0], (long long)rollout);
@@ -1128,13 +944,14 @@ static int
 rollout_action(struct opts *o, enum rollout_action action)
 {
 	static const char *const done[] = {"started", "paused", "resumed",
-	    "aborted"};
+	    "aborted", "approved and started"};
 	char why[256];
 	int64_t id;
 
 	if (o->argc != 1)
 		usage();
 	id = rollout_id(o->argv[0]);
+	break_glass = o->break_glass;
 	open_registry();
 	if (registry_rollout_action(the_reg, id, action, o->force, why,
 	    sizeof(why)) != OTAD_OK)
@@ -1371,27 +1188,11 @@ key_list(void)
 	static const char *const cols[] = {"name", "algo", "purpose", "state",
 	    "server_held", "signatures", "fingerprint", "efuse_digest",
 	    "created", NULL};
-	enum sbv2_scheme scheme;
-	char digest[65], why[256];
-	json_t *rows, *row;
-	size_t i;
+	json_t *rows;
 
 	open_registry();
-	if (registry_key_list(the_reg, &rows) != OTAD_OK)
+	if (catalog_key_list(the_reg, &rows) != OTAD_OK)
 		die("cannot read keys");
-	/* a secure boot key as the eFuse holds it, to compare on a device */
-	json_array_foreach(rows, i, row) {
-		const char *pem = json_string_value(json_object_get(row,
-		    "public_key"));
-
-		if (strcmp(json_string_value(json_object_get(row, "purpose")),
-		    "secure-boot") == 0 && pem != NULL &&
-		    sbv2_key_digest(pem, strlen(pem), &scheme, digest, why,
-		    sizeof(why)) == OTAD_OK)
-			json_object_set_new(row, "efuse_digest",
-			    json_string(digest));
-		json_object_del(row, "public_key");
-	}
 	print_rows(rows, cols);
 	json_decref(rows);
 	return 0;
@@ -1506,6 +1307,78 @@ device_add(struct opts *o)
 		printf("device %s added; its token (shown only now): %s\n",
 		    o->argv[0], token);
 	explicit_bzero(token, sizeof(token));
+	return 0;
+}
+
+/* ---- operator ---- */
+
+static int
+operator_add(struct opts *o)
+{
+	static const char *const roles[] = {"viewer", "operator", "admin",
+	    "ci", NULL};
+	char token[AUTH_TOKEN_LEN + 1], hash[65], why[256];
+	size_t i;
+
+	if (o->argc != 1 || o->role == NULL)
+		die("operator add needs NAME and --role viewer|operator|admin|"
+		    "ci");
+	check_key_name(o->argv[0]);
+	for (i = 0; roles[i] != NULL && strcmp(roles[i], o->role) != 0; i++)
+		continue;
+	if (roles[i] == NULL)
+		die("--role is viewer, operator, admin or ci, not '%s'",
+		    o->role);
+	open_registry();
+	if (auth_token_new(token) != OTAD_OK ||
+	    auth_token_hash(token, hash) != OTAD_OK)
+		die("cannot make a token");
+	if (registry_operator_add(the_reg, o->argv[0], o->role, hash, why,
+	    sizeof(why)) != OTAD_OK)
+		die("%s", why);
+	/* shown once: only its hash is kept */
+	if (json_out)
+		printf("{\"operator\": \"%s\", \"role\": \"%s\", \"token\": "
+		    "\"%s\"}\n", o->argv[0], o->role, token);
+	else
+		printf("operator %s added as %s; their token (shown only now): "
+		    "%s\n", o->argv[0], o->role, token);
+	explicit_bzero(token, sizeof(token));
+	return 0;
+}
+
+static int
+operator_list(void)
+{
+	static const char *const cols[] = {"name", "role", "state", "created",
+	    "revoked_at", NULL};
+	json_t *rows;
+
+	open_registry();
+	if (registry_operator_list(the_reg, &rows) != OTAD_OK)
+		die("cannot read operators");
+	print_rows(rows, cols);
+	json_decref(rows);
+	return 0;
+}
+
+static int
+operator_revoke(struct opts *o)
+{
+	char why[256];
+
+	if (o->argc != 1)
+		usage();
+	open_registry();
+	if (registry_operator_revoke(the_reg, o->argv[0], why, sizeof(why)) !=
+	    OTAD_OK)
+		die("%s", why);
+	if (json_out)
+		printf("{\"operator\": \"%s\", \"state\": \"revoked\"}\n",
+		    o->argv[0]);
+	else
+		printf("operator %s revoked: their token is refused from the "
+		    "next request\n", o->argv[0]);
 	return 0;
 }
 
@@ -1821,7 +1694,8 @@ main(int argc, char *argv[])
 			return artifact_show(&o);
 	} else if (strcmp(words[0], "release") == 0 && nwords >= 2) {
 		parse_opts(nwords - 2, words + 2, &o, "--artifact --product "
-		    "--hw-rev --chip --min-from --confirm-secure-version --forced");
+		    "--hw-rev --chip --min-from --confirm-secure-version --forced "
+		    "--break-glass");
 		if (strcmp(words[1], "create") == 0)
 			return release_create(&o);
 		if (strcmp(words[1], "list") == 0 && o.argc == 0)
@@ -1848,7 +1722,7 @@ main(int argc, char *argv[])
 	} else if (strcmp(words[0], "rollout") == 0 && nwords >= 2) {
 		parse_opts(nwords - 2, words + 2, &o, "--stages --window --days "
 		    "--utc-offset --min-battery --timeout --downgrade --product "
-		    "--chip --force");
+		    "--chip --force --break-glass");
 		if (strcmp(words[1], "create") == 0)
 			return rollout_create(&o);
 		if (strcmp(words[1], "start") == 0)
@@ -1859,8 +1733,18 @@ main(int argc, char *argv[])
 			return rollout_action(&o, ROLLOUT_RESUME);
 		if (strcmp(words[1], "abort") == 0)
 			return rollout_action(&o, ROLLOUT_ABORT);
+		if (strcmp(words[1], "approve") == 0)
+			return rollout_action(&o, ROLLOUT_APPROVE);
 		if (strcmp(words[1], "status") == 0)
 			return rollout_status(&o);
+	} else if (strcmp(words[0], "operator") == 0 && nwords >= 2) {
+		parse_opts(nwords - 2, words + 2, &o, "--role");
+		if (strcmp(words[1], "add") == 0)
+			return operator_add(&o);
+		if (strcmp(words[1], "list") == 0 && o.argc == 0)
+			return operator_list();
+		if (strcmp(words[1], "revoke") == 0)
+			return operator_revoke(&o);
 	} else if (strcmp(words[0], "key") == 0 && nwords >= 2) {
 		parse_opts(nwords - 2, words + 2, &o,
 		    "--public --secure-boot --algo");

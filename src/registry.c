@@ -207,6 +207,9 @@ static const char *const wsql[W_COUNT] = {
 struct registry {
 	sqlite3 *db;
 	char actor[96];
+	char who[80];          /* the person, for the two-person rule */
+	unsigned approvals;    /* rollout_approvals */
+	char break_glass[200]; /* a reason to start without approval */
 	/* writer */
 	sqlite3_stmt *w[W_COUNT];
 	pthread_t thread;
@@ -1592,6 +1595,48 @@ registry_set_actor(struct registry *reg, const char *actor)
 	snprintf(reg->actor, sizeof(reg->actor), "%s", actor);
 }
 
+void
+registry_set_who(struct registry *reg, const char *who)
+{
+	snprintf(reg->who, sizeof(reg->who), "%s", who);
+}
+
+void
+registry_set_approvals(struct registry *reg, unsigned approvals,
+    const char *break_glass)
+{
+	reg->approvals = approvals;
+	snprintf(reg->break_glass, sizeof(reg->break_glass), "%s",
+	    break_glass ? break_glass : "");
+}
+
+static enum otad_err audit(struct registry *reg, const char *what);
+
+/*
+ * A start without a second operator's approval: refused (0, with why)
+ * under the two-person rule, unless broken open (audited, 1). 1 when the
+ * rule is off.
+ */
+static int
+may_start_alone(struct registry *reg, const char *what, char *why,
+    size_t whylen)
+{
+	char line[512];
+
+	if (reg->approvals < 2)
+		return 1;
+	if (reg->break_glass[0] == '\0') {
+		snprintf(why, whylen, "%s needs a second operator's approval "
+		    "(rollout_approvals = %u)", what, reg->approvals);
+		return 0;
+	}
+	log_warnx("%s started without approval by %s: break-glass: %s", what,
+	    reg->actor, reg->break_glass);
+	snprintf(line, sizeof(line), "break-glass: %s started without "
+	    "approval: %s", what, reg->break_glass);
+	return audit(reg, line) == OTAD_OK;
+}
+
 static int64_t
 now_s(void)
 {
@@ -2078,16 +2123,51 @@ find_release(struct registry *reg, const char *version, const char *product,
 	return rc;
 }
 
+/*
+ * Start a draft rollout (in a catalog transaction): a publish completes
+ * the publish it replaces (same scope) and is offered to everyone at
+ * once; a staged rollout opens its first stage.
+ */
+static enum otad_err
+start_rollout(struct registry *reg, int64_t id, char *why, size_t whylen)
+{
+	int64_t now = now_s();
+
+	/*
+	 * The newest published release of a product scope is the one offered;
+	 * the publish it replaces is complete, so status shows one.
+	 */
+	if (exec_ints(reg->db, "UPDATE rollout SET state = 'completed',"
+	    " finished = ?1, reason = 'superseded' WHERE state = 'active'"
+	    " AND id != ?2 AND (SELECT staged FROM rollout"
+	    " WHERE id = ?2) = 0 AND release IN (SELECT o.id FROM release o,"
+	    " release n, rollout r WHERE r.id = ?2 AND n.id = r.release AND "
+	    SAME_SCOPE("o", "n") ")", now, id, (int64_t)-1) < 0 ||
+	    exec_ints(reg->db, "UPDATE rollout SET state = 'active', started ="
+	    " ?1, stage = 0, stage_started = ?1 WHERE id = ?2 AND state ="
+	    " 'draft'", now, id, (int64_t)-1) < 0) {
+		snprintf(why, whylen, "database: %s", sqlite3_errmsg(reg->db));
+		return OTAD_ERR_DB;
+	}
+	if (sqlite3_changes(reg->db) == 0) {
+		snprintf(why, whylen, "rollout %lld is not a draft",
+		    (long long)id);
+		return OTAD_ERR_INVALID;
+	}
+	return OTAD_OK;
+}
+
 enum otad_err
 registry_release_publish(struct registry *reg, const char *version,
-    const char *product, const char *chip, int64_t *rollout_id, char *why,
-    size_t whylen)
+    const char *product, const char *chip, int64_t *rollout_id,
+    int *awaiting_approval, char *why, size_t whylen)
 {
-	json_t *rows = NULL, *rel;
+	char what[160];
+	json_t *rows, *rel;
 	int64_t release_id;
-	char what[256];
 	enum otad_err rc;
 
+	*awaiting_approval = 0;
 	if ((rc = catalog_open(reg, why, whylen)) != OTAD_OK)
 		return rc;
 	if ((rc = find_release(reg, version, product, chip, &rows, why,
@@ -2102,24 +2182,23 @@ registry_release_publish(struct registry *reg, const char *version,
 		return catalog_fail(reg, OTAD_ERR_EXISTS);
 	}
 	json_decref(rows);
-	/*
-	 * The newest published release of a product scope is the one offered;
-	 * the publish it replaces is complete, so status shows one.
-	 */
-	if (exec_ints(reg->db, "UPDATE rollout SET state = 'completed',"
-	    " finished = ?1, reason = 'superseded' WHERE state = 'active'"
-	    " AND release IN (SELECT o.id FROM release o, release n"
-	    " WHERE n.id = ?2 AND " SAME_SCOPE("o", "n") ")",
-	    now_s(), release_id, (int64_t)-1) < 0 ||
-	    exec_ints(reg->db, "INSERT INTO rollout (release, state, created,"
-	    " started) VALUES (?1, 'active', ?2, ?2)", release_id, now_s(),
-	    (int64_t)-1) < 0) {
-		snprintf(why, whylen, "database: %s", sqlite3_errmsg(reg->db));
-		return catalog_fail(reg, OTAD_ERR_DB);
-	}
+	/* a publish is a rollout with no rings; it may wait for approval */
+	if (run(reg, "INSERT INTO rollout (release, state, created,"
+	    " created_by) VALUES (?1, 'draft', ?2, nullif(?3, ''))", "iit",
+	    release_id, now_s(), reg->who) != SQLITE_DONE)
+		return catalog_db_fail(reg, why, whylen);
 	*rollout_id = sqlite3_last_insert_rowid(reg->db);
 	snprintf(what, sizeof(what), "release publish %s (rollout %lld)",
 	    version, (long long)*rollout_id);
+	if (reg->approvals >= 2 && reg->break_glass[0] == '\0') {
+		*awaiting_approval = 1;
+		snprintf(what + strlen(what), sizeof(what) - strlen(what),
+		    ", awaiting approval");
+		return catalog_close(reg, what, why, whylen);
+	}
+	if (!may_start_alone(reg, what, why, whylen) ||
+	    (rc = start_rollout(reg, *rollout_id, why, whylen)) != OTAD_OK)
+		return catalog_fail(reg, OTAD_ERR_DB);
 	return catalog_close(reg, what, why, whylen);
 }
 
@@ -2449,6 +2528,98 @@ registry_key_revoke(struct registry *reg, const char *name, char *why,
 	return OTAD_OK;
 }
 
+/* ---- operators ---- */
+
+enum otad_err
+registry_operator_add(struct registry *reg, const char *name,
+    const char *role, const char *token_hash, char *why, size_t whylen)
+{
+	char what[128];
+	enum otad_err rc;
+	int step;
+
+	if ((rc = catalog_open(reg, why, whylen)) != OTAD_OK)
+		return rc;
+	step = run(reg, "INSERT INTO operator (name, role, token_hash, created)"
+	    " VALUES (?1, ?2, ?3, ?4)", "ttti", name, role, token_hash,
+	    now_s());
+	if (step == SQLITE_CONSTRAINT) {
+		snprintf(why, whylen, "operator '%s' is already there", name);
+		return catalog_fail(reg, OTAD_ERR_EXISTS);
+	}
+	if (step != SQLITE_DONE)
+		return catalog_db_fail(reg, why, whylen);
+	snprintf(what, sizeof(what), "operator add %s role %s", name, role);
+	return catalog_close(reg, what, why, whylen);
+}
+
+enum otad_err
+registry_operator_list(struct registry *reg, json_t **rows)
+{
+	return query_rows(reg->db, rows, "SELECT name, role, state, created,"
+	    " revoked_at FROM operator ORDER BY created, name", ARGS_END);
+}
+
+enum otad_err
+registry_operator_revoke(struct registry *reg, const char *name, char *why,
+    size_t whylen)
+{
+	char what[96];
+	enum otad_err rc;
+
+	if ((rc = catalog_open(reg, why, whylen)) != OTAD_OK)
+		return rc;
+	if (run(reg, "UPDATE operator SET state = 'revoked', revoked_at = ?2"
+	    " WHERE name = ?1 AND state = 'active'", "ti", name, now_s()) !=
+	    SQLITE_DONE)
+		return catalog_db_fail(reg, why, whylen);
+	if (sqlite3_changes(reg->db) == 0) {
+		snprintf(why, whylen, "no active operator '%s'", name);
+		return catalog_fail(reg, OTAD_ERR_NOT_FOUND);
+	}
+	snprintf(what, sizeof(what), "operator revoke %s", name);
+	return catalog_close(reg, what, why, whylen);
+}
+
+enum otad_err
+registry_operator_by_token(struct registry *reg, const char *token_hash,
+    char *name, char *role)
+{
+	json_t *rows, *row;
+	enum otad_err rc;
+
+	rc = query_rows(reg->db, &rows, "SELECT name, role FROM operator"
+	    " WHERE token_hash = ?1 AND state = 'active'", token_hash,
+	    ARGS_END);
+	if (rc != OTAD_OK)
+		return rc;
+	if ((row = json_array_get(rows, 0)) == NULL) {
+		json_decref(rows);
+		return OTAD_ERR_NOT_FOUND;
+	}
+	snprintf(name, 65, "%s", json_string_value(json_object_get(row,
+	    "name")));
+	snprintf(role, 65, "%s", json_string_value(json_object_get(row,
+	    "role")));
+	json_decref(rows);
+	return OTAD_OK;
+}
+
+enum otad_err
+registry_audit(struct registry *reg, int64_t before, int limit,
+    const char *actor, json_t **rows)
+{
+	char b[24], l[24];
+
+	snprintf(b, sizeof(b), "%lld", (long long)(before > 0 ? before :
+	    INT64_MAX));
+	snprintf(l, sizeof(l), "%d", limit);
+	return query_rows(reg->db, rows, "SELECT id, at, actor, what FROM"
+	    " audit WHERE id < CAST(?1 AS INTEGER) AND (?3 = '' OR actor"
+	    " LIKE ?3 || '%') ORDER BY id DESC LIMIT CAST(?2 AS INTEGER)", b,
+	    l, actor ? actor : "", ARGS_END);
+}
+
 int
 registry_daemon_mark(struct registry *reg, int64_t generation, int64_t now)
 {
@@ -2546,11 +2717,11 @@ registry_rollout_create(struct registry *reg, const struct rollout_plan *p,
 	}
 	json_decref(newer);
 	if (run(reg, "INSERT INTO rollout (release, state, created, staged,"
-	    " window, days, utc_offset, min_battery, timeout_s, downgrade)"
-	    " VALUES (?1, 'draft', ?2, 1, ?3, ?4, ?5, nullif(?6, -1), ?7, ?8)",
-	    "iitttiii", release, now_s(), p->window, p->days, p->utc_offset,
-	    (int64_t)p->min_battery, p->timeout_s, (int64_t)p->downgrade) !=
-	    SQLITE_DONE)
+	    " window, days, utc_offset, min_battery, timeout_s, downgrade,"
+	    " created_by) VALUES (?1, 'draft', ?2, 1, ?3, ?4, ?5,"
+	    " nullif(?6, -1), ?7, ?8, ?9)", "iitttiiit", release, now_s(),
+	    p->window, p->days, p->utc_offset, (int64_t)p->min_battery,
+	    p->timeout_s, (int64_t)p->downgrade, reg->who) != SQLITE_DONE)
 		return catalog_db_fail(reg, why, whylen);
 	*id = sqlite3_last_insert_rowid(reg->db);
 	for (i = 0; i < p->nstages; i++) {
@@ -2576,9 +2747,6 @@ registry_rollout_action(struct registry *reg, int64_t id,
     enum rollout_action action, int force, char *why, size_t whylen)
 {
 	static const char *const sql[] = {
-		[ROLLOUT_START] = "UPDATE rollout SET state = 'active',"
-		    " started = ?2, stage = 0, stage_started = ?2"
-		    " WHERE id = ?1 AND state = 'draft'",
 		[ROLLOUT_PAUSE] = "UPDATE rollout SET state = 'paused'"
 		    " WHERE id = ?1 AND state = 'active'",
 		[ROLLOUT_RESUME] = "UPDATE rollout SET state = 'active',"
@@ -2590,18 +2758,50 @@ registry_rollout_action(struct registry *reg, int64_t id,
 		    " ('draft', 'active', 'paused', 'halted')",
 	};
 	static const char *const verbs[] = {"start", "pause", "resume",
-	    "abort"};
+	    "abort", "approve"};
 	json_t *rows;
 	const char *state, *reason;
-	char idbuf[24];
+	char idbuf[24], what[64];
 	enum otad_err rc;
+	int changed;
 
 	if ((rc = catalog_open(reg, why, whylen)) != OTAD_OK)
 		return rc;
-	if (run(reg, sql[action], "iii", id, now_s(), (int64_t)force) !=
-	    SQLITE_DONE)
-		return catalog_db_fail(reg, why, whylen);
-	if (sqlite3_changes(reg->db) > 0) {
+	snprintf(what, sizeof(what), "rollout %lld", (long long)id);
+	if (action == ROLLOUT_START || action == ROLLOUT_APPROVE) {
+		if (query_rows(reg->db, &rows, "SELECT state FROM rollout WHERE"
+		    " id = CAST(?1 AS INTEGER) AND state = 'draft'",
+		    idtext(id, idbuf), ARGS_END) != OTAD_OK)
+			return catalog_db_fail(reg, why, whylen);
+		changed = json_array_size(rows) > 0;
+		json_decref(rows);
+		if (changed && action == ROLLOUT_APPROVE) {
+			/* the trigger refuses the creator's own approval */
+			if (run(reg, "UPDATE rollout SET approved_by ="
+			    " nullif(?2, '') WHERE id = ?1", "it", id,
+			    reg->who[0] ? reg->who : reg->actor) !=
+			    SQLITE_DONE) {
+				snprintf(why, whylen, "%s", strstr(
+				    sqlite3_errmsg(reg->db), "creator") ?
+				    "a rollout is approved by someone other "
+				    "than its creator" : sqlite3_errmsg(
+				    reg->db));
+				return catalog_fail(reg, OTAD_ERR_INVALID);
+			}
+		} else if (changed && !may_start_alone(reg, what, why,
+		    whylen)) {
+			return catalog_fail(reg, OTAD_ERR_INVALID);
+		}
+		if (changed && (rc = start_rollout(reg, id, why, whylen)) !=
+		    OTAD_OK)
+			return catalog_fail(reg, rc);
+	} else {
+		if (run(reg, sql[action], "iii", id, now_s(),
+		    (int64_t)force) != SQLITE_DONE)
+			return catalog_db_fail(reg, why, whylen);
+		changed = sqlite3_changes(reg->db) > 0;
+	}
+	if (changed) {
 		/* the state trigger wrote the audit row, with our name */
 		if ((rc = catalog_commit(reg)) != OTAD_OK)
 			snprintf(why, whylen, "database: %s",

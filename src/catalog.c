@@ -1,0 +1,338 @@
+/* catalog.c: the operator actions otactl and the management API share */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "catalog.h"
+#include "espimg.h"
+#include "sbv2.h"
+#include "semver.h"
+
+enum otad_err
+catalog_trusted_key(struct registry *reg, const char *name,
+    const char *purpose, struct sign_key **out, char *why, size_t whylen)
+{
+	const char *pem;
+	enum otad_err rc;
+	json_t *row;
+
+	*out = NULL;
+	if ((rc = registry_key_get(reg, name, &row, why, whylen)) != OTAD_OK)
+		return rc;
+	if (strcmp(json_string_value(json_object_get(row, "purpose")),
+	    purpose) != 0 || strcmp(json_string_value(json_object_get(row,
+	    "state")), "active") != 0) {
+		json_decref(row);
+		snprintf(why, whylen, "key '%s' is not an active %s key", name,
+		    purpose);
+		return OTAD_ERR_INVALID;
+	}
+	pem = json_string_value(json_object_get(row, "public_key"));
+	rc = sign_key_from_pem(pem, strlen(pem), 0, out, why, whylen);
+	json_decref(row);
+	return rc;
+}
+
+/* The active secure-boot keys as sbv2 judges blocks: name and digest. */
+struct sb_keys {
+	json_t *rows;
+	struct sbv2_trusted *t;
+	char (*digest)[65];
+	size_t n;
+};
+
+static void
+sb_keys_free(struct sb_keys *k)
+{
+	free(k->t);
+	free(k->digest);
+	json_decref(k->rows);
+	memset(k, 0, sizeof(*k));
+}
+
+static enum otad_err
+sb_keys_load(struct registry *reg, struct sb_keys *k, char *why,
+    size_t whylen)
+{
+	enum sbv2_scheme scheme;
+	size_t i;
+
+	memset(k, 0, sizeof(*k));
+	if (registry_keys_active(reg, "secure-boot", &k->rows) != OTAD_OK) {
+		snprintf(why, whylen, "cannot read the secure boot keys");
+		return OTAD_ERR_DB;
+	}
+	k->n = json_array_size(k->rows);
+	if ((k->t = calloc(k->n + 1, sizeof(*k->t))) == NULL ||
+	    (k->digest = calloc(k->n + 1, sizeof(*k->digest))) == NULL) {
+		sb_keys_free(k);
+		return OTAD_ERR_NOMEM;
+	}
+	for (i = 0; i < k->n; i++) {
+		json_t *row = json_array_get(k->rows, i);
+		const char *pem = json_string_value(json_object_get(row,
+		    "public_key"));
+
+		k->t[i].name = json_string_value(json_object_get(row, "name"));
+		k->t[i].digest = k->digest[i];
+		if (sbv2_key_digest(pem, strlen(pem), &scheme, k->digest[i],
+		    why, whylen) != OTAD_OK) {
+			sb_keys_free(k);
+			return OTAD_ERR_INVALID;
+		}
+	}
+	return OTAD_OK;
+}
+
+/*
+ * With secure boot keys configured, one of the image's Secure Boot v2
+ * blocks must carry one of them, verify over the image as the bootloader
+ * computes it, and be of a scheme the image's chip verifies: the
+ * bootloader would refuse it otherwise.
+ */
+static enum otad_err
+check_secure_boot(struct registry *reg, const uint8_t *img, size_t len,
+    char *why, size_t whylen)
+{
+	struct sbv2_verdict verdicts[ESPIMG_SIG_BLOCKS_MAX];
+	struct espimg_info info;
+	struct sb_keys keys;
+	char reason[256];
+	enum otad_err rc;
+
+	if ((rc = sb_keys_load(reg, &keys, why, whylen)) != OTAD_OK)
+		return rc;
+	if (keys.n == 0) {
+		sb_keys_free(&keys);
+		return OTAD_OK;
+	}
+	if ((rc = espimg_parse(img, len, &info, why, whylen)) != OTAD_OK) {
+		sb_keys_free(&keys);
+		return rc;
+	}
+	if (info.nsig == 0) {
+		sb_keys_free(&keys);
+		snprintf(why, whylen, "secure boot keys are configured and the "
+		    "image carries no Secure Boot v2 signature: the bootloader "
+		    "would refuse it");
+		return OTAD_ERR_INVALID;
+	}
+	rc = sbv2_check_image(&info, img, len, keys.t, keys.n, verdicts,
+	    reason, sizeof(reason));
+	sb_keys_free(&keys);
+	if (rc != OTAD_OK)
+		snprintf(why, whylen, "secure boot: %s: the bootloader would "
+		    "refuse the image", reason);
+	return rc;
+}
+
+/*
+ * The product version: the one given, else the descriptor's when it
+ * means something. NULL with the reason in why.
+ */
+static const char *
+artifact_version(const struct catalog_artifact *a,
+    const struct espimg_info *img, char *why, size_t whylen)
+{
+	if (a->version != NULL)
+		return a->version;
+	if (a->kind != KIND_APP) {
+		snprintf(why, whylen, "a %s image says nothing of its version: "
+		    "give one", fsimg_kind_name(a->kind));
+		return NULL;
+	}
+	if (espimg_version_is_generic(img)) {
+		snprintf(why, whylen, "the image's own version '%s' is the "
+		    "same for every build of '%s', not the product's; give "
+		    "--version", img->version, img->project_name);
+		return NULL;
+	}
+	if (!semver_valid(img->version)) {
+		snprintf(why, whylen, "the image's own version '%s' is not "
+		    "usable; give --version", img->version);
+		return NULL;
+	}
+	return img->version;
+}
+
+/* Checks on the ingested temp file, before it may get its name. */
+static enum otad_err
+check_ingested(struct registry *reg, const struct store_artifact *art,
+    const struct catalog_artifact *a, char *why, size_t whylen)
+{
+	struct sign_key *key = NULL;
+	enum otad_err rc = OTAD_OK;
+	void *img;
+
+	if (a->key != NULL && (rc = catalog_trusted_key(reg, a->key,
+	    "artifact", &key, why, whylen)) != OTAD_OK)
+		return rc;
+	img = mmap(NULL, (size_t)art->size, PROT_READ, MAP_PRIVATE, art->tmp,
+	    0);
+	if (img == MAP_FAILED) {
+		sign_key_free(key);
+		snprintf(why, whylen, "cannot read the file back");
+		return OTAD_ERR_IO;
+	}
+	if (key != NULL && sign_verify(key, img, (size_t)art->size, a->sig,
+	    a->siglen) != OTAD_OK) {
+		snprintf(why, whylen, "the signature does not verify with key "
+		    "'%s'", a->key);
+		rc = OTAD_ERR_INVALID;
+	} else if (a->kind == KIND_APP) {
+		/* a bootloader checks apps, not file systems */
+		rc = check_secure_boot(reg, img, (size_t)art->size, why,
+		    whylen);
+	}
+	munmap(img, (size_t)art->size);
+	sign_key_free(key);
+	return rc;
+}
+
+/* Record the published artifact, or accept it as the same one again. */
+static enum otad_err
+record(struct registry *reg, const struct store_artifact *art,
+    const char *version, const struct catalog_artifact *a, char *why,
+    size_t whylen)
+{
+	char recorded[OTAD_VERSION_MAX + 1];
+	enum otad_err rc;
+	json_t *row;
+
+	rc = registry_artifact_add(reg, art, version, a->product, a->key,
+	    a->sig, a->siglen, why, whylen);
+	if (rc != OTAD_ERR_EXISTS)
+		return rc;
+	/* the same file again: fine if it says the same thing */
+	if ((rc = registry_artifact_get(reg, art->sha256, &row, why,
+	    whylen)) != OTAD_OK)
+		return rc;
+	snprintf(recorded, sizeof(recorded), "%s",
+	    json_string_value(json_object_get(row, "version")));
+	json_decref(row);
+	if (strcmp(recorded, version) != 0) {
+		snprintf(why, whylen, "artifact %s is already in the store as "
+		    "version %s", art->sha256, recorded);
+		return OTAD_ERR_EXISTS;
+	}
+	if (a->key != NULL)
+		return registry_signature_add(reg, art->sha256, a->key, a->sig,
+		    a->siglen, why, whylen);
+	return OTAD_OK;
+}
+
+enum otad_err
+catalog_artifact_add(struct registry *reg, struct store *store, int fd,
+    const struct catalog_artifact *a, char sha256[65], char *why,
+    size_t whylen)
+{
+	struct store_artifact art;
+	const char *version;
+	enum otad_err rc;
+	int existed;
+
+	if ((a->key == NULL) != (a->sig == NULL)) {
+		snprintf(why, whylen, "a signature and its key go together");
+		return OTAD_ERR_INVALID;
+	}
+	if (a->version != NULL && !semver_valid(a->version)) {
+		snprintf(why, whylen, "invalid version '%s': 1 to 64 printable "
+		    "characters, no spaces", a->version);
+		return OTAD_ERR_INVALID;
+	}
+	if ((rc = store_ingest(store, fd, a->kind, &art, why, whylen)) !=
+	    OTAD_OK)
+		return rc;
+	/* every check before the file gets its name: a refusal leaves none */
+	if ((version = artifact_version(a, &art.image, why, whylen)) == NULL)
+		rc = OTAD_ERR_INVALID;
+	else if ((rc = check_ingested(reg, &art, a, why, whylen)) == OTAD_OK &&
+	    (rc = store_publish(store, &art, &existed, why, whylen)) ==
+	    OTAD_OK)
+		rc = record(reg, &art, version, a, why, whylen);
+	if (rc == OTAD_OK)
+		memcpy(sha256, art.sha256, 65);
+	/*
+	 * Recorded, the sweep may judge it; refused after publishing, the
+	 * file stays for the sweep too (another add may have recorded it).
+	 */
+	store_artifact_release(&art);
+	return rc;
+}
+
+json_t *
+catalog_secure_boot_blocks(struct registry *reg, struct store *store,
+    const char *sha256)
+{
+	struct sbv2_verdict v[ESPIMG_SIG_BLOCKS_MAX];
+	struct espimg_info info;
+	struct sb_keys keys;
+	json_t *out = json_array();
+	char why[256];
+	size_t len;
+	uint8_t *img;
+	unsigned i;
+	int fd;
+	off_t end;
+
+	if ((fd = store_open_artifact(store, sha256)) < 0)
+		return out;
+	end = lseek(fd, 0, SEEK_END);
+	len = end > 0 ? (size_t)end : 0;
+	img = len > 0 ? mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0) :
+	    MAP_FAILED;
+	close(fd);
+	if (img == MAP_FAILED)
+		return out;
+	if (espimg_parse(img, len, &info, why, sizeof(why)) != OTAD_OK ||
+	    info.nsig == 0 || sb_keys_load(reg, &keys, why, sizeof(why)) !=
+	    OTAD_OK) {
+		munmap(img, len);
+		return out;
+	}
+	(void)sbv2_check_image(&info, img, len, keys.t, keys.n, v, why,
+	    sizeof(why));
+	for (i = 0; i < info.nsig; i++) {
+		int known = v[i].block.raw != NULL;
+		int good = v[i].verified && v[i].chip_verifies;
+
+		json_array_append_new(out, json_pack("{s:I,s:s?,s:s?,s:s?,"
+		    "s:b,s:s?}", "block", (json_int_t)i, "scheme", known ?
+		    sbv2_scheme_name(v[i].block.scheme) : NULL, "key_digest",
+		    known ? v[i].block.key_digest : NULL, "trusted_key",
+		    v[i].key, "verified", good, "why_not", good ? NULL :
+		    v[i].why));
+	}
+	sb_keys_free(&keys);
+	munmap(img, len);
+	return out;
+}
+
+enum otad_err
+catalog_key_list(struct registry *reg, json_t **rows)
+{
+	enum sbv2_scheme scheme;
+	char digest[65], why[256];
+	enum otad_err rc;
+	json_t *row;
+	size_t i;
+
+	if ((rc = registry_key_list(reg, rows)) != OTAD_OK)
+		return rc;
+	/* a secure boot key as the eFuse holds it, to compare on a device */
+	json_array_foreach(*rows, i, row) {
+		const char *pem = json_string_value(json_object_get(row,
+		    "public_key"));
+
+		if (strcmp(json_string_value(json_object_get(row, "purpose")),
+		    "secure-boot") == 0 && pem != NULL &&
+		    sbv2_key_digest(pem, strlen(pem), &scheme, digest, why,
+		    sizeof(why)) == OTAD_OK)
+			json_object_set_new(row, "efuse_digest",
+			    json_string(digest));
+		json_object_del(row, "public_key");
+	}
+	return OTAD_OK;
+}
