@@ -54,4 +54,55 @@ json_t *catalog_secure_boot_blocks(struct registry *reg, struct store *store,
 /* The keys, with each secure-boot key's eFuse digest (efuse_digest). */
 enum otad_err catalog_key_list(struct registry *reg, json_t **rows);
 
+/* A release, as release create is told it (NULL: not given). */
+struct catalog_release {
+	const char *version, *artifact; /* artifact: its SHA-256 or prefix */
+	const char *product, *hw_rev, *min_from;
+	int forced, confirm_secure_version;
+};
+
+/*
+ * Create a release of an artifact: the versions must agree, with
+ * require_signature the artifact must carry a trusted signature, and a
+ * release that raises the anti-rollback level (an eFuse burnt for good)
+ * needs confirm_secure_version. *id and sha256 (65 bytes) on success.
+ */
+enum otad_err catalog_release_create(struct registry *reg,
+    const struct catalog_release *r, int require_signature, int64_t *id,
+    char *sha256, char *why, size_t whylen);
+
+/* A staged rollout, as rollout create is told it (NULL: not given). */
+struct catalog_rollout {
+	const char *version, *stages, *window, *days, *utc_offset;
+	const char *min_battery, *timeout, *product, *chip;
+	int downgrade;
+};
+
+/* Check and create a draft rollout: *id and its stage count. */
+enum otad_err catalog_rollout_create(struct registry *reg,
+    const struct catalog_rollout *r, int64_t *id, size_t *nstages,
+    char *why, size_t whylen);
+
+/*
+ * Trust a public key (PEM): for artifacts (ecdsa-p256, ed25519) or, with
+ * secure_boot, as a Secure Boot v2 key (RSA-3072, ECDSA P-192/256/384),
+ * whose eFuse digest goes to digest (65 bytes; "" otherwise). *warning
+ * gets a line to show, or "" (P-192 is accepted with one).
+ */
+enum otad_err catalog_key_add(struct registry *reg, const char *name,
+    const char *pem, size_t len, int secure_boot, char *digest,
+    char *warning, size_t warnlen, char *why, size_t whylen);
+
+/* 1 when name is a key or operator name: 1 to 64 of A-Z a-z 0-9 . _ - */
+int catalog_valid_name(const char *name);
+
+/*
+ * Sign a stored artifact (sha256 or a unique prefix) with a server-held
+ * key: its private half in <state_dir>/keys/<key>.pem, its public half
+ * trusted. sha256_out (65 bytes) gets the artifact's digest.
+ */
+enum otad_err catalog_artifact_sign(struct registry *reg, struct store *store,
+    const char *state_dir, const char *sha, const char *key,
+    char *sha256_out, char *why, size_t whylen);
+
 #endif

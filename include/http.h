@@ -32,6 +32,15 @@ struct http_route {
 	const char *path;  /* exact match, or a prefix when it ends in '/' */
 	unsigned methods;  /* enum http_method bits allowed */
 	int (*handler)(struct http_request *req, void *arg); /* result unused */
+	/*
+	 * A POST body streamed instead of held (an upload): chunk gets each
+	 * piece as it arrives, whatever its size (max_body_bytes does not
+	 * apply), and may answer (an error) at any piece, after which the
+	 * rest is not read; handler runs once the body is in. NULL: the body
+	 * is held whole (http_body).
+	 */
+	int (*chunk)(struct http_request *req, const char *data, size_t len,
+	    void *arg);
 };
 
 struct http_options {

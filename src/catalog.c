@@ -9,6 +9,7 @@
 #include "espimg.h"
 #include "sbv2.h"
 #include "semver.h"
+#include "stages.h"
 
 enum otad_err
 catalog_trusted_key(struct registry *reg, const char *name,
@@ -335,4 +336,332 @@ catalog_key_list(struct registry *reg, json_t **rows)
 		json_object_del(row, "public_key");
 	}
 	return OTAD_OK;
+}
+
+int
+catalog_valid_name(const char *name)
+{
+	size_t n;
+
+	for (n = 0; name[n] != '\0'; n++) {
+		char c = name[n];
+
+		if (n >= OTAD_ID_MAX || !((c >= 'a' && c <= 'z') ||
+		    (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		    c == '-' || c == '_' || c == '.'))
+			return 0;
+	}
+	return n > 0 && name[0] != '.';
+}
+
+/* Printable ASCII, no spaces, 1 to 64: products, hardware revisions. */
+static int
+valid_word(const char *s)
+{
+	size_t n;
+
+	for (n = 0; s[n] != '\0'; n++)
+		if (n >= OTAD_PRODUCT_MAX || s[n] <= 0x20 || s[n] >= 0x7f)
+			return 0;
+	return n > 0;
+}
+
+static enum otad_err
+invalid(char *why, size_t whylen, const char *what, const char *value)
+{
+	snprintf(why, whylen, "invalid %s '%s'", what, value);
+	return OTAD_ERR_INVALID;
+}
+
+enum otad_err
+catalog_release_create(struct registry *reg, const struct catalog_release *r,
+    int require_signature, int64_t *id, char *sha256, char *why,
+    size_t whylen)
+{
+	char aver[OTAD_VERSION_MAX + 1], chip[16];
+	int64_t sv, released_sv;
+	enum otad_err rc;
+	json_t *art, *sigs;
+	size_t nsigs;
+
+	if (r->version == NULL || !semver_valid(r->version))
+		return invalid(why, whylen, "version", r->version ?
+		    r->version : "");
+	if (r->artifact == NULL) {
+		snprintf(why, whylen, "a release needs its artifact");
+		return OTAD_ERR_INVALID;
+	}
+	if (r->product != NULL && !valid_word(r->product))
+		return invalid(why, whylen, "product", r->product);
+	if (r->hw_rev != NULL && !valid_word(r->hw_rev))
+		return invalid(why, whylen, "hardware revision", r->hw_rev);
+	if (r->min_from != NULL && (!semver_valid(r->min_from) ||
+	    semver_compare(r->min_from, r->version) >= 0)) {
+		snprintf(why, whylen, "--min-from %s must be older than the "
+		    "release %s", r->min_from, r->version);
+		return OTAD_ERR_INVALID;
+	}
+	if ((rc = registry_artifact_get(reg, r->artifact, &art, why,
+	    whylen)) != OTAD_OK)
+		return rc;
+	snprintf(sha256, 65, "%s", json_string_value(json_object_get(art,
+	    "sha256")));
+	snprintf(aver, sizeof(aver), "%s", json_string_value(json_object_get(
+	    art, "version")));
+	snprintf(chip, sizeof(chip), "%s", json_string_value(json_object_get(
+	    art, "chip")));
+	sv = json_integer_value(json_object_get(art, "secure_version"));
+	json_decref(art);
+	/* a release that says one version and ships another breaks "304" */
+	if (strcmp(aver, r->version) != 0) {
+		snprintf(why, whylen, "artifact %.12s is version %s, not %s",
+		    sha256, aver, r->version);
+		return OTAD_ERR_INVALID;
+	}
+	if (require_signature) {
+		if (registry_artifact_signatures(reg, sha256, &sigs) !=
+		    OTAD_OK) {
+			snprintf(why, whylen, "cannot read signatures");
+			return OTAD_ERR_DB;
+		}
+		nsigs = json_array_size(sigs);
+		json_decref(sigs);
+		if (nsigs == 0) {
+			snprintf(why, whylen, "artifact %.12s is not signed by a "
+			    "trusted key (otactl artifact sign, or artifact add "
+			    "--signature); require_signature is on", sha256);
+			return OTAD_ERR_INVALID;
+		}
+	}
+	/* burning the anti-rollback eFuse cannot be undone: ask first */
+	if (registry_released_secure_version(reg, r->product, chip,
+	    &released_sv) != OTAD_OK) {
+		snprintf(why, whylen, "cannot read released secure versions");
+		return OTAD_ERR_DB;
+	}
+	if (released_sv < 0)
+		released_sv = 0;
+	if (sv > released_sv && !r->confirm_secure_version) {
+		snprintf(why, whylen, "release %s raises secure_version from "
+		    "%lld to %lld: a device that installs it burns its "
+		    "anti-rollback eFuse and can never run an older image; add "
+		    "--confirm-secure-version", r->version,
+		    (long long)released_sv, (long long)sv);
+		return OTAD_ERR_INVALID;
+	}
+	return registry_release_create(reg, r->version, sha256, r->product,
+	    r->hw_rev, r->min_from, r->forced, id, why, whylen);
+}
+
+enum otad_err
+catalog_rollout_create(struct registry *reg, const struct catalog_rollout *r,
+    int64_t *id, size_t *nstages, char *why, size_t whylen)
+{
+	struct stage stages[STAGES_MAX];
+	struct rollout_plan plan;
+	char msg[200];
+	struct window w;
+	unsigned days;
+	int off;
+
+	if (r->version == NULL || !semver_valid(r->version))
+		return invalid(why, whylen, "version", r->version ?
+		    r->version : "");
+	if (r->stages == NULL) {
+		snprintf(why, whylen, "a rollout needs its stages, e.g. "
+		    "\"group=canary,soak=24h,min=5; 10%%,soak=48h; 100%%\"");
+		return OTAD_ERR_INVALID;
+	}
+	if (r->product != NULL && !valid_word(r->product))
+		return invalid(why, whylen, "product", r->product);
+	memset(&plan, 0, sizeof(plan));
+	if (stages_parse(r->stages, stages, &plan.nstages, msg,
+	    sizeof(msg)) < 0) {
+		snprintf(why, whylen, "--stages: %s", msg);
+		return OTAD_ERR_INVALID;
+	}
+	if (r->window != NULL && stages_parse_window(r->window, &w) < 0) {
+		snprintf(why, whylen, "--window is HH:MM-HH:MM, not '%s'",
+		    r->window);
+		return OTAD_ERR_INVALID;
+	}
+	if (r->days != NULL && stages_parse_days(r->days, &days) < 0) {
+		snprintf(why, whylen, "--days is like mon-thu or sat,sun, not "
+		    "'%s'", r->days);
+		return OTAD_ERR_INVALID;
+	}
+	if (r->utc_offset != NULL && stages_parse_offset(r->utc_offset,
+	    &off) < 0) {
+		snprintf(why, whylen, "--utc-offset is like +02:00 or -05:30, "
+		    "not '%s'", r->utc_offset);
+		return OTAD_ERR_INVALID;
+	}
+	plan.min_battery = -1;
+	if (r->min_battery != NULL) {
+		char *end;
+		long v = strtol(r->min_battery, &end, 10);
+
+		if (*r->min_battery == '\0' || *end != '\0' || v < 0 ||
+		    v > 100) {
+			snprintf(why, whylen, "--min-battery is a percentage, "
+			    "not '%s'", r->min_battery);
+			return OTAD_ERR_INVALID;
+		}
+		plan.min_battery = (int)v;
+	}
+	plan.timeout_s = 600;
+	if (r->timeout != NULL &&
+	    (plan.timeout_s = stages_duration(r->timeout)) <= 0) {
+		snprintf(why, whylen, "--timeout is a duration like 10m, not "
+		    "'%s'", r->timeout);
+		return OTAD_ERR_INVALID;
+	}
+	plan.version = r->version;
+	plan.product = r->product;
+	plan.chip = r->chip;
+	plan.stages = stages;
+	plan.window = r->window;
+	plan.days = r->days;
+	plan.utc_offset = r->utc_offset;
+	plan.downgrade = r->downgrade;
+	*nstages = plan.nstages;
+	return registry_rollout_create(reg, &plan, id, why, whylen);
+}
+
+enum otad_err
+catalog_key_add(struct registry *reg, const char *name, const char *pem,
+    size_t len, int secure_boot, char *digest, char *warning, size_t warnlen,
+    char *why, size_t whylen)
+{
+	enum sbv2_scheme scheme = SBV2_RSA3072;
+	struct sign_key *key;
+	char fp[65], *pub;
+	enum otad_err rc;
+
+	digest[0] = warning[0] = '\0';
+	if (!catalog_valid_name(name))
+		return invalid(why, whylen, "key name (1 to 64 of A-Z a-z 0-9 . "
+		    "_ -)", name);
+	if (secure_boot && (rc = sbv2_key_digest(pem, len, &scheme, digest,
+	    why, whylen)) != OTAD_OK)
+		return rc;
+	if ((rc = sign_key_from_pem(pem, len, 0, &key, why, whylen)) !=
+	    OTAD_OK)
+		return rc;
+	if (!secure_boot && strcmp(sign_key_algo(key), "ecdsa-p256") != 0 &&
+	    strcmp(sign_key_algo(key), "ed25519") != 0) {
+		snprintf(why, whylen, "artifact keys are ecdsa-p256 or ed25519, "
+		    "not %s (%s keys are for --secure-boot)",
+		    sign_key_algo(key), sign_key_algo(key));
+		sign_key_free(key);
+		return OTAD_ERR_INVALID;
+	}
+	rc = OTAD_ERR_NOMEM;
+	if (sign_key_fingerprint(key, fp) == OTAD_OK &&
+	    (pub = sign_key_public_pem(key)) != NULL) {
+		rc = registry_key_add(reg, name, sign_key_algo(key),
+		    secure_boot ? "secure-boot" : "artifact", pub, fp, 0, why,
+		    whylen);
+		free(pub);
+	}
+	sign_key_free(key);
+	/* espsecure makes P-192 keys; the bootloaders refuse them */
+	if (rc == OTAD_OK && scheme == SBV2_ECDSA_P192 && secure_boot)
+		snprintf(warning, warnlen, "current ESP-IDF bootloaders refuse "
+		    "ECDSA P-192 signatures (only the ESP32-C2 ROM verifies "
+		    "them): images signed with '%s' are verified here but may "
+		    "not boot", name);
+	return rc;
+}
+
+/* A whole small file into memory; NULL with errno. */
+static char *
+read_file(const char *path, size_t max, size_t *len)
+{
+	char *buf;
+	FILE *f;
+
+	if ((f = fopen(path, "re")) == NULL)
+		return NULL;
+	if ((buf = malloc(max + 1)) == NULL) {
+		fclose(f);
+		return NULL;
+	}
+	*len = fread(buf, 1, max + 1, f);
+	fclose(f);
+	if (*len > max) {
+		free(buf);
+		return NULL;
+	}
+	buf[*len] = '\0';
+	return buf;
+}
+
+enum otad_err
+catalog_artifact_sign(struct registry *reg, struct store *store,
+    const char *state_dir, const char *sha, const char *key,
+    char *sha256_out, char *why, size_t whylen)
+{
+	struct sign_key *priv = NULL, *pub = NULL;
+	char path[4096], fp1[65], fp2[65], *pem;
+	uint8_t *sig = NULL;
+	size_t pemlen, siglen, len;
+	enum otad_err rc;
+	json_t *row;
+	void *img;
+	int fd;
+	off_t end;
+
+	if (!catalog_valid_name(key))
+		return invalid(why, whylen, "key name", key);
+	if ((rc = registry_artifact_get(reg, sha, &row, why, whylen)) !=
+	    OTAD_OK)
+		return rc;
+	snprintf(sha256_out, 65, "%s", json_string_value(json_object_get(row,
+	    "sha256")));
+	json_decref(row);
+	if ((rc = catalog_trusted_key(reg, key, "artifact", &pub, why,
+	    whylen)) != OTAD_OK)
+		return rc;
+	snprintf(path, sizeof(path), "%s/keys/%s.pem", state_dir, key);
+	if ((pem = read_file(path, 64 * 1024, &pemlen)) == NULL) {
+		sign_key_free(pub);
+		snprintf(why, whylen, "key '%s' is not held by this server: "
+		    "sign in CI and add the artifact with its signature", key);
+		return OTAD_ERR_NOT_FOUND;
+	}
+	rc = sign_key_from_pem(pem, pemlen, 1, &priv, why, whylen);
+	explicit_bzero(pem, pemlen);
+	free(pem);
+	if (rc == OTAD_OK && (sign_key_fingerprint(priv, fp1) != OTAD_OK ||
+	    sign_key_fingerprint(pub, fp2) != OTAD_OK ||
+	    strcmp(fp1, fp2) != 0)) {
+		snprintf(why, whylen, "the key file is not the private half of "
+		    "key '%s'", key);
+		rc = OTAD_ERR_INVALID;
+	}
+	if (rc == OTAD_OK) {
+		rc = OTAD_ERR_IO;
+		snprintf(why, whylen, "cannot sign artifact %s", sha256_out);
+		if ((fd = store_open_artifact(store, sha256_out)) >= 0) {
+			end = lseek(fd, 0, SEEK_END);
+			len = end > 0 ? (size_t)end : 0;
+			img = len > 0 ? mmap(NULL, len, PROT_READ, MAP_PRIVATE,
+			    fd, 0) : MAP_FAILED;
+			close(fd);
+			if (img != MAP_FAILED) {
+				if (sign_sign(priv, img, len, &sig, &siglen) ==
+				    OTAD_OK && sign_verify(pub, img, len, sig,
+				    siglen) == OTAD_OK)
+					rc = registry_signature_add(reg,
+					    sha256_out, key, sig, siglen, why,
+					    whylen);
+				munmap(img, len);
+			}
+		}
+	}
+	free(sig);
+	sign_key_free(priv);
+	sign_key_free(pub);
+	return rc;
 }

@@ -472,7 +472,7 @@ first_call(struct http *h, struct MHD_Connection *conn, const char *url,
 		*con_cls = &h->route_pending[idx];
 		return MHD_YES;
 	}
-	if (scan.content_length != NULL) {
+	if (scan.content_length != NULL && route->chunk == NULL) {
 		const char *cl = scan.content_length;
 		char *end;
 		unsigned long long n;
@@ -564,6 +564,35 @@ request_init(struct http_request *req, struct http *h,
 	req->con_cls = con_cls;
 }
 
+/*
+ * A streamed body (route->chunk): each piece to the route, then its
+ * handler. Once the route answered (a refusal), the rest is not read:
+ * microhttpd closes the connection after the answer.
+ */
+static enum MHD_Result
+stream_body(struct http *h, struct body_ctx *ctx, struct MHD_Connection *conn,
+    const char *url, const char *method, const char *data, size_t *len,
+    void **con_cls)
+{
+	if (ctx->req.answered) {
+		*len = 0;
+		return MHD_YES;
+	}
+	if (ctx->ticket != 0)
+		ctx->resumed = 1; /* called again after a resume */
+	request_init(&ctx->req, h, conn, url, ctx->p.route, method, con_cls);
+	ctx->req.body = ctx;
+	if (*len > 0) {
+		size_t n = *len;
+
+		*len = 0;
+		ctx->p.route->chunk(&ctx->req, data, n, h->arg);
+		return MHD_YES;
+	}
+	watch_phase(conn, WATCH_ANSWER);
+	return run_handler(&ctx->req);
+}
+
 static enum MHD_Result
 access_cb(void *cls, struct MHD_Connection *conn, const char *url,
     const char *method, const char *version, const char *upload_data,
@@ -595,6 +624,9 @@ access_cb(void *cls, struct MHD_Connection *conn, const char *url,
 	if (p->kind == PENDING_BODY) {
 		struct body_ctx *ctx = (struct body_ctx *)p;
 
+		if (p->route->chunk != NULL)
+			return stream_body(h, ctx, conn, url, method,
+			    upload_data, upload_data_size, con_cls);
 		if (*upload_data_size > 0) {
 			int rc = body_append(ctx, upload_data,
 			    *upload_data_size);

@@ -500,34 +500,6 @@ read_small(const char *path, size_t max, size_t *len)
 	return buf;
 }
 
-/* A stored artifact, mapped read-only; dies on error. */
-/* len bytes of fd, mapped read-only; dies on error. */
-static uint8_t *
-map_fd(int fd, size_t len, const char *sha)
-{
-	void *map = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
-
-	if (map == MAP_FAILED)
-		die("cannot read artifact %s: %s", sha, strerror(errno));
-	return map;
-}
-
-static uint8_t *
-map_artifact(const char *sha, size_t *len)
-{
-	struct stat st;
-	uint8_t *map;
-	int fd;
-
-	if ((fd = store_open_artifact(the_store, sha)) < 0 ||
-	    fstat(fd, &st) < 0)
-		die("cannot open artifact %s: %s", sha, strerror(errno));
-	*len = (size_t)st.st_size;
-	map = map_fd(fd, *len, sha);
-	close(fd);
-	return map;
-}
-
 static struct store *
 open_store(void)
 {
@@ -535,19 +507,6 @@ open_store(void)
 	    store_open(conf.state_dir, &the_store) != OTAD_OK)
 		die("cannot open the artifact store in '%s'", conf.state_dir);
 	return the_store;
-}
-
-/* An active key of purpose, by name, as a verifying key; dies if none. */
-static struct sign_key *
-trusted_key(const char *name, const char *purpose)
-{
-	struct sign_key *key;
-	char why[256];
-
-	if (catalog_trusted_key(the_reg, name, purpose, &key, why,
-	    sizeof(why)) != OTAD_OK)
-		die("%s", why);
-	return key;
 }
 
 static int
@@ -614,48 +573,15 @@ key_path(const char *name, char *buf, size_t len)
 static int
 artifact_sign(struct opts *o)
 {
-	struct sign_key *priv, *pub;
-	char why[256], path[PATH_MAX], sha[65], fp1[65], fp2[65], *pem;
-	uint8_t *img, *sig;
-	size_t len, pemlen, siglen;
-	json_t *row;
+	char why[256], sha[65];
 
 	if (o->argc != 1 || o->key == NULL)
 		die("artifact sign needs SHA256 and --key NAME");
 	open_registry();
-	if (registry_artifact_get(the_reg, o->argv[0], &row, why,
-	    sizeof(why)) != OTAD_OK)
-		die("%s", why);
-	snprintf(sha, sizeof(sha), "%s",
-	    json_string_value(json_object_get(row, "sha256")));
-	json_decref(row);
-	pub = trusted_key(o->key, "artifact");
-	key_path(o->key, path, sizeof(path));
-	if (access(path, R_OK) < 0)
-		die("key '%s' is not held by this server (no %s): sign in CI "
-		    "and use artifact add --signature", o->key, path);
-	pem = read_small(path, 64 * 1024, &pemlen);
-	if (sign_key_from_pem(pem, pemlen, 1, &priv, why, sizeof(why)) !=
-	    OTAD_OK)
-		die("%s: %s", path, why);
-	explicit_bzero(pem, pemlen);
-	free(pem);
-	if (sign_key_fingerprint(priv, fp1) != OTAD_OK ||
-	    sign_key_fingerprint(pub, fp2) != OTAD_OK || strcmp(fp1, fp2) != 0)
-		die("%s is not the private half of key '%s'", path, o->key);
-	open_store();
-	img = map_artifact(sha, &len);
-	if (sign_sign(priv, img, len, &sig, &siglen) != OTAD_OK ||
-	    sign_verify(pub, img, len, sig, siglen) != OTAD_OK)
-		die("cannot sign artifact %s", sha);
-	munmap(img, len);
-	if (registry_signature_add(the_reg, sha, o->key, sig, siglen, why,
-	    sizeof(why)) != OTAD_OK)
+	if (catalog_artifact_sign(the_reg, open_store(), conf.state_dir,
+	    o->argv[0], o->key, sha, why, sizeof(why)) != OTAD_OK)
 		die("%s", why);
 	wait_served();
-	free(sig);
-	sign_key_free(priv);
-	sign_key_free(pub);
 	if (json_out)
 		printf("{\"artifact\": \"%s\", \"key\": \"%s\"}\n", sha,
 		    o->key);
@@ -731,66 +657,25 @@ artifact_show(struct opts *o)
 static int
 release_create(struct opts *o)
 {
-	struct registry *reg;
-	char why[512], sha[65], aver[OTAD_VERSION_MAX + 1], chip[16];
-	int64_t id, sv, released_sv;
-	json_t *art;
+	struct catalog_release r;
+	char why[512], sha[65];
+	int64_t id;
 
 	if (o->argc != 1)
 		usage();
 	if (o->artifact == NULL)
 		die("release create needs --artifact SHA256");
-	check_version(o->argv[0]);
-	check_product(o->product);
-	check_token("--hw-rev", o->hw_rev);
-	if (o->min_from != NULL) {
-		check_version(o->min_from);
-		if (semver_compare(o->min_from, o->argv[0]) >= 0)
-			die("--min-from %s must be older than the release %s",
-			    o->min_from, o->argv[0]);
-	}
-	reg = open_registry();
-	if (registry_artifact_get(reg, o->artifact, &art, why, sizeof(why)) !=
-	    OTAD_OK)
-		die("%s", why);
-	snprintf(sha, sizeof(sha), "%s",
-	    json_string_value(json_object_get(art, "sha256")));
-	snprintf(aver, sizeof(aver), "%s",
-	    json_string_value(json_object_get(art, "version")));
-	snprintf(chip, sizeof(chip), "%s",
-	    json_string_value(json_object_get(art, "chip")));
-	sv = json_integer_value(json_object_get(art, "secure_version"));
-	json_decref(art);
-	/* a release that says one version and ships another breaks "304" */
-	if (strcmp(aver, o->argv[0]) != 0)
-		die("artifact %.12s is version %s, not %s", sha, aver,
-		    o->argv[0]);
-	if (conf.require_signature) {
-		json_t *sigs;
-		size_t n;
-
-		if (registry_artifact_signatures(reg, sha, &sigs) != OTAD_OK)
-			die("cannot read signatures");
-		n = json_array_size(sigs);
-		json_decref(sigs);
-		if (n == 0)
-			die("artifact %.12s is not signed by a trusted key "
-			    "(otactl artifact sign, or artifact add "
-			    "--signature); require_signature is on", sha);
-	}
-	/* burning the anti-rollback eFuse cannot be undone: ask first */
-	if (registry_released_secure_version(reg, o->product, chip,
-	    &released_sv) != OTAD_OK)
-		die("cannot read released secure versions");
-	if (sv > (released_sv < 0 ? 0 : released_sv) && !o->confirm_sv)
-		die("release %s raises secure_version from %lld to %lld: a "
-		    "device that installs it burns its anti-rollback eFuse and "
-		    "can never run an older image; add --confirm-secure-version",
-		    o->argv[0], (long long)(released_sv < 0 ? 0 : released_sv),
-		    (long long)sv);
-	if (registry_release_create(reg, o->argv[0], sha, o->product,
-	    o->hw_rev, o->min_from, o->forced, &id, why, sizeof(why)) !=
-	    OTAD_OK)
+	memset(&r, 0, sizeof(r));
+	r.version = o->argv[0];
+	r.artifact = o->artifact;
+	r.product = o->product;
+	r.hw_rev = o->hw_rev;
+	r.min_from = o->min_from;
+	r.forced = o->forced;
+	r.confirm_secure_version = o->confirm_sv;
+	open_registry();
+	if (catalog_release_create(the_reg, &r, conf.require_signature, &id,
+	    sha, why, sizeof(why)) != OTAD_OK)
 		die("%s", why);
 	if (json_out) {
 		json_t *v = json_pack("{s:I,s:s,s:s,s:s?}", "id", (json_int_t)id,
@@ -875,68 +760,40 @@ rollout_id(const char *s)
 static int
 rollout_create(struct opts *o)
 {
-	struct stage stages[STAGES_MAX];
-	struct rollout_plan plan;
-	struct window w;
-	unsigned days;
+	struct catalog_rollout r;
 	char why[256];
+	size_t nstages;
 	int64_t id;
-	int off;
 
 	if (o->argc != 1)
 		usage();
 	if (o->stages == NULL)
 		die("rollout create needs --stages SPEC, e.g. \"group=canary,"
 		    "soak=24h,min=5; 10%%,soak=48h; 100%%\"");
-	check_version(o->argv[0]);
-	check_product(o->product);
-	memset(&plan, 0, sizeof(plan));
-	if (stages_parse(o->stages, stages, &plan.nstages, why,
-	    sizeof(why)) < 0)
-		die("--stages: %s", why);
-	if (o->window != NULL && stages_parse_window(o->window, &w) < 0)
-		die("--window is HH:MM-HH:MM, not '%s'", o->window);
-	if (o->days != NULL && stages_parse_days(o->days, &days) < 0)
-		die("--days is like mon-thu or sat,sun, not '%s'", o->days);
-	if (o->utc_offset != NULL && stages_parse_offset(o->utc_offset,
-	    &off) < 0)
-		die("--utc-offset is like +02:00 or -05:30, not '%s'",
-		    o->utc_offset);
-	plan.min_battery = -1;
-	if (o->min_battery != NULL) {
-		char *end;
-		long v = strtol(o->min_battery, &end, 10);
-
-		if (*o->min_battery == '\0' || *end != '\0' || v < 0 ||
-		    v > 100)
-			die("--min-battery is a percentage, not '%s'",
-			    o->min_battery);
-		plan.min_battery = (int)v;
-	}
-	plan.timeout_s = 600;
-	if (o->timeout != NULL &&
-	    (plan.timeout_s = stages_duration(o->timeout)) <= 0)
-		die("--timeout is a duration like 10m, not '%s'", o->timeout);
-	plan.version = o->argv[0];
-	plan.product = o->product;
-	plan.chip = o->chip;
-	plan.stages = stages;
-	plan.window = o->window;
-	plan.days = o->days;
-	plan.utc_offset = o->utc_offset;
-	plan.downgrade = o->downgrade;
+	memset(&r, 0, sizeof(r));
+	r.version = o->argv[0];
+	r.stages = o->stages;
+	r.window = o->window;
+	r.days = o->days;
+	r.utc_offset = o->utc_offset;
+	r.min_battery = o->min_battery;
+	r.timeout = o->timeout;
+	r.product = o->product;
+	r.chip = o->chip;
+	r.downgrade = o->downgrade;
+	break_glass = o->break_glass;
 	open_registry();
-	if (registry_rollout_create(the_reg, &plan, &id, why, sizeof(why)) !=
-	    OTAD_OK)
+	if (catalog_rollout_create(the_reg, &r, &id, &nstages, why,
+	    sizeof(why)) != OTAD_OK)
 		die("%s", why);
 	if (json_out)
 		printf("{\"id\": %lld, \"version\": \"%s\", \"state\": "
 		    "\"draft\", \"stages\": %zu}\n", (long long)id,
-		    o->argv[0], plan.nstages);
+		    o->argv[0], nstages);
 	else
 		printf("rollout %lld of %s created (draft, %zu stages); start "
 		    "it with: otactl rollout start %lld\n", (long long)id,
-		    o->argv[0], plan.nstages, (long long)id);
+		    o->argv[0], nstages, (long long)id);
 	return 0;
 }
 
@@ -1058,6 +915,30 @@ check_key_name(const char *name)
 		die("invalid key name '%s'", name);
 }
 
+/* Say that key name was added (held: where its private half is). */
+static void
+key_say(const char *name, const char *held)
+{
+	const char *algo, *purpose, *fp;
+	char why[256];
+	json_t *row;
+
+	if (registry_key_get(the_reg, name, &row, why, sizeof(why)) != OTAD_OK)
+		die("%s", why);
+	algo = json_string_value(json_object_get(row, "algo"));
+	purpose = json_string_value(json_object_get(row, "purpose"));
+	fp = json_string_value(json_object_get(row, "fingerprint"));
+	if (json_out)
+		printf("{\"name\": \"%s\", \"algo\": \"%s\", \"purpose\": "
+		    "\"%s\", \"fingerprint\": \"%s\"}\n", name, algo,
+		    purpose, fp);
+	else
+		printf("key %s %s: %s, %s, fingerprint %s%s%s\n", name,
+		    held ? "generated" : "added", algo, purpose, fp,
+		    held ? ", private key in " : "", held ? held : "");
+	json_decref(row);
+}
+
 /*
  * Record key in the registry and say so; dies on error. held is the path
  * of its private half for a server-held key (removed if the record
@@ -1080,54 +961,30 @@ key_record(const char *name, const struct sign_key *key, const char *purpose,
 			unlink(held);
 		die("%s", rc == OTAD_ERR_NOMEM ? "cannot encode the key" : why);
 	}
-	if (json_out)
-		printf("{\"name\": \"%s\", \"algo\": \"%s\", \"purpose\": "
-		    "\"%s\", \"fingerprint\": \"%s\"}\n", name,
-		    sign_key_algo(key), purpose, fp);
-	else
-		printf("key %s %s: %s, %s, fingerprint %s%s%s\n", name,
-		    held ? "generated" : "added", sign_key_algo(key), purpose,
-		    fp, held ? ", private key in " : "", held ? held : "");
+	key_say(name, held);
 }
 
 static int
 key_add(struct opts *o)
 {
-	const char *purpose = o->secure_boot ? "secure-boot" : "artifact";
-	enum sbv2_scheme scheme = SBV2_RSA3072;
-	struct sign_key *key;
-	char why[256], digest[65], *pem;
+	char why[256], digest[65], warning[256], *pem;
 	size_t len;
 
 	if (o->argc != 1 || o->public == NULL)
 		die("key add needs NAME and --public PEM");
 	check_key_name(o->argv[0]);
 	pem = read_small(o->public, 64 * 1024, &len);
-	if (o->secure_boot && sbv2_key_digest(pem, len, &scheme, digest, why,
-	    sizeof(why)) != OTAD_OK)
-		die("%s: %s", o->public, why);
-	if (sign_key_from_pem(pem, len, 0, &key, why, sizeof(why)) != OTAD_OK)
+	open_registry();
+	if (catalog_key_add(the_reg, o->argv[0], pem, len, o->secure_boot,
+	    digest, warning, sizeof(warning), why, sizeof(why)) != OTAD_OK)
 		die("%s: %s", o->public, why);
 	free(pem);
-	if (!o->secure_boot && strcmp(sign_key_algo(key), "ecdsa-p256") != 0 &&
-	    strcmp(sign_key_algo(key), "ed25519") != 0)
-		die("artifact keys are ecdsa-p256 or ed25519, not %s (%s keys "
-		    "are for --secure-boot)", sign_key_algo(key),
-		    sign_key_algo(key));
-	open_registry();
-	key_record(o->argv[0], key, purpose, NULL);
-	sign_key_free(key);
-	if (!o->secure_boot)
-		return 0;
-	if (!json_out)
+	key_say(o->argv[0], NULL);
+	if (o->secure_boot && !json_out)
 		printf("eFuse key digest (espsecure digest-sbv2-public-key, "
 		    "espefuse summary): %s\n", digest);
-	/* espsecure makes P-192 keys; the bootloaders refuse them */
-	if (scheme == SBV2_ECDSA_P192)
-		fprintf(stderr, "otactl: warning: current ESP-IDF bootloaders "
-		    "refuse ECDSA P-192 signatures (only the ESP32-C2 ROM "
-		    "verifies them): images signed with '%s' are verified here "
-		    "but may not boot\n", o->argv[0]);
+	if (warning[0] != '\0')
+		fprintf(stderr, "otactl: warning: %s\n", warning);
 	return 0;
 }
 
