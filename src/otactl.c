@@ -900,19 +900,9 @@ rollout_status(struct opts *o)
 static void
 check_key_name(const char *name)
 {
-	size_t n;
-
-	for (n = 0; name[n] != '\0'; n++) {
-		char c = name[n];
-
-		if (n >= OTAD_ID_MAX || !((c >= 'a' && c <= 'z') ||
-		    (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-		    c == '-' || c == '_' || c == '.'))
-			die("invalid key name '%s': 1 to 64 of A-Z a-z 0-9 . _ -",
-			    name);
-	}
-	if (n == 0 || name[0] == '.')
-		die("invalid key name '%s'", name);
+	if (!catalog_valid_name(name))
+		die("invalid key name '%s': 1 to 64 of A-Z a-z 0-9 . _ -",
+		    name);
 }
 
 /* Say that key name was added (held: where its private half is). */
