@@ -34,6 +34,9 @@ struct conf {
 	int device_auth;           /* 1 = token: devices must present one */
 	int latest_url;            /* serve /firmware/latest/<product> */
 	unsigned rollout_approvals; /* 2: a second operator approves starts */
+	char admin_listen[128];     /* the management API; "" = off */
+	int admin_allow_plaintext;  /* off loopback without TLS */
+	size_t max_artifact_bytes;  /* an upload through the API */
 	unsigned rate_per_device;  /* requests a minute; 0 = no cap */
 	unsigned rate_per_address; /* requests a minute; 0 = no cap */
 	unsigned auth_failures_per_address; /* a minute; 0 = no cap */

@@ -129,6 +129,11 @@ int http_queue(struct http_request *req, unsigned status,
 int http_queue_notify(struct http_request *req, unsigned status,
     struct http_response *resp, uint64_t count_bytes,
     void (*done)(void *arg, int complete), void *arg);
+/*
+ * The status a refusal for err gets: 400 invalid (or not an image), 404
+ * not found, 409 exists, 413 too large, else 503 (try again).
+ */
+unsigned http_status_of(enum otad_err err);
 /* {"error": msg} with status (4xx/5xx). */
 int http_error(struct http_request *req, unsigned status, const char *msg);
 /* The same with one more header (name NULL: none). */

@@ -27,6 +27,7 @@ enum metric {
 	M_LATEST,        /* requests to /firmware/latest/<product> */
 	M_LATEST_OFFERS, /* ... answered with an image */
 	M_DELTA_URL,     /* requests to /firmware/delta/<device> */
+	M_BREAK_GLASS,   /* starts without the second approval */
 	M_COUNT
 };
 

@@ -88,23 +88,6 @@ api_thread_state(struct api *api)
 	return t;
 }
 
-static int
-status_for(enum otad_err err)
-{
-	switch (err) {
-	case OTAD_ERR_INVALID:
-		return 400;
-	case OTAD_ERR_NOT_FOUND:
-		return 404;
-	case OTAD_ERR_EXISTS:
-		return 409;
-	case OTAD_ERR_TOO_LARGE:
-		return 413;
-	default:
-		return 503;
-	}
-}
-
 /*
  * Queue a record that the answer does not wait for. When the writer's
  * queue is full (a database held for long) it is dropped and counted:
@@ -434,7 +417,7 @@ api_report(struct http_request *req, void *arg)
 			return registry_busy(req);
 		if (w->err != OTAD_OK) {
 			metrics_add(M_RECORD_ERRORS, 1);
-			return http_error(req, status_for(w->err),
+			return http_error(req, http_status_of(w->err),
 			    "report not recorded; try again");
 		}
 		metrics_add(M_REPORTS, 1);

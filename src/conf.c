@@ -72,6 +72,11 @@ static const struct conf_key conf_keys[] = {
 	{"latest_url", CONF_CHOICE, F(latest_url), 0, 0, "no", 0, yes_no,
 	    "yes or no"},
 	{"rollout_approvals", CONF_UINT, F(rollout_approvals), 1, 2, "1", 0},
+	{"admin_listen", CONF_STRING, F(admin_listen), 0, 0, "", 1},
+	{"admin_allow_plaintext", CONF_CHOICE, F(admin_allow_plaintext), 0, 0,
+	    "no", 1, yes_no, "yes or no"},
+	{"max_artifact_bytes", CONF_SIZE, F(max_artifact_bytes), 4096,
+	    16 * 1024 * 1024, "16M", 0},
 	{"rate_per_device", CONF_UINT, F(rate_per_device), 0, 1000000, "120",
 	    0},
 	{"rate_per_address", CONF_UINT, F(rate_per_address), 0, 10000000, "0",
@@ -267,6 +272,15 @@ valid_filter(const char *f, size_t len)
 }
 
 /* What only makes sense together, and topics the broker would refuse. */
+/* An address only this host reaches: 127.0.0.0/8, ::1, localhost. */
+static int
+loopback_listen(const char *listen)
+{
+	return strncmp(listen, "127.", 4) == 0 ||
+	    strncmp(listen, "[::1]:", 6) == 0 ||
+	    strncmp(listen, "localhost:", 10) == 0;
+}
+
 static int
 check_mqtt(const char *name, const struct conf *conf, char *err,
     size_t errlen)
@@ -294,6 +308,14 @@ check_mqtt(const char *name, const struct conf *conf, char *err,
 	    conf->public_url[0] != '\0')
 		return conf_error(err, errlen, name, 0,
 		    "'public_url' must start with http:// or https://");
+	if (conf->admin_listen[0] != '\0' && conf->tls_cert[0] == '\0' &&
+	    !conf->admin_allow_plaintext && !loopback_listen(
+	    conf->admin_listen))
+		return conf_error(err, errlen, name, 0,
+		    "'admin_listen' on '%s' without TLS would send operator "
+		    "tokens in the clear: set tls_cert and tls_key, listen on "
+		    "loopback, or say 'admin_allow_plaintext = yes'",
+		    conf->admin_listen);
 	if (conf->latest_url && conf->device_auth)
 		return conf_error(err, errlen, name, 0,
 		    "'latest_url = yes' serves devices that say nothing of "

@@ -853,6 +853,24 @@ http_queue_notify(struct http_request *req, unsigned status,
 	return 0;
 }
 
+unsigned
+http_status_of(enum otad_err err)
+{
+	switch (err) {
+	case OTAD_ERR_INVALID:
+	case OTAD_ERR_NOT_IMAGE:
+		return 400;
+	case OTAD_ERR_NOT_FOUND:
+		return 404;
+	case OTAD_ERR_EXISTS:
+		return 409;
+	case OTAD_ERR_TOO_LARGE:
+		return 413;
+	default:
+		return 503;
+	}
+}
+
 int
 http_error(struct http_request *req, unsigned status, const char *msg)
 {

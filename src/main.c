@@ -10,6 +10,7 @@
 
 #include <systemd/sd-daemon.h>
 
+#include "admin.h"
 #include "api.h"
 #include "conf.h"
 #include "http.h"
@@ -91,7 +92,7 @@ artifact_named(void *arg, const char *sha256)
 static void
 reload(const char *path, struct conf *conf, struct http *http, struct api *api,
     struct rollout *rollout, struct mqtt *mqtt, struct patcher *patcher,
-    int debug_flag)
+    struct admin *admin, int debug_flag)
 {
 	char err[CONF_ERR_MAX];
 	struct conf next;
@@ -122,6 +123,10 @@ reload(const char *path, struct conf *conf, struct http *http, struct api *api,
 		conf->device_auth = next.device_auth;
 		api_set_latest(api, next.latest_url);
 		conf->latest_url = next.latest_url;
+		if (admin != NULL)
+			admin_configure(admin, &next);
+		conf->rollout_approvals = next.rollout_approvals;
+		conf->max_artifact_bytes = next.max_artifact_bytes;
 		conf->rate_per_device = next.rate_per_device;
 		conf->rate_per_address = next.rate_per_address;
 		conf->auth_failures_per_address =
@@ -146,7 +151,9 @@ main(int argc, char *argv[])
 	struct patcher *patcher = NULL;
 	struct mqtt_options mopt;
 	char url[512];
-	struct http *http = NULL;
+	struct http *http = NULL, *admin_http = NULL;
+	struct admin *admin = NULL;
+	char admin_bound[160];
 	const struct http_route *routes;
 	struct conf conf;
 	size_t nroutes;
@@ -232,6 +239,23 @@ main(int argc, char *argv[])
 	    sizeof(bound)) != OTAD_OK)
 		fatalx("cannot serve HTTP on '%s'", conf.listen);
 	metrics_set_gauges(queue_depth, reg, http_in_flight);
+	if (conf.admin_listen[0] != '\0') {
+		struct http_options aopt = hopt;
+
+		if (admin_new(db_path, &conf, store, &admin) != OTAD_OK)
+			fatalx("cannot start the management API");
+		aopt.listen = conf.admin_listen;
+		aopt.threads = 2;
+		aopt.max_connections = 256;
+		/* an upload of 16 MiB over a slow link takes its time */
+		aopt.request_timeout = conf.request_timeout > 600 ?
+		    conf.request_timeout : 600;
+		routes = admin_routes(&nroutes);
+		if (http_start(&aopt, routes, nroutes, admin, &admin_http,
+		    admin_bound, sizeof(admin_bound)) != OTAD_OK)
+			fatalx("cannot serve the management API on '%s'",
+			    conf.admin_listen);
+	}
 	base_url(&conf, bound, url, sizeof(url));
 	mopt.conf = &conf;
 	mopt.base_url = url;
@@ -241,8 +265,10 @@ main(int argc, char *argv[])
 	if (mqtt_start(&mopt, &mqtt, err, sizeof(err)) != OTAD_OK)
 		fatalx("%s", err);
 
-	log_info("ready: listening on %s%s, %u threads, state in '%s'", bound,
-	    conf.tls_cert[0] ? " (TLS)" : "", hopt.threads, conf.state_dir);
+	log_info("ready: listening on %s%s, %u threads, state in '%s'%s%s",
+	    bound, conf.tls_cert[0] ? " (TLS)" : "", hopt.threads,
+	    conf.state_dir, admin ? ", management API on " : "",
+	    admin ? admin_bound : "");
 	sd_notifyf(0, "READY=1\nSTATUS=listening on %s", bound);
 
 	for (;;) {
@@ -258,7 +284,8 @@ main(int argc, char *argv[])
 			continue;
 		}
 		if (sig == SIGHUP) {
-			reload(conf_path, &conf, http, api, rollout, mqtt, patcher, debug);
+			reload(conf_path, &conf, http, api, rollout, mqtt, patcher,
+			    admin, debug);
 			continue;
 		}
 		if (sig == SIGTERM || sig == SIGINT)
@@ -269,6 +296,7 @@ main(int argc, char *argv[])
 
 	sd_notify(0, "STOPPING=1");
 	log_info("stopping: finishing requests in flight");
+	http_stop(admin_http, conf.shutdown_timeout);
 	http_stop(http, conf.shutdown_timeout);
 	mqtt_stop(mqtt);
 	patcher_closing(patcher); /* stopping is no reason to drop patches */
@@ -277,6 +305,8 @@ main(int argc, char *argv[])
 	/* after the HTTP threads: their records are all queued by now */
 	registry_close(reg);
 	http_free(http);
+	http_free(admin_http);
+	admin_free(admin);
 	api_free(api);
 	store_free(store);
 	log_info("stopped");

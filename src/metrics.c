@@ -52,6 +52,9 @@ static const struct {
 	    "Fixed-URL requests answered with an image."},
 	[M_DELTA_URL] = {"otad_delta_url_requests_total",
 	    "Requests to /firmware/delta/<device>."},
+	[M_BREAK_GLASS] = {"otad_break_glass_total",
+	    "Rollouts and publishes started through the management API "
+	    "without a second operator's approval (break-glass)."},
 };
 
 void

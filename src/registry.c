@@ -206,7 +206,7 @@ static const char *const wsql[W_COUNT] = {
 
 struct registry {
 	sqlite3 *db;
-	char actor[96];
+	char actor[192];
 	char who[80];          /* the person, for the two-person rule */
 	unsigned approvals;    /* rollout_approvals */
 	char break_glass[200]; /* a reason to start without approval */
