@@ -33,10 +33,12 @@ struct http_route {
 	unsigned methods;  /* enum http_method bits allowed */
 	int (*handler)(struct http_request *req, void *arg); /* result unused */
 	/*
-	 * A POST body streamed instead of held (an upload): chunk gets each
-	 * piece as it arrives, whatever its size (max_body_bytes does not
-	 * apply), and may answer (an error) at any piece, after which the
-	 * rest is not read; handler runs once the body is in. NULL: the body
+	 * A POST body streamed instead of held (an upload): chunk is called
+	 * once with the headers alone (data NULL, len 0), when it may answer
+	 * (a refusal, sent before the body is read), then with each piece as
+	 * it arrives, whatever its size (max_body_bytes does not apply). A
+	 * piece it refuses (-1) ends the reading: the rest is dropped and
+	 * handler, called once the body is over, answers why. NULL: the body
 	 * is held whole (http_body).
 	 */
 	int (*chunk)(struct http_request *req, const char *data, size_t len,

@@ -312,7 +312,9 @@ struct upload {
 	struct op op;
 	int fd;           /* O_TMPFILE: gone with the request, whatever */
 	uint64_t len;
-	int refused;
+	int refused;      /* answered already, or status and why below */
+	unsigned status;
+	char why[160];
 };
 
 static void
@@ -363,24 +365,28 @@ upload_begin(struct http_request *req, struct admin *a)
 	return u;
 }
 
+/*
+ * The headers (data NULL): who, may they, how large, then the file; each
+ * piece after: into the file. A piece refused is answered at the end.
+ */
 static int
 upload_chunk(struct http_request *req, const char *data, size_t len,
     void *arg)
 {
 	struct upload *u = http_userdata(req);
-	char msg[120];
 	ssize_t n;
 
-	if (u == NULL && (u = upload_begin(req, arg)) == NULL)
-		return -1;
-	if (u->refused)
+	if (data == NULL)
+		return upload_begin(req, arg) == NULL ? -1 : 0;
+	if (u == NULL || u->refused)
 		return -1;
 	if (u->len + len > atomic_load(&u->a->max_artifact)) {
-		snprintf(msg, sizeof(msg), "the artifact is larger than "
+		u->status = 413;
+		snprintf(u->why, sizeof(u->why), "the artifact is larger than "
 		    "max_artifact_bytes (%llu)",
 		    (unsigned long long)atomic_load(&u->a->max_artifact));
 		u->refused = 1;
-		return http_error(req, 413, msg);
+		return -1;
 	}
 	for (; len > 0; data += n, len -= (size_t)n) {
 		if ((n = write(u->fd, data, len)) < 0) {
@@ -388,9 +394,11 @@ upload_chunk(struct http_request *req, const char *data, size_t len,
 				n = 0;
 				continue;
 			}
+			u->status = 503;
+			snprintf(u->why, sizeof(u->why), "cannot store the "
+			    "upload (disk full?)");
 			u->refused = 1;
-			return http_error(req, 503, "cannot store the upload "
-			    "(disk full?)");
+			return -1;
 		}
 		u->len += (uint64_t)n;
 	}
@@ -411,10 +419,10 @@ upload_done(struct http_request *req, struct admin *a)
 	json_t *row;
 	int k, n;
 
-	if (u == NULL && (u = upload_begin(req, a)) == NULL)
-		return 0;
+	if (u == NULL)
+		return http_error(req, 503, "out of memory");
 	if (u->refused)
-		return 0;
+		return u->status ? http_error(req, u->status, u->why) : 0;
 	if (u->len == 0)
 		return http_error(req, 400, "the body is the image, and it is "
 		    "empty");

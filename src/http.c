@@ -67,6 +67,7 @@ struct body_ctx {
 	size_t len, cap;
 	int too_large;
 	size_t discarded; /* body bytes read and dropped after too_large */
+	int refused;      /* a streamed body its route refused: dropped */
 	int suspended;           /* in h->suspended, under h->susp_mu */
 	uint64_t ticket;         /* its id there */
 	long long suspended_at;  /* monotonic ms */
@@ -426,6 +427,10 @@ refuse_early(struct MHD_Connection *conn, void **con_cls,
 	    MHD_HTTP_HEADER_CONNECTION, "close") == MHD_YES ? MHD_YES : MHD_NO;
 }
 
+static void request_init(struct http_request *req, struct http *h,
+    struct MHD_Connection *conn, const char *url,
+    const struct http_route *route, const char *method, void **con_cls);
+
 /* First call: route, check framing, method and limits, leave a marker. */
 static enum MHD_Result
 first_call(struct http *h, struct MHD_Connection *conn, const char *url,
@@ -499,6 +504,16 @@ first_call(struct http *h, struct MHD_Connection *conn, const char *url,
 	ctx->conn = conn;
 	*con_cls = ctx;
 	watch_phase(conn, WATCH_BODY); /* until the body is in */
+	if (route->chunk != NULL) {
+		/*
+		 * A streamed body's route looks at the headers first (who,
+		 * how large): a refusal now is sent before a byte of the
+		 * body is read, and the connection closed after it.
+		 */
+		request_init(&ctx->req, h, conn, url, route, method, con_cls);
+		ctx->req.body = ctx;
+		route->chunk(&ctx->req, NULL, 0, h->arg);
+	}
 	return MHD_YES;
 }
 
@@ -578,6 +593,12 @@ stream_body(struct http *h, struct body_ctx *ctx, struct MHD_Connection *conn,
 		*len = 0;
 		return MHD_YES;
 	}
+	if (ctx->refused && *len > 0) {
+		/* the route said no: drop a modest rest, then hang up */
+		ctx->discarded += *len;
+		*len = 0;
+		return ctx->discarded > DISCARD_MAX ? MHD_NO : MHD_YES;
+	}
 	if (ctx->ticket != 0)
 		ctx->resumed = 1; /* called again after a resume */
 	request_init(&ctx->req, h, conn, url, ctx->p.route, method, con_cls);
@@ -586,7 +607,8 @@ stream_body(struct http *h, struct body_ctx *ctx, struct MHD_Connection *conn,
 		size_t n = *len;
 
 		*len = 0;
-		ctx->p.route->chunk(&ctx->req, data, n, h->arg);
+		if (ctx->p.route->chunk(&ctx->req, data, n, h->arg) < 0)
+			ctx->refused = 1;
 		return MHD_YES;
 	}
 	watch_phase(conn, WATCH_ANSWER);
