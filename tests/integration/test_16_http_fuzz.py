@@ -171,16 +171,14 @@ def check_answers(raw, sent, seed):
     return 1, 0
 
 
-def test_the_http_layer_survives_hostile_request_sequences(published):
-    seconds = float(os.environ.get("OTAD_HTTP_FUZZ_SECONDS", "20"))
-    seed = int(os.environ.get("OTAD_HTTP_FUZZ_SEED", time.time_ns() % 10**9))
+def fuzz(port, base, seconds, seed, alive):
+    """Mutated request sequences to port for seconds; alive() is asked
+    every 50 connections. Returns (connections, answered, by MHD)."""
     rng = random.Random(seed)
-    base = templates(published.sha)
     end = time.monotonic() + seconds
     sent = answered = html = 0
     while time.monotonic() < end:
-        with socket.create_connection(("127.0.0.1", published.port),
-                                      timeout=2) as s:
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
             s.settimeout(0.5)
             data = b"".join(render(rng, mutate(rng, rng.choice(base)))
                             for _ in range(rng.choice([1, 1, 1, 2, 5])))
@@ -195,10 +193,81 @@ def test_the_http_layer_survives_hostile_request_sequences(published):
         answered += a
         html += h
         if sent % 50 == 0:
-            assert published.get("/health").status == 200, f"seed {seed}"
+            assert alive(), f"seed {seed}"
     print(f"http fuzz: seed {seed}, {sent} connections, {answered} "
           f"answered, {html} by libmicrohttpd itself")
+    return sent, answered, html
+
+
+def fuzz_seconds():
+    return float(os.environ.get("OTAD_HTTP_FUZZ_SECONDS", "20"))
+
+
+def fuzz_seed():
+    return int(os.environ.get("OTAD_HTTP_FUZZ_SEED", time.time_ns() % 10**9))
+
+
+def test_the_http_layer_survives_hostile_request_sequences(published):
+    sent, answered, _ = fuzz(published.port, templates(published.sha),
+                             fuzz_seconds(), fuzz_seed(),
+                             lambda: published.get("/health").status == 200)
     assert sent > 100 and answered > sent // 2
     # still whole: a device is served as before
     r = published.get("/firmware/check?device=after-fuzz&version=0.14.2")
     assert r.status == 200 and r.body == published.image
+
+
+def admin_templates(token, sha):
+    auth = [(b"Authorization", b"Bearer " + token.encode())]
+    js = [(b"Content-Type", b"application/json")]
+    image = (WLED / "0.14.3.bin").read_bytes()[:3000]
+    return [
+        (b"GET", b"/api/v1/status", auth, b""),
+        (b"GET", b"/api/v1/audit?limit=3&before=9", auth, b""),
+        (b"GET", b"/api/v1/artifacts/" + sha.encode()[:8], auth, b""),
+        (b"GET", b"/api/v1/rollouts/1", auth, b""),
+        (b"GET", b"/api/v1/devices?offline=1", auth, b""),
+        (b"POST", b"/api/v1/artifacts?version=1.0&kind=app", auth, image),
+        (b"POST", b"/api/v1/releases", auth + js,
+         b'{"version": "0.14.3", "artifact": "' + sha.encode() + b'"}'),
+        (b"POST", b"/api/v1/rollouts", auth + js,
+         b'{"version": "0.14.3", "stages": "10%; 100%"}'),
+        (b"POST", b"/api/v1/rollouts/1/pause", auth, b"{}"),
+        (b"POST", b"/api/v1/rollouts/2/approve", auth,
+         b'{"break_glass": "x"}'),
+        (b"POST", b"/api/v1/devices", auth, b'{"id": "fz-9"}'),
+        (b"POST", b"/api/v1/devices/fz-9/block", auth, b""),
+        (b"POST", b"/api/v1/keys", auth,
+         b'{"name": "k", "public_key": "-----BEGIN"}'),
+        (b"POST", b"/api/v1/operators", auth,
+         b'{"name": "z", "role": "viewer"}'),
+        (b"POST", b"/api/v1/releases/0.14.3/publish", auth, b"{}"),
+        (b"GET", b"/api/v1/status", [], b""),
+    ]
+
+
+def test_the_management_api_survives_hostile_request_sequences(tmp_path):
+    """The same against the management API, with an admin's token (and
+    without): uploads, JSON bodies and actions mutated and interleaved."""
+    d = Otad(tmp_path, "admin_listen = 127.0.0.1:0\n")
+    token = d.otactl("operator", "add", "fz", "--role", "admin",
+                     json_out=True)["token"]
+    d.start()
+    try:
+        sha = d.publish(WLED / "0.14.3.bin", "0.14.3")
+        port = int(re.search(r"management API on \S+:(\d+)",
+                             d.logtext()).group(1))
+
+        def alive():
+            s = socket.create_connection(("127.0.0.1", port), timeout=5)
+            s.sendall(b"GET /api/v1/status HTTP/1.0\r\nAuthorization: "
+                      b"Bearer " + token.encode() + b"\r\n\r\n")
+            ok = parse_raw(read_until_closed(s)).status in (200, 429)
+            s.close()
+            return ok and d.get("/health").status == 200
+        sent, answered, _ = fuzz(port, admin_templates(token, sha),
+                                 fuzz_seconds() / 2, fuzz_seed(), alive)
+        assert sent > 50 and answered > sent // 2
+        assert alive()
+    finally:
+        d.check_clean_exit()
