@@ -105,4 +105,13 @@ enum otad_err catalog_artifact_sign(struct registry *reg, struct store *store,
     const char *state_dir, const char *sha, const char *key,
     char *sha256_out, char *why, size_t whylen);
 
+/*
+ * Make a server-held artifact key: its private half written to
+ * <state_dir>/keys/<name>.pem (held gets the path), its public half
+ * recorded. One generate at a time (a lock on keys/).
+ */
+enum otad_err catalog_key_generate(struct registry *reg, const char *state_dir,
+    const char *name, const char *algo, char *held, size_t heldlen,
+    char *why, size_t whylen);
+
 #endif

@@ -31,6 +31,7 @@ enum otad_err {
 	OTAD_ERR_TOO_LARGE, /* input over a configured cap */
 	OTAD_ERR_NOT_IMAGE, /* not an ESP32 application image */
 	OTAD_ERR_SHUTDOWN,  /* the daemon is stopping */
+	OTAD_ERR_DENIED,    /* not the caller's to do (its role) */
 };
 
 /* Static, never NULL. */

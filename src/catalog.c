@@ -1,12 +1,17 @@
 /* catalog.c: the operator actions otactl and the management API share */
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "catalog.h"
 #include "espimg.h"
+#include "log.h"
 #include "sbv2.h"
 #include "semver.h"
 #include "stages.h"
@@ -663,5 +668,112 @@ catalog_artifact_sign(struct registry *reg, struct store *store,
 	free(sig);
 	sign_key_free(priv);
 	sign_key_free(pub);
+	return rc;
+}
+
+/*
+ * Write a whole file: temp, fsync, rename, so that a crash leaves the old
+ * file or the new one, never half of one. 0, or -1 with errno.
+ */
+static int
+write_atomic(const char *path, const void *data, size_t len, mode_t mode)
+{
+	char tmp[4096 + 8];
+	const uint8_t *p = data;
+	ssize_t n;
+	int fd, e;
+
+	if ((size_t)snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= sizeof(tmp)) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)) < 0)
+		return -1;
+	for (; len > 0; p += n, len -= (size_t)n)
+		if ((n = write(fd, p, len)) <= 0)
+			break;
+	if (len > 0 || fsync(fd) < 0 || close(fd) < 0 || rename(tmp, path) <
+	    0) {
+		e = errno;
+		unlink(tmp);
+		errno = e;
+		return -1;
+	}
+	return 0;
+}
+
+enum otad_err
+catalog_key_generate(struct registry *reg, const char *state_dir,
+    const char *name, const char *algo, char *held, size_t heldlen,
+    char *why, size_t whylen)
+{
+	struct sign_key *key = NULL;
+	char dir[4096], fp[65], *pem = NULL, *pub = NULL;
+	enum otad_err rc;
+	json_t *row;
+	size_t len;
+	int lock;
+
+	if (!catalog_valid_name(name))
+		return invalid(why, whylen, "key name (1 to 64 of A-Z a-z 0-9 . "
+		    "_ -)", name);
+	if (strcmp(algo, "ecdsa-p256") != 0 && strcmp(algo, "ed25519") != 0) {
+		snprintf(why, whylen, "--algo is ecdsa-p256 or ed25519, not "
+		    "'%s'", algo);
+		return OTAD_ERR_INVALID;
+	}
+	if ((size_t)snprintf(dir, sizeof(dir), "%s/keys", state_dir) >=
+	    sizeof(dir) || (size_t)snprintf(held, heldlen, "%s/%s.pem", dir,
+	    name) >= heldlen) {
+		snprintf(why, whylen, "state_dir is too long");
+		return OTAD_ERR_INVALID;
+	}
+	if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
+		snprintf(why, whylen, "cannot create '%s': %s", dir,
+		    strerror(errno));
+		return OTAD_ERR_IO;
+	}
+	/*
+	 * One generate at a time (an flock on the keys directory): then a
+	 * key file without a key row is what a killed generate left, not a
+	 * key another generate is about to record, and it is replaced.
+	 */
+	if ((lock = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0 ||
+	    flock(lock, LOCK_EX) < 0) {
+		snprintf(why, whylen, "cannot lock '%s': %s", dir,
+		    strerror(errno));
+		if (lock >= 0)
+			close(lock);
+		return OTAD_ERR_IO;
+	}
+	if (registry_key_get(reg, name, &row, why, whylen) == OTAD_OK) {
+		json_decref(row);
+		snprintf(why, whylen, "key '%s' exists already", name);
+		close(lock);
+		return OTAD_ERR_EXISTS;
+	}
+	if (access(held, F_OK) == 0)
+		log_warnx("replacing '%s': a generate that did not finish left "
+		    "it, and no key is recorded under that name", held);
+	rc = OTAD_ERR_IO;
+	snprintf(why, whylen, "cannot generate a key");
+	if (sign_generate(algo, &key) == OTAD_OK &&
+	    (pem = sign_key_private_pem(key)) != NULL &&
+	    sign_key_fingerprint(key, fp) == OTAD_OK &&
+	    (pub = sign_key_public_pem(key)) != NULL) {
+		len = strlen(pem);
+		if (write_atomic(held, pem, len, 0600) < 0) {
+			snprintf(why, whylen, "cannot write '%s': %s", held,
+			    strerror(errno));
+		} else if ((rc = registry_key_add(reg, name, sign_key_algo(key),
+		    "artifact", pub, fp, 1, why, whylen)) != OTAD_OK) {
+			unlink(held);
+		}
+		explicit_bzero(pem, len);
+	}
+	free(pem);
+	free(pub);
+	sign_key_free(key);
+	close(lock); /* recorded: the next generate may look */
 	return rc;
 }

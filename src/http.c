@@ -882,6 +882,8 @@ http_status_of(enum otad_err err)
 	case OTAD_ERR_INVALID:
 	case OTAD_ERR_NOT_IMAGE:
 		return 400;
+	case OTAD_ERR_DENIED:
+		return 403;
 	case OTAD_ERR_NOT_FOUND:
 		return 404;
 	case OTAD_ERR_EXISTS:

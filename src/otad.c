@@ -25,6 +25,8 @@ otad_strerror(enum otad_err err)
 		return "too large";
 	case OTAD_ERR_NOT_IMAGE:
 		return "not an ESP32 application image";
+	case OTAD_ERR_DENIED:
+		return "not allowed";
 	case OTAD_ERR_SHUTDOWN:
 		return "shutting down";
 	}

@@ -35,6 +35,7 @@ test_catalog_in_memory(void **state)
 	char why[256];
 	json_t *rows, *row;
 	int64_t id, rollout;
+	int awaiting;
 
 	(void)state;
 	assert_int_equal(registry_open(":memory:", &reg), OTAD_OK);
@@ -76,14 +77,14 @@ test_catalog_in_memory(void **state)
 	assert_non_null(strstr(why, "no artifact"));
 
 	assert_int_equal(registry_release_publish(reg, "1.0.0", NULL, NULL, &rollout,
-	    why, sizeof(why)), OTAD_ERR_INVALID);
+	    &awaiting, why, sizeof(why)), OTAD_ERR_INVALID);
 	assert_non_null(strstr(why, "--product"));
 	assert_int_equal(registry_release_publish(reg, "1.0.0", "wled", NULL,
-	    &rollout, why, sizeof(why)), OTAD_OK);
+	    &rollout, &awaiting, why, sizeof(why)), OTAD_OK);
 	assert_int_equal(registry_release_publish(reg, "1.0.0", "wled", NULL,
-	    &rollout, why, sizeof(why)), OTAD_ERR_EXISTS);
+	    &rollout, &awaiting, why, sizeof(why)), OTAD_ERR_EXISTS);
 	assert_int_equal(registry_release_publish(reg, "9.9.9", NULL, NULL, &rollout,
-	    why, sizeof(why)), OTAD_ERR_NOT_FOUND);
+	    &awaiting, why, sizeof(why)), OTAD_ERR_NOT_FOUND);
 
 	assert_int_equal(registry_status(reg, 1700000000, &row), OTAD_OK);
 	assert_int_equal(json_integer_value(json_object_get(row, "releases")),
@@ -161,6 +162,7 @@ test_writer_and_readers(void **state)
 	struct record *r;
 	char why[256];
 	int64_t id, rel1, rollout, gen0, gen1;
+	int awaiting;
 	json_t *obj, *att;
 	size_t n;
 	int i;
@@ -180,11 +182,11 @@ test_writer_and_readers(void **state)
 	assert_int_equal(n, 0);
 	free(offers);
 	assert_int_equal(registry_release_publish(cat, "1.0.0", NULL, NULL, &rollout,
-	    why, sizeof(why)), OTAD_OK);
+	    &awaiting, why, sizeof(why)), OTAD_OK);
 	assert_int_equal(registry_release_create(cat, "1.0.10", b.sha256, NULL, NULL, NULL, 0,
 	    &id, why, sizeof(why)), OTAD_OK);
 	assert_int_equal(registry_release_publish(cat, "1.0.10", NULL, NULL,
-	    &rollout, why, sizeof(why)), OTAD_OK);
+	    &rollout, &awaiting, why, sizeof(why)), OTAD_OK);
 	assert_int_equal(registry_catalog_generation(rd, &gen1), OTAD_OK);
 	assert_true(gen1 > gen0);
 	/* the newer publish superseded the older one */
