@@ -38,9 +38,14 @@ export UBSAN_OPTIONS ?= print_stacktrace=1
 
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+# otactl's client for a remote otad
+CURL_LIBS  = $(shell pkg-config --libs libcurl 2>/dev/null)
 
-# every module but the two mains goes into one static library
-LIB_SRCS := $(filter-out src/main.c src/otactl.c,$(wildcard src/*.c))
+# every module but the two mains goes into one static library; otactl's
+# own modules (cli_*.c) go into otactl alone
+CLI_SRCS := src/otactl.c $(wildcard src/cli_*.c)
+CLI_OBJS := $(CLI_SRCS:src/%.c=$(BUILD)/obj/%.o)
+LIB_SRCS := $(filter-out src/main.c $(CLI_SRCS),$(wildcard src/*.c))
 LIB_OBJS := $(LIB_SRCS:src/%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/schema.o
 SCHEMA   := $(sort $(wildcard schema/*.sql))
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
@@ -49,7 +54,7 @@ UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 # Debian packages: to build, to test, to benchmark
 DEPS_BUILD := gcc make pkg-config libmicrohttpd-dev libssl-dev \
 	libsqlite3-dev libjansson-dev libmosquitto-dev libsystemd-dev \
-	libdivsufsort-dev
+	libdivsufsort-dev libcurl4-openssl-dev
 DEPS_TEST  := libcmocka-dev python3 python3-pytest sqlite3 openssl curl \
 	cppcheck clang libclang-rt-14-dev mosquitto mosquitto-clients iproute2
 DEPS_BENCH := wrk nginx-light bc bsdiff xdelta3 time
@@ -85,8 +90,8 @@ $(BUILD)/libotad.a: $(LIB_OBJS)
 $(BUILD)/otad: $(BUILD)/obj/main.o $(BUILD)/libotad.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lpthread
 
-$(BUILD)/otactl: $(BUILD)/obj/otactl.o $(BUILD)/libotad.a
-	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lpthread
+$(BUILD)/otactl: $(CLI_OBJS) $(BUILD)/libotad.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(CURL_LIBS) -lpthread
 
 # tests must build without a warning: a mismatched call there is silent
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libotad.a

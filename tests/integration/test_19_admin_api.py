@@ -4,15 +4,18 @@ rule, bad input on every endpoint, and the audit trail naming who did
 what."""
 import http.client
 import json
+import os
 import re
 import socket
 import sqlite3
 import ssl
+import subprocess
 import time
 
 import pytest
 
-from conftest import WLED, Otad, parse_raw, read_until_closed, sha256
+from conftest import (OTACTL, SANITIZER, WLED, Otad, parse_raw,
+                      read_until_closed, sha256)
 from test_06_deploy import make_cert
 
 ADMIN = re.compile(r"management API on (\S+?):(\d+)")
@@ -318,3 +321,182 @@ def test_admin_listen_needs_tls_off_loopback(tmp_path):
     assert p.proc.wait(20) != 0
     time.sleep(0.2)
     assert "in the clear" in d.logtext()
+
+
+class Remote:
+    """otactl on an operator's laptop: no configuration, no database, only
+    the server's address, its CA and a token file."""
+
+    def __init__(self, adm, tmp_path):
+        self.adm = adm
+        self.dir = tmp_path / "laptop"
+        self.dir.mkdir()
+        self.env = {k: v for k, v in os.environ.items()
+                    if not k.startswith("OTAD_")}
+        # a configuration that names no readable database: proof that
+        # remote otactl never opens one
+        self.env["OTAD_CONF"] = str(self.dir / "absent.conf")
+        self.url = f"https://127.0.0.1:{adm.port}"
+
+    def token_file(self, who):
+        f = self.dir / f"{who}.token"
+        f.write_text(adm_token(self.adm, who) + "\n")
+        f.chmod(0o600)
+        return f
+
+    def run(self, who, *args, json_out=False, env=None):
+        argv = [str(OTACTL), "--url", self.url, "--cacert",
+                str(self.adm.cert), "--token-file", str(self.token_file(who)),
+                *(["--json"] if json_out else []), *args]
+        p = subprocess.run(argv, capture_output=True, text=True,
+                           env=env or self.env, timeout=60)
+        assert not SANITIZER.search(p.stderr), p.stderr
+        return p
+
+
+def adm_token(adm, who):
+    return adm.tokens.get(who, who)
+
+
+def ok(p):
+    assert p.returncode == 0, p.stderr
+    return p.stdout
+
+
+def refused(p, reason):
+    assert p.returncode == 1 and p.stdout == "", (p.stdout, p.stderr)
+    assert p.stderr == f"otactl: {reason}\n", p.stderr
+
+
+def test_remote_otactl_is_local_otactl(adm, tmp_path):
+    r = Remote(adm, tmp_path)
+    image = WLED / "0.14.3.bin"
+    sha = sha256(IMAGE)
+    key = tmp_path / "ci.pem"
+    pub = tmp_path / "ci.pub"
+    sig = tmp_path / "0.14.3.sig"
+    subprocess.run(["openssl", "ecparam", "-name", "prime256v1", "-genkey",
+                    "-noout", "-out", str(key)], check=True)
+    subprocess.run(["openssl", "pkey", "-in", str(key), "-pubout", "-out",
+                    str(pub)], check=True)
+    subprocess.run(["openssl", "dgst", "-sha256", "-sign", str(key), "-out",
+                    str(sig), str(image)], check=True)
+
+    # keys are an admin's: the operator is refused, the admin adds it
+    refused(r.run("operator", "key", "add", "ci", "--public", str(pub)),
+            "role operator may not run key.add")
+    out = ok(r.run("admin", "key", "add", "ci", "--public", str(pub)))
+    assert re.fullmatch(r"key ci added: ecdsa-p256, artifact, fingerprint "
+                        r"[0-9a-f]{64}\n", out), out
+
+    # the CI step: upload with the signature made in CI, create a release
+    out = ok(r.run("ci", "artifact", "add", str(image), "--version",
+                   "0.14.3", "--signature", str(sig), "--key", "ci"))
+    assert out == sha + "\n"
+    got = adm.d.otactl("artifact", "show", sha, json_out=True)
+    assert [s["key"] for s in got["signatures"]] == ["ci"]
+    # a signature that does not verify leaves nothing
+    p = r.run("ci", "artifact", "add", str(WLED / "0.14.4.bin"),
+              "--version", "0.14.4", "--signature", str(sig), "--key", "ci")
+    assert p.returncode == 1 and "cannot add" in p.stderr, p.stderr
+    assert "verify" in p.stderr, p.stderr
+    assert len(adm.d.otactl("artifact", "list", json_out=True)) == 1
+    out = ok(r.run("ci", "release", "create", "0.14.3", "--artifact",
+                   sha[:12]))
+    assert re.fullmatch(rf"release 0\.14\.3 created \(id \d+, artifact "
+                        rf"{sha[:12]}\)\n", out), out
+    # ... and cannot go further
+    refused(r.run("ci", "rollout", "create", "0.14.3", "--stages", "100%"),
+            "role ci may not run rollout.create")
+    refused(r.run("ci", "release", "publish", "0.14.3"),
+            "role ci may not run release.publish")
+    assert adm.d.otactl("rollout", "status", json_out=True) == []
+
+    # the operator rolls it out, and a device takes it
+    check = "/firmware/check?device=dev-1&version=0.14.2"
+    assert adm.device(check).status == 304
+    assert ok(r.run("operator", "device", "set", "dev-1", "--group",
+                    "canary")) == "device dev-1 updated\n"
+    out = ok(r.run("operator", "rollout", "create", "0.14.3", "--stages",
+                   "group=canary; 100%"))
+    m = re.fullmatch(r"rollout (\d+) of 0\.14\.3 created \(draft, 2 stages\)"
+                     r"; start it with: otactl rollout start \1\n", out)
+    assert m, out
+    rid = m.group(1)
+    assert adm.device(check).status == 304
+    assert ok(r.run("operator", "rollout", "start", rid)) == \
+        f"rollout {rid} started\n"
+    # otactl returned once otad served the change: the device sees it now
+    got = adm.device(check)
+    assert got.status == 200 and sha256(got.body) == sha
+    out = ok(r.run("operator", "device", "add", "dev-2", "--group",
+                   "canary"))
+    assert re.fullmatch(r"device dev-2 added; its token \(shown only now\): "
+                        r"\S{40}\n", out), out
+    assert ok(r.run("operator", "rollout", "pause", rid)) == \
+        f"rollout {rid} paused\n"
+    assert ok(r.run("operator", "device", "block", "dev-1")) == \
+        "device dev-1: block done\n"
+    refused(r.run("viewer", "device", "unblock", "dev-1"),
+            "role viewer may not run device.unblock")
+
+    # reads: the same table and the same JSON as on the host, byte for byte
+    for args in (["artifact", "list"], ["artifact", "show", sha],
+                 ["release", "list"], ["key", "list"],
+                 ["device", "list"], ["device", "show", "dev-1"],
+                 ["rollout", "status", rid], ["status"]):
+        for as_json in (False, True):
+            local = adm.d.otactl(*args, json_out=as_json)
+            local = local if as_json else local.stdout
+            remote = ok(r.run("viewer", *args, json_out=as_json))
+            remote = json.loads(remote) if as_json else remote
+            assert remote == local, args
+    # errors: the same message and exit code as on the host
+    for args in (["rollout", "start", "999"], ["device", "show", "nobody"],
+                 ["artifact", "show", "00" * 32]):
+        local = adm.d.otactl(*args, check=False)
+        remote = r.run("operator", *args)
+        assert (remote.returncode, remote.stderr) == \
+            (local.returncode, local.stderr) and local.returncode == 1, args
+    # usage is checked before anything is sent
+    p = r.run("operator", "rollout", "start")
+    assert p.returncode == 2 and p.stderr.startswith("usage:")
+
+    # the audit log names who did what, from where, a page at a time
+    out = ok(r.run("viewer", "audit", "--actor", "op:otto"))
+    assert "op:otto (operator) from 127.0.0.1" in out, out
+    assert "op:ada" not in out and "op:cid" not in out
+    page = json.loads(ok(r.run("viewer", "audit", "--limit", "2",
+                               json_out=True)))
+    assert len(page) == 2 and page[0]["id"] > page[1]["id"]
+    more = json.loads(ok(r.run("viewer", "audit", "--before",
+                               str(page[1]["id"]), "--limit", "2",
+                               json_out=True)))
+    assert more[0]["id"] < page[1]["id"]
+
+    # a token from the environment, as CI systems hand secrets over
+    env = dict(r.env, OTAD_URL=r.url, OTAD_CACERT=str(adm.cert),
+               OTAD_TOKEN=adm.tokens["viewer"])
+    p = subprocess.run([str(OTACTL), "release", "list"], capture_output=True,
+                       text=True, env=env, timeout=60)
+    assert p.returncode == 0 and "0.14.3" in p.stdout, p.stderr
+    # a wrong token, a revoked one, no token, an unknown CA: refused
+    refused(r.run("0" * 40, "status"),
+            "wrong or revoked operator token")
+    out = ok(r.run("admin", "operator", "revoke", "vera"))
+    assert out == "operator vera revoked: their token is refused from the " \
+        "next request\n"
+    refused(r.run("viewer", "status"), "wrong or revoked operator token")
+    p = subprocess.run([str(OTACTL), "--url", r.url, "status"],
+                       capture_output=True, text=True, env=r.env, timeout=60)
+    assert p.returncode == 1 and "needs an operator token" in p.stderr
+    p = subprocess.run([str(OTACTL), "--url", r.url, "--token-file",
+                        str(r.token_file("admin")), "status"],
+                       capture_output=True, text=True, env=r.env, timeout=60)
+    assert p.returncode == 1 and "certificate" in p.stderr, p.stderr
+    # and never a token in clear across the network
+    p = subprocess.run([str(OTACTL), "--url", "http://192.0.2.1:8443",
+                        "--token-file", str(r.token_file("admin")),
+                        "status"], capture_output=True, text=True,
+                       env=r.env, timeout=60)
+    assert p.returncode == 1 and "in clear" in p.stderr, p.stderr

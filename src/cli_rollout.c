@@ -1,0 +1,139 @@
+/* cli_rollout.c: otactl rollout create | start | pause | resume | abort |
+ * approve | status */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+static void
+check_rollout_id(const char *s)
+{
+	char *end;
+	long long v = strtoll(s, &end, 10);
+
+	if (*s == '\0' || *end != '\0' || v <= 0)
+		die("'%s' is not a rollout id", s);
+}
+
+static int
+rollout_create(struct opts *o)
+{
+	json_t *r;
+
+	if (o->argc != 1)
+		usage();
+	if (o->stages == NULL)
+		die("rollout create needs --stages SPEC, e.g. \"group=canary,"
+		    "soak=24h,min=5; 10%%,soak=48h; 100%%\"");
+	check_version(o->argv[0]);
+	check_token("--product", o->product);
+	r = cli_run("rollout.create", cli_args("version", o->argv[0],
+	    "stages", o->stages, "window", o->window, "days", o->days,
+	    "utc_offset", o->utc_offset, "min_battery", o->min_battery,
+	    "timeout", o->timeout, "product", o->product, "chip", o->chip,
+	    "downgrade", o->downgrade ? "true" : NULL, CLI_END), NULL);
+	say(r, "rollout %lld of %s created (draft, %lld stages); start it "
+	    "with: otactl rollout start %lld", jint(r, "id"), o->argv[0],
+	    jint(r, "stages"), jint(r, "id"));
+	return 0;
+}
+
+static int
+rollout_action(struct opts *o)
+{
+	char name[32];
+	json_t *r;
+
+	if (o->argc != 1)
+		usage();
+	check_rollout_id(o->argv[0]);
+	snprintf(name, sizeof(name), "rollout.%s", o->verb);
+	r = cli_run(name, cli_args("id", o->argv[0], "force", o->force ?
+	    "true" : NULL, "break_glass", o->break_glass, CLI_END), NULL);
+	say(r, "rollout %s %s", o->argv[0], jstr(r, "done"));
+	return 0;
+}
+
+/* A stage as the operator wrote it: "group=canary" or "10%" */
+static void
+stage_names(json_t *stages)
+{
+	size_t i;
+	char buf[80];
+
+	for (i = 0; i < json_array_size(stages); i++) {
+		json_t *st = json_array_get(stages, i);
+		json_t *g = json_object_get(st, "group");
+
+		if (json_is_string(g))
+			snprintf(buf, sizeof(buf), "group=%s",
+			    json_string_value(g));
+		else
+			snprintf(buf, sizeof(buf), "%g%%", json_number_value(
+			    json_object_get(st, "percent")));
+		json_object_set_new(st, "ring", json_string(buf));
+	}
+}
+
+static int
+rollout_status(struct opts *o)
+{
+	static const char *const cols[] = {"no", "ring", "targeted",
+	    "offered", "in_progress", "succeeded", "rolled_back", "failed",
+	    "timed_out", "deferred", "success_rate", "rollback_rate",
+	    "failure_rate", "crash_rate", "brownouts", "soak_left", "breach",
+	    NULL};
+	json_t *rows;
+	size_t i;
+
+	if (o->argc > 1)
+		usage();
+	if (o->argc == 1)
+		check_rollout_id(o->argv[0]);
+	rows = cli_run(o->argc ? "rollout.show" : "rollout.list",
+	    cli_args("id", o->argc ? o->argv[0] : NULL, CLI_END), NULL);
+	if (print_if_json(rows)) {
+		json_decref(rows);
+		return 0;
+	}
+	for (i = 0; i < json_array_size(rows); i++) {
+		json_t *ro = json_array_get(rows, i);
+		json_t *reason = json_object_get(ro, "reason");
+		char started[64];
+
+		cell(json_object_get(ro, "started"), "started", started,
+		    sizeof(started));
+		printf("%srollout %lld: %s%s%s, %s%s, stage %lld, started %s"
+		    "%s%s\n", i ? "\n" : "",
+		    (long long)json_integer_value(json_object_get(ro, "id")),
+		    json_string_value(json_object_get(ro, "version")),
+		    json_is_string(json_object_get(ro, "product")) ?
+		    " for " : "", json_is_string(json_object_get(ro,
+		    "product")) ? json_string_value(json_object_get(ro,
+		    "product")) : "", json_string_value(json_object_get(ro,
+		    "state")), json_integer_value(json_object_get(ro,
+		    "staged")) ? "" : " (published to all)",
+		    (long long)json_integer_value(json_object_get(ro, "stage")),
+		    started, json_is_string(reason) ? ": " : "",
+		    json_is_string(reason) ? json_string_value(reason) : "");
+		if (json_array_size(json_object_get(ro, "stages")) > 0) {
+			stage_names(json_object_get(ro, "stages"));
+			print_table(json_object_get(ro, "stages"), cols);
+		}
+	}
+	json_decref(rows);
+	return 0;
+}
+
+const struct cli_group cli_rollout = {"rollout", "--stages --window --days "
+    "--utc-offset --min-battery --timeout --downgrade --product --chip "
+    "--force --break-glass", {
+	{"create", rollout_create},
+	{"start", rollout_action},
+	{"pause", rollout_action},
+	{"resume", rollout_action},
+	{"abort", rollout_action},
+	{"approve", rollout_action},
+	{"status", rollout_status},
+}};
