@@ -34,6 +34,20 @@ void api_set_require_signature(struct api *api, int on);
 /* Serve /firmware/latest/<product> (latest_url); the next request on. */
 void api_set_latest(struct api *api, int on);
 
+/*
+ * Seconds a silent device (a pull-OTA library that never reports) must
+ * poll on after its image went out before its update counts as a
+ * success, when longer than its stage's soak (infer_after).
+ */
+void api_set_infer_after(struct api *api, unsigned seconds);
+
+/*
+ * Where devices download ("https://host:port", no trailing '/'), for the
+ * absolute links of library manifests. Once, after the server is bound;
+ * until then those manifests are answered 503.
+ */
+void api_set_base_url(struct api *api, const char *base_url);
+
 /* Offer delta patches through patcher (set before the first request). */
 struct patcher;
 void api_set_patcher(struct api *api, struct patcher *patcher);

@@ -6,7 +6,9 @@
  *  - check.c: what a device says of itself, the update decision and its
  *    answers (/firmware/check, /firmware/manifest, the fixed URLs);
  *  - download.c: images and patches on the wire (ranges, the headers each
- *    client checks, deliveries) and /firmware/artifacts, /firmware/patches.
+ *    client checks, deliveries) and /firmware/artifacts, /firmware/patches;
+ *  - pull.c: the manifests of pull-OTA libraries that never report
+ *    (esp32FOTA, ESP32-OTA-Pull, ESPHome, esp_ghota) and their images.
  */
 #ifndef API_IMPL_H
 #define API_IMPL_H
@@ -26,6 +28,12 @@
 #define PATCHES "/firmware/patches/"
 #define LATEST "/firmware/latest/"
 #define DELTA_URL "/firmware/delta/"
+#define PULL_ESP32FOTA "/pull/esp32fota/"
+#define PULL_OTAPULL "/pull/otapull/"
+#define PULL_ESPHOME "/pull/esphome/"
+#define PULL_GHOTA "/repos/"
+#define PULL_IMAGE "/pull/image/"
+#define PULL_MD5 "/pull/md5/"
 
 /* One device's last image from the check path (download_recent). */
 struct recent_download {
@@ -46,6 +54,10 @@ struct api {
 	atomic_int require_signature; /* read by the rollout controller */
 	atomic_int tokens;            /* device_auth = token */
 	atomic_int latest;            /* latest_url = yes */
+	/* pull-OTA libraries (pull.c): where they download, set once */
+	char pull_base[512];
+	atomic_int pull_ready;
+	atomic_uint infer_after;      /* seconds before a silent success */
 	atomic_uint per_device, per_address, auth_failures;
 	/*
 	 * failed authentications are counted per address; the ranges that
@@ -104,6 +116,12 @@ int check_manifest(struct http_request *req, void *arg);
 int check_latest(struct http_request *req, void *arg);
 int check_delta_url(struct http_request *req, void *arg);
 
+/* pull.c: the pull-OTA libraries' manifests and image links */
+int pull_dialect(struct http_request *req, void *arg);
+int pull_ghota(struct http_request *req, void *arg);
+int pull_image(struct http_request *req, void *arg);
+int pull_md5(struct http_request *req, void *arg);
+
 /* download.c */
 
 /* How download_serve reads the request's Range. */
@@ -131,6 +149,12 @@ void download_delivered(void *arg, int complete);
 void *download_delivery(struct api *api, const char *device,
     const struct offer *o, enum http_method method, int assume_installed);
 int download_artifact(struct http_request *req, void *arg);
+/*
+ * A released artifact (sha256, or the patch pi to it) to device id (NULL:
+ * none): its download recorded, served per the request's Range.
+ */
+int download_released(struct http_request *req, struct api *api,
+    const char *sha256, const char *id, const struct patch_info *pi);
 /*
  * The image last sent to device on the check path, within the hour, into
  * sha256 (65 bytes): 1, or 0 when not remembered. The next range of a

@@ -33,6 +33,8 @@ struct conf {
 	int require_signature;     /* offer only artifacts signed by a key */
 	int device_auth;           /* 1 = token: devices must present one */
 	int latest_url;            /* serve /firmware/latest/<product> */
+	unsigned infer_after;      /* seconds a silent device polls on after
+				      its image before that is a success */
 	unsigned rollout_approvals; /* 2: a second operator approves starts */
 	char admin_listen[128];     /* the management API; "" = off */
 	int admin_allow_plaintext;  /* off loopback without TLS */

@@ -28,6 +28,9 @@ enum metric {
 	M_LATEST_OFFERS, /* ... answered with an image */
 	M_DELTA_URL,     /* requests to /firmware/delta/<device> */
 	M_BREAK_GLASS,   /* starts without the second approval */
+	M_PULL_CHECKS,   /* manifests asked for by pull-OTA libraries */
+	M_PULL_OFFERS,   /* ... listing an update for the device */
+	M_PULL_INFERRED_ROLLBACKS, /* images fetched again after delivery */
 	M_COUNT
 };
 

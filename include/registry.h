@@ -99,6 +99,15 @@ struct record {
 	 * so the image sent whole is what it runs from now on
 	 */
 	int assume_installed;
+	/*
+	 * check-ins: from a library that never reports (esp32FOTA, ESPHome,
+	 * ...): it says nothing of its version, its attempts are silent and
+	 * their outcomes inferred after settle seconds (infer_after); a
+	 * refetch_release > 0 was fetched again after it was delivered
+	 */
+	int silent;
+	int64_t settle;
+	int64_t refetch_release;
 	/* reports */
 	enum report_result result;
 	char reason[OTAD_REASON_MAX + 1]; /* "" = none */

@@ -514,6 +514,12 @@ static const struct http_route routes[] = {
 	{"/firmware/manifest", HTTP_GET, check_manifest},
 	{LATEST, HTTP_GET | HTTP_HEAD, check_latest},
 	{DELTA_URL, HTTP_GET | HTTP_HEAD, check_delta_url},
+	{PULL_ESP32FOTA, HTTP_GET, pull_dialect},
+	{PULL_OTAPULL, HTTP_GET, pull_dialect},
+	{PULL_ESPHOME, HTTP_GET, pull_dialect},
+	{PULL_GHOTA, HTTP_GET, pull_ghota},
+	{PULL_IMAGE, HTTP_GET | HTTP_HEAD, pull_image},
+	{PULL_MD5, HTTP_GET, pull_md5},
 	{"/health", HTTP_GET | HTTP_HEAD, api_health},
 	{"/metrics", HTTP_GET, api_metrics},
 };
@@ -586,6 +592,21 @@ void
 api_set_latest(struct api *api, int on)
 {
 	atomic_store(&api->latest, on);
+}
+
+void
+api_set_infer_after(struct api *api, unsigned seconds)
+{
+	atomic_store(&api->infer_after, seconds);
+}
+
+void
+api_set_base_url(struct api *api, const char *base_url)
+{
+	if (atomic_load(&api->pull_ready))
+		return; /* set once: handlers read it without a lock */
+	snprintf(api->pull_base, sizeof(api->pull_base), "%s", base_url);
+	atomic_store(&api->pull_ready, 1);
 }
 
 void

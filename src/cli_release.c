@@ -23,6 +23,8 @@ release_create(struct opts *o)
 	    o->hw_rev, "min_from", o->min_from, "forced", o->forced ? "true" :
 	    NULL, "confirm_secure_version", o->confirm_sv ? "true" : NULL,
 	    CLI_END), NULL);
+	if (json_string_value(json_object_get(r, "warning")) != NULL)
+		fprintf(stderr, "otactl: warning: %s\n", jstr(r, "warning"));
 	say(r, "release %s created (id %lld, artifact %.12s)", o->argv[0],
 	    jint(r, "id"), jstr(r, "artifact"));
 	return 0;

@@ -55,7 +55,10 @@ rollout_action(struct opts *o)
 	return 0;
 }
 
-/* A stage as the operator wrote it: "group=canary" or "10%" */
+/*
+ * A stage as the operator wrote it ("group=canary" or "10%"), and its
+ * inferred outcomes as "succeeded/rolled back"
+ */
 static void
 stage_names(json_t *stages)
 {
@@ -73,6 +76,10 @@ stage_names(json_t *stages)
 			snprintf(buf, sizeof(buf), "%g%%", json_number_value(
 			    json_object_get(st, "percent")));
 		json_object_set_new(st, "ring", json_string(buf));
+		/* of SUCCEEDED and ROLLED BACK, what otad inferred */
+		snprintf(buf, sizeof(buf), "%lld/%lld", jint(st,
+		    "inferred_succeeded"), jint(st, "inferred_rolled_back"));
+		json_object_set_new(st, "inferred", json_string(buf));
 	}
 }
 
@@ -82,8 +89,8 @@ rollout_status(struct opts *o)
 	static const char *const cols[] = {"no", "ring", "targeted",
 	    "offered", "in_progress", "succeeded", "rolled_back", "failed",
 	    "timed_out", "deferred", "success_rate", "rollback_rate",
-	    "failure_rate", "crash_rate", "brownouts", "soak_left", "breach",
-	    NULL};
+	    "failure_rate", "crash_rate", "brownouts", "inferred", "soak_left",
+	    "breach", NULL};
 	json_t *rows;
 	size_t i;
 

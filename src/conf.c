@@ -71,6 +71,7 @@ static const struct conf_key conf_keys[] = {
 	    auth_modes, "none or token"},
 	{"latest_url", CONF_CHOICE, F(latest_url), 0, 0, "no", 0, yes_no,
 	    "yes or no"},
+	{"infer_after", CONF_UINT, F(infer_after), 1, 31536000, "900", 0},
 	{"rollout_approvals", CONF_UINT, F(rollout_approvals), 1, 2, "1", 0},
 	{"admin_listen", CONF_STRING, F(admin_listen), 0, 0, "", 1},
 	{"admin_allow_plaintext", CONF_CHOICE, F(admin_allow_plaintext), 0, 0,

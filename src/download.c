@@ -307,11 +307,6 @@ download_artifact(struct http_request *req, void *arg)
 	const char *sha = http_path(req) + strlen(patch ? PATCHES : ARTIFACTS);
 	const char *id;
 	struct patch_info pi;
-	struct device_row row;
-	struct api_thread *t;
-	struct record *rec;
-	struct offer o;
-	enum otad_err rc;
 	char lower[65], idbuf[OTAD_ID_MAX + 1];
 
 	if (api_gate_address(req, api) < 0)
@@ -325,6 +320,19 @@ download_artifact(struct http_request *req, void *arg)
 	if ((id = api_device_id(req, idbuf)) != NULL && !otad_valid_id(id))
 		return http_error(req, 400, "invalid device id: 1 to 64 of "
 		    "A-Z a-z 0-9 . _ : -");
+	return download_released(req, api, lower, id, patch ? &pi : NULL);
+}
+
+int
+download_released(struct http_request *req, struct api *api,
+    const char *sha256, const char *id, const struct patch_info *pi)
+{
+	struct device_row row;
+	struct api_thread *t;
+	struct record *rec;
+	struct offer o;
+	enum otad_err rc;
+
 	if (id == NULL && atomic_load(&api->tokens)) {
 		api_unauthorized(req, "missing device id");
 		return 0;
@@ -333,7 +341,7 @@ download_artifact(struct http_request *req, void *arg)
 		return http_error(req, 503, "registry unavailable");
 	if (id != NULL && api_lookup_device(req, api, t, id, &row) < 0)
 		return 0;
-	rc = registry_released_artifact(t->reader, lower, &o);
+	rc = registry_released_artifact(t->reader, sha256, &o);
 	if (rc == OTAD_ERR_NOT_FOUND)
 		return http_error(req, 404, "no such artifact");
 	if (rc != OTAD_OK)
@@ -345,12 +353,11 @@ download_artifact(struct http_request *req, void *arg)
 	    (rec = registry_record_new(RECORD_DOWNLOAD)) != NULL) {
 		rec->at = (int64_t)time(NULL);
 		snprintf(rec->device, sizeof(rec->device), "%s", id);
-		memcpy(rec->artifact, lower, sizeof(lower));
+		memcpy(rec->artifact, sha256, sizeof(rec->artifact));
 		http_peer(req, rec->address, sizeof(rec->address));
 		api_record(api, rec);
 	}
-	return download_serve(req, api, &o, id, patch ? &pi : NULL,
-	    SERVE_RANGE, 0);
+	return download_serve(req, api, &o, id, pi, SERVE_RANGE, 0);
 }
 
 void

@@ -37,8 +37,9 @@ usage(void)
 }
 
 /*
- * Where devices download, for MQTT triggers: public_url, or this server
- * as bound (a wildcard address becomes the host name).
+ * Where devices download, for MQTT triggers and library manifests:
+ * public_url, or this server as bound (a wildcard address becomes the
+ * host name).
  */
 static void
 base_url(const struct conf *conf, const char *bound, char *out, size_t len)
@@ -122,6 +123,7 @@ reload(const char *path, struct conf *conf, struct http *http, struct api *api,
 		    next.rate_per_address, next.auth_failures_per_address);
 		conf->device_auth = next.device_auth;
 		api_set_latest(api, next.latest_url);
+		api_set_infer_after(api, next.infer_after);
 		conf->latest_url = next.latest_url;
 		if (admin != NULL)
 			admin_configure(admin, &next);
@@ -212,6 +214,7 @@ main(int argc, char *argv[])
 		fatalx("out of memory");
 	api_set_require_signature(api, conf.require_signature);
 	api_set_latest(api, conf.latest_url);
+	api_set_infer_after(api, conf.infer_after);
 	if (patcher_start(store, conf.delta_max_share, &patcher) != OTAD_OK)
 		fatalx("cannot start the delta patch builder");
 	api_set_patcher(api, patcher);
@@ -257,6 +260,7 @@ main(int argc, char *argv[])
 			    conf.admin_listen);
 	}
 	base_url(&conf, bound, url, sizeof(url));
+	api_set_base_url(api, url);
 	mopt.conf = &conf;
 	mopt.base_url = url;
 	mopt.db_path = db_path;

@@ -55,6 +55,14 @@ static const struct {
 	[M_BREAK_GLASS] = {"otad_break_glass_total",
 	    "Rollouts and publishes started through the management API "
 	    "without a second operator's approval (break-glass)."},
+	[M_PULL_CHECKS] = {"otad_pull_manifest_requests_total",
+	    "Manifests asked for by pull-OTA libraries (esp32FOTA, "
+	    "ESP32-OTA-Pull, ESPHome, esp_ghota)."},
+	[M_PULL_OFFERS] = {"otad_pull_manifest_offers_total",
+	    "Library manifests that listed an update for the device."},
+	[M_PULL_INFERRED_ROLLBACKS] = {"otad_pull_refetches_total",
+	    "Images a library fetched again after they were delivered "
+	    "(inferred rollbacks)."},
 };
 
 void
@@ -161,8 +169,10 @@ put_rollout(struct buf *b, const json_t *row)
 static void
 fleet_render(struct buf *b, const json_t *g)
 {
+	/* inferred_*: of succeeded and rolled_back, those otad inferred */
 	static const char *const outcomes[] = {"offered", "in_progress",
-	    "succeeded", "rolled_back", "failed", "crashed"};
+	    "succeeded", "rolled_back", "failed", "crashed",
+	    "inferred_succeeded", "inferred_rolled_back"};
 	const json_t *row;
 	size_t i, k;
 

@@ -424,6 +424,42 @@ op_key_revoke(struct ops_ctx *ctx, json_t *args, json_t **result,
 
 /* ---- releases and rollouts ---- */
 
+/*
+ * ESP32-OTA-Pull compares versions as text ("0.14.10" < "0.14.9"): when
+ * the new release and another of its product are ordered one way by
+ * version and the other way as text, say so in the answer's "warning".
+ */
+static void
+misordered_as_text(struct ops_ctx *ctx, const struct catalog_release *r,
+    json_t *result)
+{
+	const char *v, *product;
+	char warning[320];
+	json_t *rows, *row;
+	size_t i;
+	int a, b;
+
+	if (result == NULL || registry_release_list(ctx->reg, &rows) != OTAD_OK)
+		return;
+	json_array_foreach(rows, i, row) {
+		v = json_string_value(json_object_get(row, "version"));
+		product = json_string_value(json_object_get(row, "product"));
+		if (v == NULL || strcmp(product ? product : "", r->product ?
+		    r->product : "") != 0)
+			continue;
+		a = semver_compare(r->version, v);
+		b = strcmp(r->version, v);
+		if (a == 0 || (a > 0) == (b > 0))
+			continue;
+		snprintf(warning, sizeof(warning), "devices on ESP32-OTA-Pull "
+		    "compare versions as text: they take %s as %s than %s",
+		    r->version, b > 0 ? "newer" : "older", v);
+		json_object_set_new(result, "warning", json_string(warning));
+		break;
+	}
+	json_decref(rows);
+}
+
 static enum otad_err
 op_release_create(struct ops_ctx *ctx, json_t *args, json_t **result,
     char *why, size_t whylen)
@@ -448,6 +484,7 @@ op_release_create(struct ops_ctx *ctx, json_t *args, json_t **result,
 		return rc;
 	*result = json_pack("{s:I,s:s,s:s,s:s?}", "id", (json_int_t)id,
 	    "version", r.version, "artifact", sha, "product", r.product);
+	misordered_as_text(ctx, &r, *result);
 	return OTAD_OK;
 }
 

@@ -98,12 +98,14 @@ static const char *const wsql[W_COUNT] = {
 	    " secure_version = coalesce(max(secure_version,"
 	    " excluded.secure_version), secure_version,"
 	    " excluded.secure_version)",
+	/* a silent device said nothing: it runs what it was last known to */
 	[W_OFFER] =
 	    "INSERT INTO attempt (device, release, rollout, from_version,"
-	    " to_version, state, offered_at, updated_at, stage)"
-	    " SELECT ?1, ?2, ?3, ?4, ?5, 'offered', ?6, ?6, ?7 WHERE NOT EXISTS"
-	    " (SELECT 1 FROM attempt WHERE device = ?1 AND release = ?2"
-	    " AND state IN " OPEN_STATES ")",
+	    " to_version, state, offered_at, updated_at, stage, silent)"
+	    " SELECT ?1, ?2, ?3, CASE WHEN ?8 THEN (SELECT version FROM device"
+	    " WHERE id = ?1) ELSE ?4 END, ?5, 'offered', ?6, ?6, ?7, ?8 WHERE"
+	    " NOT EXISTS (SELECT 1 FROM attempt WHERE device = ?1 AND release ="
+	    " ?2 AND state IN " OPEN_STATES ")",
 	[W_SUCCESS] =
 	    "UPDATE attempt SET state = 'success', updated_at = ?3,"
 	    " finished_at = ?3 WHERE device = ?1 AND state IN " OPEN_STATES
@@ -706,6 +708,56 @@ apply_trigger(struct registry *reg, const struct record *rec)
 	    (int64_t)rec->retained, rec->at) == SQLITE_DONE ? 0 : -1;
 }
 
+/*
+ * A silent device's attempt whose image went out at least the stage's
+ * soak ago, and at least infer_after (?3, rec->settle).
+ */
+#define SILENT_SETTLED                                                         \
+	" device = ?1 AND silent = 1 AND delivered = 1 AND state IN"           \
+	" ('downloading', 'installed') AND ?2 - delivered_at >= max(?3,"       \
+	" ifnull((SELECT soak_s FROM rollout_stage s WHERE s.rollout ="        \
+	" attempt.rollout AND s.no = attempt.stage), 0))"
+/*
+ * ... and polled on since its first poll after that (quiet_at), long
+ * enough for a fetch to have followed that poll (30 s, or infer_after
+ * when shorter): the image stayed.
+ */
+#define SILENT_STAYED                                                          \
+	SILENT_SETTLED " AND quiet_at IS NOT NULL AND ?2 - quiet_at >="        \
+	" min(?3, 30)"
+
+/*
+ * A silent library's poll: what it tells of outcomes by what it does.
+ * Fetching an image again after it was delivered means it did not stay
+ * (rec->refetch_release); polling on without it means it did.
+ */
+static int
+apply_silent(struct registry *reg, const struct record *rec)
+{
+	if (rec->refetch_release > 0 && run(reg, "UPDATE attempt SET state ="
+	    " 'rollback', inferred = 1, reason = 'inferred: fetched the image"
+	    " again after it was delivered', updated_at = ?3, finished_at ="
+	    " ?3 WHERE device = ?1 AND release = ?2 AND delivered = 1 AND"
+	    " state IN " OPEN_STATES, "tii", rec->device, rec->refetch_release,
+	    rec->at) != SQLITE_DONE)
+		return -1;
+	/* what it runs now: what it was sent (before the attempt closes) */
+	if (run(reg, "UPDATE device SET version = a.to_version,"
+	    " running_sha256 = art.app_sha256 FROM attempt a JOIN release r ON"
+	    " r.id = a.release JOIN artifact art ON art.sha256 = r.artifact"
+	    " WHERE device.id = ?1 AND a.id = (SELECT id FROM attempt WHERE"
+	    SILENT_STAYED " ORDER BY id DESC LIMIT 1)", "tii", rec->device,
+	    rec->at, rec->settle) != SQLITE_DONE ||
+	    run(reg, "UPDATE attempt SET state = 'success', inferred = 1,"
+	    " reason = 'inferred: polled on without fetching it again',"
+	    " updated_at = ?2, finished_at = ?2 WHERE" SILENT_STAYED, "tii",
+	    rec->device, rec->at, rec->settle) != SQLITE_DONE)
+		return -1;
+	return run(reg, "UPDATE attempt SET quiet_at = ?2 WHERE"
+	    SILENT_SETTLED " AND quiet_at IS NULL", "tii", rec->device,
+	    rec->at, rec->settle) == SQLITE_DONE ? 0 : -1;
+}
+
 static int
 apply_checkin(struct registry *reg, const struct record *rec)
 {
@@ -728,9 +780,10 @@ apply_checkin(struct registry *reg, const struct record *rec)
 	bind_tel(st, 12, &rec->tel, TEL_BATTERY, rec->tel.battery);
 	bind_tel(st, 13, &rec->tel, TEL_RESET_REASON, rec->tel.reset_reason);
 	bind_tel(st, 14, &rec->tel, TEL_UPTIME, rec->tel.uptime);
-	sqlite3_bind_int(st, 15, rec->fs_mode);
+	/* neither a filesystem request nor a silent library tells the app */
+	sqlite3_bind_int(st, 15, rec->fs_mode || rec->silent);
 	if (step_done(st) < 0 || (!rec->fs_mode && apply_running(reg, rec) <
-	    0))
+	    0) || (rec->silent && apply_silent(reg, rec) < 0))
 		return -1;
 	/* and maybe, in the same answer, the next step is offered */
 	if (rec->offer_release <= 0)
@@ -743,6 +796,7 @@ apply_checkin(struct registry *reg, const struct record *rec)
 	sqlite3_bind_text(st, 5, rec->offer_version, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 6, rec->at);
 	sqlite3_bind_int(st, 7, rec->offer_stage);
+	sqlite3_bind_int(st, 8, rec->silent);
 	return step_done(st);
 }
 
@@ -2837,14 +2891,18 @@ registry_rollout_action(struct registry *reg, int64_t id,
 	" in_progress, ifnull(c.succeeded, 0) AS succeeded,"                   \
 	" ifnull(c.rolled_back, 0) AS rolled_back, ifnull(c.failed, 0) AS"     \
 	" failed, ifnull(c.timed_out, 0) AS timed_out, ifnull(c.crashed, 0)"   \
-	" AS crashed, ifnull(c.brownouts, 0) AS brownouts"
+	" AS crashed, ifnull(c.brownouts, 0) AS brownouts,"                    \
+	" ifnull(c.inferred_succeeded, 0) AS inferred_succeeded,"              \
+	" ifnull(c.inferred_rolled_back, 0) AS inferred_rolled_back"
 #define STAGE_COUNTS_JOIN                                                      \
 	" LEFT JOIN (SELECT stage, count(*) AS offered, sum(state IN"          \
 	" ('offered', 'downloading', 'installed')) AS in_progress,"            \
 	" sum(state = 'success') AS succeeded, sum(state = 'rollback') AS"     \
 	" rolled_back, sum(state = 'failed') AS failed, sum(state ="           \
 	" 'timeout') AS timed_out, sum(state = 'success' AND crashed) AS"      \
-	" crashed, sum(brownout) AS brownouts FROM attempt WHERE rollout = ?1" \
+	" crashed, sum(brownout) AS brownouts, sum(state = 'success' AND"      \
+	" inferred) AS inferred_succeeded, sum(state = 'rollback' AND"         \
+	" inferred) AS inferred_rolled_back FROM attempt WHERE rollout = ?1"   \
 	" GROUP BY stage) c"                                                   \
 	" ON c.stage = st.no"
 
@@ -3110,6 +3168,15 @@ tick_one(struct registry *reg, json_t *ro, int64_t now)
 	json_decref(stages);
 }
 
+/*
+ * Which open attempts a timeout ends: all but a silent device's whose
+ * image went out, whose outcome is inferred from its polls after the
+ * soak; that one fails only when the device stops polling (offline).
+ */
+#define TIMES_OUT                                                              \
+	" (attempt.silent = 0 OR attempt.delivered = 0 OR d.last_seen <"        \
+	" CAST(?1 AS INTEGER) - CAST(?2 AS INTEGER))"
+
 void
 registry_rollout_tick(struct registry *reg, int64_t now, int64_t offline_after)
 {
@@ -3118,9 +3185,11 @@ registry_rollout_tick(struct registry *reg, int64_t now, int64_t offline_after)
 
 	/* read first: an idle fleet costs the database no write at all */
 	if (query_rows(reg->db, &rows, "SELECT count(*) AS n FROM attempt"
-	    " JOIN rollout r ON r.id = attempt.rollout WHERE attempt.state IN"
-	    " " OPEN_STATES " AND attempt.offered_at <= CAST(?1 AS INTEGER) -"
-	    " r.timeout_s", idtext(now, (char[24]){0}), ARGS_END) == OTAD_OK) {
+	    " JOIN rollout r ON r.id = attempt.rollout JOIN device d ON d.id ="
+	    " attempt.device WHERE attempt.state IN " OPEN_STATES " AND"
+	    " attempt.offered_at <= CAST(?1 AS INTEGER) - r.timeout_s AND"
+	    TIMES_OUT, idtext(now, (char[24]){0}), idtext(offline_after,
+	    (char[24]){0}), ARGS_END) == OTAD_OK) {
 		int64_t due = json_integer_value(json_object_get(
 		    json_array_get(rows, 0), "n"));
 
@@ -3134,8 +3203,8 @@ registry_rollout_tick(struct registry *reg, int64_t now, int64_t offline_after)
 		    " finished_at = ?1 FROM rollout r, device d WHERE r.id ="
 		    " attempt.rollout AND d.id = attempt.device AND"
 		    " attempt.state IN " OPEN_STATES
-		    " AND attempt.offered_at <= ?1 - r.timeout_s",
-		    "ii", now, offline_after, NULL) == 0)
+		    " AND attempt.offered_at <= ?1 - r.timeout_s AND"
+		    TIMES_OUT, "ii", now, offline_after, NULL) == 0)
 			log_info("%lld attempts timed out", (long long)due);
 	}
 	if (query_rows(reg->db, &rows, "SELECT ro.id, ro.stage,"
@@ -3301,7 +3370,10 @@ registry_fleet_gauges(struct registry_reader *r, int64_t now,
 			   " sum(a.state = 'success') AS succeeded,"
 			   " sum(a.state = 'rollback') AS rolled_back,"
 			   " sum(a.state IN ('failed', 'timeout')) AS failed,"
-			   " sum(a.state = 'success' AND a.crashed) AS crashed"
+			   " sum(a.state = 'success' AND a.crashed) AS crashed,"
+			   " sum(a.state = 'success' AND a.inferred) AS"
+			   " inferred_succeeded, sum(a.state = 'rollback' AND"
+			   " a.inferred) AS inferred_rolled_back"
 			   " FROM rollout ro JOIN release rel ON rel.id ="
 			   " ro.release JOIN attempt a ON a.rollout = ro.id"
 			   " WHERE ro.state IN ('active', 'paused', 'halted')"

@@ -69,6 +69,15 @@ def templates(sha):
         (b"GET", b"/firmware/check?version=0.1",
          [(b"Authorization", b"Basic ZnotMTp0b2tlbg=="),
           (b"Range", b"bytes=100-")], b""),
+        # the pull-OTA libraries' manifests and links
+        (b"GET", b"/pull/esp32fota/lamp?id=246084711010340", [], b""),
+        (b"GET", b"/pull/otapull/lamp?device=AA:BB:CC:DD:EE:03", [], b""),
+        (b"GET", b"/pull/esphome/lamp/fz-4", [], b""),
+        (b"GET", b"/repos/lamp/fz-5/releases/latest",
+         [(b"User-Agent", b"ESP32 HTTP Client/1.0")], b""),
+        (b"GET", b"/pull/image/" + sha.encode() + b"?device=fz-4&product="
+         b"lamp", [(b"Accept", b"application/octet-stream")], b""),
+        (b"GET", b"/pull/md5/" + sha.encode(), [], b""),
     ]
 
 
