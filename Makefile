@@ -46,8 +46,11 @@ CURL_LIBS  = $(shell pkg-config --libs libcurl 2>/dev/null)
 CLI_SRCS := src/otactl.c $(wildcard src/cli_*.c)
 CLI_OBJS := $(CLI_SRCS:src/%.c=$(BUILD)/obj/%.o)
 LIB_SRCS := $(filter-out src/main.c $(CLI_SRCS),$(wildcard src/*.c))
-LIB_OBJS := $(LIB_SRCS:src/%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/schema.o
+LIB_OBJS := $(LIB_SRCS:src/%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/schema.o \
+	$(BUILD)/obj/console_files.o
 SCHEMA   := $(sort $(wildcard schema/*.sql))
+CONSOLE  := $(sort $(wildcard src/console/*.html src/console/*.css \
+	src/console/*.js))
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 
@@ -56,7 +59,8 @@ DEPS_BUILD := gcc make pkg-config libmicrohttpd-dev libssl-dev \
 	libsqlite3-dev libjansson-dev libmosquitto-dev libsystemd-dev \
 	libdivsufsort-dev libcurl4-openssl-dev
 DEPS_TEST  := libcmocka-dev python3 python3-pytest sqlite3 openssl curl \
-	cppcheck clang libclang-rt-14-dev mosquitto mosquitto-clients iproute2
+	cppcheck clang libclang-rt-14-dev mosquitto mosquitto-clients iproute2 \
+	chromium chromium-driver python3-selenium
 DEPS_BENCH := wrk nginx-light bc bsdiff xdelta3 time
 
 .PHONY: all run test unit integration deps deps-test deps-bench lint \
@@ -82,6 +86,28 @@ $(BUILD)/obj/schema.c: $(SCHEMA) Makefile
 	 } > $@
 
 $(BUILD)/obj/schema.o: $(BUILD)/obj/schema.c
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+# the web console's files compiled in the same way, each one C string
+$(BUILD)/obj/console_files.c: $(CONSOLE) Makefile
+	@mkdir -p $(dir $@)
+	@{ echo '/* generated from src/console by the Makefile */'; \
+	   echo '#include "console.h"'; \
+	   i=0; for f in $(CONSOLE); do \
+	     echo "static const char file$$i[] ="; \
+	     sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/^/"/' -e 's/$$/\\n"/' $$f; \
+	     echo ';'; i=$$((i + 1)); \
+	   done; \
+	   echo 'const struct console_file console_files[] = {'; \
+	   i=0; for f in $(CONSOLE); do \
+	     echo "{\"$$(basename $$f)\", file$$i, sizeof(file$$i) - 1},"; \
+	     i=$$((i + 1)); \
+	   done; \
+	   echo '};'; \
+	   echo 'const size_t console_file_count = $(words $(CONSOLE));'; \
+	 } > $@
+
+$(BUILD)/obj/console_files.o: $(BUILD)/obj/console_files.c
 	$(CC) $(CFLAGS) -c -o $@ $<
 
 $(BUILD)/libotad.a: $(LIB_OBJS)

@@ -170,6 +170,8 @@ struct http_response *http_response_file(int fd, uint64_t size);
 struct http_response *http_response_file_range(int fd, uint64_t offset,
     uint64_t len);
 struct http_response *http_response_empty(void);
+/* len bytes at data, which outlive every response (compiled-in files). */
+struct http_response *http_response_static(const void *data, size_t len);
 int http_response_header(struct http_response *resp, const char *name,
     const char *value);
 void http_response_free(struct http_response *resp);

@@ -42,6 +42,7 @@ struct ops_ctx {
 	int mqtt_on;            /* nudges go out only with a broker */
 	int upload_fd;          /* artifact.add: the image; -1 none */
 	unsigned role;          /* ROLE_* of the caller (break-glass) */
+	const char *caller;     /* the operator's name; NULL local */
 };
 
 struct op {

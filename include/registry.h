@@ -478,9 +478,16 @@ enum otad_err registry_nudge(struct registry *reg, const char *device,
 int registry_nudge_sent(struct registry *reg, int64_t id, char *version,
     size_t len);
 
-/* offline_after > 0: only devices not seen for that many seconds. */
+/* Which devices a list shows; NULL or 0 fields do not narrow it. */
+struct device_filter {
+	int64_t offline_after; /* only those unseen for that many seconds */
+	const char *id_prefix; /* ids starting so */
+	const char *group, *version;
+	int limit;             /* at most that many, by id */
+};
+
 enum otad_err registry_device_list(struct registry *reg, int64_t now,
-    int64_t offline_after, json_t **rows);
+    const struct device_filter *f, json_t **rows);
 /*
  * Register a device with a token (its hash), or give a token to a device
  * seen before without one; EXISTS when it has one already.
@@ -504,6 +511,13 @@ enum otad_err registry_device_show(struct registry *reg, const char *id,
 /* Fleet counts: devices, per version, attempts per state, releases. */
 enum otad_err registry_status(struct registry *reg, int64_t now,
     json_t **obj);
+/*
+ * The fleet at a glance: devices online and offline (offline_after),
+ * per version, chip and product, active rollouts, and the attempts that
+ * failed or rolled back in the last day (newest first, at most 50).
+ */
+enum otad_err registry_fleet(struct registry *reg, int64_t now,
+    int64_t offline_after, json_t **obj);
 
 /* "downloading" .. "failed"; -1 if s names no result. */
 int registry_result_parse(const char *s);

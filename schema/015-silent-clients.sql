@@ -19,3 +19,7 @@ CREATE TRIGGER attempt_inferred_finished BEFORE UPDATE OF inferred ON attempt
 	WHEN new.inferred = 1 AND new.state NOT IN ('success', 'rollback',
 	    'failed')
 	BEGIN SELECT RAISE(ABORT, 'only a finished attempt has an inferred outcome'); END;
+
+-- the console's fleet page: what failed or rolled back lately, at once
+CREATE INDEX attempt_finished_bad ON attempt (finished_at)
+	WHERE state IN ('rollback', 'failed', 'timeout');

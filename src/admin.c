@@ -19,6 +19,7 @@
 
 #include "admin.h"
 #include "auth.h"
+#include "console.h"
 #include "log.h"
 #include "metrics.h"
 #include "ops.h"
@@ -158,6 +159,7 @@ run(struct http_request *req, struct admin *a, const struct caller *c,
 	ctx.mqtt_on = atomic_load(&a->mqtt_on);
 	ctx.upload_fd = upload_fd;
 	ctx.role = c->bit;
+	ctx.caller = c->name;
 	pthread_mutex_lock(&a->mu);
 	registry_set_actor(a->reg, actor);
 	registry_set_who(a->reg, who);
@@ -176,7 +178,8 @@ static int
 query_args(struct http_request *req, json_t *args)
 {
 	static const char *const names[] = {"before", "limit", "actor",
-	    "offline", "version", "product", "kind", "key", NULL};
+	    "offline", "version", "product", "kind", "key", "prefix", "group",
+	    NULL};
 	const char *v;
 	size_t i;
 
@@ -377,6 +380,9 @@ admin_request(struct http_request *req, void *arg)
 static const struct http_route routes[] = {
 	{UPLOAD, HTTP_GET | HTTP_POST, admin_request, upload_chunk},
 	{API, HTTP_GET | HTTP_POST, admin_request, NULL},
+	{"/console/", HTTP_GET | HTTP_HEAD, console_serve, NULL},
+	{"/console", HTTP_GET | HTTP_HEAD, console_redirect, NULL},
+	{"/", HTTP_GET | HTTP_HEAD, console_redirect, NULL},
 };
 
 const struct http_route *

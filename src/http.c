@@ -1028,6 +1028,13 @@ http_response_empty(void)
 	    nothing, MHD_RESPMEM_PERSISTENT);
 }
 
+struct http_response *
+http_response_static(const void *data, size_t len)
+{
+	return (struct http_response *)MHD_create_response_from_buffer(len,
+	    (void *)(uintptr_t)data, MHD_RESPMEM_PERSISTENT);
+}
+
 int
 http_response_header(struct http_response *resp, const char *name,
     const char *value)

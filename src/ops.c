@@ -242,12 +242,54 @@ static enum otad_err
 op_device_list(struct ops_ctx *ctx, json_t *args, json_t **result,
     char *why, size_t whylen)
 {
+	struct device_filter f;
+	long long limit = 0;
 	int offline;
 
-	if (arg_bool(args, "offline", &offline, why, whylen) < 0)
+	memset(&f, 0, sizeof(f));
+	if (arg_bool(args, "offline", &offline, why, whylen) < 0 ||
+	    arg_str(args, "prefix", &f.id_prefix, why, whylen) < 0 ||
+	    arg_str(args, "group", &f.group, why, whylen) < 0 ||
+	    arg_str(args, "version", &f.version, why, whylen) < 0 ||
+	    arg_int(args, "limit", 1, 100000, &limit, why, whylen) < 0)
 		return OTAD_ERR_INVALID;
-	return registry_device_list(ctx->reg, (int64_t)time(NULL),
-	    offline ? ctx->offline_after : 0, result);
+	f.offline_after = offline ? ctx->offline_after : 0;
+	f.limit = (int)limit;
+	return registry_device_list(ctx->reg, (int64_t)time(NULL), &f,
+	    result);
+}
+
+static enum otad_err
+op_fleet(struct ops_ctx *ctx, json_t *args, json_t **result, char *why,
+    size_t whylen)
+{
+	(void)args;
+	(void)why;
+	(void)whylen;
+	return registry_fleet(ctx->reg, (int64_t)time(NULL),
+	    ctx->offline_after, result);
+}
+
+/* Who the caller is, and so what the console offers them. */
+static enum otad_err
+op_whoami(struct ops_ctx *ctx, json_t *args, json_t **result, char *why,
+    size_t whylen)
+{
+	static const char *const names[] = {"viewer", "operator", "admin",
+	    "ci"};
+	const char *role = "admin";
+	size_t i;
+
+	(void)args;
+	(void)why;
+	(void)whylen;
+	for (i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		if (ctx->role == (1u << i))
+			role = names[i];
+	*result = json_pack("{s:s,s:s,s:i}", "operator", ctx->caller ?
+	    ctx->caller : "", "role", role, "approvals",
+	    (int)ctx->approvals);
+	return OTAD_OK;
 }
 
 static enum otad_err
@@ -763,6 +805,8 @@ op_operator_revoke(struct ops_ctx *ctx, json_t *args, json_t **result,
 
 static const struct op ops[] = {
 	{"status", "GET", "status", READERS, 200, op_status},
+	{"whoami", "GET", "whoami", READERS | ROLE_CI, 200, op_whoami},
+	{"fleet", "GET", "fleet", READERS, 200, op_fleet},
 	{"audit", "GET", "audit", READERS, 200, op_audit},
 	{"artifact.list", "GET", "artifacts", READERS, 200, op_artifact_list},
 	{"artifact.show", "GET", "artifacts/{sha}", READERS, 200,

@@ -2261,17 +2261,22 @@ registry_release_publish(struct registry *reg, const char *version,
 	" d.address, d.first_seen, d.last_seen, d.checks"
 
 enum otad_err
-registry_device_list(struct registry *reg, int64_t now, int64_t offline_after,
-    json_t **rows)
+registry_device_list(struct registry *reg, int64_t now,
+    const struct device_filter *f, json_t **rows)
 {
-	char cutoff[32];
+	char cutoff[32], limit[24];
 
-	snprintf(cutoff, sizeof(cutoff), "%lld",
-	    (long long)(offline_after > 0 ? now - offline_after : INT64_MAX));
+	snprintf(cutoff, sizeof(cutoff), "%lld", (long long)(f->offline_after >
+	    0 ? now - f->offline_after : INT64_MAX));
+	snprintf(limit, sizeof(limit), "%d", f->limit > 0 ? f->limit : -1);
 	return query_rows(reg->db, rows, "SELECT " DEVICE_COLUMNS ","
 	    " (SELECT state FROM attempt WHERE device = d.id ORDER BY id DESC"
 	    " LIMIT 1) AS last_attempt FROM device d"
-	    " WHERE d.last_seen < CAST(?1 AS INTEGER) ORDER BY d.id", cutoff,
+	    " WHERE d.last_seen < CAST(?1 AS INTEGER) AND (?2 = '' OR"
+	    " substr(d.id, 1, length(?2)) = ?2) AND (?3 = '' OR d.grp = ?3)"
+	    " AND (?4 = '' OR d.version = ?4) ORDER BY d.id LIMIT"
+	    " CAST(?5 AS INTEGER)", cutoff, f->id_prefix ? f->id_prefix : "",
+	    f->group ? f->group : "", f->version ? f->version : "", limit,
 	    ARGS_END);
 }
 
@@ -2481,6 +2486,38 @@ registry_status(struct registry *reg, int64_t now, json_t **obj)
 	    " (SELECT count(*) FROM artifact) AS artifacts,"
 	    " (SELECT count(*) FROM release) AS releases",
 	    idtext(now - 86400, day), parts, sizeof(parts) / sizeof(parts[0]));
+}
+
+enum otad_err
+registry_fleet(struct registry *reg, int64_t now, int64_t offline_after,
+    json_t **obj)
+{
+	static const struct part parts[] = {
+		{"versions", VERSION_COUNTS " LIMIT 50"},
+		{"chips", "SELECT ifnull(chip, '') AS chip, count(*) AS"
+			  " devices FROM device GROUP BY chip ORDER BY"
+			  " count(*) DESC, chip LIMIT 50"},
+		{"products", "SELECT ifnull(product, '') AS product, count(*)"
+			     " AS devices FROM device GROUP BY product ORDER BY"
+			     " count(*) DESC, product LIMIT 50"},
+		{"rollouts", "SELECT ro.id AS rollout, rel.version,"
+			     " rel.product, ro.state, ro.stage FROM rollout ro"
+			     " JOIN release rel ON rel.id = ro.release WHERE"
+			     " ro.state IN ('active', 'paused', 'halted')"
+			     " ORDER BY ro.id"},
+		{"failures", "SELECT device, from_version, to_version, state,"
+			     " reason, inferred, finished_at FROM attempt WHERE"
+			     " state IN ('rollback', 'failed', 'timeout') AND"
+			     " finished_at >= unixepoch() - 86400 ORDER BY"
+			     " finished_at DESC, id DESC LIMIT 50"},
+	};
+	char cutoff[24];
+
+	return query_summary(reg->db, obj, "SELECT count(*) AS devices,"
+	    " count(*) FILTER (WHERE last_seen >= CAST(?1 AS INTEGER)) AS"
+	    " online, count(*) FILTER (WHERE last_seen < CAST(?1 AS INTEGER))"
+	    " AS offline FROM device", idtext(now - offline_after, cutoff),
+	    parts, sizeof(parts) / sizeof(parts[0]));
 }
 
 enum otad_err

@@ -267,9 +267,23 @@ test_writer_and_readers(void **state)
 	assert_string_equal(json_string_value(json_object_get(att, "reason")),
 	    "flash");
 	json_decref(obj);
-	assert_int_equal(registry_device_list(cat, 1700000000, 0, &obj),
-	    OTAD_OK);
+	assert_int_equal(registry_device_list(cat, 1700000000,
+	    &(struct device_filter){0}, &obj), OTAD_OK);
 	assert_int_equal(json_array_size(obj), 52);
+	json_decref(obj);
+	/* the console's search narrows it: a prefix, a version, a page */
+	assert_int_equal(registry_device_list(cat, 1700000000,
+	    &(struct device_filter){.limit = 2}, &obj), OTAD_OK);
+	assert_int_equal(json_array_size(obj), 2);
+	json_decref(obj);
+	assert_int_equal(registry_device_list(cat, 1700000000,
+	    &(struct device_filter){.id_prefix = "d2"}, &obj), OTAD_OK);
+	assert_string_equal(json_string_value(json_object_get(json_array_get(
+	    obj, 0), "id")), "d2");
+	json_decref(obj);
+	assert_int_equal(registry_device_list(cat, 1700000000,
+	    &(struct device_filter){.version = "9.9.9"}, &obj), OTAD_OK);
+	assert_int_equal(json_array_size(obj), 0);
 	json_decref(obj);
 	registry_reader_free(rd);
 	registry_close(cat);
