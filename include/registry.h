@@ -71,6 +71,7 @@ struct telemetry {
  */
 struct record {
 	struct record *next; /* queue link, owned by the registry */
+	uint64_t seq;        /* the order it was queued in, by the registry */
 	enum record_kind kind;
 	int64_t at; /* Unix seconds */
 	char device[OTAD_ID_MAX + 1];

@@ -227,6 +227,18 @@ struct registry {
 	struct producer *producers[MAX_PRODUCERS];
 	atomic_uint nproducers;
 	atomic_size_t depth;
+	/*
+	 * Records are applied in the order they were queued, across all
+	 * producers: each gets the next seq as it is queued, and the writer
+	 * applies them in seq order with no gap, holding back those after a
+	 * record it has not collected yet (queued by a producer it had
+	 * already looked at). A device's answer goes out after its record
+	 * is queued, so what it does next is always applied after it.
+	 */
+	atomic_uint_fast64_t seq;
+	uint64_t next_seq;     /* writer: the seq to apply next */
+	struct record *held;   /* writer: collected, waiting for a gap */
+	size_t nheld;
 };
 
 /*
@@ -1064,11 +1076,57 @@ writer_apply(struct registry *reg, struct record *batch, size_t count)
 	atomic_store(&reg->busy_since, 0);
 }
 
-/* Take up to BATCH_MAX records from the producers' queues. */
+/* Two lists in seq order merged into one. */
+static struct record *
+merge_by_seq(struct record *a, struct record *b)
+{
+	struct record head, *tail = &head;
+
+	while (a != NULL && b != NULL) {
+		if (a->seq < b->seq) {
+			tail->next = a;
+			a = a->next;
+		} else {
+			tail->next = b;
+			b = b->next;
+		}
+		tail = tail->next;
+	}
+	tail->next = a != NULL ? a : b;
+	return head.next;
+}
+
+/*
+ * The records in seq order that may be applied now: the held ones and
+ * those collected, up to the first seq missing; the rest stay held.
+ */
+static struct record *
+in_order(struct registry *reg, struct record *collected, size_t *count)
+{
+	struct record *all = merge_by_seq(reg->held, collected), *rec;
+	struct record *last = NULL;
+	size_t n = 0, total = *count + reg->nheld;
+
+	for (rec = all; rec != NULL && rec->seq == reg->next_seq + n;
+	    rec = rec->next) {
+		last = rec;
+		n++;
+	}
+	reg->held = rec;
+	reg->nheld = total - n;
+	if (last == NULL)
+		return NULL;
+	last->next = NULL;
+	reg->next_seq += n;
+	*count = n;
+	return all;
+}
+
+/* Take up to BATCH_MAX records from the producers' queues, in order. */
 static struct record *
 writer_collect(struct registry *reg, size_t *count)
 {
-	struct record *head = NULL, *tail = NULL;
+	struct record *head = NULL;
 	unsigned i, n = atomic_load(&reg->nproducers);
 
 	*count = 0;
@@ -1077,11 +1135,8 @@ writer_collect(struct registry *reg, size_t *count)
 
 		pthread_mutex_lock(&p->mu);
 		if (p->head != NULL) {
-			if (tail == NULL)
-				head = p->head;
-			else
-				tail->next = p->head;
-			tail = p->tail;
+			/* each producer's queue is in seq order already */
+			head = merge_by_seq(head, p->head);
 			*count += p->len;
 			p->head = p->tail = NULL;
 			p->len = 0;
@@ -1089,7 +1144,7 @@ writer_collect(struct registry *reg, size_t *count)
 		}
 		pthread_mutex_unlock(&p->mu);
 	}
-	return head;
+	return in_order(reg, head, count);
 }
 
 static void *
@@ -1111,6 +1166,12 @@ writer_main(void *arg)
 		 */
 		atomic_store(&reg->idle, 1);
 		batch = writer_collect(reg, &count);
+		if (batch == NULL && reg->held != NULL) {
+			/* the record before them is being queued: a moment */
+			atomic_store(&reg->idle, 0);
+			nanosleep(&nap, NULL);
+			continue;
+		}
 		if (batch == NULL) {
 			if (atomic_load(&reg->stopping))
 				break;
@@ -1215,6 +1276,8 @@ registry_submit(struct registry *reg, struct record *rec)
 	}
 	while (p->len >= reg->queue_max)
 		pthread_cond_wait(&p->not_full, &p->mu);
+	/* numbered as it is queued, under the lock the writer takes */
+	rec->seq = atomic_fetch_add(&reg->seq, 1);
 	wake = p->head == NULL;
 	if (p->tail != NULL)
 		p->tail->next = rec;

@@ -3,6 +3,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -290,6 +291,87 @@ test_writer_and_readers(void **state)
 	cleanup_db(path);
 }
 
+/*
+ * Two threads take turns: each queues a check-in only after the other's
+ * was queued, as a device's next request follows the answer to its last.
+ * Whatever producer queue each lands in, the writer applies them in that
+ * order: the version recorded is the last one queued.
+ */
+struct relay {
+	struct registry *reg;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int turn, rounds, started;
+};
+
+static void *
+relay_run(void *arg)
+{
+	struct relay *r = arg;
+	int me, i;
+
+	pthread_mutex_lock(&r->mu);
+	me = r->started++;
+	pthread_mutex_unlock(&r->mu);
+	/* the first thread to queue has the first producer queue, and the
+	 * last word: a writer taking queue after queue would end with the
+	 * other thread's record */
+	for (i = 0; i < r->rounds + (me == 0); i++) {
+		char version[16];
+
+		pthread_mutex_lock(&r->mu);
+		while (r->turn % 2 != me)
+			pthread_cond_wait(&r->cv, &r->mu);
+		snprintf(version, sizeof(version), "%d.0.0", r->turn);
+		assert_int_equal(registry_submit(r->reg, checkin("relay",
+		    version, 0, NULL)), OTAD_OK);
+		r->turn++;
+		pthread_cond_broadcast(&r->cv);
+		pthread_mutex_unlock(&r->mu);
+	}
+	return NULL;
+}
+
+static void
+test_records_apply_in_the_order_queued(void **state)
+{
+	const char *path = temp_db();
+	struct relay r = {.rounds = 300};
+	struct registry_reader *rd;
+	struct device_row row;
+	pthread_t a, b;
+	char want[16];
+	int waited;
+
+	(void)state;
+	assert_int_equal(registry_open(path, &r.reg), OTAD_OK);
+	assert_int_equal(registry_writer_start(r.reg, 1000), OTAD_OK);
+	pthread_mutex_init(&r.mu, NULL);
+	pthread_cond_init(&r.cv, NULL);
+	r.turn = 0;
+	/* both threads are running before the first record */
+	pthread_mutex_lock(&r.mu);
+	assert_int_equal(pthread_create(&a, NULL, relay_run, &r), 0);
+	assert_int_equal(pthread_create(&b, NULL, relay_run, &r), 0);
+	pthread_mutex_unlock(&r.mu);
+	pthread_join(a, NULL);
+	pthread_join(b, NULL);
+	snprintf(want, sizeof(want), "%d.0.0", r.turn - 1);
+	assert_int_equal(registry_reader_open(path, &rd), OTAD_OK);
+	for (waited = 0; waited < 5000; waited += 10) {
+		if (registry_device_get(rd, "relay", &row) == OTAD_OK &&
+		    strcmp(row.version, want) == 0)
+			break;
+		usleep(10 * 1000);
+	}
+	assert_string_equal(row.version, want);
+	registry_reader_free(rd);
+	registry_close(r.reg);
+	pthread_cond_destroy(&r.cv);
+	pthread_mutex_destroy(&r.mu);
+	cleanup_db(path);
+}
+
 static void
 test_newer_schema_is_refused(void **state)
 {
@@ -472,6 +554,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_catalog_in_memory),
 		cmocka_unit_test(test_writer_and_readers),
+		cmocka_unit_test(test_records_apply_in_the_order_queued),
 		cmocka_unit_test(test_newer_schema_is_refused),
 		cmocka_unit_test(test_wait_served),
 		cmocka_unit_test(test_stage_transitions),
