@@ -6,6 +6,7 @@ device-sent text that stays text, and a wrong token. Screenshots of the
 fleet and rollout pages, at desktop and phone widths, go to the build
 folder (screenshots/)."""
 import http.client
+import json
 import re
 import shutil
 
@@ -47,9 +48,9 @@ class Console:
     """otad with its management API on loopback, operators of each role,
     a fleet polling it, and a browser on /console/."""
 
-    def __init__(self, tmp_path):
+    def __init__(self, tmp_path, extra=""):
         self.d = Otad(tmp_path, "admin_listen = 127.0.0.1:0\n"
-                      "rate_per_device = 0\n")
+                      "rate_per_device = 0\n" + extra)
         self.tokens = {}
         for name, role in [("ada", "admin"), ("otto", "operator"),
                            ("vera", "viewer"), ("cid", "ci")]:
@@ -113,6 +114,15 @@ class Console:
             "const e = document.querySelector('#rollout-' + arguments[0] +"
             " ' .ring.current'); return e ? e.dataset.stage : null", rid)
 
+    def api(self, role, method, path, body=None):
+        port = int(self.url.split(":")[2].split("/")[0])
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request(method, "/api/v1/" + path, body=json.dumps(body or {}),
+                     headers={"Authorization": "Bearer " + self.tokens[role],
+                              "Content-Type": "application/json"})
+        r = conn.getresponse()
+        return r.status, json.loads(r.read())
+
     def act(self, rid, verb, expect):
         """Press an action, read its confirmation, confirm."""
         def press(b):
@@ -127,8 +137,8 @@ class Console:
         text = self.b.find_element(By.ID, "confirm-text").text
         assert expect in text, text
         self.b.find_element(By.ID, "confirm-ok").click()
-        self.wait(lambda b: f"Rollout {rid} " in
-                  b.find_element(By.ID, "status").text)
+        self.wait(lambda b: b.find_element(By.ID, "status").text.startswith(
+            f"Rollout {rid}"))
         return text
 
     def shoot(self, name):
@@ -295,3 +305,29 @@ def test_viewers_wrong_tokens_and_device_text(console):
     form.find_element(By.CSS_SELECTOR, "button").click()
     c.wait(lambda b: "rollout create" in c.view() or "operator add" in
            c.view())
+
+
+def test_two_people_start_a_rollout_from_the_console(tmp_path):
+    c = Console(tmp_path, "rollout_approvals = 2\n")
+    try:
+        st, ro = c.api("operator", "POST", "rollouts",
+                       {"version": "2.0.0", "stages": PLAN})
+        assert st == 201
+        rid = ro["id"]
+        # its creator is offered the approval, and the server refuses it
+        c.sign_in("operator")
+        c.go("rollouts")
+        assert c.card_text(rid, "button[data-action=start]") is None
+        text = c.act(rid, "approve", "must not be the operator who created")
+        assert f"rollout {rid} (2.0.0)" in text
+        c.wait(lambda b: "other than its creator" in
+               b.find_element(By.ID, "status").text)
+        assert c.state(rid)["state"] == "draft"
+        # a second person approves, and it starts
+        c.sign_in("admin")
+        c.go("rollouts")
+        c.act(rid, "approve", "Approve and start")
+        c.wait(lambda b: c.card_state(rid) == "active")
+        assert c.state(rid)["state"] == "active"
+    finally:
+        c.close()
