@@ -45,7 +45,8 @@ CURL_LIBS  = $(shell pkg-config --libs libcurl 2>/dev/null)
 # own modules (cli_*.c) go into otactl alone
 CLI_SRCS := src/otactl.c $(wildcard src/cli_*.c)
 CLI_OBJS := $(CLI_SRCS:src/%.c=$(BUILD)/obj/%.o)
-LIB_SRCS := $(filter-out src/main.c $(CLI_SRCS),$(wildcard src/*.c))
+LIB_SRCS := $(filter-out src/main.c $(CLI_SRCS),$(wildcard src/*.c \
+	src/registry/*.c))
 LIB_OBJS := $(LIB_SRCS:src/%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/schema.o \
 	$(BUILD)/obj/console_files.o
 SCHEMA   := $(sort $(wildcard schema/*.sql))

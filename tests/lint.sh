@@ -5,7 +5,7 @@ cd "$(dirname "$0")/.."
 status=0
 # unbounded or unchecked: use snprintf, strtoull with checks, memcpy with sizes
 banned='\b(atoi|atol|atoll|sprintf|vsprintf|strcpy|strcat|strncat|strtok|gets)\s*\('
-if grep -nE "$banned" src/*.c include/*.h; then
+if grep -nE "$banned" src/*.c src/registry/*.c include/*.h; then
 	echo "lint: banned function (see STYLE in README)"
 	status=1
 fi

@@ -1,0 +1,201 @@
+/*
+ * registry_impl.h: what the files of src/registry/ share, and nobody
+ * else: the registry and reader structures, the statement helpers, the
+ * catalog transactions, and the few functions one part calls in another.
+ */
+#ifndef REGISTRY_IMPL_H
+#define REGISTRY_IMPL_H
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include <jansson.h>
+#include <sqlite3.h>
+
+#include "registry.h"
+
+/* schema/NNN-*.sql, in order; generated into the build by the Makefile */
+extern const char *const schema_migrations[];
+extern const unsigned schema_migration_count;
+
+/* ends the text parameters of query_rows: a typed NULL, not a bare 0 */
+#define ARGS_END ((const char *)NULL)
+#define OPEN_STATES "('offered', 'downloading', 'installed')"
+#define MAX_PRODUCERS 256 /* threads that may submit; more share slots */
+#define BATCH_MAX 4096    /* records in one transaction */
+#define BUSY_WAIT_MS 200  /* one busy_timeout wait */
+#define OPEN_WAIT_MS 10000 /* opening: wait out a daemon's long commit */
+#define NAP_BELOW 256     /* batches smaller than this ... */
+#define NAP_NS 1000000L   /* ... are followed by a 1 ms nap */
+
+/* One submitting thread's queue; its lock is shared only with the writer. */
+struct producer {
+	pthread_mutex_t mu;
+	pthread_cond_t not_full;
+	struct record *head, *tail;
+	unsigned len;
+};
+
+enum wstmt {
+	W_CHECKIN,
+	W_OFFER,
+	W_SUCCESS,
+	W_REPORT_DEVICE,
+	W_DEVICE_VERSION,
+	W_OPEN_ATTEMPT,
+	W_UPDATE_ATTEMPT,
+	W_LAST_ATTEMPT,
+	W_INSERT_ATTEMPT,
+	W_LEARN_CHIP,
+	W_DOWNLOAD,
+	W_SEEN,
+	W_DELIVERED,
+	W_ROLLBACK,
+	W_CRASHED,
+	W_TELEMETRY,
+	W_SAVEPOINT,
+	W_RELEASE,
+	W_ROLLBACK_TO,
+	W_COUNT
+};
+
+struct registry {
+	sqlite3 *db;
+	char actor[192];
+	char who[80];          /* the person, for the two-person rule */
+	unsigned approvals;    /* rollout_approvals */
+	char break_glass[200]; /* a reason to start without approval */
+	/* writer */
+	sqlite3_stmt *w[W_COUNT];
+	pthread_t thread;
+	int running;
+	int efd; /* producers wake the writer through it */
+	atomic_int idle; /* the writer waits on efd: only then wake it */
+	atomic_int stopping;
+	atomic_llong busy_since; /* writer waits for the database since */
+	unsigned queue_max;
+	pthread_key_t key; /* thread -> its struct producer */
+	int key_made;
+	pthread_mutex_t producers_mu; /* only to add a producer */
+	struct producer *producers[MAX_PRODUCERS];
+	atomic_uint nproducers;
+	atomic_size_t depth;
+	/*
+	 * Records are applied in the order they were queued, across all
+	 * producers: each gets the next seq as it is queued, and the writer
+	 * applies them in seq order with no gap, holding back those after a
+	 * record it has not collected yet (queued by a producer it had
+	 * already looked at). A device's answer goes out after its record
+	 * is queued, so what it does next is always applied after it.
+	 */
+	atomic_uint_fast64_t seq;
+	uint64_t next_seq;     /* writer: the seq to apply next */
+	struct record *held;   /* writer: collected, waiting for a gap */
+	size_t nheld;
+};
+
+/*
+ * A release as an offer: what registry_load_offers and _stones return,
+ * after the rollout id, read by offer_row.
+ */
+#define OFFER_COLUMNS                                                          \
+	" rel.id, rel.version, ifnull(rel.product, ''), a.sha256, a.md5,"     \
+	" a.size, a.chip, ifnull(rel.hw_rev, ''), a.secure_version, s.key,"   \
+	" s.sig, ifnull(rel.min_from, ''), rel.forced, a.kind"
+#define OFFER_JOINS                                                            \
+	" JOIN artifact a ON a.sha256 = rel.artifact"                          \
+	/* its newest signature by a key still trusted, if any */              \
+	" LEFT JOIN signature s ON s.artifact = a.sha256 AND s.key ="          \
+	" (SELECT s2.key FROM signature s2 JOIN signing_key k"                 \
+	" ON k.name = s2.key WHERE s2.artifact = a.sha256"                     \
+	" AND k.purpose = 'artifact' AND k.state != 'revoked'"                 \
+	" ORDER BY k.state = 'active' DESC, s2.created DESC LIMIT 1)"
+
+enum rstmt {
+	R_DEVICE,
+	R_REFUSAL,
+	R_TOKEN,
+	R_STAGES,
+	R_RUNNING,
+	R_STONES,
+	R_RELEASED,
+	R_DATA_VERSION,
+	R_GENERATION,
+	R_OFFERS,
+	R_TRIGGERED,
+	R_DELTA_FAILED,
+	R_OPEN_ARTIFACT,
+	R_COUNT
+};
+
+struct registry_reader {
+	sqlite3 *db;
+	sqlite3_stmt *s[R_COUNT];
+	int64_t data_version; /* -1 before the first look */
+	int64_t generation;
+};
+
+/*
+ * What a release's rollouts compete with: same product, chip, hardware
+ * revision and kind.
+ */
+#define SAME_SCOPE(o, n)                                                       \
+	"ifnull(" o ".product, '') = ifnull(" n ".product, '') AND"            \
+	" ifnull(" o ".chip, '') = ifnull(" n ".chip, '') AND"                 \
+	" ifnull(" o ".hw_rev, '') = ifnull(" n ".hw_rev, '') AND"             \
+	" " o ".kind = " n ".kind"
+
+#define VERSION_COUNTS                                                         \
+	"SELECT ifnull(version, '') AS version, count(*) AS devices FROM"     \
+	" device GROUP BY version ORDER BY count(*) DESC, version"
+
+struct part {
+	const char *key, *sql;
+};
+
+/* "downloading" .. "failed", by enum report_result */
+extern const char *const result_names[];
+
+/* statements.c: SQL helpers */
+void bind_text(sqlite3_stmt *st, int i, const char *s); /* "" as NULL */
+void bind_tel(sqlite3_stmt *st, int i, const struct telemetry *t,
+    unsigned bit, int64_t v);
+int step_done(sqlite3_stmt *st);
+/* sql with text parameters up to ARGS_END: its rows as JSON objects */
+enum otad_err query_rows(sqlite3 *db, json_t **rows, const char *sql, ...);
+/* the one row of sql (with arg) as an object, and each part's rows */
+enum otad_err query_summary(sqlite3 *db, json_t **obj, const char *sql,
+    const char *arg, const struct part *parts, size_t n);
+/* one statement; types: 't' text, 'i' int64, 'd' double, 'b' blob */
+int run(struct registry *reg, const char *sql, const char *types, ...);
+int exec_ints(sqlite3 *db, const char *sql, ...);
+const char *idtext(int64_t id, char buf[24]);
+int64_t now_s(void);
+
+/* statements.c: a catalog action is one audited transaction */
+enum otad_err catalog_begin(struct registry *reg);
+enum otad_err catalog_commit(struct registry *reg);
+enum otad_err catalog_open(struct registry *reg, char *why, size_t whylen);
+enum otad_err catalog_close(struct registry *reg, const char *what,
+    char *why, size_t whylen);
+enum otad_err catalog_fail(struct registry *reg, enum otad_err rc);
+enum otad_err catalog_db_fail(struct registry *reg, char *why,
+    size_t whylen);
+int may_start_alone(struct registry *reg, const char *what, char *why,
+    size_t whylen);
+
+/* db.c */
+enum otad_err db_error(sqlite3 *db, const char *what);
+enum otad_err db_open(const char *path, int flags, sqlite3 **out);
+enum otad_err exec(sqlite3 *db, const char *sql);
+
+/* artifacts.c and rollouts.c */
+enum otad_err find_release(struct registry *reg, const char *version,
+    const char *product, const char *chip, json_t **rows, char *why,
+    size_t whylen);
+enum otad_err start_rollout(struct registry *reg, int64_t id, char *why,
+    size_t whylen);
+
+#endif

@@ -1,0 +1,425 @@
+/*
+ * registry/readers.c: the read connections each HTTP thread keeps, with
+ * their prepared statements: a device's row, its refusals, its token,
+ * the offers and stepping stones the snapshot is built from.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sqlite3.h>
+
+#include "log.h"
+#include "registry.h"
+#include "semver.h"
+#include "registry_impl.h"
+
+static const char *const rsql[R_COUNT] = {
+	[R_DEVICE] = "SELECT ifnull(version, ''), ifnull(product, ''), blocked,"
+		     " ifnull(chip, ''), ifnull(hw_rev, ''),"
+		     " ifnull(secure_version, -1), ifnull(token_hash, ''),"
+		     " ifnull(grp, ''), ifnull(battery, -1),"
+		     " ifnull(running_sha256, ''), ifnull(fs_version, '')"
+		     " FROM device WHERE id = ?1",
+	/* only when an offer is about to be made (see registry.h) */
+	[R_REFUSAL] = "SELECT ifnull(p.release, 0), ifnull(p.from_version,"
+		      " ''), ifnull((SELECT release FROM attempt WHERE device ="
+		      " ?1 AND state = 'rollback' ORDER BY id DESC LIMIT 1), 0),"
+		      " ifnull(p.state = 'installed', 0), ifnull(p.delivered_at,"
+		      " -1) FROM (SELECT 1) LEFT JOIN (SELECT release,"
+		      " from_version, state, delivered_at FROM attempt WHERE"
+		      " device = ?1 AND state IN ('downloading', 'installed') AND"
+		      " (state = 'installed' OR delivered = 1) ORDER BY id DESC"
+		      " LIMIT 1) p",
+	[R_TOKEN] = "SELECT id FROM device WHERE token_hash = ?1",
+	[R_RUNNING] = "SELECT chip, version, secure_version, sha256 FROM artifact"
+		      " WHERE app_sha256 = ?1 LIMIT 1",
+	[R_DATA_VERSION] = "PRAGMA data_version",
+	[R_GENERATION] = "SELECT generation FROM catalog WHERE id = 1",
+	/* after the offer columns: what the rollout's plan says now */
+	[R_OFFERS] = "SELECT ro.id," OFFER_COLUMNS ", ro.staged, ro.stage,"
+		     " ifnull(ro.window, ''), ifnull(ro.days, ''),"
+		     " ifnull(ro.utc_offset, ''), ifnull(ro.min_battery, -1),"
+		     " ro.downgrade, (ro.staged = 0 OR ro.state = 'completed')"
+		     " FROM rollout ro"
+		     " JOIN release rel ON rel.id = ro.release" OFFER_JOINS
+		     " WHERE ro.state = 'active' OR (ro.state = 'completed'"
+		     " AND ro.baseline = 1)",
+	/* it could not apply a patch of this release: the full image next */
+	[R_DELTA_FAILED] = "SELECT 1 FROM attempt WHERE device = ?1 AND"
+			   " release = ?2 AND state = 'failed' AND reason ="
+			   " 'delta' LIMIT 1",
+	/* the image of the download a device has under way */
+	[R_OPEN_ARTIFACT] = "SELECT r.artifact FROM attempt t JOIN release r"
+			    " ON r.id = t.release WHERE t.device = ?1 AND"
+			    " t.state IN ('offered', 'downloading') ORDER BY"
+			    " t.id DESC LIMIT 1",
+	[R_TRIGGERED] = "SELECT 1 FROM trigger WHERE device = ?1 AND"
+			" release = ?2",
+	[R_STAGES] = "SELECT ifnull(grp, ''), percent FROM rollout_stage"
+		     " WHERE rollout = ?1 AND no <= ?2 ORDER BY no",
+	[R_STONES] = "SELECT 0," OFFER_COLUMNS " FROM release rel" OFFER_JOINS,
+	[R_RELEASED] = "SELECT 0," OFFER_COLUMNS " FROM release rel"
+		       OFFER_JOINS " WHERE a.sha256 = ?1 ORDER BY rel.id DESC"
+		       " LIMIT 1",
+};
+
+enum otad_err
+registry_reader_open(const char *path, struct registry_reader **out)
+{
+	struct registry_reader *r;
+	enum otad_err rc;
+	int i;
+
+	*out = NULL;
+	if ((r = calloc(1, sizeof(*r))) == NULL)
+		return OTAD_ERR_NOMEM;
+	r->data_version = -1;
+	if ((rc = db_open(path, SQLITE_OPEN_READWRITE, &r->db)) != OTAD_OK)
+		goto fail;
+	if ((rc = exec(r->db, "PRAGMA query_only = ON")) != OTAD_OK)
+		goto fail;
+	for (i = 0; i < R_COUNT; i++)
+		if (sqlite3_prepare_v3(r->db, rsql[i], -1,
+		    SQLITE_PREPARE_PERSISTENT, &r->s[i], NULL) != SQLITE_OK) {
+			rc = db_error(r->db, "cannot prepare statement");
+			goto fail;
+		}
+	*out = r;
+	return OTAD_OK;
+fail:
+	registry_reader_free(r);
+	return rc;
+}
+
+void
+registry_reader_free(struct registry_reader *r)
+{
+	int i;
+
+	if (r == NULL)
+		return;
+	for (i = 0; i < R_COUNT; i++)
+		sqlite3_finalize(r->s[i]);
+	sqlite3_close(r->db);
+	free(r);
+}
+
+static void
+copy_col(char *dst, size_t len, sqlite3_stmt *st, int col)
+{
+	const unsigned char *s = sqlite3_column_text(st, col);
+
+	snprintf(dst, len, "%s", s ? (const char *)s : "");
+}
+
+/*
+ * One row by key through a prepared reader statement: fill copies its
+ * columns. OTAD_ERR_NOT_FOUND when there is none.
+ */
+static enum otad_err
+point_lookup(struct registry_reader *r, enum rstmt which, const char *key,
+    void (*fill)(sqlite3_stmt *, void *), void *out, const char *what)
+{
+	sqlite3_stmt *st = r->s[which];
+	enum otad_err rc = OTAD_ERR_NOT_FOUND;
+	int step;
+
+	sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+	step = sqlite3_step(st);
+	if (step == SQLITE_ROW) {
+		fill(st, out);
+		rc = OTAD_OK;
+	} else if (step != SQLITE_DONE) {
+		rc = db_error(r->db, what);
+	}
+	sqlite3_reset(st);
+	return rc;
+}
+
+static void
+fill_device(sqlite3_stmt *st, void *p)
+{
+	struct device_row *out = p;
+
+	copy_col(out->version, sizeof(out->version), st, 0);
+	copy_col(out->product, sizeof(out->product), st, 1);
+	out->blocked = sqlite3_column_int(st, 2);
+	copy_col(out->chip, sizeof(out->chip), st, 3);
+	copy_col(out->hw_rev, sizeof(out->hw_rev), st, 4);
+	out->secure_version = sqlite3_column_int64(st, 5);
+	copy_col(out->token_hash, sizeof(out->token_hash), st, 6);
+	copy_col(out->group, sizeof(out->group), st, 7);
+	out->battery = sqlite3_column_int(st, 8);
+	copy_col(out->running_sha256, sizeof(out->running_sha256), st, 9);
+	copy_col(out->fs_version, sizeof(out->fs_version), st, 10);
+}
+
+static void
+fill_refusal(sqlite3_stmt *st, void *p)
+{
+	struct device_refusal *out = p;
+
+	out->pending_release = sqlite3_column_int64(st, 0);
+	copy_col(out->pending_from, sizeof(out->pending_from), st, 1);
+	out->rolled_back_release = sqlite3_column_int64(st, 2);
+	out->pending_installed = sqlite3_column_int(st, 3);
+	out->pending_delivered_at = sqlite3_column_int64(st, 4);
+}
+
+enum otad_err
+registry_device_refusal(struct registry_reader *r, const char *id,
+    struct device_refusal *out)
+{
+	return point_lookup(r, R_REFUSAL, id, fill_refusal, out,
+	    "attempt lookup");
+}
+
+struct id_buf {
+	char *id;
+	size_t len;
+};
+
+static void
+fill_id(sqlite3_stmt *st, void *p)
+{
+	struct id_buf *b = p;
+
+	copy_col(b->id, b->len, st, 0);
+}
+
+enum otad_err
+registry_token_owner(struct registry_reader *r, const char *token_hash,
+    char *id, size_t idlen)
+{
+	struct id_buf b = {id, idlen};
+
+	return point_lookup(r, R_TOKEN, token_hash, fill_id, &b,
+	    "token lookup");
+}
+
+enum otad_err
+registry_device_get(struct registry_reader *r, const char *id,
+    struct device_row *out)
+{
+	return point_lookup(r, R_DEVICE, id, fill_device, out,
+	    "device lookup");
+}
+
+static void
+fill_running(sqlite3_stmt *st, void *p)
+{
+	struct running_image *out = p;
+
+	copy_col(out->chip, sizeof(out->chip), st, 0);
+	copy_col(out->version, sizeof(out->version), st, 1);
+	out->secure_version = (uint32_t)sqlite3_column_int64(st, 2);
+	copy_col(out->sha256, sizeof(out->sha256), st, 3);
+}
+
+static void
+fill_sha(sqlite3_stmt *st, void *p)
+{
+	copy_col(p, 65, st, 0);
+}
+
+enum otad_err
+registry_open_artifact(struct registry_reader *r, const char *device,
+    char *sha256)
+{
+	return point_lookup(r, R_OPEN_ARTIFACT, device, fill_sha, sha256,
+	    "download lookup");
+}
+
+enum otad_err
+registry_running_image(struct registry_reader *r, const char *app_sha256,
+    struct running_image *out)
+{
+	return point_lookup(r, R_RUNNING, app_sha256, fill_running, out,
+	    "running image lookup");
+}
+
+enum otad_err
+registry_catalog_generation(struct registry_reader *r, int64_t *generation)
+{
+	sqlite3_stmt *st = r->s[R_DATA_VERSION];
+	int64_t dv;
+
+	if (sqlite3_step(st) != SQLITE_ROW) {
+		sqlite3_reset(st);
+		return db_error(r->db, "data_version");
+	}
+	dv = sqlite3_column_int64(st, 0);
+	sqlite3_reset(st);
+	if (dv != r->data_version) {
+		st = r->s[R_GENERATION];
+		if (sqlite3_step(st) != SQLITE_ROW) {
+			sqlite3_reset(st);
+			return db_error(r->db, "catalog generation");
+		}
+		r->generation = sqlite3_column_int64(st, 0);
+		sqlite3_reset(st);
+		r->data_version = dv;
+	}
+	*generation = r->generation;
+	return OTAD_OK;
+}
+
+static int
+offer_newest_first(const void *a, const void *b)
+{
+	const struct offer *x = a, *y = b;
+	int c = semver_compare(y->version, x->version);
+
+	if (c != 0)
+		return c;
+	return y->rollout_id > x->rollout_id ? 1 : -1;
+}
+
+static void
+offer_row(sqlite3_stmt *st, struct offer *o)
+{
+	memset(o, 0, sizeof(*o));
+	o->rollout_id = sqlite3_column_int64(st, 0);
+	o->release_id = sqlite3_column_int64(st, 1);
+	copy_col(o->version, sizeof(o->version), st, 2);
+	copy_col(o->product, sizeof(o->product), st, 3);
+	copy_col(o->sha256, sizeof(o->sha256), st, 4);
+	copy_col(o->md5, sizeof(o->md5), st, 5);
+	o->size = (uint64_t)sqlite3_column_int64(st, 6);
+	copy_col(o->chip, sizeof(o->chip), st, 7);
+	copy_col(o->hw_rev, sizeof(o->hw_rev), st, 8);
+	o->secure_version = (uint32_t)sqlite3_column_int64(st, 9);
+	copy_col(o->key_id, sizeof(o->key_id), st, 10);
+	if (sqlite3_column_type(st, 11) == SQLITE_BLOB &&
+	    (size_t)sqlite3_column_bytes(st, 11) <= sizeof(o->sig)) {
+		o->siglen = (size_t)sqlite3_column_bytes(st, 11);
+		memcpy(o->sig, sqlite3_column_blob(st, 11), o->siglen);
+	} else {
+		o->key_id[0] = '\0';
+	}
+	copy_col(o->min_from, sizeof(o->min_from), st, 12);
+	o->forced = sqlite3_column_int(st, 13);
+	o->kind = (enum artifact_kind)fsimg_kind_parse(
+	    (const char *)sqlite3_column_text(st, 14));
+	if ((int)o->kind < 0)
+		o->kind = KIND_APP; /* the CHECK constraint allows no other */
+	/* a release on its own reaches everyone, any time */
+	o->ring_max = 10000;
+	o->everyone = 1;
+	o->window.start = o->window.end = -1;
+	o->min_battery = -1;
+}
+
+/*
+ * The plan columns of an R_OFFERS row, and the stages reached so far.
+ * A plan edited by hand into nonsense closes the window rather than
+ * open it wider than the operator meant.
+ */
+static void
+offer_plan(struct registry_reader *r, sqlite3_stmt *row, struct offer *o)
+{
+	sqlite3_stmt *st = r->s[R_STAGES];
+	const char *w, *d, *off;
+
+	o->stage = sqlite3_column_int(row, 16);
+	w = (const char *)sqlite3_column_text(row, 17);
+	d = (const char *)sqlite3_column_text(row, 18);
+	off = (const char *)sqlite3_column_text(row, 19);
+	o->min_battery = sqlite3_column_int(row, 20);
+	o->downgrade = sqlite3_column_int(row, 21);
+	o->everyone = sqlite3_column_int(row, 22);
+	if ((w[0] && stages_parse_window(w, &o->window) < 0) ||
+	    (d[0] && stages_parse_days(d, &o->window.days) < 0) ||
+	    (off[0] && stages_parse_offset(off, &o->window.offset_min) < 0)) {
+		log_warnx("rollout %lld: unreadable window '%s' days '%s' "
+		    "offset '%s'; offering nothing until it is fixed",
+		    (long long)o->rollout_id, w, d, off);
+		o->ring_max = 0; /* reaches no one */
+		return;
+	}
+	if (sqlite3_column_int(row, 15) == 0)
+		return; /* a publish: everyone */
+	o->ring_max = 0;
+	sqlite3_bind_int64(st, 1, o->rollout_id);
+	sqlite3_bind_int(st, 2, o->stage);
+	while (sqlite3_step(st) == SQLITE_ROW) {
+		const char *g = (const char *)sqlite3_column_text(st, 0);
+		unsigned pct = (unsigned)(sqlite3_column_double(st, 1) * 100 +
+		    0.5);
+
+		if (g[0] != '\0' && o->ngroups < 4)
+			snprintf(o->groups[o->ngroups++],
+			    sizeof(o->groups[0]), "%s", g);
+		if (pct > o->ring_max)
+			o->ring_max = pct;
+	}
+	sqlite3_reset(st);
+}
+
+/* Every row of an offer-shaped statement, newest version first. */
+static enum otad_err
+load_offer_rows(struct registry_reader *r, enum rstmt which,
+    struct offer **offers, size_t *n)
+{
+	sqlite3_stmt *st = r->s[which];
+	struct offer *v = NULL, *grown;
+	size_t len = 0, cap = 0;
+	enum otad_err rc = OTAD_OK;
+	int step;
+
+	while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+		if (len == cap) {
+			cap = cap ? cap * 2 : 8;
+			if ((grown = realloc(v, cap * sizeof(*v))) == NULL) {
+				rc = OTAD_ERR_NOMEM;
+				break;
+			}
+			v = grown;
+		}
+		offer_row(st, &v[len]);
+		if (which == R_OFFERS)
+			offer_plan(r, st, &v[len]);
+		len++;
+	}
+	if (rc == OTAD_OK && step != SQLITE_DONE)
+		rc = db_error(r->db, "loading offers");
+	sqlite3_reset(st);
+	if (rc != OTAD_OK) {
+		free(v);
+		return rc;
+	}
+	if (len > 1)
+		qsort(v, len, sizeof(*v), offer_newest_first);
+	*offers = v;
+	*n = len;
+	return OTAD_OK;
+}
+
+static void
+fill_offer(sqlite3_stmt *st, void *p)
+{
+	offer_row(st, p);
+}
+
+enum otad_err
+registry_released_artifact(struct registry_reader *r, const char *sha256,
+    struct offer *out)
+{
+	return point_lookup(r, R_RELEASED, sha256, fill_offer, out,
+	    "artifact lookup");
+}
+
+enum otad_err
+registry_load_offers(struct registry_reader *r, struct offer **offers,
+    size_t *n)
+{
+	return load_offer_rows(r, R_OFFERS, offers, n);
+}
+
+enum otad_err
+registry_load_stones(struct registry_reader *r, struct offer **stones,
+    size_t *n)
+{
+	return load_offer_rows(r, R_STONES, stones, n);
+}

@@ -1,0 +1,531 @@
+/*
+ * registry/rollouts.c: rollouts: creating and steering them, their stages'
+ * counts and health against their bounds, and the controller's tick that
+ * times attempts out, opens the next stage or halts.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include <sqlite3.h>
+
+#include "log.h"
+#include "registry.h"
+#include "registry_impl.h"
+
+/*
+ * Start a draft rollout (in a catalog transaction): a publish completes
+ * the publish it replaces (same scope) and is offered to everyone at
+ * once; a staged rollout opens its first stage.
+ */
+enum otad_err
+start_rollout(struct registry *reg, int64_t id, char *why, size_t whylen)
+{
+	int64_t now = now_s();
+
+	/*
+	 * The newest published release of a product scope is the one offered;
+	 * the publish it replaces is complete, so status shows one.
+	 */
+	if (exec_ints(reg->db, "UPDATE rollout SET state = 'completed',"
+	    " finished = ?1, reason = 'superseded' WHERE state = 'active'"
+	    " AND id != ?2 AND (SELECT staged FROM rollout"
+	    " WHERE id = ?2) = 0 AND release IN (SELECT o.id FROM release o,"
+	    " release n, rollout r WHERE r.id = ?2 AND n.id = r.release AND "
+	    SAME_SCOPE("o", "n") ")", now, id, (int64_t)-1) < 0 ||
+	    exec_ints(reg->db, "UPDATE rollout SET state = 'active', started ="
+	    " ?1, stage = 0, stage_started = ?1 WHERE id = ?2 AND state ="
+	    " 'draft'", now, id, (int64_t)-1) < 0) {
+		snprintf(why, whylen, "database: %s", sqlite3_errmsg(reg->db));
+		return OTAD_ERR_DB;
+	}
+	if (sqlite3_changes(reg->db) == 0) {
+		snprintf(why, whylen, "rollout %lld is not a draft",
+		    (long long)id);
+		return OTAD_ERR_INVALID;
+	}
+	return OTAD_OK;
+}
+
+enum otad_err
+registry_rollout_create(struct registry *reg, const struct rollout_plan *p,
+    int64_t *id, char *why, size_t whylen)
+{
+	json_t *rows = NULL, *newer;
+	int64_t release;
+	char what[160], idbuf[24];
+	enum otad_err rc;
+	size_t i;
+
+	if ((rc = catalog_open(reg, why, whylen)) != OTAD_OK)
+		return rc;
+	if ((rc = find_release(reg, p->version, p->product, p->chip, &rows,
+	    why, whylen)) != OTAD_OK)
+		return catalog_fail(reg, rc);
+	release = json_integer_value(json_object_get(json_array_get(rows, 0),
+	    "id"));
+	json_decref(rows);
+	/* going back to an older release must be meant */
+	if ((rc = query_rows(reg->db, &newer, "SELECT o.version FROM rollout"
+	    " ro JOIN release o ON o.id = ro.release, release n"
+	    " WHERE n.id = CAST(?1 AS INTEGER) AND (ro.state = 'active' OR"
+	    " (ro.state = 'completed' AND ro.baseline = 1)) AND "
+	    SAME_SCOPE("o", "n") " AND semver_compare(o.version, n.version)"
+	    " > 0 LIMIT 1", idtext(release, idbuf), ARGS_END)) != OTAD_OK) {
+		snprintf(why, whylen, "database: %s", otad_strerror(rc));
+		return catalog_fail(reg, rc);
+	}
+	if (json_array_size(newer) > 0 && !p->downgrade) {
+		snprintf(why, whylen, "release %s is older than %s, which is "
+		    "being offered: add --downgrade to roll the fleet back",
+		    p->version, json_string_value(json_object_get(
+		    json_array_get(newer, 0), "version")));
+		json_decref(newer);
+		return catalog_fail(reg, OTAD_ERR_INVALID);
+	}
+	json_decref(newer);
+	if (run(reg, "INSERT INTO rollout (release, state, created, staged,"
+	    " window, days, utc_offset, min_battery, timeout_s, downgrade,"
+	    " created_by) VALUES (?1, 'draft', ?2, 1, ?3, ?4, ?5,"
+	    " nullif(?6, -1), ?7, ?8, ?9)", "iitttiiit", release, now_s(),
+	    p->window, p->days, p->utc_offset, (int64_t)p->min_battery,
+	    p->timeout_s, (int64_t)p->downgrade, reg->who) != SQLITE_DONE)
+		return catalog_db_fail(reg, why, whylen);
+	*id = sqlite3_last_insert_rowid(reg->db);
+	for (i = 0; i < p->nstages; i++) {
+		const struct stage *st = &p->stages[i];
+
+		if (run(reg, "INSERT INTO rollout_stage (rollout, no, grp,"
+		    " percent, soak_s, min_devices, min_success, max_rollback,"
+		    " max_failure, max_crash) VALUES (?1, ?2, ?3, ?4, ?5, ?6,"
+		    " ?7, ?8, ?9, ?10)", "iitdiidddd", *id, (int64_t)i,
+		    st->group[0] ? st->group : NULL, st->percent_x100 / 100.0,
+		    st->soak_s, (int64_t)st->min_devices, st->min_success,
+		    st->max_rollback, st->max_failure, st->max_crash) !=
+		    SQLITE_DONE)
+			return catalog_db_fail(reg, why, whylen);
+	}
+	snprintf(what, sizeof(what), "rollout create %lld release %s, %zu "
+	    "stages", (long long)*id, p->version, p->nstages);
+	return catalog_close(reg, what, why, whylen);
+}
+
+enum otad_err
+registry_rollout_action(struct registry *reg, int64_t id,
+    enum rollout_action action, int force, char *why, size_t whylen)
+{
+	static const char *const sql[] = {
+		[ROLLOUT_PAUSE] = "UPDATE rollout SET state = 'paused'"
+		    " WHERE id = ?1 AND state = 'active'",
+		[ROLLOUT_RESUME] = "UPDATE rollout SET state = 'active',"
+		    " reason = NULL, stage_started = CASE state WHEN 'halted'"
+		    " THEN ?2 ELSE stage_started END WHERE id = ?1 AND"
+		    " (state = 'paused' OR (state = 'halted' AND ?3))",
+		[ROLLOUT_ABORT] = "UPDATE rollout SET state = 'aborted',"
+		    " finished = ?2, baseline = 0 WHERE id = ?1 AND state IN"
+		    " ('draft', 'active', 'paused', 'halted')",
+	};
+	static const char *const verbs[] = {"start", "pause", "resume",
+	    "abort", "approve"};
+	json_t *rows;
+	const char *state, *reason;
+	char idbuf[24], what[64];
+	enum otad_err rc;
+	int changed;
+
+	if ((rc = catalog_open(reg, why, whylen)) != OTAD_OK)
+		return rc;
+	snprintf(what, sizeof(what), "rollout %lld", (long long)id);
+	if (action == ROLLOUT_START || action == ROLLOUT_APPROVE) {
+		if (query_rows(reg->db, &rows, "SELECT state FROM rollout WHERE"
+		    " id = CAST(?1 AS INTEGER) AND state = 'draft'",
+		    idtext(id, idbuf), ARGS_END) != OTAD_OK)
+			return catalog_db_fail(reg, why, whylen);
+		changed = json_array_size(rows) > 0;
+		json_decref(rows);
+		if (changed && action == ROLLOUT_APPROVE) {
+			/* the trigger refuses the creator's own approval */
+			if (run(reg, "UPDATE rollout SET approved_by ="
+			    " nullif(?2, '') WHERE id = ?1", "it", id,
+			    reg->who[0] ? reg->who : reg->actor) !=
+			    SQLITE_DONE) {
+				snprintf(why, whylen, "%s", strstr(
+				    sqlite3_errmsg(reg->db), "creator") ?
+				    "a rollout is approved by someone other "
+				    "than its creator" : sqlite3_errmsg(
+				    reg->db));
+				return catalog_fail(reg, OTAD_ERR_INVALID);
+			}
+		} else if (changed && !may_start_alone(reg, what, why,
+		    whylen)) {
+			return catalog_fail(reg, OTAD_ERR_INVALID);
+		}
+		if (changed && (rc = start_rollout(reg, id, why, whylen)) !=
+		    OTAD_OK)
+			return catalog_fail(reg, rc);
+	} else {
+		if (run(reg, sql[action], "iii", id, now_s(),
+		    (int64_t)force) != SQLITE_DONE)
+			return catalog_db_fail(reg, why, whylen);
+		changed = sqlite3_changes(reg->db) > 0;
+	}
+	if (changed) {
+		/* the state trigger wrote the audit row, with our name */
+		if ((rc = catalog_commit(reg)) != OTAD_OK)
+			snprintf(why, whylen, "database: %s",
+			    otad_strerror(rc));
+		return rc;
+	}
+	catalog_fail(reg, OTAD_OK);
+	if (query_rows(reg->db, &rows, "SELECT state, ifnull(reason, '') AS"
+	    " reason FROM rollout WHERE id = CAST(?1 AS INTEGER)",
+	    idtext(id, idbuf), ARGS_END) != OTAD_OK ||
+	    json_array_size(rows) == 0) {
+		json_decref(rows);
+		snprintf(why, whylen, "no rollout %lld", (long long)id);
+		return OTAD_ERR_NOT_FOUND;
+	}
+	state = json_string_value(json_object_get(json_array_get(rows, 0),
+	    "state"));
+	reason = json_string_value(json_object_get(json_array_get(rows, 0),
+	    "reason"));
+	if (action == ROLLOUT_RESUME && strcmp(state, "halted") == 0)
+		snprintf(why, whylen, "rollout %lld was halted (%s); look into "
+		    "it, then resume --force", (long long)id, reason);
+	else
+		snprintf(why, whylen, "rollout %lld is %s: cannot %s it",
+		    (long long)id, state, verbs[action]);
+	json_decref(rows);
+	return OTAD_ERR_INVALID;
+}
+
+/* A stage's attempt counts, as status shows them and the gates read. */
+#define STAGE_COUNTS                                                           \
+	"ifnull(c.offered, 0) AS offered, ifnull(c.in_progress, 0) AS"        \
+	" in_progress, ifnull(c.succeeded, 0) AS succeeded,"                   \
+	" ifnull(c.rolled_back, 0) AS rolled_back, ifnull(c.failed, 0) AS"     \
+	" failed, ifnull(c.timed_out, 0) AS timed_out, ifnull(c.crashed, 0)"   \
+	" AS crashed, ifnull(c.brownouts, 0) AS brownouts,"                    \
+	" ifnull(c.inferred_succeeded, 0) AS inferred_succeeded,"              \
+	" ifnull(c.inferred_rolled_back, 0) AS inferred_rolled_back"
+#define STAGE_COUNTS_JOIN                                                      \
+	" LEFT JOIN (SELECT stage, count(*) AS offered, sum(state IN"          \
+	" ('offered', 'downloading', 'installed')) AS in_progress,"            \
+	" sum(state = 'success') AS succeeded, sum(state = 'rollback') AS"     \
+	" rolled_back, sum(state = 'failed') AS failed, sum(state ="           \
+	" 'timeout') AS timed_out, sum(state = 'success' AND crashed) AS"      \
+	" crashed, sum(brownout) AS brownouts, sum(state = 'success' AND"      \
+	" inferred) AS inferred_succeeded, sum(state = 'rollback' AND"         \
+	" inferred) AS inferred_rolled_back FROM attempt WHERE rollout = ?1"   \
+	" GROUP BY stage) c"                                                   \
+	" ON c.stage = st.no"
+
+struct health {
+	int64_t finished, succeeded, rolled_back, failed, crashed;
+	double success, rollback, failure, crash;
+};
+
+/* Rates of a stage row (with STAGE_COUNTS); failed includes timeouts. */
+static void
+health_of(json_t *row, struct health *h)
+{
+	h->succeeded = json_integer_value(json_object_get(row, "succeeded"));
+	h->rolled_back = json_integer_value(json_object_get(row,
+	    "rolled_back"));
+	h->failed = json_integer_value(json_object_get(row, "failed")) +
+	    json_integer_value(json_object_get(row, "timed_out"));
+	h->crashed = json_integer_value(json_object_get(row, "crashed"));
+	h->finished = h->succeeded + h->rolled_back + h->failed;
+	h->success = h->finished ? (double)h->succeeded / h->finished : 0;
+	h->rollback = h->finished ? (double)h->rolled_back / h->finished : 0;
+	h->failure = h->finished ? (double)h->failed / h->finished : 0;
+	h->crash = h->succeeded ? (double)h->crashed / h->succeeded : 0;
+}
+
+static double
+num(json_t *row, const char *key)
+{
+	return json_number_value(json_object_get(row, key));
+}
+
+/*
+ * The first bound a stage's health crosses, as one line into buf; 0 if
+ * none (or not enough finished attempts to judge yet).
+ */
+static int
+breach(json_t *stage, const struct health *h, char *buf, size_t len)
+{
+	int64_t min = json_integer_value(json_object_get(stage,
+	    "min_devices"));
+
+	if (h->finished < (min > 0 ? min : 1))
+		return 0;
+	if (h->rollback > num(stage, "max_rollback"))
+		snprintf(buf, len, "rollback rate %.2f > %.2f (%lld of %lld)",
+		    h->rollback, num(stage, "max_rollback"),
+		    (long long)h->rolled_back, (long long)h->finished);
+	else if (h->failure > num(stage, "max_failure"))
+		snprintf(buf, len, "failure rate %.2f > %.2f (%lld of %lld)",
+		    h->failure, num(stage, "max_failure"),
+		    (long long)h->failed, (long long)h->finished);
+	else if (h->succeeded > 0 && h->crash > num(stage, "max_crash"))
+		snprintf(buf, len, "crash rate %.2f > %.2f (%lld of %lld "
+		    "updated)", h->crash, num(stage, "max_crash"),
+		    (long long)h->crashed, (long long)h->succeeded);
+	else if (h->success < num(stage, "min_success"))
+		snprintf(buf, len, "success rate %.2f < %.2f (%lld of %lld)",
+		    h->success, num(stage, "min_success"),
+		    (long long)h->succeeded, (long long)h->finished);
+	else
+		return 0;
+	return 1;
+}
+
+/* Every stage of rollout id with its counts (and, with rel, its reach). */
+static enum otad_err
+stage_rows(struct registry *reg, int64_t id, json_t *rel, json_t **rows)
+{
+	char idbuf[24];
+
+	if (rel == NULL)
+		return query_rows(reg->db, rows, "SELECT st.no, st.grp AS"
+		    " \"group\", st.percent, st.soak_s, st.min_devices,"
+		    " st.min_success, st.max_rollback, st.max_failure,"
+		    " st.max_crash, " STAGE_COUNTS " FROM rollout_stage st"
+		    STAGE_COUNTS_JOIN " WHERE st.rollout = ?1 ORDER BY st.no",
+		    idtext(id, idbuf), ARGS_END);
+	/* the devices each stage reaches: matching the release, and in a
+	 * group reached or within the widest ring reached */
+	return query_rows(reg->db, rows, "SELECT st.no, st.grp AS \"group\","
+	    " st.percent, st.soak_s, st.min_devices, st.min_success,"
+	    " st.max_rollback, st.max_failure, st.max_crash, " STAGE_COUNTS ","
+	    " r.targeted, r.deferred FROM rollout_stage st" STAGE_COUNTS_JOIN
+	    " JOIN (SELECT s2.no, count(d.id) AS targeted,"
+	    " ifnull(sum(d.deferred IS NOT NULL), 0) AS deferred"
+	    " FROM rollout_stage s2 LEFT JOIN device d ON"
+	    " (?2 = '' OR d.product = ?2) AND (d.chip IS NULL OR d.chip = ?3)"
+	    " AND (d.grp IN (SELECT grp FROM rollout_stage WHERE rollout = ?1"
+	    " AND no <= s2.no AND grp IS NOT NULL) OR ring(?1, d.id) < (SELECT"
+	    " max(percent) * 100 FROM rollout_stage WHERE rollout = ?1 AND no"
+	    " <= s2.no)) WHERE s2.rollout = ?1 GROUP BY s2.no) r"
+	    " ON r.no = st.no WHERE st.rollout = ?1 ORDER BY st.no",
+	    idtext(id, idbuf), json_string_value(json_object_get(rel,
+	    "product_s")), json_string_value(json_object_get(rel, "chip")),
+	    ARGS_END);
+}
+
+enum otad_err
+registry_rollout_status(struct registry *reg, int64_t id, int64_t now,
+    json_t **rows, char *why, size_t whylen)
+{
+	char idbuf[24];
+	enum otad_err rc;
+	size_t i, j;
+
+	rc = query_rows(reg->db, rows, "SELECT ro.id, rel.version,"
+	    " rel.product, ifnull(rel.product, '') AS product_s, rel.chip,"
+	    " ro.state, ro.staged, ro.stage, ro.stage_started, ro.started,"
+	    " ro.finished, ro.reason, ro.window, ro.days, ro.utc_offset,"
+	    " ro.min_battery, ro.timeout_s, ro.downgrade, ro.baseline,"
+	    " rel.forced FROM rollout ro JOIN release rel ON rel.id ="
+	    " ro.release WHERE CAST(?1 AS INTEGER) IN (0, ro.id)"
+	    " ORDER BY ro.id", idtext(id, idbuf), ARGS_END);
+	if (rc != OTAD_OK) {
+		snprintf(why, whylen, "database: %s", otad_strerror(rc));
+		return rc;
+	}
+	if (id != 0 && json_array_size(*rows) == 0) {
+		json_decref(*rows);
+		*rows = NULL;
+		snprintf(why, whylen, "no rollout %lld", (long long)id);
+		return OTAD_ERR_NOT_FOUND;
+	}
+	for (i = 0; i < json_array_size(*rows); i++) {
+		json_t *ro = json_array_get(*rows, i), *stages;
+		int64_t cur = json_integer_value(json_object_get(ro, "stage"));
+
+		if ((rc = stage_rows(reg, json_integer_value(json_object_get(ro,
+		    "id")), ro, &stages)) != OTAD_OK) {
+			snprintf(why, whylen, "database: %s",
+			    otad_strerror(rc));
+			json_decref(*rows);
+			return rc;
+		}
+		for (j = 0; j < json_array_size(stages); j++) {
+			json_t *st = json_array_get(stages, j);
+			struct health h;
+			char reason[160] = "";
+
+			health_of(st, &h);
+			json_object_set_new(st, "finished",
+			    json_integer(h.finished));
+			json_object_set_new(st, "success_rate",
+			    json_real(h.success));
+			json_object_set_new(st, "rollback_rate",
+			    json_real(h.rollback));
+			json_object_set_new(st, "failure_rate",
+			    json_real(h.failure));
+			json_object_set_new(st, "crash_rate",
+			    json_real(h.crash));
+			if (breach(st, &h, reason, sizeof(reason)))
+				json_object_set_new(st, "breach",
+				    json_string(reason));
+			if ((int64_t)j == cur && json_is_integer(
+			    json_object_get(ro, "stage_started"))) {
+				int64_t left = json_integer_value(
+				    json_object_get(ro, "stage_started")) +
+				    json_integer_value(json_object_get(st,
+				    "soak_s")) - now;
+
+				json_object_set_new(st, "soak_left",
+				    json_integer(left > 0 ? left : 0));
+			}
+		}
+		json_object_del(ro, "product_s");
+		json_object_set_new(ro, "stages", stages);
+	}
+	return OTAD_OK;
+}
+
+/*
+ * One change the controller decided on, in its own short write
+ * transaction (the WHERE of sql re-checks that it still applies).
+ */
+static int
+act(struct registry *reg, const char *sql, const char *types, int64_t a,
+    int64_t b, const char *text)
+{
+	int rc;
+
+	if (catalog_begin(reg) != OTAD_OK)
+		return -1; /* busy: the next tick decides again */
+	if (types[1] == 't')
+		rc = run(reg, sql, types, a, text);
+	else
+		rc = run(reg, sql, types, a, b);
+	if (rc != SQLITE_DONE || sqlite3_changes(reg->db) == 0 ||
+	    catalog_commit(reg) != OTAD_OK) {
+		catalog_fail(reg, OTAD_OK);
+		return -1;
+	}
+	return 0;
+}
+
+/* One active staged rollout: halt, open the next stage, or complete. */
+static void
+tick_one(struct registry *reg, json_t *ro, int64_t now)
+{
+	int64_t id = json_integer_value(json_object_get(ro, "id"));
+	int64_t cur = json_integer_value(json_object_get(ro, "stage"));
+	int64_t started = json_integer_value(json_object_get(ro,
+	    "stage_started"));
+	const char *version = json_string_value(json_object_get(ro, "version"));
+	json_t *stages, *st;
+	struct health h;
+	char reason[200], full[240];
+
+	if (stage_rows(reg, id, NULL, &stages) != OTAD_OK)
+		return;
+	st = json_array_get(stages, (size_t)cur);
+	if (st == NULL || json_integer_value(json_object_get(st, "no")) !=
+	    cur) {
+		/*
+		 * Its stage is not in its plan (a database from before the
+		 * schema forbade it): halt, never skip a gate.
+		 */
+		snprintf(full, sizeof(full), "stage %lld does not exist (the "
+		    "plan has %zu stages)", (long long)cur,
+		    json_array_size(stages));
+		if (act(reg, "UPDATE rollout SET state = 'halted', reason = ?2"
+		    " WHERE id = ?1 AND state = 'active'", "it", id, 0,
+		    full) == 0)
+			log_warnx("rollout %lld of %s halted: %s",
+			    (long long)id, version, full);
+		json_decref(stages);
+		return;
+	}
+	health_of(st, &h);
+	if (breach(st, &h, reason, sizeof(reason))) {
+		snprintf(full, sizeof(full), "stage %lld: %s", (long long)cur,
+		    reason);
+		if (act(reg, "UPDATE rollout SET state = 'halted', reason = ?2"
+		    " WHERE id = ?1 AND state = 'active'", "it", id, 0,
+		    full) == 0)
+			log_warnx("rollout %lld of %s halted: %s",
+			    (long long)id, version, full);
+	} else if (now - started >= json_integer_value(json_object_get(st,
+	    "soak_s")) && h.finished >= json_integer_value(json_object_get(st,
+	    "min_devices"))) {
+		if ((size_t)cur + 1 < json_array_size(stages)) {
+			if (act(reg, "UPDATE rollout SET stage = stage + 1,"
+			    " stage_started = ?2 WHERE id = ?1 AND state ="
+			    " 'active' AND stage_started < ?2", "ii", id, now,
+			    NULL) == 0)
+				log_info("rollout %lld of %s: stage %lld "
+				    "healthy, stage %lld opened", (long long)id,
+				    version, (long long)cur, (long long)cur + 1);
+		} else if (act(reg, "UPDATE rollout SET state = 'completed',"
+		    " finished = ?2, baseline = 1 WHERE id = ?1 AND state ="
+		    " 'active'", "ii", id, now, NULL) == 0) {
+			/* the older baselines of its scope step aside */
+			catalog_begin(reg);
+			run(reg, "UPDATE rollout SET baseline = 0 WHERE id != ?1"
+			    " AND baseline = 1 AND release IN (SELECT o.id FROM"
+			    " release o, release n, rollout r WHERE r.id = ?1 AND"
+			    " n.id = r.release AND " SAME_SCOPE("o", "n") ")",
+			    "i", id);
+			catalog_commit(reg);
+			log_info("rollout %lld of %s completed: it is the "
+			    "baseline now", (long long)id, version);
+		}
+	}
+	json_decref(stages);
+}
+
+/*
+ * Which open attempts a timeout ends: all but a silent device's whose
+ * image went out, whose outcome is inferred from its polls after the
+ * soak; that one fails only when the device stops polling (offline).
+ */
+#define TIMES_OUT                                                              \
+	" (attempt.silent = 0 OR attempt.delivered = 0 OR d.last_seen <"        \
+	" CAST(?1 AS INTEGER) - CAST(?2 AS INTEGER))"
+
+void
+registry_rollout_tick(struct registry *reg, int64_t now, int64_t offline_after)
+{
+	json_t *rows;
+	size_t i;
+
+	/* read first: an idle fleet costs the database no write at all */
+	if (query_rows(reg->db, &rows, "SELECT count(*) AS n FROM attempt"
+	    " JOIN rollout r ON r.id = attempt.rollout JOIN device d ON d.id ="
+	    " attempt.device WHERE attempt.state IN " OPEN_STATES " AND"
+	    " attempt.offered_at <= CAST(?1 AS INTEGER) - r.timeout_s AND"
+	    TIMES_OUT, idtext(now, (char[24]){0}), idtext(offline_after,
+	    (char[24]){0}), ARGS_END) == OTAD_OK) {
+		int64_t due = json_integer_value(json_object_get(
+		    json_array_get(rows, 0), "n"));
+
+		json_decref(rows);
+		/* an offer with no outcome in time has failed */
+		/* one that went offline meanwhile failed outright */
+		if (due > 0 && act(reg, "UPDATE attempt SET state = CASE WHEN"
+		    " d.last_seen < ?1 - ?2 THEN 'failed' ELSE 'timeout' END,"
+		    " reason = CASE WHEN d.last_seen < ?1 - ?2 THEN 'offline'"
+		    " ELSE 'no outcome in time' END, updated_at = ?1,"
+		    " finished_at = ?1 FROM rollout r, device d WHERE r.id ="
+		    " attempt.rollout AND d.id = attempt.device AND"
+		    " attempt.state IN " OPEN_STATES
+		    " AND attempt.offered_at <= ?1 - r.timeout_s AND"
+		    TIMES_OUT, "ii", now, offline_after, NULL) == 0)
+			log_info("%lld attempts timed out", (long long)due);
+	}
+	if (query_rows(reg->db, &rows, "SELECT ro.id, ro.stage,"
+	    " ro.stage_started, rel.version FROM rollout ro JOIN release rel"
+	    " ON rel.id = ro.release WHERE ro.state = 'active' AND"
+	    " ro.staged = 1", ARGS_END) != OTAD_OK)
+		return;
+	for (i = 0; i < json_array_size(rows); i++)
+		tick_one(reg, json_array_get(rows, i), now);
+	json_decref(rows);
+}

@@ -1,0 +1,354 @@
+/*
+ * registry/statements.c: what every part of the registry uses to talk
+ * SQL (binding, stepping, rows as JSON, summaries), and the catalog's
+ * transactions: one operator action each, audited under its actor.
+ */
+
+#include <stdio.h>
+#include <time.h>
+
+#include <sqlite3.h>
+
+#include "log.h"
+#include "registry.h"
+#include "registry_impl.h"
+
+static enum otad_err audit(struct registry *reg, const char *what);
+
+/* bind helpers: "" and absent values become NULL */
+void
+bind_text(sqlite3_stmt *st, int i, const char *s)
+{
+	if (s == NULL || *s == '\0')
+		sqlite3_bind_null(st, i);
+	else
+		sqlite3_bind_text(st, i, s, -1, SQLITE_STATIC);
+}
+
+void
+bind_tel(sqlite3_stmt *st, int i, const struct telemetry *t, unsigned bit,
+    int64_t v)
+{
+	if (t->present & bit)
+		sqlite3_bind_int64(st, i, v);
+	else
+		sqlite3_bind_null(st, i);
+}
+
+/* Run a prepared statement that returns no rows; 0 or -1. */
+int
+step_done(sqlite3_stmt *st)
+{
+	int rc = sqlite3_step(st);
+
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+	return rc == SQLITE_DONE ? 0 : -1;
+}
+
+void
+registry_set_patience(struct registry *reg, int ms)
+{
+	sqlite3_busy_timeout(reg->db, ms);
+}
+
+void
+registry_set_actor(struct registry *reg, const char *actor)
+{
+	snprintf(reg->actor, sizeof(reg->actor), "%s", actor);
+}
+
+void
+registry_set_who(struct registry *reg, const char *who)
+{
+	snprintf(reg->who, sizeof(reg->who), "%s", who);
+}
+
+void
+registry_set_approvals(struct registry *reg, unsigned approvals,
+    const char *break_glass)
+{
+	reg->approvals = approvals;
+	snprintf(reg->break_glass, sizeof(reg->break_glass), "%s",
+	    break_glass ? break_glass : "");
+}
+
+/*
+ * A start without a second operator's approval: refused (0, with why)
+ * under the two-person rule, unless broken open (audited, 1). 1 when the
+ * rule is off.
+ */
+int
+may_start_alone(struct registry *reg, const char *what, char *why,
+    size_t whylen)
+{
+	char line[512];
+
+	if (reg->approvals < 2)
+		return 1;
+	if (reg->break_glass[0] == '\0') {
+		snprintf(why, whylen, "%s needs a second operator's approval "
+		    "(rollout_approvals = %u)", what, reg->approvals);
+		return 0;
+	}
+	log_warnx("%s started without approval by %s: break-glass: %s", what,
+	    reg->actor, reg->break_glass);
+	snprintf(line, sizeof(line), "break-glass: %s started without "
+	    "approval: %s", what, reg->break_glass);
+	return audit(reg, line) == OTAD_OK;
+}
+
+int64_t
+now_s(void)
+{
+	return (int64_t)time(NULL);
+}
+
+/* One row as a JSON object keyed by column name. */
+static json_t *
+row_json(sqlite3_stmt *st)
+{
+	json_t *o = json_object();
+	int i, n = sqlite3_column_count(st);
+
+	for (i = 0; o != NULL && i < n; i++) {
+		const char *name = sqlite3_column_name(st, i);
+		json_t *v;
+
+		switch (sqlite3_column_type(st, i)) {
+		case SQLITE_INTEGER:
+			v = json_integer(sqlite3_column_int64(st, i));
+			break;
+		case SQLITE_FLOAT:
+			v = json_real(sqlite3_column_double(st, i));
+			break;
+		case SQLITE_NULL:
+			v = json_null();
+			break;
+		default:
+			v = json_string(
+			    (const char *)sqlite3_column_text(st, i));
+			if (v == NULL) /* not UTF-8: never from our inputs */
+				v = json_null();
+		}
+		json_object_set_new(o, name, v);
+	}
+	return o;
+}
+
+/*
+ * Run sql with text parameters (NULL-terminated list) and return every row.
+ */
+enum otad_err
+query_rows(sqlite3 *db, json_t **rows, const char *sql, ...)
+{
+	sqlite3_stmt *st;
+	const char *p;
+	va_list ap;
+	int i = 1, step;
+
+	*rows = NULL;
+	if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
+		return db_error(db, "query");
+	va_start(ap, sql);
+	while ((p = va_arg(ap, const char *)) != NULL)
+		sqlite3_bind_text(st, i++, p, -1, SQLITE_TRANSIENT);
+	va_end(ap);
+	*rows = json_array();
+	while ((step = sqlite3_step(st)) == SQLITE_ROW)
+		json_array_append_new(*rows, row_json(st));
+	if (step != SQLITE_DONE) {
+		enum otad_err rc = db_error(db, "query");
+
+		sqlite3_finalize(st);
+		json_decref(*rows);
+		*rows = NULL;
+		return rc;
+	}
+	sqlite3_finalize(st);
+	return OTAD_OK;
+}
+
+static enum otad_err
+audit(struct registry *reg, const char *what)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	if (sqlite3_prepare_v2(reg->db, "INSERT INTO audit (at, actor, what)"
+	    " VALUES (?1, ?2, ?3)", -1, &st, NULL) != SQLITE_OK)
+		return db_error(reg->db, "audit");
+	sqlite3_bind_int64(st, 1, now_s());
+	sqlite3_bind_text(st, 2, reg->actor, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 3, what, -1, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	sqlite3_finalize(st);
+	return rc == SQLITE_DONE ? OTAD_OK : db_error(reg->db, "audit");
+}
+
+/* BEGIN IMMEDIATE and name ourselves for the audit triggers. */
+enum otad_err
+catalog_begin(struct registry *reg)
+{
+	sqlite3_stmt *st;
+	enum otad_err rc;
+
+	if ((rc = exec(reg->db, "BEGIN IMMEDIATE")) != OTAD_OK)
+		return rc;
+	if (sqlite3_prepare_v2(reg->db, "INSERT INTO audit_actor VALUES (?1)",
+	    -1, &st, NULL) != SQLITE_OK) {
+		exec(reg->db, "ROLLBACK");
+		return db_error(reg->db, "audit actor");
+	}
+	sqlite3_bind_text(st, 1, reg->actor, -1, SQLITE_STATIC);
+	sqlite3_step(st);
+	sqlite3_finalize(st);
+	return OTAD_OK;
+}
+
+enum otad_err
+catalog_commit(struct registry *reg)
+{
+	enum otad_err rc;
+
+	if ((rc = exec(reg->db, "DELETE FROM audit_actor")) != OTAD_OK ||
+	    (rc = exec(reg->db, "COMMIT")) != OTAD_OK)
+		exec(reg->db, "ROLLBACK");
+	return rc;
+}
+
+enum otad_err
+catalog_fail(struct registry *reg, enum otad_err rc)
+{
+	exec(reg->db, "ROLLBACK");
+	return rc;
+}
+
+/* catalog_begin, saying why in why when it fails */
+enum otad_err
+catalog_open(struct registry *reg, char *why, size_t whylen)
+{
+	enum otad_err rc = catalog_begin(reg);
+
+	if (rc != OTAD_OK)
+		snprintf(why, whylen, "database: %s", otad_strerror(rc));
+	return rc;
+}
+
+/* The audit row for what, then commit; on error roll it all back. */
+enum otad_err
+catalog_close(struct registry *reg, const char *what, char *why,
+    size_t whylen)
+{
+	enum otad_err rc;
+
+	if ((rc = audit(reg, what)) != OTAD_OK ||
+	    (rc = catalog_commit(reg)) != OTAD_OK) {
+		snprintf(why, whylen, "database: %s", otad_strerror(rc));
+		return catalog_fail(reg, rc);
+	}
+	return OTAD_OK;
+}
+
+/*
+ * Prepare and run sql with bound values, one letter each in types: "t"
+ * text (NULL or "" for NULL), "i" int64, "d" double, "b" blob (pointer
+ * and size_t). Returns the step's result code: SQLITE_DONE when it went
+ * through. Parameters a statement does not have are left unbound.
+ */
+int
+run(struct registry *reg, const char *sql, const char *types, ...)
+{
+	sqlite3_stmt *st;
+	va_list ap;
+	int i, step;
+
+	if (sqlite3_prepare_v2(reg->db, sql, -1, &st, NULL) != SQLITE_OK)
+		return sqlite3_errcode(reg->db);
+	va_start(ap, types);
+	for (i = 0; types[i] != '\0'; i++) {
+		if (types[i] == 't') {
+			bind_text(st, i + 1, va_arg(ap, const char *));
+		} else if (types[i] == 'i') {
+			sqlite3_bind_int64(st, i + 1, va_arg(ap, int64_t));
+		} else if (types[i] == 'd') {
+			sqlite3_bind_double(st, i + 1, va_arg(ap, double));
+		} else {
+			const void *b = va_arg(ap, const void *);
+
+			sqlite3_bind_blob(st, i + 1, b, (int)va_arg(ap, size_t),
+			    SQLITE_STATIC);
+		}
+	}
+	va_end(ap);
+	step = sqlite3_step(st);
+	sqlite3_finalize(st);
+	return step;
+}
+
+/* A statement that failed: why says so; the transaction is rolled back. */
+enum otad_err
+catalog_db_fail(struct registry *reg, char *why, size_t whylen)
+{
+	snprintf(why, whylen, "database: %s", sqlite3_errmsg(reg->db));
+	return catalog_fail(reg, OTAD_ERR_DB);
+}
+
+/* Run a statement with int64 parameters (-1 ends the list). */
+int
+exec_ints(sqlite3 *db, const char *sql, ...)
+{
+	sqlite3_stmt *st;
+	va_list ap;
+	int64_t v;
+	int i = 1, step;
+
+	if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
+		return -1;
+	va_start(ap, sql);
+	while ((v = va_arg(ap, int64_t)) != -1)
+		sqlite3_bind_int64(st, i++, v);
+	va_end(ap);
+	step = sqlite3_step(st);
+	sqlite3_finalize(st);
+	return step == SQLITE_DONE ? 0 : -1;
+}
+
+/* An id (or any integer) as text, for query_rows' text arguments. */
+const char *
+idtext(int64_t id, char buf[24])
+{
+	snprintf(buf, 24, "%lld", (long long)id);
+	return buf;
+}
+
+/* One query's rows under a key of a summary object. */
+
+/*
+ * The one row of sql (with its text argument) as an object, and under
+ * each part's key the rows of its query (no arguments).
+ */
+enum otad_err
+query_summary(sqlite3 *db, json_t **obj, const char *sql, const char *arg,
+    const struct part *parts, size_t n)
+{
+	json_t *rows;
+	enum otad_err rc;
+	size_t i;
+
+	*obj = NULL;
+	if ((rc = query_rows(db, &rows, sql, arg, ARGS_END)) != OTAD_OK)
+		return rc;
+	*obj = json_incref(json_array_get(rows, 0));
+	json_decref(rows);
+	for (i = 0; i < n; i++) {
+		if ((rc = query_rows(db, &rows, parts[i].sql, ARGS_END)) !=
+		    OTAD_OK) {
+			json_decref(*obj);
+			*obj = NULL;
+			return rc;
+		}
+		json_object_set_new(*obj, parts[i].key, rows);
+	}
+	return OTAD_OK;
+}

@@ -1,0 +1,896 @@
+/*
+ * registry/writer.c: the writer thread. Producers (HTTP, MQTT threads)
+ * queue records; the writer applies them in the order they were queued,
+ * many to a transaction (group commit), and says when a durable one is
+ * on disk. What each record kind does to the registry is here too.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <sqlite3.h>
+
+#include "log.h"
+#include "registry.h"
+#include "registry_impl.h"
+
+static const char *const wsql[W_COUNT] = {
+	[W_CHECKIN] =
+	    "INSERT INTO device (id, product, version, address, first_seen,"
+	    " last_seen, checks, hw_rev, running_sha256, chip,"
+	    " secure_version, free_space, deferred, deferred_at, battery,"
+	    " reset_reason, uptime) VALUES (?1, ?2, ?3, ?4, ?5, ?5, 1, ?6, ?7,"
+	    " ?8, ?9, ?10, ?11, CASE WHEN ?11 IS NOT NULL THEN ?5 END, ?12,"
+	    " ?13, ?14) ON CONFLICT (id) DO UPDATE SET"
+	    " battery = coalesce(excluded.battery, battery),"
+	    " reset_reason = coalesce(excluded.reset_reason, reset_reason),"
+	    " uptime = coalesce(excluded.uptime, uptime),"
+	    " free_space = coalesce(excluded.free_space, free_space),"
+	    /* the last answer's reason stands until an answer without one */
+	    " deferred = excluded.deferred,"
+	    " deferred_at = CASE WHEN excluded.deferred IS NULL THEN NULL"
+	    " WHEN deferred IS excluded.deferred THEN deferred_at"
+	    " ELSE excluded.deferred_at END,"
+	    " product = coalesce(excluded.product, product),"
+	    /* a filesystem request says nothing of the app it runs */
+	    " version = CASE WHEN ?15 THEN version ELSE excluded.version END,"
+	    " address = excluded.address,"
+	    " last_seen = max(last_seen, excluded.last_seen),"
+	    " checks = checks + 1,"
+	    " hw_rev = coalesce(excluded.hw_rev, hw_rev),"
+	    " running_sha256 = coalesce(excluded.running_sha256,"
+	    " running_sha256),"
+	    " chip = coalesce(excluded.chip, chip),"
+	    /* an eFuse only counts up */
+	    " secure_version = coalesce(max(secure_version,"
+	    " excluded.secure_version), secure_version,"
+	    " excluded.secure_version)",
+	/* a silent device said nothing: it runs what it was last known to */
+	[W_OFFER] =
+	    "INSERT INTO attempt (device, release, rollout, from_version,"
+	    " to_version, state, offered_at, updated_at, stage, silent)"
+	    " SELECT ?1, ?2, ?3, CASE WHEN ?8 THEN (SELECT version FROM device"
+	    " WHERE id = ?1) ELSE ?4 END, ?5, 'offered', ?6, ?6, ?7, ?8 WHERE"
+	    " NOT EXISTS (SELECT 1 FROM attempt WHERE device = ?1 AND release ="
+	    " ?2 AND state IN " OPEN_STATES ")",
+	[W_SUCCESS] =
+	    "UPDATE attempt SET state = 'success', updated_at = ?3,"
+	    " finished_at = ?3 WHERE device = ?1 AND state IN " OPEN_STATES
+	    " AND semver_compare(to_version, ?2) = 0",
+	[W_REPORT_DEVICE] =
+	    "INSERT INTO device (id, version, address, first_seen, last_seen,"
+	    " uptime, free_heap, rssi, reset_reason, battery, secure_version)"
+	    " VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+	    " ON CONFLICT (id) DO UPDATE SET"
+	    " version = coalesce(excluded.version, version),"
+	    " address = excluded.address,"
+	    " last_seen = max(last_seen, excluded.last_seen),"
+	    " uptime = coalesce(excluded.uptime, uptime),"
+	    " free_heap = coalesce(excluded.free_heap, free_heap),"
+	    " rssi = coalesce(excluded.rssi, rssi),"
+	    " reset_reason = coalesce(excluded.reset_reason, reset_reason),"
+	    " battery = coalesce(excluded.battery, battery),"
+	    /* an eFuse only counts up */
+	    " secure_version = coalesce(max(secure_version,"
+	    " excluded.secure_version), secure_version,"
+	    " excluded.secure_version)",
+	[W_DEVICE_VERSION] = "SELECT version FROM device WHERE id = ?1",
+	[W_OPEN_ATTEMPT] =
+	    "SELECT id FROM attempt WHERE device = ?1 AND state IN "
+	    OPEN_STATES " ORDER BY (to_version = ?2) DESC, id DESC LIMIT 1",
+	[W_UPDATE_ATTEMPT] =
+	    "UPDATE attempt SET state = ?2, reason = coalesce(?3, reason),"
+	    " updated_at = ?4, finished_at = CASE WHEN ?2 IN ('success',"
+	    " 'rollback', 'failed') THEN ?4 END WHERE id = ?1",
+	[W_LAST_ATTEMPT] =
+	    "SELECT to_version, state FROM attempt WHERE device = ?1"
+	    " ORDER BY id DESC LIMIT 1",
+	[W_INSERT_ATTEMPT] =
+	    "INSERT INTO attempt (device, release, from_version, to_version,"
+	    " state, reason, updated_at, finished_at) VALUES (?1,"
+	    " (SELECT id FROM release WHERE version = ?2 ORDER BY id DESC"
+	    " LIMIT 1), ?3, ?2, ?4, ?5, ?6, CASE WHEN ?4 IN ('success',"
+	    " 'rollback', 'failed') THEN ?6 END)",
+	[W_LEARN_CHIP] =
+	    "UPDATE device SET chip = (SELECT a.chip FROM attempt t"
+	    " JOIN release r ON r.id = t.release"
+	    " JOIN artifact a ON a.sha256 = r.artifact"
+	    " WHERE t.device = ?1 AND t.state = 'success'"
+	    " ORDER BY t.id DESC LIMIT 1) WHERE id = ?1 AND EXISTS"
+	    " (SELECT 1 FROM attempt t WHERE t.device = ?1 AND"
+	    " t.state = 'success' AND t.release IS NOT NULL)",
+	[W_DOWNLOAD] =
+	    "UPDATE attempt SET state = 'downloading', updated_at = ?3"
+	    " WHERE device = ?1 AND state = 'offered' AND release IN"
+	    " (SELECT id FROM release WHERE artifact = ?2)",
+	[W_SEEN] =
+	    "UPDATE device SET last_seen = max(last_seen, ?2),"
+	    " address = coalesce(?3, address) WHERE id = ?1",
+	[W_DELIVERED] =
+	    "UPDATE attempt SET delivered = 1, delivered_at = ?3, state ="
+	    " CASE state WHEN 'offered' THEN 'downloading' ELSE state END,"
+	    " updated_at = ?3"
+	    " WHERE device = ?1 AND state IN " OPEN_STATES " AND release IN"
+	    " (SELECT id FROM release WHERE artifact = ?2)",
+	/*
+	 * Back on the version it left, after it installed the image (it said
+	 * so) or after it got the image and rebooted (its uptime says so):
+	 * the image did not stay. A device that only re-polls may not have
+	 * received it; that attempt stays open until its timeout.
+	 */
+	[W_ROLLBACK] =
+	    "UPDATE attempt SET state = 'rollback', reason = 'back on ' ||"
+	    " from_version, updated_at = ?3, finished_at = ?3 WHERE device ="
+	    " ?1 AND state IN ('downloading', 'installed') AND (state ="
+	    " 'installed' OR (delivered = 1 AND ?4 IS NOT NULL AND ?4 < ?3 -"
+	    " delivered_at)) AND semver_compare(from_version, ?2) = 0",
+	/* a panic or watchdog reset after an update counts against it */
+	[W_CRASHED] =
+	    "UPDATE attempt SET crashed = crashed OR ?3 IN (4, 5, 6, 7),"
+	    " brownout = brownout OR ?3 = 9 WHERE id = (SELECT id FROM"
+	    " attempt WHERE device = ?1 AND state = 'success' ORDER BY id DESC"
+	    " LIMIT 1) AND finished_at <= ?2 AND ?3 IN (4, 5, 6, 7, 9)",
+	/* telemetry over MQTT: seen, and what it runs if it said */
+	[W_TELEMETRY] =
+	    "INSERT INTO device (id, version, first_seen, last_seen, mqtt_seen,"
+	    " uptime, free_heap, rssi, reset_reason, battery, secure_version)"
+	    " VALUES (?1, ?2, ?3, ?3, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+	    " ON CONFLICT (id) DO UPDATE SET"
+	    " version = coalesce(excluded.version, version),"
+	    " last_seen = max(last_seen, excluded.last_seen),"
+	    " mqtt_seen = max(ifnull(mqtt_seen, 0), excluded.mqtt_seen),"
+	    " uptime = coalesce(excluded.uptime, uptime),"
+	    " free_heap = coalesce(excluded.free_heap, free_heap),"
+	    " rssi = coalesce(excluded.rssi, rssi),"
+	    " reset_reason = coalesce(excluded.reset_reason, reset_reason),"
+	    " battery = coalesce(excluded.battery, battery),"
+	    /* an eFuse only counts up */
+	    " secure_version = coalesce(max(secure_version,"
+	    " excluded.secure_version), secure_version,"
+	    " excluded.secure_version)",
+	[W_SAVEPOINT] = "SAVEPOINT rec",
+	[W_RELEASE] = "RELEASE rec",
+	[W_ROLLBACK_TO] = "ROLLBACK TO rec",
+};
+
+struct record *
+registry_record_new(enum record_kind kind)
+{
+	struct record *rec = calloc(1, sizeof(*rec));
+
+	if (rec != NULL) {
+		rec->kind = kind;
+		rec->secure_version = -1;
+		rec->free_space = -1;
+	}
+	return rec;
+}
+
+/* Telemetry with a reset reason may mark the last update as crashed. */
+static int
+crash_flags(struct registry *reg, const struct record *rec)
+{
+	sqlite3_stmt *st = reg->w[W_CRASHED];
+
+	if (!(rec->tel.present & TEL_RESET_REASON))
+		return 0;
+	sqlite3_bind_text(st, 1, rec->device, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, rec->at);
+	sqlite3_bind_int64(st, 3, rec->tel.reset_reason);
+	return step_done(st);
+}
+
+/*
+ * What the version a device runs now says of its attempts: back on the
+ * one it left (rolled back), crashed since, or on the one offered
+ * (succeeded).
+ */
+static int
+apply_running(struct registry *reg, const struct record *rec)
+{
+	sqlite3_stmt *st;
+
+	if (rec->version[0] == '\0')
+		return crash_flags(reg, rec);
+	st = reg->w[W_ROLLBACK];
+	sqlite3_bind_text(st, 1, rec->device, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, rec->version, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 3, rec->at);
+	bind_tel(st, 4, &rec->tel, TEL_UPTIME, rec->tel.uptime);
+	if (step_done(st) < 0 || crash_flags(reg, rec) < 0)
+		return -1;
+	/* running what it was offered: that attempt succeeded */
+	st = reg->w[W_SUCCESS];
+	sqlite3_bind_text(st, 1, rec->device, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, rec->version, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 3, rec->at);
+	if (step_done(st) < 0)
+		return -1;
+	if (sqlite3_changes(reg->db) > 0 && rec->chip[0] == '\0') {
+		/* it runs the image it was offered: its chip is that one's */
+		st = reg->w[W_LEARN_CHIP];
+		sqlite3_bind_text(st, 1, rec->device, -1, SQLITE_STATIC);
+		if (step_done(st) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+/* Telemetry over MQTT is a check-in without an answer. */
+static int
+apply_telemetry(struct registry *reg, const struct record *rec)
+{
+	const struct telemetry *t = &rec->tel;
+	sqlite3_stmt *st = reg->w[W_TELEMETRY];
+
+	sqlite3_bind_text(st, 1, rec->device, -1, SQLITE_STATIC);
+	bind_text(st, 2, rec->version);
+	sqlite3_bind_int64(st, 3, rec->at);
+	bind_tel(st, 4, t, TEL_UPTIME, t->uptime);
+	bind_tel(st, 5, t, TEL_FREE_HEAP, t->free_heap);
+	bind_tel(st, 6, t, TEL_RSSI, t->rssi);
+	bind_tel(st, 7, t, TEL_RESET_REASON, t->reset_reason);
+	bind_tel(st, 8, t, TEL_BATTERY, t->battery);
+	bind_tel(st, 9, t, TEL_SECURE_VERSION, t->secure_version);
+	if (step_done(st) < 0)
+		return -1;
+	return apply_running(reg, rec);
+}
+
+/*
+ * A trigger the broker took: the owed row it answers, or a new one. A
+ * retained trigger replaces the device's earlier retained one on the
+ * broker, so that one counts as cleared.
+ */
+static int
+apply_trigger(struct registry *reg, const struct record *rec)
+{
+	int64_t id = rec->trigger_id;
+	const char *dev = rec->device[0] ? rec->device : NULL;
+
+	if (rec->kind == RECORD_CLEARED)
+		return run(reg, "UPDATE trigger SET cleared_at = ?2 WHERE id ="
+		    " ?1 AND cleared_at IS NULL", "ii", id, rec->at) ==
+		    SQLITE_DONE ? 0 : -1;
+	if (dev != NULL && rec->retained &&
+	    run(reg, "UPDATE trigger SET cleared_at = ?2 WHERE device = ?1"
+	    " AND retained = 1 AND sent_at IS NOT NULL AND cleared_at IS"
+	    " NULL", "ti", dev, rec->at) != SQLITE_DONE)
+		return -1;
+	if (id > 0)
+		return run(reg, "UPDATE trigger SET sent_at = ?2, release ="
+		    " nullif(?3, 0), rollout = nullif(?4, 0), stage = ?5,"
+		    " retained = ?6 WHERE id = ?1",
+		    "iiiiii", id, rec->at, rec->offer_release, rec->offer_rollout,
+		    (int64_t)rec->offer_stage, (int64_t)rec->retained) ==
+		    SQLITE_DONE ? 0 : -1;
+	return run(reg, "INSERT INTO trigger (device, grp, release, rollout,"
+	    " stage, reason, retained, requested_at, sent_at) VALUES (?1, ?2,"
+	    " nullif(?3, 0), nullif(?4, 0), ?5, ?6, ?7, ?8, ?8)", "ttiiitii",
+	    dev, rec->group[0] ? rec->group : NULL, rec->offer_release,
+	    rec->offer_rollout, (int64_t)rec->offer_stage, rec->reason,
+	    (int64_t)rec->retained, rec->at) == SQLITE_DONE ? 0 : -1;
+}
+
+/*
+ * A silent device's attempt whose image went out at least the stage's
+ * soak ago, and at least infer_after (?3, rec->settle).
+ */
+#define SILENT_SETTLED                                                         \
+	" device = ?1 AND silent = 1 AND delivered = 1 AND state IN"           \
+	" ('downloading', 'installed') AND ?2 - delivered_at >= max(?3,"       \
+	" ifnull((SELECT soak_s FROM rollout_stage s WHERE s.rollout ="        \
+	" attempt.rollout AND s.no = attempt.stage), 0))"
+/*
+ * ... and polled on since its first poll after that (quiet_at), long
+ * enough for a fetch to have followed that poll (30 s, or infer_after
+ * when shorter): the image stayed.
+ */
+#define SILENT_STAYED                                                          \
+	SILENT_SETTLED " AND quiet_at IS NOT NULL AND ?2 - quiet_at >="        \
+	" min(?3, 30)"
+
+/*
+ * A silent library's poll: what it tells of outcomes by what it does.
+ * Fetching an image again after it was delivered means it did not stay
+ * (rec->refetch_release); polling on without it means it did.
+ */
+static int
+apply_silent(struct registry *reg, const struct record *rec)
+{
+	if (rec->refetch_release > 0 && run(reg, "UPDATE attempt SET state ="
+	    " 'rollback', inferred = 1, reason = 'inferred: fetched the image"
+	    " again after it was delivered', updated_at = ?3, finished_at ="
+	    " ?3 WHERE device = ?1 AND release = ?2 AND delivered = 1 AND"
+	    " state IN " OPEN_STATES, "tii", rec->device, rec->refetch_release,
+	    rec->at) != SQLITE_DONE)
+		return -1;
+	/* what it runs now: what it was sent (before the attempt closes) */
+	if (run(reg, "UPDATE device SET version = a.to_version,"
+	    " running_sha256 = art.app_sha256 FROM attempt a JOIN release r ON"
+	    " r.id = a.release JOIN artifact art ON art.sha256 = r.artifact"
+	    " WHERE device.id = ?1 AND a.id = (SELECT id FROM attempt WHERE"
+	    SILENT_STAYED " ORDER BY id DESC LIMIT 1)", "tii", rec->device,
+	    rec->at, rec->settle) != SQLITE_DONE ||
+	    run(reg, "UPDATE attempt SET state = 'success', inferred = 1,"
+	    " reason = 'inferred: polled on without fetching it again',"
+	    " updated_at = ?2, finished_at = ?2 WHERE" SILENT_STAYED, "tii",
+	    rec->device, rec->at, rec->settle) != SQLITE_DONE)
+		return -1;
+	return run(reg, "UPDATE attempt SET quiet_at = ?2 WHERE"
+	    SILENT_SETTLED " AND quiet_at IS NULL", "tii", rec->device,
+	    rec->at, rec->settle) == SQLITE_DONE ? 0 : -1;
+}
+
+static int
+apply_checkin(struct registry *reg, const struct record *rec)
+{
+	sqlite3_stmt *st = reg->w[W_CHECKIN];
+
+	sqlite3_bind_text(st, 1, rec->device, -1, SQLITE_STATIC);
+	bind_text(st, 2, rec->product);
+	/* "": unknown, as for a device whose image is not in the store */
+	bind_text(st, 3, rec->fs_mode ? NULL : rec->version);
+	bind_text(st, 4, rec->address);
+	sqlite3_bind_int64(st, 5, rec->at);
+	bind_text(st, 6, rec->hw_rev);
+	bind_text(st, 7, rec->running_sha256);
+	bind_text(st, 8, rec->chip);
+	if (rec->secure_version >= 0)
+		sqlite3_bind_int64(st, 9, rec->secure_version);
+	if (rec->free_space >= 0)
+		sqlite3_bind_int64(st, 10, rec->free_space);
+	bind_text(st, 11, rec->deferred);
+	bind_tel(st, 12, &rec->tel, TEL_BATTERY, rec->tel.battery);
+	bind_tel(st, 13, &rec->tel, TEL_RESET_REASON, rec->tel.reset_reason);
+	bind_tel(st, 14, &rec->tel, TEL_UPTIME, rec->tel.uptime);
+	/* neither a filesystem request nor a silent library tells the app */
+	sqlite3_bind_int(st, 15, rec->fs_mode || rec->silent);
+	if (step_done(st) < 0 || (!rec->fs_mode && apply_running(reg, rec) <
+	    0) || (rec->silent && apply_silent(reg, rec) < 0))
+		return -1;
+	/* and maybe, in the same answer, the next step is offered */
+	if (rec->offer_release <= 0)
+		return 0;
+	st = reg->w[W_OFFER];
+	sqlite3_bind_text(st, 1, rec->device, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, rec->offer_release);
+	sqlite3_bind_int64(st, 3, rec->offer_rollout);
+	sqlite3_bind_text(st, 4, rec->version, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 5, rec->offer_version, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 6, rec->at);
+	sqlite3_bind_int(st, 7, rec->offer_stage);
+	sqlite3_bind_int(st, 8, rec->silent);
+	return step_done(st);
+}
+
+/*
+ * A filesystem image sent whole is installed: HTTPUpdate writes it in
+ * place (it checks x-MD5 itself) and no boot has to accept it. Its
+ * attempt succeeds and the device has that image now.
+ */
+static int
+delivered_fs(struct registry *reg, const struct record *rec)
+{
+	if (run(reg, "UPDATE attempt SET state = 'success', updated_at = ?3,"
+	    " finished_at = ?3 WHERE device = ?1 AND state IN " OPEN_STATES
+	    " AND release IN (SELECT id FROM release WHERE artifact = ?2 AND"
+	    " kind != 'app')", "tti", rec->device, rec->artifact, rec->at) !=
+	    SQLITE_DONE)
+		return -1;
+	return run(reg, "UPDATE device SET fs_sha256 = ?2, fs_version ="
+	    " (SELECT version FROM artifact WHERE sha256 = ?2) WHERE id = ?1"
+	    " AND (SELECT kind FROM artifact WHERE sha256 = ?2) != 'app'",
+	    "tt", rec->device, rec->artifact) == SQLITE_DONE ? 0 : -1;
+}
+
+/* A device fetched (part of) an artifact: seen, and its offer is on. */
+static int
+apply_download(struct registry *reg, const struct record *rec)
+{
+	sqlite3_stmt *st = reg->w[W_SEEN];
+
+	if (rec->kind == RECORD_DELIVERED) {
+		st = reg->w[W_DELIVERED];
+		sqlite3_bind_text(st, 1, rec->device, -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 2, rec->artifact, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 3, rec->at);
+		if (step_done(st) < 0 || delivered_fs(reg, rec) < 0)
+			return -1;
+		/* it cannot say otherwise: take it as running the image */
+		if (rec->assume_installed && run(reg, "UPDATE device SET"
+		    " running_sha256 = (SELECT app_sha256 FROM artifact WHERE"
+		    " sha256 = ?2), version = (SELECT version FROM artifact"
+		    " WHERE sha256 = ?2) WHERE id = ?1", "tt", rec->device,
+		    rec->artifact) != SQLITE_DONE)
+			return -1;
+		return 0;
+	}
+
+	sqlite3_bind_text(st, 1, rec->device, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, rec->at);
+	bind_text(st, 3, rec->address);
+	if (step_done(st) < 0)
+		return -1;
+	st = reg->w[W_DOWNLOAD];
+	sqlite3_bind_text(st, 1, rec->device, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, rec->artifact, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 3, rec->at);
+	return step_done(st);
+}
+
+static int
+apply_report(struct registry *reg, const struct record *rec)
+{
+	const struct telemetry *t = &rec->tel;
+	const char *state = result_names[rec->result];
+	char from[OTAD_VERSION_MAX + 1] = "";
+	sqlite3_stmt *st;
+	int64_t attempt = 0;
+	int rc;
+
+	/* the version it ran before this report, for a new attempt row */
+	st = reg->w[W_DEVICE_VERSION];
+	sqlite3_bind_text(st, 1, rec->device, -1, SQLITE_STATIC);
+	if (sqlite3_step(st) == SQLITE_ROW &&
+	    sqlite3_column_text(st, 0) != NULL)
+		snprintf(from, sizeof(from), "%s",
+		    (const char *)sqlite3_column_text(st, 0));
+	sqlite3_reset(st);
+
+	st = reg->w[W_REPORT_DEVICE];
+	sqlite3_bind_text(st, 1, rec->device, -1, SQLITE_STATIC);
+	/* only a success says what the device runs now */
+	bind_text(st, 2, rec->result == REPORT_SUCCESS ? rec->version : NULL);
+	bind_text(st, 3, rec->address);
+	sqlite3_bind_int64(st, 4, rec->at);
+	bind_tel(st, 5, t, TEL_UPTIME, t->uptime);
+	bind_tel(st, 6, t, TEL_FREE_HEAP, t->free_heap);
+	bind_tel(st, 7, t, TEL_RSSI, t->rssi);
+	bind_tel(st, 8, t, TEL_RESET_REASON, t->reset_reason);
+	bind_tel(st, 9, t, TEL_BATTERY, t->battery);
+	bind_tel(st, 10, t, TEL_SECURE_VERSION, t->secure_version);
+	if (step_done(st) < 0 || crash_flags(reg, rec) < 0)
+		return -1;
+
+	st = reg->w[W_OPEN_ATTEMPT];
+	sqlite3_bind_text(st, 1, rec->device, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, rec->version, -1, SQLITE_STATIC);
+	if (sqlite3_step(st) == SQLITE_ROW)
+		attempt = sqlite3_column_int64(st, 0);
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+	if (attempt > 0) {
+		st = reg->w[W_UPDATE_ATTEMPT];
+		sqlite3_bind_int64(st, 1, attempt);
+		sqlite3_bind_text(st, 2, state, -1, SQLITE_STATIC);
+		bind_text(st, 3, rec->reason);
+		sqlite3_bind_int64(st, 4, rec->at);
+		return step_done(st);
+	}
+	/*
+	 * No attempt waiting: a repeated report changes nothing; any other
+	 * is an attempt of its own, its version unknown ('') when the
+	 * report named none (the API lets only outcomes through so).
+	 */
+	st = reg->w[W_LAST_ATTEMPT];
+	sqlite3_bind_text(st, 1, rec->device, -1, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW && sqlite3_column_text(st, 0) != NULL &&
+	    strcmp((const char *)sqlite3_column_text(st, 0), rec->version) ==
+	    0 && strcmp((const char *)sqlite3_column_text(st, 1), state) == 0) {
+		sqlite3_reset(st);
+		return 0;
+	}
+	sqlite3_reset(st);
+	st = reg->w[W_INSERT_ATTEMPT];
+	sqlite3_bind_text(st, 1, rec->device, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, rec->version, -1, SQLITE_STATIC);
+	bind_text(st, 3, from);
+	sqlite3_bind_text(st, 4, state, -1, SQLITE_STATIC);
+	bind_text(st, 5, rec->reason);
+	sqlite3_bind_int64(st, 6, rec->at);
+	return step_done(st);
+}
+
+static const char *const record_names[] = {
+	[RECORD_CHECKIN] = "check-in",
+	[RECORD_REPORT] = "report",
+	[RECORD_DOWNLOAD] = "a download",
+	[RECORD_DELIVERED] = "a delivery",
+	[RECORD_TELEMETRY] = "telemetry",
+	[RECORD_TRIGGER] = "a trigger",
+	[RECORD_CLEARED] = "a cleared trigger",
+};
+
+/* Every kind but a report, whose statements each stand alone. */
+static int
+apply_one(struct registry *reg, const struct record *rec)
+{
+	switch (rec->kind) {
+	case RECORD_CHECKIN:
+		return apply_checkin(reg, rec);
+	case RECORD_TELEMETRY:
+		return apply_telemetry(reg, rec);
+	case RECORD_TRIGGER:
+	case RECORD_CLEARED:
+		return apply_trigger(reg, rec);
+	default:
+		return apply_download(reg, rec);
+	}
+}
+
+/* The writer waits for the database: say since when, once. */
+static void
+writer_blocked(struct registry *reg)
+{
+	long long none = 0;
+
+	atomic_compare_exchange_strong(&reg->busy_since, &none,
+	    (long long)time(NULL));
+}
+
+/* BEGIN IMMEDIATE, waiting as long as an operator holds the database. */
+static void
+writer_begin(struct registry *reg)
+{
+	time_t last_log = 0;
+
+	while (sqlite3_exec(reg->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) !=
+	    SQLITE_OK) {
+		time_t now = time(NULL);
+
+		writer_blocked(reg);
+		if (now - last_log >= 10) {
+			/* every record queued, not only this batch */
+			log_warnx("database is busy (%s); %zu records wait",
+			    sqlite3_errmsg(reg->db),
+			    (size_t)atomic_load(&reg->depth));
+			last_log = now;
+		}
+	}
+}
+
+int64_t
+registry_stalled(struct registry *reg)
+{
+	long long since = atomic_load(&reg->busy_since);
+	int64_t secs;
+
+	if (since == 0)
+		return 0;
+	secs = (int64_t)time(NULL) - since;
+	return secs > 0 ? secs : 1;
+}
+
+static void
+writer_apply(struct registry *reg, struct record *batch, size_t count)
+{
+	struct record *rec;
+	int durable = 0, rc;
+	time_t last_log = 0;
+
+	for (rec = batch; rec != NULL; rec = rec->next)
+		durable |= rec->durable;
+	/*
+	 * WAL with synchronous=NORMAL does not fsync at commit; FULL does,
+	 * and its fsync also covers every earlier commit. So check-ins alone
+	 * cost no fsync and a batch with a report pays one for all.
+	 */
+	sqlite3_exec(reg->db, durable ? "PRAGMA synchronous = FULL"
+				      : "PRAGMA synchronous = NORMAL",
+	    NULL, NULL, NULL);
+	writer_begin(reg);
+	for (rec = batch; rec != NULL; rec = rec->next) {
+		/*
+		 * A report is all or nothing (savepoint). A check-in's
+		 * statements each stand alone, and check-ins are most of the
+		 * traffic, so they go without.
+		 */
+		if (rec->kind != RECORD_REPORT) {
+			if (apply_one(reg, rec) < 0) {
+				log_warnx("cannot record %s of '%s': %s",
+				    record_names[rec->kind], rec->device,
+				    sqlite3_errmsg(reg->db));
+				rec->err = OTAD_ERR_DB;
+			}
+			continue;
+		}
+		step_done(reg->w[W_SAVEPOINT]);
+		if (apply_report(reg, rec) < 0) {
+			log_warnx("cannot record report of '%s': %s",
+			    rec->device, sqlite3_errmsg(reg->db));
+			rec->err = OTAD_ERR_DB;
+			step_done(reg->w[W_ROLLBACK_TO]);
+		}
+		step_done(reg->w[W_RELEASE]);
+	}
+	while ((rc = sqlite3_exec(reg->db, "COMMIT", NULL, NULL, NULL)) !=
+	    SQLITE_OK) {
+		time_t now = time(NULL);
+
+		if (rc != SQLITE_BUSY) {
+			log_warnx("cannot commit %zu records: %s", count,
+			    sqlite3_errmsg(reg->db));
+			sqlite3_exec(reg->db, "ROLLBACK", NULL, NULL, NULL);
+			for (rec = batch; rec != NULL; rec = rec->next)
+				rec->err = OTAD_ERR_DB;
+			atomic_store(&reg->busy_since, 0);
+			return;
+		}
+		writer_blocked(reg);
+		if (now - last_log >= 10) {
+			log_warnx("commit waits: database is busy; %zu records "
+			    "wait", (size_t)atomic_load(&reg->depth));
+			last_log = now;
+		}
+	}
+	atomic_store(&reg->busy_since, 0);
+}
+
+/* Two lists in seq order merged into one. */
+static struct record *
+merge_by_seq(struct record *a, struct record *b)
+{
+	struct record head, *tail = &head;
+
+	while (a != NULL && b != NULL) {
+		if (a->seq < b->seq) {
+			tail->next = a;
+			a = a->next;
+		} else {
+			tail->next = b;
+			b = b->next;
+		}
+		tail = tail->next;
+	}
+	tail->next = a != NULL ? a : b;
+	return head.next;
+}
+
+/*
+ * The records in seq order that may be applied now: the held ones and
+ * those collected, up to the first seq missing; the rest stay held.
+ */
+static struct record *
+in_order(struct registry *reg, struct record *collected, size_t *count)
+{
+	struct record *all = merge_by_seq(reg->held, collected), *rec;
+	struct record *last = NULL;
+	size_t n = 0, total = *count + reg->nheld;
+
+	for (rec = all; rec != NULL && rec->seq == reg->next_seq + n;
+	    rec = rec->next) {
+		last = rec;
+		n++;
+	}
+	reg->held = rec;
+	reg->nheld = total - n;
+	if (last == NULL)
+		return NULL;
+	last->next = NULL;
+	reg->next_seq += n;
+	*count = n;
+	return all;
+}
+
+/* Take up to BATCH_MAX records from the producers' queues, in order. */
+static struct record *
+writer_collect(struct registry *reg, size_t *count)
+{
+	struct record *head = NULL;
+	unsigned i, n = atomic_load(&reg->nproducers);
+
+	*count = 0;
+	for (i = 0; i < n && *count < BATCH_MAX; i++) {
+		struct producer *p = reg->producers[i];
+
+		pthread_mutex_lock(&p->mu);
+		if (p->head != NULL) {
+			/* each producer's queue is in seq order already */
+			head = merge_by_seq(head, p->head);
+			*count += p->len;
+			p->head = p->tail = NULL;
+			p->len = 0;
+			pthread_cond_broadcast(&p->not_full);
+		}
+		pthread_mutex_unlock(&p->mu);
+	}
+	return in_order(reg, head, count);
+}
+
+static void *
+writer_main(void *arg)
+{
+	struct registry *reg = arg;
+	struct pollfd pfd = {.fd = reg->efd, .events = POLLIN};
+	const struct timespec nap = {0, NAP_NS};
+
+	for (;;) {
+		struct record *batch, *rec, *next;
+		uint64_t ticks;
+		size_t count;
+
+		/*
+		 * Say we are idle before the last look: a producer that
+		 * queues after the look sees idle and wakes us; one that
+		 * queued before it is found by the look.
+		 */
+		atomic_store(&reg->idle, 1);
+		batch = writer_collect(reg, &count);
+		if (batch == NULL && reg->held != NULL) {
+			/* the record before them is being queued: a moment */
+			atomic_store(&reg->idle, 0);
+			nanosleep(&nap, NULL);
+			continue;
+		}
+		if (batch == NULL) {
+			if (atomic_load(&reg->stopping))
+				break;
+			if (poll(&pfd, 1, 1000) > 0 &&
+			    read(reg->efd, &ticks, sizeof(ticks)) < 0 &&
+			    errno != EAGAIN)
+				log_warn("writer wake-up");
+			atomic_store(&reg->idle, 0);
+			continue;
+		}
+		atomic_store(&reg->idle, 0);
+		writer_apply(reg, batch, count);
+		atomic_fetch_sub(&reg->depth, count);
+		for (rec = batch; rec != NULL; rec = next) {
+			next = rec->next;
+			if (rec->done != NULL)
+				rec->done(rec->done_arg, rec->err);
+			free(rec);
+		}
+		/*
+		 * Under a steady trickle, a short nap turns many tiny
+		 * transactions (and as many wake-ups) into a few larger ones;
+		 * a report waits at most this much longer for its fsync.
+		 */
+		if (count < NAP_BELOW)
+			nanosleep(&nap, NULL);
+	}
+	return NULL;
+}
+
+enum otad_err
+registry_writer_start(struct registry *reg, unsigned queue_max)
+{
+	int i;
+
+	for (i = 0; i < W_COUNT; i++)
+		if (sqlite3_prepare_v3(reg->db, wsql[i], -1,
+		    SQLITE_PREPARE_PERSISTENT, &reg->w[i], NULL) != SQLITE_OK)
+			return db_error(reg->db, "cannot prepare statement");
+	if ((reg->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0) {
+		log_warn("eventfd");
+		return OTAD_ERR_IO;
+	}
+	if (pthread_key_create(&reg->key, NULL) != 0)
+		return OTAD_ERR_NOMEM;
+	reg->key_made = 1;
+	reg->queue_max = queue_max;
+	if (pthread_create(&reg->thread, NULL, writer_main, reg) != 0) {
+		log_warnx("cannot start the writer thread");
+		return OTAD_ERR_NOMEM;
+	}
+	reg->running = 1;
+	return OTAD_OK;
+}
+
+static struct producer *
+producer_get(struct registry *reg)
+{
+	struct producer *p = pthread_getspecific(reg->key);
+	unsigned n;
+
+	if (p != NULL)
+		return p;
+	pthread_mutex_lock(&reg->producers_mu);
+	n = atomic_load(&reg->nproducers);
+	if (n == MAX_PRODUCERS) {
+		/* more threads than slots: share one, still correct */
+		p = reg->producers[(uintptr_t)pthread_self() % MAX_PRODUCERS];
+	} else if ((p = calloc(1, sizeof(*p))) != NULL) {
+		pthread_mutex_init(&p->mu, NULL);
+		pthread_cond_init(&p->not_full, NULL);
+		reg->producers[n] = p;
+		atomic_store(&reg->nproducers, n + 1);
+	}
+	pthread_mutex_unlock(&reg->producers_mu);
+	if (p != NULL)
+		pthread_setspecific(reg->key, p);
+	return p;
+}
+
+enum otad_err
+registry_submit(struct registry *reg, struct record *rec)
+{
+	struct producer *p;
+	uint64_t one = 1;
+	int wake;
+
+	if (!reg->running || atomic_load(&reg->stopping))
+		return OTAD_ERR_SHUTDOWN;
+	if ((p = producer_get(reg)) == NULL)
+		return OTAD_ERR_NOMEM;
+	rec->next = NULL;
+	rec->err = OTAD_OK;
+	pthread_mutex_lock(&p->mu);
+	/*
+	 * Full: a request is answered now (its caller decides what a
+	 * dropped record costs); only a thread that serves none waits.
+	 */
+	if (p->len >= reg->queue_max && !rec->may_wait) {
+		pthread_mutex_unlock(&p->mu);
+		return OTAD_ERR_BUSY;
+	}
+	while (p->len >= reg->queue_max)
+		pthread_cond_wait(&p->not_full, &p->mu);
+	/* numbered as it is queued, under the lock the writer takes */
+	rec->seq = atomic_fetch_add(&reg->seq, 1);
+	wake = p->head == NULL;
+	if (p->tail != NULL)
+		p->tail->next = rec;
+	else
+		p->head = rec;
+	p->tail = rec;
+	p->len++;
+	atomic_fetch_add(&reg->depth, 1);
+	pthread_mutex_unlock(&p->mu);
+	/*
+	 * Only the first record into an empty queue, and only while the
+	 * writer waits, costs a wake-up.
+	 */
+	if (wake && atomic_load(&reg->idle) &&
+	    write(reg->efd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+		log_warn("cannot wake the writer");
+	return OTAD_OK;
+}
+
+size_t
+registry_queue_depth(struct registry *reg)
+{
+	return atomic_load(&reg->depth);
+}
+
+void
+registry_close(struct registry *reg)
+{
+	unsigned i;
+	int k;
+
+	if (reg == NULL)
+		return;
+	if (reg->running) {
+		uint64_t one = 1;
+
+		atomic_store(&reg->stopping, 1);
+		if (write(reg->efd, &one, sizeof(one)) < 0)
+			log_warn("cannot wake the writer");
+		pthread_join(reg->thread, NULL);
+	}
+	for (i = 0; i < atomic_load(&reg->nproducers); i++) {
+		pthread_mutex_destroy(&reg->producers[i]->mu);
+		pthread_cond_destroy(&reg->producers[i]->not_full);
+		free(reg->producers[i]);
+	}
+	if (reg->key_made)
+		pthread_key_delete(reg->key);
+	for (k = 0; k < W_COUNT; k++)
+		sqlite3_finalize(reg->w[k]);
+	if (reg->efd >= 0)
+		close(reg->efd);
+	pthread_mutex_destroy(&reg->producers_mu);
+	if (reg->db != NULL && sqlite3_close(reg->db) != SQLITE_OK)
+		log_warnx("database close: %s", sqlite3_errmsg(reg->db));
+	free(reg);
+}
