@@ -129,6 +129,8 @@ enum serve_range {
 	SERVE_RANGE,        /* honour Range and If-Range */
 	SERVE_WHOLE,        /* the whole file whatever was asked: a range
 			       of some other image must not be continued */
+	SERVE_IMMUTABLE,    /* as SERVE_RANGE, from a URL that names its
+			       bytes for ever: any HTTP cache may keep them */
 };
 
 /*
@@ -151,10 +153,11 @@ void *download_delivery(struct api *api, const char *device,
 int download_artifact(struct http_request *req, void *arg);
 /*
  * A released artifact (sha256, or the patch pi to it) to device id (NULL:
- * none): its download recorded, served per the request's Range.
+ * none): its download recorded, served per the request's Range (how).
  */
 int download_released(struct http_request *req, struct api *api,
-    const char *sha256, const char *id, const struct patch_info *pi);
+    const char *sha256, const char *id, const struct patch_info *pi,
+    enum serve_range how);
 /*
  * The image last sent to device on the check path, within the hour, into
  * sha256 (65 bytes): 1, or 0 when not remembered. The next range of a

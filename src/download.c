@@ -124,7 +124,7 @@ download_delivered(void *arg, int complete)
  */
 static int
 image_headers(struct http_response *resp, const struct offer *o, int whole,
-    const struct patch_info *pi)
+    const struct patch_info *pi, enum serve_range how)
 {
 	char etag[80], *sig = NULL;
 	int rc = -1;
@@ -142,7 +142,9 @@ image_headers(struct http_response *resp, const struct offer *o, int whole,
 	if (http_response_header(resp, "Content-Type",
 	    "application/octet-stream") < 0 ||
 	    http_response_header(resp, "ETag", etag) < 0 ||
-	    http_response_header(resp, "Cache-Control", "no-store") < 0 ||
+	    http_response_header(resp, "Cache-Control", how ==
+	    SERVE_IMMUTABLE ? "public, max-age=31536000, immutable" :
+	    "no-store") < 0 ||
 	    http_response_header(resp, "X-Firmware-Version", o->version) < 0 ||
 	    http_response_header(resp, "X-Firmware-SHA256", o->sha256) < 0 ||
 	    (whole && (http_response_header(resp, "x-MD5", o->md5) < 0 ||
@@ -232,7 +234,7 @@ download_offer_payload(const struct offer *o, void *arg)
 		return NULL;
 	hold_patches(api->patcher, resp, o->sha256);
 	want_patches(api, o);
-	if (image_headers(resp, o, 1, NULL) < 0 ||
+	if (image_headers(resp, o, 1, NULL, SERVE_RANGE) < 0 ||
 	    http_response_header(resp, "Accept-Ranges", "bytes") < 0) {
 		http_response_free(resp);
 		return NULL;
@@ -273,7 +275,7 @@ download_serve(struct http_request *req, struct api *api,
 	}
 	resp = http_response_file_range(fd, r.start, r.len);
 	if (resp == NULL || image_headers(resp, o, r.kind == RANGE_NONE &&
-	    pi == NULL, pi) < 0 ||
+	    pi == NULL, pi, how) < 0 ||
 	    http_response_header(resp, "Accept-Ranges", "bytes") < 0) {
 		http_response_free(resp);
 		return http_error(req, 503, "out of memory");
@@ -320,12 +322,15 @@ download_artifact(struct http_request *req, void *arg)
 	if ((id = api_device_id(req, idbuf)) != NULL && !otad_valid_id(id))
 		return http_error(req, 400, "invalid device id: 1 to 64 of "
 		    "A-Z a-z 0-9 . _ : -");
-	return download_released(req, api, lower, id, patch ? &pi : NULL);
+	/* the URL names the bytes: caches and CDNs in front may keep them */
+	return download_released(req, api, lower, id, patch ? &pi : NULL,
+	    SERVE_IMMUTABLE);
 }
 
 int
 download_released(struct http_request *req, struct api *api,
-    const char *sha256, const char *id, const struct patch_info *pi)
+    const char *sha256, const char *id, const struct patch_info *pi,
+    enum serve_range how)
 {
 	struct device_row row;
 	struct api_thread *t;
@@ -357,7 +362,7 @@ download_released(struct http_request *req, struct api *api,
 		http_peer(req, rec->address, sizeof(rec->address));
 		api_record(api, rec);
 	}
-	return download_serve(req, api, &o, id, pi, SERVE_RANGE, 0);
+	return download_serve(req, api, &o, id, pi, how, 0);
 }
 
 void

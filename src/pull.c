@@ -397,7 +397,8 @@ pull_image(struct http_request *req, void *arg)
 	product = http_arg(req, "product");
 	/* a look (HEAD), or a link that names nobody: served, no attempt */
 	if (p.id == NULL || product == NULL || http_method(req) != HTTP_GET)
-		return download_released(req, api, sha, p.id, NULL);
+		return download_released(req, api, sha, p.id, NULL,
+		    SERVE_RANGE);
 	if (!otad_valid_id(product) || snprintf(p.product, sizeof(p.product),
 	    "%s", product) >= (int)sizeof(p.product))
 		return http_error(req, 400, "invalid product");
@@ -406,7 +407,8 @@ pull_image(struct http_request *req, void *arg)
 	if (p.offer == NULL || strcmp(p.offer->sha256, sha) != 0) {
 		/* not its update (an old link): served, nothing opened */
 		pull_record(req, api, &p, 0, NULL);
-		return download_released(req, api, sha, p.id, NULL);
+		return download_released(req, api, sha, p.id, NULL,
+		    SERVE_RANGE);
 	}
 	if (registry_device_refusal(t->reader, p.id, &r) == OTAD_OK &&
 	    r.pending_release == p.offer->release_id &&
@@ -421,7 +423,7 @@ pull_image(struct http_request *req, void *arg)
 		return http_error(req, 409, msg);
 	}
 	pull_record(req, api, &p, 0, p.offer);
-	return download_released(req, api, sha, p.id, NULL);
+	return download_released(req, api, sha, p.id, NULL, SERVE_RANGE);
 }
 
 /* ESPHome's md5_url: the image's MD5, 32 hex digits and nothing else. */

@@ -131,3 +131,19 @@ def test_range_on_the_check_path(published):
     r = published.get("/firmware/check?device=rc2&version=0.14.3",
                       {"Range": "bytes=0-10"})
     assert r.status == 304
+
+
+def test_content_addressed_urls_may_be_cached(published):
+    """An artifact's URL names its bytes for ever: any HTTP cache or CDN in
+    front may keep it. What a check answers depends on the device and the
+    hour, and is never cached."""
+    r = published.get(art(published))
+    assert r.status == 200 and sha256(r.body) == published.sha
+    assert r.headers["cache-control"] == "public, max-age=31536000, immutable"
+    r = published.get(art(published), {"Range": "bytes=0-9"})
+    assert r.status == 206
+    assert r.headers["cache-control"] == "public, max-age=31536000, immutable"
+    r = published.get("/firmware/check?device=cache1&version=0.14.2")
+    assert r.status == 200 and r.headers["cache-control"] == "no-store"
+    r = published.get("/firmware/check?device=cache1&version=0.14.3")
+    assert r.status == 304
