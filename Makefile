@@ -112,6 +112,7 @@ $(BUILD)/obj/console_files.o: $(BUILD)/obj/console_files.c
 	$(CC) $(CFLAGS) -c -o $@ $<
 
 $(BUILD)/libotad.a: $(LIB_OBJS)
+	@rm -f $@
 	$(AR) rcs $@ $^
 
 $(BUILD)/otad: $(BUILD)/obj/main.o $(BUILD)/libotad.a

@@ -1,5 +1,5 @@
 /*
- * registry/mqtt.c: what the MQTT push thread reads (the fleet page by
+ * registry/triggers.c: what the MQTT push thread reads (the fleet page by
  * page, triggers owed and sent, rollout states, fleet gauges) and nudges.
  */
 
