@@ -21,6 +21,7 @@
 #ifndef DELTA_H
 #define DELTA_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -43,6 +44,13 @@ size_t delta_unpack_size(const uint8_t *p, size_t len, int64_t *value);
  */
 enum otad_err delta_create(const uint8_t *base, size_t nbase,
     const uint8_t *target, size_t ntarget, uint8_t **patch, size_t *npatch);
+/*
+ * The same, given up with OTAD_ERR_SHUTDOWN once *stop is set (a daemon
+ * stopping does not wait for a patch it will not serve).
+ */
+enum otad_err delta_create_until(const uint8_t *base, size_t nbase,
+    const uint8_t *target, size_t ntarget, uint8_t **patch, size_t *npatch,
+    const atomic_int *stop);
 
 /*
  * Apply a bare detools sequential patch (heatshrink or uncompressed) to

@@ -296,7 +296,7 @@ keeps_alignment(const uint8_t *base, size_t nbase, const uint8_t *to,
  */
 static void
 diff_records(const saidx_t *sa, const uint8_t *old, size_t nold,
-    const uint8_t *new, size_t nnew, struct buf *out)
+    const uint8_t *new, size_t nnew, struct buf *out, const atomic_int *stop)
 {
 	size_t scan = 0, len = 0, lastscan = 0, scsc;
 	int64_t pos = 0, lastpos = 0, lastoffset = 0;
@@ -304,6 +304,12 @@ diff_records(const saidx_t *sa, const uint8_t *old, size_t nold,
 
 	while (scan < nnew && !out->failed) {
 		int64_t oldscore = 0;
+
+		if (stop != NULL && atomic_load_explicit(stop,
+		    memory_order_relaxed)) {
+			out->failed = 1;
+			break;
+		}
 
 		for (scsc = scan += len; scan < nnew; scan++) {
 			len = nold > 0 ? longest(sa, old, nold, new + scan,
@@ -397,6 +403,14 @@ enum otad_err
 delta_create(const uint8_t *base, size_t nbase, const uint8_t *target,
     size_t ntarget, uint8_t **patch, size_t *npatch)
 {
+	return delta_create_until(base, nbase, target, ntarget, patch, npatch,
+	    NULL);
+}
+
+enum otad_err
+delta_create_until(const uint8_t *base, size_t nbase, const uint8_t *target,
+    size_t ntarget, uint8_t **patch, size_t *npatch, const atomic_int *stop)
+{
 	struct buf records = {0}, out = {0};
 	saidx_t *sa = NULL;
 	uint8_t *packed = NULL, head[12];
@@ -413,7 +427,11 @@ delta_create(const uint8_t *base, size_t nbase, const uint8_t *target,
 		    divsufsort(base, sa, (saidx_t)nbase) != 0))
 			goto done;
 		put_size(&records, 0); /* no data format */
-		diff_records(sa, base, nbase, target, ntarget, &records);
+		diff_records(sa, base, nbase, target, ntarget, &records, stop);
+		if (stop != NULL && atomic_load(stop)) {
+			rc = OTAD_ERR_SHUTDOWN;
+			goto done;
+		}
 		if (records.failed || heatshrink_encode(records.p,
 		    records.len, &packed, &npacked) != OTAD_OK)
 			goto done;

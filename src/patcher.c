@@ -43,6 +43,7 @@ struct patcher {
 	size_t n, cap;
 	unsigned max_share;
 	int stopping;
+	atomic_int cancel; /* stopping: a build under way gives up */
 	pthread_t thread;
 	int running;
 };
@@ -231,11 +232,9 @@ build(struct patcher *p, struct patch_info *info, unsigned share)
 		nc = stored.n;
 	} else {
 		fresh = 1;
-		if (delta_create(base.p, base.n, target.p, target.n, &patch,
-		    &npatch) != OTAD_OK) {
-			rc = OTAD_ERR_NOMEM;
+		if ((rc = delta_create_until(base.p, base.n, target.p,
+		    target.n, &patch, &npatch, &p->cancel)) != OTAD_OK)
 			goto done;
-		}
 		nc = DELTA_HEADER_SIZE + npatch;
 		if ((c = malloc(nc)) != NULL) {
 			delta_container_header(img.app_sha256, c);
@@ -440,6 +439,7 @@ patcher_stop(struct patcher *p)
 	if (p == NULL)
 		return;
 	if (p->running) {
+		atomic_store(&p->cancel, 1);
 		pthread_mutex_lock(&p->mu);
 		p->stopping = 1;
 		pthread_cond_signal(&p->wake);

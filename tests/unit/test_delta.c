@@ -335,6 +335,30 @@ test_container(void **state)
 	assert_int_equal(delta_container_parse(h, sizeof(h), got), 0);
 }
 
+/* A build a stopping daemon gives up ends at once, with nothing made. */
+static void
+test_create_gives_up_when_stopped(void **state)
+{
+	uint8_t a[4096], b[4096], *patch = NULL;
+	atomic_int stop = 1;
+	size_t i, np = 0;
+
+	(void)state;
+	for (i = 0; i < sizeof(a); i++) {
+		a[i] = (uint8_t)(i * 7);
+		b[i] = (uint8_t)(i * 7 + (i % 97 == 0));
+	}
+	assert_int_equal(delta_create_until(a, sizeof(a), b, sizeof(b), &patch,
+	    &np, &stop), OTAD_ERR_SHUTDOWN);
+	assert_null(patch);
+	assert_int_equal(np, 0);
+	atomic_store(&stop, 0);
+	assert_int_equal(delta_create_until(a, sizeof(a), b, sizeof(b), &patch,
+	    &np, &stop), OTAD_OK);
+	assert_non_null(patch);
+	free(patch);
+}
+
 int
 main(void)
 {
@@ -346,6 +370,7 @@ main(void)
 		cmocka_unit_test(test_our_patches),
 		cmocka_unit_test(test_corrupt_patches),
 		cmocka_unit_test(test_container),
+		cmocka_unit_test(test_create_gives_up_when_stopped),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
