@@ -248,8 +248,10 @@ def test_window_forced_and_downgrade(tmp_path):
         sha = d.otactl("artifact", "add", str(img)).stdout.strip()
         d.otactl("release", "create", "2.0.1", "--artifact", sha,
                  "--forced")
+        # a soak long enough that the rollout is still running when it is
+        # aborted, however slowly the round went
         rid = d.otactl("rollout", "create", "2.0.1", "--stages",
-                       "100%,soak=1s,min=1", "--window", window,
+                       "100%,soak=1h,min=1", "--window", window,
                        "--min-battery", "90", json_out=True)["id"]
         d.otactl("rollout", "start", str(rid))
         for x in few:
