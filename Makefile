@@ -14,7 +14,7 @@ SYSCONFDIR ?= /etc
 UNITDIR ?= /lib/systemd/system
 
 CC      ?= cc
-PKGS    := libmicrohttpd libcrypto sqlite3 jansson libmosquitto libsystemd \
+PKGS    := libmicrohttpd libcrypto sqlite3 libpq jansson libmosquitto libsystemd \
 	   libdivsufsort
 CFLAGS  ?= -O2 -g
 WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
@@ -57,7 +57,7 @@ UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 
 # Debian packages: to build, to test, to benchmark
 DEPS_BUILD := gcc make pkg-config libmicrohttpd-dev libssl-dev \
-	libsqlite3-dev libjansson-dev libmosquitto-dev libsystemd-dev \
+	libsqlite3-dev libpq-dev libjansson-dev libmosquitto-dev libsystemd-dev \
 	libdivsufsort-dev libcurl4-openssl-dev
 DEPS_TEST  := libcmocka-dev python3 python3-pytest sqlite3 openssl curl \
 	cppcheck clang libclang-rt-14-dev mosquitto mosquitto-clients iproute2 \
@@ -127,7 +127,7 @@ $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libotad.a
 	$(CC) $(CFLAGS) -Werror $(PKG_CFLAGS) -o $@ $< $(BUILD)/libotad.a \
 		$(LDFLAGS) $(PKG_LIBS) -lcmocka -lpthread
 
--include $(wildcard $(BUILD)/obj/*.d)
+-include $(wildcard $(BUILD)/obj/*.d $(BUILD)/obj/registry/*.d)
 
 # Install what is missing: apt-get as root, otherwise print the line to run.
 define need

@@ -12,7 +12,8 @@
 #include <stdint.h>
 
 #include <jansson.h>
-#include <sqlite3.h>
+
+#include "registry_db.h"
 
 #include "registry.h"
 
@@ -62,13 +63,14 @@ enum wstmt {
 };
 
 struct registry {
-	sqlite3 *db;
+	struct db *db;
 	char actor[192];
 	char who[80];          /* the person, for the two-person rule */
 	unsigned approvals;    /* rollout_approvals */
 	char break_glass[200]; /* a reason to start without approval */
+	int64_t returned;      /* what run's last RETURNING gave */
 	/* writer */
-	sqlite3_stmt *w[W_COUNT];
+	struct db_stmt *w[W_COUNT];
 	pthread_t thread;
 	int running;
 	int efd; /* producers wake the writer through it */
@@ -131,8 +133,8 @@ enum rstmt {
 };
 
 struct registry_reader {
-	sqlite3 *db;
-	sqlite3_stmt *s[R_COUNT];
+	struct db *db;
+	struct db_stmt *s[R_COUNT];
 	int64_t data_version; /* -1 before the first look */
 	int64_t generation;
 };
@@ -159,18 +161,18 @@ struct part {
 extern const char *const result_names[];
 
 /* statements.c: SQL helpers */
-void bind_text(sqlite3_stmt *st, int i, const char *s); /* "" as NULL */
-void bind_tel(sqlite3_stmt *st, int i, const struct telemetry *t,
+void bind_text(struct db_stmt *st, int i, const char *s); /* "" as NULL */
+void bind_tel(struct db_stmt *st, int i, const struct telemetry *t,
     unsigned bit, int64_t v);
-int step_done(sqlite3_stmt *st);
+int step_done(struct db_stmt *st);
 /* sql with text parameters up to ARGS_END: its rows as JSON objects */
-enum otad_err query_rows(sqlite3 *db, json_t **rows, const char *sql, ...);
+enum otad_err query_rows(struct db *db, json_t **rows, const char *sql, ...);
 /* the one row of sql (with arg) as an object, and each part's rows */
-enum otad_err query_summary(sqlite3 *db, json_t **obj, const char *sql,
+enum otad_err query_summary(struct db *db, json_t **obj, const char *sql,
     const char *arg, const struct part *parts, size_t n);
 /* one statement; types: 't' text, 'i' int64, 'd' double, 'b' blob */
 int run(struct registry *reg, const char *sql, const char *types, ...);
-int exec_ints(sqlite3 *db, const char *sql, ...);
+int exec_ints(struct db *db, const char *sql, ...);
 const char *idtext(int64_t id, char buf[24]);
 int64_t now_s(void);
 
@@ -187,9 +189,10 @@ int may_start_alone(struct registry *reg, const char *what, char *why,
     size_t whylen);
 
 /* db.c */
-enum otad_err db_error(sqlite3 *db, const char *what);
-enum otad_err db_open(const char *path, int flags, sqlite3 **out);
-enum otad_err exec(sqlite3 *db, const char *sql);
+enum otad_err db_error(struct db *db, const char *what);
+enum otad_err connect_db(const char *target, enum db_mode mode,
+    struct db **out);
+enum otad_err exec(struct db *db, const char *sql);
 
 /* artifacts.c and rollouts.c */
 enum otad_err find_release(struct registry *reg, const char *version,

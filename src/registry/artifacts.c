@@ -5,7 +5,6 @@
 #include <stdio.h>
 #include <string.h>
 
-#include <sqlite3.h>
 
 #include "registry.h"
 #include "registry_impl.h"
@@ -18,7 +17,7 @@ insert_signature(struct registry *reg, const char *sha256, const char *key,
 	if (run(reg, "INSERT INTO signature (artifact, key, sig, created)"
 	    " VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO UPDATE SET sig ="
 	    " excluded.sig, created = excluded.created", "ttbi", sha256, key,
-	    sig, siglen, now_s()) != SQLITE_DONE)
+	    sig, siglen, now_s()) != DB_DONE)
 		return catalog_db_fail(reg, why, whylen);
 	return OTAD_OK;
 }
@@ -82,12 +81,12 @@ registry_artifact_add(struct registry *reg, const struct store_artifact *art,
 	    "unknown", now_s(), img->project_name, img->idf_ver, img->version,
 	    date, (int64_t)img->secure_version, (int64_t)img->image_len, app,
 	    (int64_t)img->nsig, fsimg_kind_name(art->kind));
-	if (step == SQLITE_CONSTRAINT) {
+	if (step == DB_CONSTRAINT) {
 		snprintf(why, whylen, "artifact %s is already in the store",
 		    art->sha256);
 		return catalog_fail(reg, OTAD_ERR_EXISTS);
 	}
-	if (step != SQLITE_DONE)
+	if (step != DB_DONE)
 		return catalog_db_fail(reg, why, whylen);
 	if (key != NULL && (rc = insert_signature(reg, art->sha256, key, sig,
 	    siglen, why, whylen)) != OTAD_OK)
@@ -196,22 +195,21 @@ registry_release_create(struct registry *reg, const char *version,
 	    " created, hw_rev, min_from, forced, chip, kind) VALUES (?1, ?2,"
 	    " ?3, ?4, ?5, ?6, ?7, (SELECT chip FROM artifact WHERE sha256 ="
 	    " ?2), ifnull((SELECT kind FROM artifact WHERE sha256 = ?2),"
-	    " 'app'))",
+	    " 'app')) RETURNING id",
 	    "tttitti", version, sha256, product, now_s(), hw_rev, min_from,
 	    (int64_t)forced);
-	if (step == SQLITE_CONSTRAINT && sqlite3_extended_errcode(reg->db) ==
-	    SQLITE_CONSTRAINT_FOREIGNKEY) {
+	if (step == DB_FOREIGN_KEY) {
 		snprintf(why, whylen, "no artifact %s", sha256);
 		return catalog_fail(reg, OTAD_ERR_NOT_FOUND);
 	}
-	if (step == SQLITE_CONSTRAINT) {
+	if (step == DB_CONSTRAINT) {
 		snprintf(why, whylen, "release %s%s%s already exists", version,
 		    product ? " for product " : "", product ? product : "");
 		return catalog_fail(reg, OTAD_ERR_EXISTS);
 	}
-	if (step != SQLITE_DONE)
+	if (step != DB_DONE)
 		return catalog_db_fail(reg, why, whylen);
-	*id = sqlite3_last_insert_rowid(reg->db);
+	*id = reg->returned;
 	snprintf(what, sizeof(what), "release create %s artifact %s%s%s",
 	    version, sha256, product ? " product " : "",
 	    product ? product : "");
@@ -297,10 +295,10 @@ registry_release_publish(struct registry *reg, const char *version,
 	json_decref(rows);
 	/* a publish is a rollout with no rings; it may wait for approval */
 	if (run(reg, "INSERT INTO rollout (release, state, created,"
-	    " created_by) VALUES (?1, 'draft', ?2, nullif(?3, ''))", "iit",
-	    release_id, now_s(), reg->who) != SQLITE_DONE)
+	    " created_by) VALUES (?1, 'draft', ?2, nullif(?3, '')) RETURNING id", "iit",
+	    release_id, now_s(), reg->who) != DB_DONE)
 		return catalog_db_fail(reg, why, whylen);
-	*rollout_id = sqlite3_last_insert_rowid(reg->db);
+	*rollout_id = reg->returned;
 	snprintf(what, sizeof(what), "release publish %s (rollout %lld)",
 	    version, (long long)*rollout_id);
 	if (reg->approvals >= 2 && reg->break_glass[0] == '\0') {
@@ -330,12 +328,12 @@ registry_key_add(struct registry *reg, const char *name, const char *algo,
 	    " public_key, fingerprint, server_held, created) VALUES (?1, ?2,"
 	    " ?3, ?4, ?5, ?6, ?7)", "tttttii", name, algo, purpose, public_pem,
 	    fingerprint, (int64_t)server_held, now_s());
-	if (step == SQLITE_CONSTRAINT) {
+	if (step == DB_CONSTRAINT) {
 		snprintf(why, whylen, "a key named '%s', or this same key, is "
 		    "already there", name);
 		return catalog_fail(reg, OTAD_ERR_EXISTS);
 	}
-	if (step != SQLITE_DONE)
+	if (step != DB_DONE)
 		return catalog_db_fail(reg, why, whylen);
 	snprintf(what, sizeof(what), "key add %s %s %s%s fingerprint %.16s",
 	    name, purpose, algo, server_held ? " server-held" : "",
@@ -396,9 +394,9 @@ registry_key_revoke(struct registry *reg, const char *name, char *why,
 		return rc;
 	if (run(reg, "UPDATE signing_key SET state = 'revoked', revoked_at ="
 	    " ?2 WHERE name = ?1 AND state != 'revoked'", "ti", name,
-	    now_s()) != SQLITE_DONE)
+	    now_s()) != DB_DONE)
 		return catalog_db_fail(reg, why, whylen);
-	if (sqlite3_changes(reg->db) == 0) {
+	if (db_changes(reg->db) == 0) {
 		catalog_fail(reg, OTAD_OK);
 		if (registry_key_get(reg, name, &row, why, whylen) != OTAD_OK)
 			return OTAD_ERR_NOT_FOUND;

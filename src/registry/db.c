@@ -13,11 +13,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <sqlite3.h>
 
 #include "log.h"
 #include "registry.h"
-#include "semver.h"
 #include "registry_impl.h"
 
 /* schema/NNN-*.sql, in order; generated into the build by the Makefile */
@@ -49,126 +47,62 @@ registry_result_name(enum report_result r)
 	return result_names[r];
 }
 
-/* semver_compare(a, b) in SQL, so queries order versions as otad does */
-static void
-sql_semver_compare(sqlite3_context *ctx, int argc, sqlite3_value **argv)
-{
-	const unsigned char *a = sqlite3_value_text(argv[0]);
-	const unsigned char *b = sqlite3_value_text(argv[1]);
-
-	(void)argc;
-	if (a == NULL || b == NULL) {
-		sqlite3_result_null(ctx);
-		return;
-	}
-	sqlite3_result_int(ctx, semver_compare((const char *)a,
-	    (const char *)b));
-}
-
-/* ring(rollout, device): a device's place, as the daemon computes it */
-static void
-sql_ring(sqlite3_context *ctx, int argc, sqlite3_value **argv)
-{
-	const unsigned char *id = sqlite3_value_text(argv[1]);
-
-	(void)argc;
-	if (id == NULL) {
-		sqlite3_result_null(ctx);
-		return;
-	}
-	sqlite3_result_int(ctx, (int)stages_ring(sqlite3_value_int64(argv[0]),
-	    (const char *)id));
-}
-
 enum otad_err
-db_error(sqlite3 *db, const char *what)
+db_error(struct db *db, const char *what)
 {
-	int code = sqlite3_errcode(db);
-
-	log_warnx("%s: %s", what, sqlite3_errmsg(db));
-	return (code == SQLITE_BUSY || code == SQLITE_LOCKED) ? OTAD_ERR_BUSY
-							      : OTAD_ERR_DB;
+	log_warnx("%s: %s", what, db_errmsg(db));
+	return db_errcode(db) == DB_BUSY ? OTAD_ERR_BUSY : OTAD_ERR_DB;
 }
 
+/* A connection waiting BUSY_WAIT_MS for locks. */
 enum otad_err
-db_open(const char *path, int flags, sqlite3 **out)
+connect_db(const char *target, enum db_mode mode, struct db **out)
 {
-	sqlite3 *db = NULL;
-
-	*out = NULL;
-	if (sqlite3_open_v2(path, &db, flags | SQLITE_OPEN_NOMUTEX, NULL) !=
-	    SQLITE_OK) {
-		log_warnx("cannot open database '%s': %s", path,
-		    db ? sqlite3_errmsg(db) : "out of memory");
-		sqlite3_close(db);
+	if (db_open(target, mode, out) != DB_OK)
 		return OTAD_ERR_DB;
-	}
-	sqlite3_extended_result_codes(db, 0);
-	sqlite3_busy_timeout(db, BUSY_WAIT_MS);
-	if (sqlite3_create_function(db, "semver_compare", 2,
-	    SQLITE_UTF8 | SQLITE_DETERMINISTIC, NULL, sql_semver_compare, NULL,
-	    NULL) != SQLITE_OK ||
-	    sqlite3_create_function(db, "ring", 2, SQLITE_UTF8 |
-	    SQLITE_DETERMINISTIC, NULL, sql_ring, NULL, NULL) != SQLITE_OK ||
-	    sqlite3_exec(db, "PRAGMA foreign_keys = ON", NULL, NULL, NULL) !=
-	    SQLITE_OK) {
-		enum otad_err rc = db_error(db, "cannot set up database");
-
-		sqlite3_close(db);
-		return rc;
-	}
-	*out = db;
+	db_busy_timeout(*out, BUSY_WAIT_MS);
 	return OTAD_OK;
 }
 
 enum otad_err
-exec(sqlite3 *db, const char *sql)
+exec(struct db *db, const char *sql)
 {
-	char *msg = NULL;
-
-	if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK) {
-		int code = sqlite3_errcode(db);
-
-		log_warnx("database: %s", msg ? msg : sqlite3_errmsg(db));
-		sqlite3_free(msg);
-		return (code == SQLITE_BUSY || code == SQLITE_LOCKED)
-		    ? OTAD_ERR_BUSY : OTAD_ERR_DB;
-	}
+	if (db_exec(db, sql) != DB_OK)
+		return db_error(db, "database");
 	return OTAD_OK;
 }
 
 static int
-user_version(sqlite3 *db)
+user_version(struct db *db)
 {
-	sqlite3_stmt *st;
+	struct db_stmt *st;
 	int v = -1;
 
-	if (sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL) ==
-	    SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
-		v = sqlite3_column_int(st, 0);
-	sqlite3_finalize(st);
+	if (db_prepare(db, "PRAGMA user_version", 0, &st) ==
+	    DB_OK && db_step(st) == DB_ROW)
+		v = db_column_int(st, 0);
+	db_finalize(st);
 	return v;
 }
 
-static enum otad_err migrate_all(sqlite3 *db);
+static enum otad_err migrate_all(struct db *db);
 
 /* No row breaks a foreign key: 0, or -1 (logged). */
 static int
-foreign_keys_hold(sqlite3 *db)
+foreign_keys_hold(struct db *db)
 {
-	sqlite3_stmt *st;
+	struct db_stmt *st;
 	int step;
 
-	if (sqlite3_prepare_v2(db, "PRAGMA foreign_key_check", -1, &st,
-	    NULL) != SQLITE_OK)
+	if (db_prepare(db, "PRAGMA foreign_key_check", 0, &st) != DB_OK)
 		return -1;
-	step = sqlite3_step(st);
-	if (step == SQLITE_ROW)
+	step = db_step(st);
+	if (step == DB_ROW)
 		log_warnx("a migration left a row of %s without its %s",
-		    (const char *)sqlite3_column_text(st, 0),
-		    (const char *)sqlite3_column_text(st, 2));
-	sqlite3_finalize(st);
-	return step == SQLITE_DONE ? 0 : -1;
+		    db_column_text(st, 0),
+		    db_column_text(st, 2));
+	db_finalize(st);
+	return step == DB_DONE ? 0 : -1;
 }
 
 /*
@@ -178,7 +112,7 @@ foreign_keys_hold(sqlite3 *db)
  * leave them whole before it commits.
  */
 static enum otad_err
-migrate(sqlite3 *db)
+migrate(struct db *db)
 {
 	enum otad_err rc = migrate_all(db);
 
@@ -188,7 +122,7 @@ migrate(sqlite3 *db)
 }
 
 static enum otad_err
-migrate_all(sqlite3 *db)
+migrate_all(struct db *db)
 {
 	enum otad_err rc;
 	char sql[64];
@@ -241,17 +175,16 @@ registry_open(const char *path, struct registry **out)
 	reg->efd = -1;
 	snprintf(reg->actor, sizeof(reg->actor), "otad");
 	pthread_mutex_init(&reg->producers_mu, NULL);
-	if ((rc = db_open(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE,
-	    &reg->db)) != OTAD_OK)
+	if ((rc = connect_db(path, DB_CREATE, &reg->db)) != OTAD_OK)
 		goto fail;
 	/* opening may wait for a busy daemon; later waits are short */
-	sqlite3_busy_timeout(reg->db, OPEN_WAIT_MS);
+	db_busy_timeout(reg->db, OPEN_WAIT_MS);
 	/* WAL: readers never block the writer nor it them */
 	if ((rc = exec(reg->db, "PRAGMA journal_mode = WAL")) != OTAD_OK ||
 	    (rc = exec(reg->db, "PRAGMA synchronous = FULL")) != OTAD_OK ||
 	    (rc = migrate(reg->db)) != OTAD_OK)
 		goto fail;
-	sqlite3_busy_timeout(reg->db, BUSY_WAIT_MS);
+	db_busy_timeout(reg->db, BUSY_WAIT_MS);
 	*out = reg;
 	return OTAD_OK;
 fail:
@@ -268,7 +201,7 @@ registry_daemon_mark(struct registry *reg, int64_t generation, int64_t now)
 	    " seen = excluded.seen", (int64_t)getpid(), generation, now,
 	    (int64_t)-1) < 0) {
 		log_debug("cannot mark the served generation: %s",
-		    sqlite3_errmsg(reg->db));
+		    db_errmsg(reg->db));
 		return -1;
 	}
 	return 0;

@@ -5,7 +5,6 @@
 
 #include <stdio.h>
 
-#include <sqlite3.h>
 
 #include "registry.h"
 #include "registry_impl.h"
@@ -45,9 +44,9 @@ registry_device_set(struct registry *reg, const char *id, const char *group,
 		return rc;
 	if (run(reg, "UPDATE device SET grp = coalesce(?2, grp), hw_rev ="
 	    " coalesce(?3, hw_rev), chip = coalesce(?4, chip) WHERE id = ?1",
-	    "tttt", id, group, hw_rev, chip) != SQLITE_DONE)
+	    "tttt", id, group, hw_rev, chip) != DB_DONE)
 		return catalog_db_fail(reg, why, whylen);
-	if (sqlite3_changes(reg->db) == 0) {
+	if (db_changes(reg->db) == 0) {
 		snprintf(why, whylen, "no device '%s'", id);
 		return catalog_fail(reg, OTAD_ERR_NOT_FOUND);
 	}
@@ -72,9 +71,9 @@ device_update(struct registry *reg, const char *sql, const char *id,
 
 	if ((rc = catalog_open(reg, why, whylen)) != OTAD_OK)
 		return rc;
-	if (run(reg, sql, "tti", id, arg, now_s()) != SQLITE_DONE)
+	if (run(reg, sql, "tti", id, arg, now_s()) != DB_DONE)
 		return catalog_db_fail(reg, why, whylen);
-	if (sqlite3_changes(reg->db) == 0) {
+	if (db_changes(reg->db) == 0) {
 		snprintf(why, whylen, "%s", none);
 		return catalog_fail(reg, none_rc);
 	}

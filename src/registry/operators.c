@@ -5,7 +5,6 @@
 
 #include <stdio.h>
 
-#include <sqlite3.h>
 
 #include "registry.h"
 #include "registry_impl.h"
@@ -23,11 +22,11 @@ registry_operator_add(struct registry *reg, const char *name,
 	step = run(reg, "INSERT INTO operator (name, role, token_hash, created)"
 	    " VALUES (?1, ?2, ?3, ?4)", "ttti", name, role, token_hash,
 	    now_s());
-	if (step == SQLITE_CONSTRAINT) {
+	if (step == DB_CONSTRAINT) {
 		snprintf(why, whylen, "operator '%s' is already there", name);
 		return catalog_fail(reg, OTAD_ERR_EXISTS);
 	}
-	if (step != SQLITE_DONE)
+	if (step != DB_DONE)
 		return catalog_db_fail(reg, why, whylen);
 	snprintf(what, sizeof(what), "operator add %s role %s", name, role);
 	return catalog_close(reg, what, why, whylen);
@@ -51,9 +50,9 @@ registry_operator_revoke(struct registry *reg, const char *name, char *why,
 		return rc;
 	if (run(reg, "UPDATE operator SET state = 'revoked', revoked_at = ?2"
 	    " WHERE name = ?1 AND state = 'active'", "ti", name, now_s()) !=
-	    SQLITE_DONE)
+	    DB_DONE)
 		return catalog_db_fail(reg, why, whylen);
-	if (sqlite3_changes(reg->db) == 0) {
+	if (db_changes(reg->db) == 0) {
 		snprintf(why, whylen, "no active operator '%s'", name);
 		return catalog_fail(reg, OTAD_ERR_NOT_FOUND);
 	}

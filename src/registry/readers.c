@@ -7,7 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <sqlite3.h>
 
 #include "log.h"
 #include "registry.h"
@@ -75,13 +74,12 @@ registry_reader_open(const char *path, struct registry_reader **out)
 	if ((r = calloc(1, sizeof(*r))) == NULL)
 		return OTAD_ERR_NOMEM;
 	r->data_version = -1;
-	if ((rc = db_open(path, SQLITE_OPEN_READWRITE, &r->db)) != OTAD_OK)
+	if ((rc = connect_db(path, DB_READ_WRITE, &r->db)) != OTAD_OK)
 		goto fail;
 	if ((rc = exec(r->db, "PRAGMA query_only = ON")) != OTAD_OK)
 		goto fail;
 	for (i = 0; i < R_COUNT; i++)
-		if (sqlite3_prepare_v3(r->db, rsql[i], -1,
-		    SQLITE_PREPARE_PERSISTENT, &r->s[i], NULL) != SQLITE_OK) {
+		if (db_prepare(r->db, rsql[i], 1, &r->s[i]) != DB_OK) {
 			rc = db_error(r->db, "cannot prepare statement");
 			goto fail;
 		}
@@ -100,17 +98,17 @@ registry_reader_free(struct registry_reader *r)
 	if (r == NULL)
 		return;
 	for (i = 0; i < R_COUNT; i++)
-		sqlite3_finalize(r->s[i]);
-	sqlite3_close(r->db);
+		db_finalize(r->s[i]);
+	db_close(r->db);
 	free(r);
 }
 
 static void
-copy_col(char *dst, size_t len, sqlite3_stmt *st, int col)
+copy_col(char *dst, size_t len, struct db_stmt *st, int col)
 {
-	const unsigned char *s = sqlite3_column_text(st, col);
+	const char *s = db_column_text(st, col);
 
-	snprintf(dst, len, "%s", s ? (const char *)s : "");
+	snprintf(dst, len, "%s", s ? s : "");
 }
 
 /*
@@ -119,52 +117,52 @@ copy_col(char *dst, size_t len, sqlite3_stmt *st, int col)
  */
 static enum otad_err
 point_lookup(struct registry_reader *r, enum rstmt which, const char *key,
-    void (*fill)(sqlite3_stmt *, void *), void *out, const char *what)
+    void (*fill)(struct db_stmt *, void *), void *out, const char *what)
 {
-	sqlite3_stmt *st = r->s[which];
+	struct db_stmt *st = r->s[which];
 	enum otad_err rc = OTAD_ERR_NOT_FOUND;
 	int step;
 
-	sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
-	step = sqlite3_step(st);
-	if (step == SQLITE_ROW) {
+	db_bind_text(st, 1, key);
+	step = db_step(st);
+	if (step == DB_ROW) {
 		fill(st, out);
 		rc = OTAD_OK;
-	} else if (step != SQLITE_DONE) {
+	} else if (step != DB_DONE) {
 		rc = db_error(r->db, what);
 	}
-	sqlite3_reset(st);
+	db_reset(st);
 	return rc;
 }
 
 static void
-fill_device(sqlite3_stmt *st, void *p)
+fill_device(struct db_stmt *st, void *p)
 {
 	struct device_row *out = p;
 
 	copy_col(out->version, sizeof(out->version), st, 0);
 	copy_col(out->product, sizeof(out->product), st, 1);
-	out->blocked = sqlite3_column_int(st, 2);
+	out->blocked = db_column_int(st, 2);
 	copy_col(out->chip, sizeof(out->chip), st, 3);
 	copy_col(out->hw_rev, sizeof(out->hw_rev), st, 4);
-	out->secure_version = sqlite3_column_int64(st, 5);
+	out->secure_version = db_column_int64(st, 5);
 	copy_col(out->token_hash, sizeof(out->token_hash), st, 6);
 	copy_col(out->group, sizeof(out->group), st, 7);
-	out->battery = sqlite3_column_int(st, 8);
+	out->battery = db_column_int(st, 8);
 	copy_col(out->running_sha256, sizeof(out->running_sha256), st, 9);
 	copy_col(out->fs_version, sizeof(out->fs_version), st, 10);
 }
 
 static void
-fill_refusal(sqlite3_stmt *st, void *p)
+fill_refusal(struct db_stmt *st, void *p)
 {
 	struct device_refusal *out = p;
 
-	out->pending_release = sqlite3_column_int64(st, 0);
+	out->pending_release = db_column_int64(st, 0);
 	copy_col(out->pending_from, sizeof(out->pending_from), st, 1);
-	out->rolled_back_release = sqlite3_column_int64(st, 2);
-	out->pending_installed = sqlite3_column_int(st, 3);
-	out->pending_delivered_at = sqlite3_column_int64(st, 4);
+	out->rolled_back_release = db_column_int64(st, 2);
+	out->pending_installed = db_column_int(st, 3);
+	out->pending_delivered_at = db_column_int64(st, 4);
 }
 
 enum otad_err
@@ -181,7 +179,7 @@ struct id_buf {
 };
 
 static void
-fill_id(sqlite3_stmt *st, void *p)
+fill_id(struct db_stmt *st, void *p)
 {
 	struct id_buf *b = p;
 
@@ -207,18 +205,18 @@ registry_device_get(struct registry_reader *r, const char *id,
 }
 
 static void
-fill_running(sqlite3_stmt *st, void *p)
+fill_running(struct db_stmt *st, void *p)
 {
 	struct running_image *out = p;
 
 	copy_col(out->chip, sizeof(out->chip), st, 0);
 	copy_col(out->version, sizeof(out->version), st, 1);
-	out->secure_version = (uint32_t)sqlite3_column_int64(st, 2);
+	out->secure_version = (uint32_t)db_column_int64(st, 2);
 	copy_col(out->sha256, sizeof(out->sha256), st, 3);
 }
 
 static void
-fill_sha(sqlite3_stmt *st, void *p)
+fill_sha(struct db_stmt *st, void *p)
 {
 	copy_col(p, 65, st, 0);
 }
@@ -242,23 +240,23 @@ registry_running_image(struct registry_reader *r, const char *app_sha256,
 enum otad_err
 registry_catalog_generation(struct registry_reader *r, int64_t *generation)
 {
-	sqlite3_stmt *st = r->s[R_DATA_VERSION];
+	struct db_stmt *st = r->s[R_DATA_VERSION];
 	int64_t dv;
 
-	if (sqlite3_step(st) != SQLITE_ROW) {
-		sqlite3_reset(st);
+	if (db_step(st) != DB_ROW) {
+		db_reset(st);
 		return db_error(r->db, "data_version");
 	}
-	dv = sqlite3_column_int64(st, 0);
-	sqlite3_reset(st);
+	dv = db_column_int64(st, 0);
+	db_reset(st);
 	if (dv != r->data_version) {
 		st = r->s[R_GENERATION];
-		if (sqlite3_step(st) != SQLITE_ROW) {
-			sqlite3_reset(st);
+		if (db_step(st) != DB_ROW) {
+			db_reset(st);
 			return db_error(r->db, "catalog generation");
 		}
-		r->generation = sqlite3_column_int64(st, 0);
-		sqlite3_reset(st);
+		r->generation = db_column_int64(st, 0);
+		db_reset(st);
 		r->data_version = dv;
 	}
 	*generation = r->generation;
@@ -277,31 +275,31 @@ offer_newest_first(const void *a, const void *b)
 }
 
 static void
-offer_row(sqlite3_stmt *st, struct offer *o)
+offer_row(struct db_stmt *st, struct offer *o)
 {
 	memset(o, 0, sizeof(*o));
-	o->rollout_id = sqlite3_column_int64(st, 0);
-	o->release_id = sqlite3_column_int64(st, 1);
+	o->rollout_id = db_column_int64(st, 0);
+	o->release_id = db_column_int64(st, 1);
 	copy_col(o->version, sizeof(o->version), st, 2);
 	copy_col(o->product, sizeof(o->product), st, 3);
 	copy_col(o->sha256, sizeof(o->sha256), st, 4);
 	copy_col(o->md5, sizeof(o->md5), st, 5);
-	o->size = (uint64_t)sqlite3_column_int64(st, 6);
+	o->size = (uint64_t)db_column_int64(st, 6);
 	copy_col(o->chip, sizeof(o->chip), st, 7);
 	copy_col(o->hw_rev, sizeof(o->hw_rev), st, 8);
-	o->secure_version = (uint32_t)sqlite3_column_int64(st, 9);
+	o->secure_version = (uint32_t)db_column_int64(st, 9);
 	copy_col(o->key_id, sizeof(o->key_id), st, 10);
-	if (sqlite3_column_type(st, 11) == SQLITE_BLOB &&
-	    (size_t)sqlite3_column_bytes(st, 11) <= sizeof(o->sig)) {
-		o->siglen = (size_t)sqlite3_column_bytes(st, 11);
-		memcpy(o->sig, sqlite3_column_blob(st, 11), o->siglen);
+	if (db_column_type(st, 11) == DB_BLOB &&
+	    (size_t)db_column_bytes(st, 11) <= sizeof(o->sig)) {
+		o->siglen = (size_t)db_column_bytes(st, 11);
+		memcpy(o->sig, db_column_blob(st, 11), o->siglen);
 	} else {
 		o->key_id[0] = '\0';
 	}
 	copy_col(o->min_from, sizeof(o->min_from), st, 12);
-	o->forced = sqlite3_column_int(st, 13);
+	o->forced = db_column_int(st, 13);
 	o->kind = (enum artifact_kind)fsimg_kind_parse(
-	    (const char *)sqlite3_column_text(st, 14));
+	    db_column_text(st, 14));
 	if ((int)o->kind < 0)
 		o->kind = KIND_APP; /* the CHECK constraint allows no other */
 	/* a release on its own reaches everyone, any time */
@@ -317,18 +315,18 @@ offer_row(sqlite3_stmt *st, struct offer *o)
  * open it wider than the operator meant.
  */
 static void
-offer_plan(struct registry_reader *r, sqlite3_stmt *row, struct offer *o)
+offer_plan(struct registry_reader *r, struct db_stmt *row, struct offer *o)
 {
-	sqlite3_stmt *st = r->s[R_STAGES];
+	struct db_stmt *st = r->s[R_STAGES];
 	const char *w, *d, *off;
 
-	o->stage = sqlite3_column_int(row, 16);
-	w = (const char *)sqlite3_column_text(row, 17);
-	d = (const char *)sqlite3_column_text(row, 18);
-	off = (const char *)sqlite3_column_text(row, 19);
-	o->min_battery = sqlite3_column_int(row, 20);
-	o->downgrade = sqlite3_column_int(row, 21);
-	o->everyone = sqlite3_column_int(row, 22);
+	o->stage = db_column_int(row, 16);
+	w = db_column_text(row, 17);
+	d = db_column_text(row, 18);
+	off = db_column_text(row, 19);
+	o->min_battery = db_column_int(row, 20);
+	o->downgrade = db_column_int(row, 21);
+	o->everyone = db_column_int(row, 22);
 	if ((w[0] && stages_parse_window(w, &o->window) < 0) ||
 	    (d[0] && stages_parse_days(d, &o->window.days) < 0) ||
 	    (off[0] && stages_parse_offset(off, &o->window.offset_min) < 0)) {
@@ -338,14 +336,14 @@ offer_plan(struct registry_reader *r, sqlite3_stmt *row, struct offer *o)
 		o->ring_max = 0; /* reaches no one */
 		return;
 	}
-	if (sqlite3_column_int(row, 15) == 0)
+	if (db_column_int(row, 15) == 0)
 		return; /* a publish: everyone */
 	o->ring_max = 0;
-	sqlite3_bind_int64(st, 1, o->rollout_id);
-	sqlite3_bind_int(st, 2, o->stage);
-	while (sqlite3_step(st) == SQLITE_ROW) {
-		const char *g = (const char *)sqlite3_column_text(st, 0);
-		unsigned pct = (unsigned)(sqlite3_column_double(st, 1) * 100 +
+	db_bind_int64(st, 1, o->rollout_id);
+	db_bind_int64(st, 2, o->stage);
+	while (db_step(st) == DB_ROW) {
+		const char *g = db_column_text(st, 0);
+		unsigned pct = (unsigned)(db_column_double(st, 1) * 100 +
 		    0.5);
 
 		if (g[0] != '\0' && o->ngroups < 4)
@@ -354,7 +352,7 @@ offer_plan(struct registry_reader *r, sqlite3_stmt *row, struct offer *o)
 		if (pct > o->ring_max)
 			o->ring_max = pct;
 	}
-	sqlite3_reset(st);
+	db_reset(st);
 }
 
 /* Every row of an offer-shaped statement, newest version first. */
@@ -362,13 +360,13 @@ static enum otad_err
 load_offer_rows(struct registry_reader *r, enum rstmt which,
     struct offer **offers, size_t *n)
 {
-	sqlite3_stmt *st = r->s[which];
+	struct db_stmt *st = r->s[which];
 	struct offer *v = NULL, *grown;
 	size_t len = 0, cap = 0;
 	enum otad_err rc = OTAD_OK;
 	int step;
 
-	while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+	while ((step = db_step(st)) == DB_ROW) {
 		if (len == cap) {
 			cap = cap ? cap * 2 : 8;
 			if ((grown = realloc(v, cap * sizeof(*v))) == NULL) {
@@ -382,9 +380,9 @@ load_offer_rows(struct registry_reader *r, enum rstmt which,
 			offer_plan(r, st, &v[len]);
 		len++;
 	}
-	if (rc == OTAD_OK && step != SQLITE_DONE)
+	if (rc == OTAD_OK && step != DB_DONE)
 		rc = db_error(r->db, "loading offers");
-	sqlite3_reset(st);
+	db_reset(st);
 	if (rc != OTAD_OK) {
 		free(v);
 		return rc;
@@ -397,7 +395,7 @@ load_offer_rows(struct registry_reader *r, enum rstmt which,
 }
 
 static void
-fill_offer(sqlite3_stmt *st, void *p)
+fill_offer(struct db_stmt *st, void *p)
 {
 	offer_row(st, p);
 }

@@ -6,7 +6,6 @@
 #include <stdio.h>
 #include <string.h>
 
-#include <sqlite3.h>
 
 #include "log.h"
 #include "registry.h"
@@ -35,10 +34,10 @@ start_rollout(struct registry *reg, int64_t id, char *why, size_t whylen)
 	    exec_ints(reg->db, "UPDATE rollout SET state = 'active', started ="
 	    " ?1, stage = 0, stage_started = ?1 WHERE id = ?2 AND state ="
 	    " 'draft'", now, id, (int64_t)-1) < 0) {
-		snprintf(why, whylen, "database: %s", sqlite3_errmsg(reg->db));
+		snprintf(why, whylen, "database: %s", db_errmsg(reg->db));
 		return OTAD_ERR_DB;
 	}
-	if (sqlite3_changes(reg->db) == 0) {
+	if (db_changes(reg->db) == 0) {
 		snprintf(why, whylen, "rollout %lld is not a draft",
 		    (long long)id);
 		return OTAD_ERR_INVALID;
@@ -86,11 +85,11 @@ registry_rollout_create(struct registry *reg, const struct rollout_plan *p,
 	if (run(reg, "INSERT INTO rollout (release, state, created, staged,"
 	    " window, days, utc_offset, min_battery, timeout_s, downgrade,"
 	    " created_by) VALUES (?1, 'draft', ?2, 1, ?3, ?4, ?5,"
-	    " nullif(?6, -1), ?7, ?8, ?9)", "iitttiiit", release, now_s(),
+	    " nullif(?6, -1), ?7, ?8, ?9) RETURNING id", "iitttiiit", release, now_s(),
 	    p->window, p->days, p->utc_offset, (int64_t)p->min_battery,
-	    p->timeout_s, (int64_t)p->downgrade, reg->who) != SQLITE_DONE)
+	    p->timeout_s, (int64_t)p->downgrade, reg->who) != DB_DONE)
 		return catalog_db_fail(reg, why, whylen);
-	*id = sqlite3_last_insert_rowid(reg->db);
+	*id = reg->returned;
 	for (i = 0; i < p->nstages; i++) {
 		const struct stage *st = &p->stages[i];
 
@@ -101,7 +100,7 @@ registry_rollout_create(struct registry *reg, const struct rollout_plan *p,
 		    st->group[0] ? st->group : NULL, st->percent_x100 / 100.0,
 		    st->soak_s, (int64_t)st->min_devices, st->min_success,
 		    st->max_rollback, st->max_failure, st->max_crash) !=
-		    SQLITE_DONE)
+		    DB_DONE)
 			return catalog_db_fail(reg, why, whylen);
 	}
 	snprintf(what, sizeof(what), "rollout create %lld release %s, %zu "
@@ -147,11 +146,11 @@ registry_rollout_action(struct registry *reg, int64_t id,
 			if (run(reg, "UPDATE rollout SET approved_by ="
 			    " nullif(?2, '') WHERE id = ?1", "it", id,
 			    reg->who[0] ? reg->who : reg->actor) !=
-			    SQLITE_DONE) {
+			    DB_DONE) {
 				snprintf(why, whylen, "%s", strstr(
-				    sqlite3_errmsg(reg->db), "creator") ?
+				    db_errmsg(reg->db), "creator") ?
 				    "a rollout is approved by someone other "
-				    "than its creator" : sqlite3_errmsg(
+				    "than its creator" : db_errmsg(
 				    reg->db));
 				return catalog_fail(reg, OTAD_ERR_INVALID);
 			}
@@ -164,9 +163,9 @@ registry_rollout_action(struct registry *reg, int64_t id,
 			return catalog_fail(reg, rc);
 	} else {
 		if (run(reg, sql[action], "iii", id, now_s(),
-		    (int64_t)force) != SQLITE_DONE)
+		    (int64_t)force) != DB_DONE)
 			return catalog_db_fail(reg, why, whylen);
-		changed = sqlite3_changes(reg->db) > 0;
+		changed = db_changes(reg->db) > 0;
 	}
 	if (changed) {
 		/* the state trigger wrote the audit row, with our name */
@@ -402,7 +401,7 @@ act(struct registry *reg, const char *sql, const char *types, int64_t a,
 		rc = run(reg, sql, types, a, text);
 	else
 		rc = run(reg, sql, types, a, b);
-	if (rc != SQLITE_DONE || sqlite3_changes(reg->db) == 0 ||
+	if (rc != DB_DONE || db_changes(reg->db) == 0 ||
 	    catalog_commit(reg) != OTAD_OK) {
 		catalog_fail(reg, OTAD_OK);
 		return -1;

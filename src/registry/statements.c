@@ -7,7 +7,6 @@
 #include <stdio.h>
 #include <time.h>
 
-#include <sqlite3.h>
 
 #include "log.h"
 #include "registry.h"
@@ -17,39 +16,39 @@ static enum otad_err audit(struct registry *reg, const char *what);
 
 /* bind helpers: "" and absent values become NULL */
 void
-bind_text(sqlite3_stmt *st, int i, const char *s)
+bind_text(struct db_stmt *st, int i, const char *s)
 {
 	if (s == NULL || *s == '\0')
-		sqlite3_bind_null(st, i);
+		db_bind_null(st, i);
 	else
-		sqlite3_bind_text(st, i, s, -1, SQLITE_STATIC);
+		db_bind_text(st, i, s);
 }
 
 void
-bind_tel(sqlite3_stmt *st, int i, const struct telemetry *t, unsigned bit,
+bind_tel(struct db_stmt *st, int i, const struct telemetry *t, unsigned bit,
     int64_t v)
 {
 	if (t->present & bit)
-		sqlite3_bind_int64(st, i, v);
+		db_bind_int64(st, i, v);
 	else
-		sqlite3_bind_null(st, i);
+		db_bind_null(st, i);
 }
 
 /* Run a prepared statement that returns no rows; 0 or -1. */
 int
-step_done(sqlite3_stmt *st)
+step_done(struct db_stmt *st)
 {
-	int rc = sqlite3_step(st);
+	int rc = db_step(st);
 
-	sqlite3_reset(st);
-	sqlite3_clear_bindings(st);
-	return rc == SQLITE_DONE ? 0 : -1;
+	db_reset(st);
+	db_clear_bindings(st);
+	return rc == DB_DONE ? 0 : -1;
 }
 
 void
 registry_set_patience(struct registry *reg, int ms)
 {
-	sqlite3_busy_timeout(reg->db, ms);
+	db_busy_timeout(reg->db, ms);
 }
 
 void
@@ -106,28 +105,28 @@ now_s(void)
 
 /* One row as a JSON object keyed by column name. */
 static json_t *
-row_json(sqlite3_stmt *st)
+row_json(struct db_stmt *st)
 {
 	json_t *o = json_object();
-	int i, n = sqlite3_column_count(st);
+	int i, n = db_column_count(st);
 
 	for (i = 0; o != NULL && i < n; i++) {
-		const char *name = sqlite3_column_name(st, i);
+		const char *name = db_column_name(st, i);
 		json_t *v;
 
-		switch (sqlite3_column_type(st, i)) {
-		case SQLITE_INTEGER:
-			v = json_integer(sqlite3_column_int64(st, i));
+		switch (db_column_type(st, i)) {
+		case DB_INTEGER:
+			v = json_integer(db_column_int64(st, i));
 			break;
-		case SQLITE_FLOAT:
-			v = json_real(sqlite3_column_double(st, i));
+		case DB_FLOAT:
+			v = json_real(db_column_double(st, i));
 			break;
-		case SQLITE_NULL:
+		case DB_NULL:
 			v = json_null();
 			break;
 		default:
 			v = json_string(
-			    (const char *)sqlite3_column_text(st, i));
+			    db_column_text(st, i));
 			if (v == NULL) /* not UTF-8: never from our inputs */
 				v = json_null();
 		}
@@ -140,69 +139,68 @@ row_json(sqlite3_stmt *st)
  * Run sql with text parameters (NULL-terminated list) and return every row.
  */
 enum otad_err
-query_rows(sqlite3 *db, json_t **rows, const char *sql, ...)
+query_rows(struct db *db, json_t **rows, const char *sql, ...)
 {
-	sqlite3_stmt *st;
+	struct db_stmt *st;
 	const char *p;
 	va_list ap;
 	int i = 1, step;
 
 	*rows = NULL;
-	if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
+	if (db_prepare(db, sql, 0, &st) != DB_OK)
 		return db_error(db, "query");
 	va_start(ap, sql);
 	while ((p = va_arg(ap, const char *)) != NULL)
-		sqlite3_bind_text(st, i++, p, -1, SQLITE_TRANSIENT);
+		db_bind_text(st, i++, p);
 	va_end(ap);
 	*rows = json_array();
-	while ((step = sqlite3_step(st)) == SQLITE_ROW)
+	while ((step = db_step(st)) == DB_ROW)
 		json_array_append_new(*rows, row_json(st));
-	if (step != SQLITE_DONE) {
+	if (step != DB_DONE) {
 		enum otad_err rc = db_error(db, "query");
 
-		sqlite3_finalize(st);
+		db_finalize(st);
 		json_decref(*rows);
 		*rows = NULL;
 		return rc;
 	}
-	sqlite3_finalize(st);
+	db_finalize(st);
 	return OTAD_OK;
 }
 
 static enum otad_err
 audit(struct registry *reg, const char *what)
 {
-	sqlite3_stmt *st;
+	struct db_stmt *st;
 	int rc;
 
-	if (sqlite3_prepare_v2(reg->db, "INSERT INTO audit (at, actor, what)"
-	    " VALUES (?1, ?2, ?3)", -1, &st, NULL) != SQLITE_OK)
+	if (db_prepare(reg->db, "INSERT INTO audit (at, actor, what)"
+	    " VALUES (?1, ?2, ?3)", 0, &st) != DB_OK)
 		return db_error(reg->db, "audit");
-	sqlite3_bind_int64(st, 1, now_s());
-	sqlite3_bind_text(st, 2, reg->actor, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 3, what, -1, SQLITE_STATIC);
-	rc = sqlite3_step(st);
-	sqlite3_finalize(st);
-	return rc == SQLITE_DONE ? OTAD_OK : db_error(reg->db, "audit");
+	db_bind_int64(st, 1, now_s());
+	db_bind_text(st, 2, reg->actor);
+	db_bind_text(st, 3, what);
+	rc = db_step(st);
+	db_finalize(st);
+	return rc == DB_DONE ? OTAD_OK : db_error(reg->db, "audit");
 }
 
 /* BEGIN IMMEDIATE and name ourselves for the audit triggers. */
 enum otad_err
 catalog_begin(struct registry *reg)
 {
-	sqlite3_stmt *st;
+	struct db_stmt *st;
 	enum otad_err rc;
 
 	if ((rc = exec(reg->db, "BEGIN IMMEDIATE")) != OTAD_OK)
 		return rc;
-	if (sqlite3_prepare_v2(reg->db, "INSERT INTO audit_actor VALUES (?1)",
-	    -1, &st, NULL) != SQLITE_OK) {
+	if (db_prepare(reg->db, "INSERT INTO audit_actor VALUES (?1)", 0, &st) != DB_OK) {
 		exec(reg->db, "ROLLBACK");
 		return db_error(reg->db, "audit actor");
 	}
-	sqlite3_bind_text(st, 1, reg->actor, -1, SQLITE_STATIC);
-	sqlite3_step(st);
-	sqlite3_finalize(st);
+	db_bind_text(st, 1, reg->actor);
+	db_step(st);
+	db_finalize(st);
 	return OTAD_OK;
 }
 
@@ -253,36 +251,41 @@ catalog_close(struct registry *reg, const char *what, char *why,
 /*
  * Prepare and run sql with bound values, one letter each in types: "t"
  * text (NULL or "" for NULL), "i" int64, "d" double, "b" blob (pointer
- * and size_t). Returns the step's result code: SQLITE_DONE when it went
- * through. Parameters a statement does not have are left unbound.
+ * and size_t). Returns the step's result code: DB_DONE when it went
+ * through. Parameters a statement does not have are left unbound. The
+ * first column of the first row it returns is left in reg->returned.
  */
 int
 run(struct registry *reg, const char *sql, const char *types, ...)
 {
-	sqlite3_stmt *st;
+	struct db_stmt *st;
 	va_list ap;
 	int i, step;
 
-	if (sqlite3_prepare_v2(reg->db, sql, -1, &st, NULL) != SQLITE_OK)
-		return sqlite3_errcode(reg->db);
+	if (db_prepare(reg->db, sql, 0, &st) != DB_OK)
+		return db_errcode(reg->db);
 	va_start(ap, types);
 	for (i = 0; types[i] != '\0'; i++) {
 		if (types[i] == 't') {
 			bind_text(st, i + 1, va_arg(ap, const char *));
 		} else if (types[i] == 'i') {
-			sqlite3_bind_int64(st, i + 1, va_arg(ap, int64_t));
+			db_bind_int64(st, i + 1, va_arg(ap, int64_t));
 		} else if (types[i] == 'd') {
-			sqlite3_bind_double(st, i + 1, va_arg(ap, double));
+			db_bind_double(st, i + 1, va_arg(ap, double));
 		} else {
 			const void *b = va_arg(ap, const void *);
 
-			sqlite3_bind_blob(st, i + 1, b, (int)va_arg(ap, size_t),
-			    SQLITE_STATIC);
+			db_bind_blob(st, i + 1, b, va_arg(ap, size_t));
 		}
 	}
 	va_end(ap);
-	step = sqlite3_step(st);
-	sqlite3_finalize(st);
+	/* INSERT ... RETURNING id: the id, kept in reg->returned */
+	if ((step = db_step(st)) == DB_ROW) {
+		reg->returned = db_column_int64(st, 0);
+		while ((step = db_step(st)) == DB_ROW)
+			;
+	}
+	db_finalize(st);
 	return step;
 }
 
@@ -290,28 +293,28 @@ run(struct registry *reg, const char *sql, const char *types, ...)
 enum otad_err
 catalog_db_fail(struct registry *reg, char *why, size_t whylen)
 {
-	snprintf(why, whylen, "database: %s", sqlite3_errmsg(reg->db));
+	snprintf(why, whylen, "database: %s", db_errmsg(reg->db));
 	return catalog_fail(reg, OTAD_ERR_DB);
 }
 
 /* Run a statement with int64 parameters (-1 ends the list). */
 int
-exec_ints(sqlite3 *db, const char *sql, ...)
+exec_ints(struct db *db, const char *sql, ...)
 {
-	sqlite3_stmt *st;
+	struct db_stmt *st;
 	va_list ap;
 	int64_t v;
 	int i = 1, step;
 
-	if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
+	if (db_prepare(db, sql, 0, &st) != DB_OK)
 		return -1;
 	va_start(ap, sql);
 	while ((v = va_arg(ap, int64_t)) != -1)
-		sqlite3_bind_int64(st, i++, v);
+		db_bind_int64(st, i++, v);
 	va_end(ap);
-	step = sqlite3_step(st);
-	sqlite3_finalize(st);
-	return step == SQLITE_DONE ? 0 : -1;
+	step = db_step(st);
+	db_finalize(st);
+	return step == DB_DONE ? 0 : -1;
 }
 
 /* An id (or any integer) as text, for query_rows' text arguments. */
@@ -329,7 +332,7 @@ idtext(int64_t id, char buf[24])
  * each part's key the rows of its query (no arguments).
  */
 enum otad_err
-query_summary(sqlite3 *db, json_t **obj, const char *sql, const char *arg,
+query_summary(struct db *db, json_t **obj, const char *sql, const char *arg,
     const struct part *parts, size_t n)
 {
 	json_t *rows;

@@ -5,7 +5,6 @@
 
 #include <stdio.h>
 
-#include <sqlite3.h>
 
 #include "registry.h"
 #include "registry_impl.h"
@@ -44,22 +43,22 @@ registry_fleet_device(struct registry_reader *r, const char *id,
 static int
 reader_exists(struct registry_reader *r, const char *sql, ...)
 {
-	sqlite3_stmt *st;
+	struct db_stmt *st;
 	const char *p;
 	va_list ap;
 	int i = 1, step;
 
-	if (sqlite3_prepare_v2(r->db, sql, -1, &st, NULL) != SQLITE_OK)
+	if (db_prepare(r->db, sql, 0, &st) != DB_OK)
 		return db_error(r->db, "query"), -1;
 	va_start(ap, sql);
 	while ((p = va_arg(ap, const char *)) != NULL)
-		sqlite3_bind_text(st, i++, p, -1, SQLITE_TRANSIENT);
+		db_bind_text(st, i++, p);
 	va_end(ap);
-	step = sqlite3_step(st);
-	if (step != SQLITE_ROW && step != SQLITE_DONE)
+	step = db_step(st);
+	if (step != DB_ROW && step != DB_DONE)
 		db_error(r->db, "query");
-	sqlite3_finalize(st);
-	return step == SQLITE_ROW ? 1 : step == SQLITE_DONE ? 0 : -1;
+	db_finalize(st);
+	return step == DB_ROW ? 1 : step == DB_DONE ? 0 : -1;
 }
 
 /* 1 when statement which finds a row for (device, release), 0 if not */
@@ -67,16 +66,16 @@ static int
 device_release_exists(struct registry_reader *r, enum rstmt which,
     const char *device, int64_t release)
 {
-	sqlite3_stmt *st = r->s[which];
+	struct db_stmt *st = r->s[which];
 	int step;
 
-	sqlite3_bind_text(st, 1, device, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 2, release);
-	step = sqlite3_step(st);
-	if (step != SQLITE_ROW && step != SQLITE_DONE)
+	db_bind_text(st, 1, device);
+	db_bind_int64(st, 2, release);
+	step = db_step(st);
+	if (step != DB_ROW && step != DB_DONE)
 		db_error(r->db, "attempt lookup");
-	sqlite3_reset(st);
-	return step == SQLITE_ROW ? 1 : step == SQLITE_DONE ? 0 : -1;
+	db_reset(st);
+	return step == DB_ROW ? 1 : step == DB_DONE ? 0 : -1;
 }
 
 int
@@ -193,14 +192,14 @@ registry_nudge(struct registry *reg, const char *device, int64_t *id,
 	if ((rc = catalog_open(reg, why, whylen)) != OTAD_OK)
 		return rc;
 	if (run(reg, "INSERT INTO trigger (device, reason, requested_at)"
-	    " SELECT id, 'nudge', ?2 FROM device WHERE id = ?1", "ti", device,
-	    now_s()) != SQLITE_DONE)
+	    " SELECT id, 'nudge', ?2 FROM device WHERE id = ?1 RETURNING id", "ti", device,
+	    now_s()) != DB_DONE)
 		return catalog_db_fail(reg, why, whylen);
-	if (sqlite3_changes(reg->db) == 0) {
+	if (db_changes(reg->db) == 0) {
 		snprintf(why, whylen, "no device '%s'", device);
 		return catalog_fail(reg, OTAD_ERR_NOT_FOUND);
 	}
-	*id = sqlite3_last_insert_rowid(reg->db);
+	*id = reg->returned;
 	snprintf(what, sizeof(what), "device nudge %s", device);
 	return catalog_close(reg, what, why, whylen);
 }

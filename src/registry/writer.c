@@ -15,7 +15,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <sqlite3.h>
 
 #include "log.h"
 #include "registry.h"
@@ -177,13 +176,13 @@ registry_record_new(enum record_kind kind)
 static int
 crash_flags(struct registry *reg, const struct record *rec)
 {
-	sqlite3_stmt *st = reg->w[W_CRASHED];
+	struct db_stmt *st = reg->w[W_CRASHED];
 
 	if (!(rec->tel.present & TEL_RESET_REASON))
 		return 0;
-	sqlite3_bind_text(st, 1, rec->device, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 2, rec->at);
-	sqlite3_bind_int64(st, 3, rec->tel.reset_reason);
+	db_bind_text(st, 1, rec->device);
+	db_bind_int64(st, 2, rec->at);
+	db_bind_int64(st, 3, rec->tel.reset_reason);
 	return step_done(st);
 }
 
@@ -195,28 +194,28 @@ crash_flags(struct registry *reg, const struct record *rec)
 static int
 apply_running(struct registry *reg, const struct record *rec)
 {
-	sqlite3_stmt *st;
+	struct db_stmt *st;
 
 	if (rec->version[0] == '\0')
 		return crash_flags(reg, rec);
 	st = reg->w[W_ROLLBACK];
-	sqlite3_bind_text(st, 1, rec->device, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 2, rec->version, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 3, rec->at);
+	db_bind_text(st, 1, rec->device);
+	db_bind_text(st, 2, rec->version);
+	db_bind_int64(st, 3, rec->at);
 	bind_tel(st, 4, &rec->tel, TEL_UPTIME, rec->tel.uptime);
 	if (step_done(st) < 0 || crash_flags(reg, rec) < 0)
 		return -1;
 	/* running what it was offered: that attempt succeeded */
 	st = reg->w[W_SUCCESS];
-	sqlite3_bind_text(st, 1, rec->device, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 2, rec->version, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 3, rec->at);
+	db_bind_text(st, 1, rec->device);
+	db_bind_text(st, 2, rec->version);
+	db_bind_int64(st, 3, rec->at);
 	if (step_done(st) < 0)
 		return -1;
-	if (sqlite3_changes(reg->db) > 0 && rec->chip[0] == '\0') {
+	if (db_changes(reg->db) > 0 && rec->chip[0] == '\0') {
 		/* it runs the image it was offered: its chip is that one's */
 		st = reg->w[W_LEARN_CHIP];
-		sqlite3_bind_text(st, 1, rec->device, -1, SQLITE_STATIC);
+		db_bind_text(st, 1, rec->device);
 		if (step_done(st) < 0)
 			return -1;
 	}
@@ -228,11 +227,11 @@ static int
 apply_telemetry(struct registry *reg, const struct record *rec)
 {
 	const struct telemetry *t = &rec->tel;
-	sqlite3_stmt *st = reg->w[W_TELEMETRY];
+	struct db_stmt *st = reg->w[W_TELEMETRY];
 
-	sqlite3_bind_text(st, 1, rec->device, -1, SQLITE_STATIC);
+	db_bind_text(st, 1, rec->device);
 	bind_text(st, 2, rec->version);
-	sqlite3_bind_int64(st, 3, rec->at);
+	db_bind_int64(st, 3, rec->at);
 	bind_tel(st, 4, t, TEL_UPTIME, t->uptime);
 	bind_tel(st, 5, t, TEL_FREE_HEAP, t->free_heap);
 	bind_tel(st, 6, t, TEL_RSSI, t->rssi);
@@ -258,11 +257,11 @@ apply_trigger(struct registry *reg, const struct record *rec)
 	if (rec->kind == RECORD_CLEARED)
 		return run(reg, "UPDATE trigger SET cleared_at = ?2 WHERE id ="
 		    " ?1 AND cleared_at IS NULL", "ii", id, rec->at) ==
-		    SQLITE_DONE ? 0 : -1;
+		    DB_DONE ? 0 : -1;
 	if (dev != NULL && rec->retained &&
 	    run(reg, "UPDATE trigger SET cleared_at = ?2 WHERE device = ?1"
 	    " AND retained = 1 AND sent_at IS NOT NULL AND cleared_at IS"
-	    " NULL", "ti", dev, rec->at) != SQLITE_DONE)
+	    " NULL", "ti", dev, rec->at) != DB_DONE)
 		return -1;
 	if (id > 0)
 		return run(reg, "UPDATE trigger SET sent_at = ?2, release ="
@@ -270,13 +269,13 @@ apply_trigger(struct registry *reg, const struct record *rec)
 		    " retained = ?6 WHERE id = ?1",
 		    "iiiiii", id, rec->at, rec->offer_release, rec->offer_rollout,
 		    (int64_t)rec->offer_stage, (int64_t)rec->retained) ==
-		    SQLITE_DONE ? 0 : -1;
+		    DB_DONE ? 0 : -1;
 	return run(reg, "INSERT INTO trigger (device, grp, release, rollout,"
 	    " stage, reason, retained, requested_at, sent_at) VALUES (?1, ?2,"
 	    " nullif(?3, 0), nullif(?4, 0), ?5, ?6, ?7, ?8, ?8)", "ttiiitii",
 	    dev, rec->group[0] ? rec->group : NULL, rec->offer_release,
 	    rec->offer_rollout, (int64_t)rec->offer_stage, rec->reason,
-	    (int64_t)rec->retained, rec->at) == SQLITE_DONE ? 0 : -1;
+	    (int64_t)rec->retained, rec->at) == DB_DONE ? 0 : -1;
 }
 
 /*
@@ -310,7 +309,7 @@ apply_silent(struct registry *reg, const struct record *rec)
 	    " again after it was delivered', updated_at = ?3, finished_at ="
 	    " ?3 WHERE device = ?1 AND release = ?2 AND delivered = 1 AND"
 	    " state IN " OPEN_STATES, "tii", rec->device, rec->refetch_release,
-	    rec->at) != SQLITE_DONE)
+	    rec->at) != DB_DONE)
 		return -1;
 	/* what it runs now: what it was sent (before the attempt closes) */
 	if (run(reg, "UPDATE device SET version = a.to_version,"
@@ -318,41 +317,41 @@ apply_silent(struct registry *reg, const struct record *rec)
 	    " r.id = a.release JOIN artifact art ON art.sha256 = r.artifact"
 	    " WHERE device.id = ?1 AND a.id = (SELECT id FROM attempt WHERE"
 	    SILENT_STAYED " ORDER BY id DESC LIMIT 1)", "tii", rec->device,
-	    rec->at, rec->settle) != SQLITE_DONE ||
+	    rec->at, rec->settle) != DB_DONE ||
 	    run(reg, "UPDATE attempt SET state = 'success', inferred = 1,"
 	    " reason = 'inferred: polled on without fetching it again',"
 	    " updated_at = ?2, finished_at = ?2 WHERE" SILENT_STAYED, "tii",
-	    rec->device, rec->at, rec->settle) != SQLITE_DONE)
+	    rec->device, rec->at, rec->settle) != DB_DONE)
 		return -1;
 	return run(reg, "UPDATE attempt SET quiet_at = ?2 WHERE"
 	    SILENT_SETTLED " AND quiet_at IS NULL", "tii", rec->device,
-	    rec->at, rec->settle) == SQLITE_DONE ? 0 : -1;
+	    rec->at, rec->settle) == DB_DONE ? 0 : -1;
 }
 
 static int
 apply_checkin(struct registry *reg, const struct record *rec)
 {
-	sqlite3_stmt *st = reg->w[W_CHECKIN];
+	struct db_stmt *st = reg->w[W_CHECKIN];
 
-	sqlite3_bind_text(st, 1, rec->device, -1, SQLITE_STATIC);
+	db_bind_text(st, 1, rec->device);
 	bind_text(st, 2, rec->product);
 	/* "": unknown, as for a device whose image is not in the store */
 	bind_text(st, 3, rec->fs_mode ? NULL : rec->version);
 	bind_text(st, 4, rec->address);
-	sqlite3_bind_int64(st, 5, rec->at);
+	db_bind_int64(st, 5, rec->at);
 	bind_text(st, 6, rec->hw_rev);
 	bind_text(st, 7, rec->running_sha256);
 	bind_text(st, 8, rec->chip);
 	if (rec->secure_version >= 0)
-		sqlite3_bind_int64(st, 9, rec->secure_version);
+		db_bind_int64(st, 9, rec->secure_version);
 	if (rec->free_space >= 0)
-		sqlite3_bind_int64(st, 10, rec->free_space);
+		db_bind_int64(st, 10, rec->free_space);
 	bind_text(st, 11, rec->deferred);
 	bind_tel(st, 12, &rec->tel, TEL_BATTERY, rec->tel.battery);
 	bind_tel(st, 13, &rec->tel, TEL_RESET_REASON, rec->tel.reset_reason);
 	bind_tel(st, 14, &rec->tel, TEL_UPTIME, rec->tel.uptime);
 	/* neither a filesystem request nor a silent library tells the app */
-	sqlite3_bind_int(st, 15, rec->fs_mode || rec->silent);
+	db_bind_int64(st, 15, rec->fs_mode || rec->silent);
 	if (step_done(st) < 0 || (!rec->fs_mode && apply_running(reg, rec) <
 	    0) || (rec->silent && apply_silent(reg, rec) < 0))
 		return -1;
@@ -360,14 +359,14 @@ apply_checkin(struct registry *reg, const struct record *rec)
 	if (rec->offer_release <= 0)
 		return 0;
 	st = reg->w[W_OFFER];
-	sqlite3_bind_text(st, 1, rec->device, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 2, rec->offer_release);
-	sqlite3_bind_int64(st, 3, rec->offer_rollout);
-	sqlite3_bind_text(st, 4, rec->version, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 5, rec->offer_version, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 6, rec->at);
-	sqlite3_bind_int(st, 7, rec->offer_stage);
-	sqlite3_bind_int(st, 8, rec->silent);
+	db_bind_text(st, 1, rec->device);
+	db_bind_int64(st, 2, rec->offer_release);
+	db_bind_int64(st, 3, rec->offer_rollout);
+	db_bind_text(st, 4, rec->version);
+	db_bind_text(st, 5, rec->offer_version);
+	db_bind_int64(st, 6, rec->at);
+	db_bind_int64(st, 7, rec->offer_stage);
+	db_bind_int64(st, 8, rec->silent);
 	return step_done(st);
 }
 
@@ -383,25 +382,25 @@ delivered_fs(struct registry *reg, const struct record *rec)
 	    " finished_at = ?3 WHERE device = ?1 AND state IN " OPEN_STATES
 	    " AND release IN (SELECT id FROM release WHERE artifact = ?2 AND"
 	    " kind != 'app')", "tti", rec->device, rec->artifact, rec->at) !=
-	    SQLITE_DONE)
+	    DB_DONE)
 		return -1;
 	return run(reg, "UPDATE device SET fs_sha256 = ?2, fs_version ="
 	    " (SELECT version FROM artifact WHERE sha256 = ?2) WHERE id = ?1"
 	    " AND (SELECT kind FROM artifact WHERE sha256 = ?2) != 'app'",
-	    "tt", rec->device, rec->artifact) == SQLITE_DONE ? 0 : -1;
+	    "tt", rec->device, rec->artifact) == DB_DONE ? 0 : -1;
 }
 
 /* A device fetched (part of) an artifact: seen, and its offer is on. */
 static int
 apply_download(struct registry *reg, const struct record *rec)
 {
-	sqlite3_stmt *st = reg->w[W_SEEN];
+	struct db_stmt *st = reg->w[W_SEEN];
 
 	if (rec->kind == RECORD_DELIVERED) {
 		st = reg->w[W_DELIVERED];
-		sqlite3_bind_text(st, 1, rec->device, -1, SQLITE_STATIC);
-		sqlite3_bind_text(st, 2, rec->artifact, -1, SQLITE_STATIC);
-		sqlite3_bind_int64(st, 3, rec->at);
+		db_bind_text(st, 1, rec->device);
+		db_bind_text(st, 2, rec->artifact);
+		db_bind_int64(st, 3, rec->at);
 		if (step_done(st) < 0 || delivered_fs(reg, rec) < 0)
 			return -1;
 		/* it cannot say otherwise: take it as running the image */
@@ -409,20 +408,20 @@ apply_download(struct registry *reg, const struct record *rec)
 		    " running_sha256 = (SELECT app_sha256 FROM artifact WHERE"
 		    " sha256 = ?2), version = (SELECT version FROM artifact"
 		    " WHERE sha256 = ?2) WHERE id = ?1", "tt", rec->device,
-		    rec->artifact) != SQLITE_DONE)
+		    rec->artifact) != DB_DONE)
 			return -1;
 		return 0;
 	}
 
-	sqlite3_bind_text(st, 1, rec->device, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 2, rec->at);
+	db_bind_text(st, 1, rec->device);
+	db_bind_int64(st, 2, rec->at);
 	bind_text(st, 3, rec->address);
 	if (step_done(st) < 0)
 		return -1;
 	st = reg->w[W_DOWNLOAD];
-	sqlite3_bind_text(st, 1, rec->device, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 2, rec->artifact, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 3, rec->at);
+	db_bind_text(st, 1, rec->device);
+	db_bind_text(st, 2, rec->artifact);
+	db_bind_int64(st, 3, rec->at);
 	return step_done(st);
 }
 
@@ -432,25 +431,25 @@ apply_report(struct registry *reg, const struct record *rec)
 	const struct telemetry *t = &rec->tel;
 	const char *state = result_names[rec->result];
 	char from[OTAD_VERSION_MAX + 1] = "";
-	sqlite3_stmt *st;
+	struct db_stmt *st;
 	int64_t attempt = 0;
 	int rc;
 
 	/* the version it ran before this report, for a new attempt row */
 	st = reg->w[W_DEVICE_VERSION];
-	sqlite3_bind_text(st, 1, rec->device, -1, SQLITE_STATIC);
-	if (sqlite3_step(st) == SQLITE_ROW &&
-	    sqlite3_column_text(st, 0) != NULL)
+	db_bind_text(st, 1, rec->device);
+	if (db_step(st) == DB_ROW &&
+	    db_column_text(st, 0) != NULL)
 		snprintf(from, sizeof(from), "%s",
-		    (const char *)sqlite3_column_text(st, 0));
-	sqlite3_reset(st);
+		    db_column_text(st, 0));
+	db_reset(st);
 
 	st = reg->w[W_REPORT_DEVICE];
-	sqlite3_bind_text(st, 1, rec->device, -1, SQLITE_STATIC);
+	db_bind_text(st, 1, rec->device);
 	/* only a success says what the device runs now */
 	bind_text(st, 2, rec->result == REPORT_SUCCESS ? rec->version : NULL);
 	bind_text(st, 3, rec->address);
-	sqlite3_bind_int64(st, 4, rec->at);
+	db_bind_int64(st, 4, rec->at);
 	bind_tel(st, 5, t, TEL_UPTIME, t->uptime);
 	bind_tel(st, 6, t, TEL_FREE_HEAP, t->free_heap);
 	bind_tel(st, 7, t, TEL_RSSI, t->rssi);
@@ -461,18 +460,18 @@ apply_report(struct registry *reg, const struct record *rec)
 		return -1;
 
 	st = reg->w[W_OPEN_ATTEMPT];
-	sqlite3_bind_text(st, 1, rec->device, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 2, rec->version, -1, SQLITE_STATIC);
-	if (sqlite3_step(st) == SQLITE_ROW)
-		attempt = sqlite3_column_int64(st, 0);
-	sqlite3_reset(st);
-	sqlite3_clear_bindings(st);
+	db_bind_text(st, 1, rec->device);
+	db_bind_text(st, 2, rec->version);
+	if (db_step(st) == DB_ROW)
+		attempt = db_column_int64(st, 0);
+	db_reset(st);
+	db_clear_bindings(st);
 	if (attempt > 0) {
 		st = reg->w[W_UPDATE_ATTEMPT];
-		sqlite3_bind_int64(st, 1, attempt);
-		sqlite3_bind_text(st, 2, state, -1, SQLITE_STATIC);
+		db_bind_int64(st, 1, attempt);
+		db_bind_text(st, 2, state);
 		bind_text(st, 3, rec->reason);
-		sqlite3_bind_int64(st, 4, rec->at);
+		db_bind_int64(st, 4, rec->at);
 		return step_done(st);
 	}
 	/*
@@ -481,22 +480,22 @@ apply_report(struct registry *reg, const struct record *rec)
 	 * report named none (the API lets only outcomes through so).
 	 */
 	st = reg->w[W_LAST_ATTEMPT];
-	sqlite3_bind_text(st, 1, rec->device, -1, SQLITE_STATIC);
-	rc = sqlite3_step(st);
-	if (rc == SQLITE_ROW && sqlite3_column_text(st, 0) != NULL &&
-	    strcmp((const char *)sqlite3_column_text(st, 0), rec->version) ==
-	    0 && strcmp((const char *)sqlite3_column_text(st, 1), state) == 0) {
-		sqlite3_reset(st);
+	db_bind_text(st, 1, rec->device);
+	rc = db_step(st);
+	if (rc == DB_ROW && db_column_text(st, 0) != NULL &&
+	    strcmp(db_column_text(st, 0), rec->version) ==
+	    0 && strcmp(db_column_text(st, 1), state) == 0) {
+		db_reset(st);
 		return 0;
 	}
-	sqlite3_reset(st);
+	db_reset(st);
 	st = reg->w[W_INSERT_ATTEMPT];
-	sqlite3_bind_text(st, 1, rec->device, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 2, rec->version, -1, SQLITE_STATIC);
+	db_bind_text(st, 1, rec->device);
+	db_bind_text(st, 2, rec->version);
 	bind_text(st, 3, from);
-	sqlite3_bind_text(st, 4, state, -1, SQLITE_STATIC);
+	db_bind_text(st, 4, state);
 	bind_text(st, 5, rec->reason);
-	sqlite3_bind_int64(st, 6, rec->at);
+	db_bind_int64(st, 6, rec->at);
 	return step_done(st);
 }
 
@@ -543,15 +542,15 @@ writer_begin(struct registry *reg)
 {
 	time_t last_log = 0;
 
-	while (sqlite3_exec(reg->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) !=
-	    SQLITE_OK) {
+	while (db_exec(reg->db, "BEGIN IMMEDIATE") !=
+	    DB_OK) {
 		time_t now = time(NULL);
 
 		writer_blocked(reg);
 		if (now - last_log >= 10) {
 			/* every record queued, not only this batch */
 			log_warnx("database is busy (%s); %zu records wait",
-			    sqlite3_errmsg(reg->db),
+			    db_errmsg(reg->db),
 			    (size_t)atomic_load(&reg->depth));
 			last_log = now;
 		}
@@ -584,9 +583,8 @@ writer_apply(struct registry *reg, struct record *batch, size_t count)
 	 * and its fsync also covers every earlier commit. So check-ins alone
 	 * cost no fsync and a batch with a report pays one for all.
 	 */
-	sqlite3_exec(reg->db, durable ? "PRAGMA synchronous = FULL"
-				      : "PRAGMA synchronous = NORMAL",
-	    NULL, NULL, NULL);
+	db_exec(reg->db, durable ? "PRAGMA synchronous = FULL"
+				      : "PRAGMA synchronous = NORMAL");
 	writer_begin(reg);
 	for (rec = batch; rec != NULL; rec = rec->next) {
 		/*
@@ -598,7 +596,7 @@ writer_apply(struct registry *reg, struct record *batch, size_t count)
 			if (apply_one(reg, rec) < 0) {
 				log_warnx("cannot record %s of '%s': %s",
 				    record_names[rec->kind], rec->device,
-				    sqlite3_errmsg(reg->db));
+				    db_errmsg(reg->db));
 				rec->err = OTAD_ERR_DB;
 			}
 			continue;
@@ -606,20 +604,20 @@ writer_apply(struct registry *reg, struct record *batch, size_t count)
 		step_done(reg->w[W_SAVEPOINT]);
 		if (apply_report(reg, rec) < 0) {
 			log_warnx("cannot record report of '%s': %s",
-			    rec->device, sqlite3_errmsg(reg->db));
+			    rec->device, db_errmsg(reg->db));
 			rec->err = OTAD_ERR_DB;
 			step_done(reg->w[W_ROLLBACK_TO]);
 		}
 		step_done(reg->w[W_RELEASE]);
 	}
-	while ((rc = sqlite3_exec(reg->db, "COMMIT", NULL, NULL, NULL)) !=
-	    SQLITE_OK) {
+	while ((rc = db_exec(reg->db, "COMMIT")) !=
+	    DB_OK) {
 		time_t now = time(NULL);
 
-		if (rc != SQLITE_BUSY) {
+		if (rc != DB_BUSY) {
 			log_warnx("cannot commit %zu records: %s", count,
-			    sqlite3_errmsg(reg->db));
-			sqlite3_exec(reg->db, "ROLLBACK", NULL, NULL, NULL);
+			    db_errmsg(reg->db));
+			db_exec(reg->db, "ROLLBACK");
 			for (rec = batch; rec != NULL; rec = rec->next)
 				rec->err = OTAD_ERR_DB;
 			atomic_store(&reg->busy_since, 0);
@@ -767,8 +765,7 @@ registry_writer_start(struct registry *reg, unsigned queue_max)
 	int i;
 
 	for (i = 0; i < W_COUNT; i++)
-		if (sqlite3_prepare_v3(reg->db, wsql[i], -1,
-		    SQLITE_PREPARE_PERSISTENT, &reg->w[i], NULL) != SQLITE_OK)
+		if (db_prepare(reg->db, wsql[i], 1, &reg->w[i]) != DB_OK)
 			return db_error(reg->db, "cannot prepare statement");
 	if ((reg->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0) {
 		log_warn("eventfd");
@@ -886,11 +883,10 @@ registry_close(struct registry *reg)
 	if (reg->key_made)
 		pthread_key_delete(reg->key);
 	for (k = 0; k < W_COUNT; k++)
-		sqlite3_finalize(reg->w[k]);
+		db_finalize(reg->w[k]);
 	if (reg->efd >= 0)
 		close(reg->efd);
 	pthread_mutex_destroy(&reg->producers_mu);
-	if (reg->db != NULL && sqlite3_close(reg->db) != SQLITE_OK)
-		log_warnx("database close: %s", sqlite3_errmsg(reg->db));
+	db_close(reg->db);
 	free(reg);
 }
