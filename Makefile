@@ -49,7 +49,8 @@ LIB_SRCS := $(filter-out src/main.c $(CLI_SRCS),$(wildcard src/*.c \
 	src/registry/*.c))
 LIB_OBJS := $(LIB_SRCS:src/%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/schema.o \
 	$(BUILD)/obj/console_files.o
-SCHEMA   := $(sort $(wildcard schema/*.sql))
+SCHEMA_SQLITE := $(sort $(wildcard schema/sqlite/*.sql))
+SCHEMA_PG     := $(sort $(wildcard schema/postgresql/*.sql))
 CONSOLE  := $(sort $(wildcard src/console/*.html src/console/*.css \
 	src/console/*.js))
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
@@ -61,10 +62,11 @@ DEPS_BUILD := gcc make pkg-config libmicrohttpd-dev libssl-dev \
 	libdivsufsort-dev libcurl4-openssl-dev
 DEPS_TEST  := libcmocka-dev python3 python3-pytest sqlite3 openssl curl \
 	cppcheck clang libclang-rt-14-dev mosquitto mosquitto-clients iproute2 \
-	chromium chromium-driver python3-selenium
+	chromium chromium-driver python3-selenium postgresql python3-psycopg2 \
+	haproxy
 DEPS_BENCH := wrk nginx-light bc bsdiff xdelta3 time
 
-.PHONY: all run test unit integration deps deps-test deps-bench lint \
+.PHONY: all run test unit integration integration-pg deps deps-test deps-bench lint \
 	install clean bench fuzz
 
 all: $(BUILD)/otad $(BUILD)/otactl
@@ -73,17 +75,21 @@ $(BUILD)/obj/%.o: src/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(PKG_CFLAGS) -MMD -MP -c -o $@ $<
 
-# schema/*.sql compiled in, so an installed otad needs no schema files
-$(BUILD)/obj/schema.c: $(SCHEMA) Makefile
+# schema/<dialect>/*.sql compiled in, so an installed otad needs no
+# schema files: each dialect's migrations as an array of C strings
+$(BUILD)/obj/schema.c: $(SCHEMA_SQLITE) $(SCHEMA_PG) Makefile
 	@mkdir -p $(dir $@)
-	@{ echo '/* generated from the schema directory by the Makefile */'; \
-	   echo 'const char *const schema_migrations[] = {'; \
-	   for f in $(SCHEMA); do \
-	     sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/^/"/' -e 's/$$/\\n"/' $$f; \
-	     echo ','; \
-	   done; \
-	   echo '};'; \
-	   echo 'const unsigned schema_migration_count = $(words $(SCHEMA));'; \
+	@{ emit() { \
+	     name=$$1; shift; echo "const char *const $${name}s[] = {"; \
+	     for f in "$$@"; do \
+	       sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/^/"/' -e 's/$$/\\n"/' $$f; \
+	       echo ','; \
+	     done; \
+	     echo '};'; echo "const unsigned $${name}_count = $$#;"; \
+	   }; \
+	   echo '/* generated from the schema directory by the Makefile */'; \
+	   emit schema_migration $(SCHEMA_SQLITE); \
+	   emit pg_migration $(SCHEMA_PG); \
 	 } > $@
 
 $(BUILD)/obj/schema.o: $(BUILD)/obj/schema.c
@@ -171,11 +177,20 @@ integration: all
 	OTAD_BUILD=$(CURDIR)/$(BUILD) SHARED=$(CURDIR)/../shared \
 		/usr/bin/python3 -m pytest -q tests/integration
 
+# the same suite with the registry in a real PostgreSQL the tests start
+integration-pg: all
+	OTAD_TEST_BACKEND=postgresql OTAD_BUILD=$(CURDIR)/$(BUILD) \
+		SHARED=$(CURDIR)/../shared \
+		/usr/bin/python3 -m pytest -q tests/integration
+
 test: deps-test
 	@$(MAKE) --no-print-directory all
 	@$(MAKE) --no-print-directory lint
 	@$(MAKE) --no-print-directory unit
 	@$(MAKE) --no-print-directory integration
+	@if ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then \
+	  $(MAKE) --no-print-directory integration-pg; \
+	else echo "integration-pg: skipped, PostgreSQL is not installed"; fi
 	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(FUZZ_SECONDS)
 
 # libFuzzer targets (clang), each run for FUZZ_SECONDS from a seed corpus

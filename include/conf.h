@@ -19,6 +19,7 @@
 struct conf {
 	char listen[128];          /* "host:port", "[v6]:port" or "*:port" */
 	char state_dir[PATH_MAX];  /* database + artifact store live here */
+	char database[1024]; /* "": state_dir/otad.db; a path; postgresql:// */
 	unsigned http_threads;     /* 0 = one per CPU */
 	unsigned max_connections;  /* open HTTP connections at once */
 	unsigned connection_timeout; /* idle seconds before a close */
@@ -29,6 +30,7 @@ struct conf {
 	unsigned writer_queue_max; /* queued records per HTTP thread */
 	unsigned shutdown_timeout; /* seconds to finish in-flight requests */
 	unsigned offline_after;    /* seconds unseen before "offline" */
+	unsigned leader_timeout;   /* a dead leader's work moves within it */
 	int debug;                 /* log_level = debug */
 	int require_signature;     /* offer only artifacts signed by a key */
 	int device_auth;           /* 1 = token: devices must present one */

@@ -49,6 +49,9 @@ void metrics_set_gauges(size_t (*queue_depth)(void *), void *arg,
 /* MQTT connection state: -1 off (not shown), 0 down, 1 connected. */
 void metrics_set_mqtt(int state);
 
+/* Whether this node leads (otad_leader). */
+void metrics_set_leader(int leading);
+
 /*
  * The fleet's gauges, from registry_fleet_gauges (rendered now, shown
  * until the next call; NULL forgets them). Thread-safe.

@@ -290,6 +290,27 @@ enum otad_err registry_wait_served(struct registry *reg, int timeout_ms);
 void registry_set_patience(struct registry *reg, int ms);
 
 /*
+ * Whether this otad leads: runs the rollout controller and publishes the
+ * MQTT triggers, what must run once however many nodes share the
+ * registry. Always on SQLite (one host). On PostgreSQL the node whose
+ * connection holds the leadership lock; a node takes it when nobody
+ * holds it, so when the leader dies (its session ends; within
+ * timeout_s when its host or network does) another takes over.
+ */
+int registry_lead(struct registry *reg, unsigned timeout_s);
+/* A node stopping: otactl no longer waits for it (PostgreSQL). */
+void registry_daemon_forget(struct registry *reg);
+/* Whether other nodes may share the registry (it is PostgreSQL). */
+int registry_clustered(struct registry *reg);
+/*
+ * A store's source (store_fetch_fn) when the registry is PostgreSQL:
+ * the artifact's bytes as any node stored them. db_target is the
+ * database's connection string.
+ */
+int registry_fetch_artifact(void *db_target, const char *sha256, int fd,
+    enum artifact_kind *kind);
+
+/*
  * Who is acting: for audit rows (actor, "otactl:alice", "op:bob (admin)
  * from 10.0.0.7") and, for the two-person rule, the person (who,
  * "otactl:alice", "op:bob"): a rollout's creator and its approver.

@@ -64,6 +64,11 @@ void db_busy_timeout(struct db *db, int ms);
  * batches whose loss a crash may cost (heartbeats, counters).
  */
 void db_durable(struct db *db, int durable);
+/*
+ * Counts the times the connection was made again after it was lost:
+ * what a session held (a lock) is gone when it changes.
+ */
+unsigned db_session(struct db *db);
 /* rows changed by the last INSERT, UPDATE or DELETE */
 int64_t db_changes(struct db *db);
 
@@ -75,6 +80,12 @@ enum db_code db_prepare(struct db *db, const char *sql, int persistent,
  * i counts from 1. Bindings survive db_reset until db_clear_bindings.
  */
 void db_bind_text(struct db_stmt *st, int i, const char *s);
+/*
+ * Text that takes the type its place in the statement gives it, as a
+ * literal does: an id compared with an integer column is that integer
+ * (SQLite's type affinity; an untyped parameter in PostgreSQL).
+ */
+void db_bind_literal(struct db_stmt *st, int i, const char *s);
 void db_bind_int64(struct db_stmt *st, int i, int64_t v);
 void db_bind_double(struct db_stmt *st, int i, double v);
 void db_bind_blob(struct db_stmt *st, int i, const void *p, size_t n);

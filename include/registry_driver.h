@@ -19,9 +19,11 @@ struct db_driver {
 	void (*busy_timeout)(struct db *, int);
 	void (*durable)(struct db *, int);
 	int64_t (*changes)(struct db *);
+	unsigned (*session)(struct db *);
 	enum db_code (*prepare)(struct db *, const char *, int,
 	    struct db_stmt **);
 	void (*bind_text)(struct db_stmt *, int, const char *);
+	void (*bind_literal)(struct db_stmt *, int, const char *);
 	void (*bind_int64)(struct db_stmt *, int, int64_t);
 	void (*bind_double)(struct db_stmt *, int, double);
 	void (*bind_blob)(struct db_stmt *, int, const void *, size_t);

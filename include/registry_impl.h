@@ -20,6 +20,9 @@
 /* schema/NNN-*.sql, in order; generated into the build by the Makefile */
 extern const char *const schema_migrations[];
 extern const unsigned schema_migration_count;
+/* schema/postgresql/NNN-*.sql */
+extern const char *const pg_migrations[];
+extern const unsigned pg_migration_count;
 
 /* ends the text parameters of query_rows: a typed NULL, not a bare 0 */
 #define ARGS_END ((const char *)NULL)
@@ -69,6 +72,8 @@ struct registry {
 	unsigned approvals;    /* rollout_approvals */
 	char break_glass[200]; /* a reason to start without approval */
 	int64_t returned;      /* what run's last RETURNING gave */
+	int leading;           /* holds the leadership lock (PostgreSQL) */
+	unsigned lead_session; /* ... in this session of the connection */
 	/* writer */
 	struct db_stmt *w[W_COUNT];
 	pthread_t thread;
@@ -103,9 +108,9 @@ struct registry {
  * after the rollout id, read by offer_row.
  */
 #define OFFER_COLUMNS                                                          \
-	" rel.id, rel.version, ifnull(rel.product, ''), a.sha256, a.md5,"     \
-	" a.size, a.chip, ifnull(rel.hw_rev, ''), a.secure_version, s.key,"   \
-	" s.sig, ifnull(rel.min_from, ''), rel.forced, a.kind"
+	" rel.id, rel.version, coalesce(rel.product, ''), a.sha256, a.md5,"     \
+	" a.size, a.chip, coalesce(rel.hw_rev, ''), a.secure_version, s.key,"   \
+	" s.sig, coalesce(rel.min_from, ''), rel.forced, a.kind"
 #define OFFER_JOINS                                                            \
 	" JOIN artifact a ON a.sha256 = rel.artifact"                          \
 	/* its newest signature by a key still trusted, if any */              \
@@ -113,7 +118,8 @@ struct registry {
 	" (SELECT s2.key FROM signature s2 JOIN signing_key k"                 \
 	" ON k.name = s2.key WHERE s2.artifact = a.sha256"                     \
 	" AND k.purpose = 'artifact' AND k.state != 'revoked'"                 \
-	" ORDER BY k.state = 'active' DESC, s2.created DESC LIMIT 1)"
+	" ORDER BY k.state = 'active' DESC, s2.created DESC, k.created DESC,"  \
+	" s2.key LIMIT 1)"
 
 enum rstmt {
 	R_DEVICE,
@@ -144,14 +150,31 @@ struct registry_reader {
  * revision and kind.
  */
 #define SAME_SCOPE(o, n)                                                       \
-	"ifnull(" o ".product, '') = ifnull(" n ".product, '') AND"            \
-	" ifnull(" o ".chip, '') = ifnull(" n ".chip, '') AND"                 \
-	" ifnull(" o ".hw_rev, '') = ifnull(" n ".hw_rev, '') AND"             \
+	"coalesce(" o ".product, '') = coalesce(" n ".product, '') AND"            \
+	" coalesce(" o ".chip, '') = coalesce(" n ".chip, '') AND"                 \
+	" coalesce(" o ".hw_rev, '') = coalesce(" n ".hw_rev, '') AND"             \
 	" " o ".kind = " n ".kind"
 
 #define VERSION_COUNTS                                                         \
-	"SELECT ifnull(version, '') AS version, count(*) AS devices FROM"     \
+	"SELECT coalesce(version, '') AS version, count(*) AS devices FROM"     \
 	" device GROUP BY version ORDER BY count(*) DESC, version"
+
+/*
+ * A group of attempts counted by outcome (the in_progress .. timed_out
+ * columns of status and the gauges of /metrics), their columns named
+ * with the prefix a ("" or "a.").
+ */
+#define ATTEMPT_TALLIES(a)                                                     \
+	"count(*) FILTER (WHERE " a "state IN ('offered', 'downloading',"     \
+	" 'installed')) AS in_progress,"                                       \
+	" count(*) FILTER (WHERE " a "state = 'success') AS succeeded,"        \
+	" count(*) FILTER (WHERE " a "state = 'rollback') AS rolled_back,"     \
+	" count(*) FILTER (WHERE " a "state = 'failed') AS failed,"            \
+	" count(*) FILTER (WHERE " a "state = 'timeout') AS timed_out,"        \
+	" count(*) FILTER (WHERE " a "state = 'success' AND " a "crashed = 1)" \
+	" AS crashed, count(*) FILTER (WHERE " a "state = 'success' AND " a    \
+	"inferred = 1) AS inferred_succeeded, count(*) FILTER (WHERE " a       \
+	"state = 'rollback' AND " a "inferred = 1) AS inferred_rolled_back"
 
 struct part {
 	const char *key, *sql;
@@ -193,6 +216,10 @@ enum otad_err db_error(struct db *db, const char *what);
 enum otad_err connect_db(const char *target, enum db_mode mode,
     struct db **out);
 enum otad_err exec(struct db *db, const char *sql);
+
+/* blobs.c: fd's size bytes as sha256's chunks (PostgreSQL only) */
+enum otad_err blobs_put(struct registry *reg, const char *sha256, int fd,
+    uint64_t size, char *why, size_t whylen);
 
 /* artifacts.c and rollouts.c */
 enum otad_err find_release(struct registry *reg, const char *version,

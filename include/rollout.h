@@ -54,6 +54,14 @@ void rollout_stop(struct rollout *r);
  */
 void rollout_set_offline_after(struct rollout *r, unsigned seconds);
 
+/* How soon another node takes over from a leader gone silent. */
+void rollout_set_leader_timeout(struct rollout *r, unsigned seconds);
+/*
+ * Whether this node leads (runs the rollout gates, sends the MQTT
+ * triggers): always with SQLite; one node of several on PostgreSQL.
+ */
+int rollout_leads(struct rollout *r);
+
 /* Rebuild now even if nothing seems to have changed (SIGHUP). */
 void rollout_reload(struct rollout *r);
 

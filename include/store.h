@@ -82,8 +82,23 @@ void store_artifact_release(struct store_artifact *art);
 int store_sweep(struct store *store, int (*named)(void *arg,
     const char *sha256), void *arg);
 
-/* Open an artifact read-only; returns an fd the caller closes, or -1. */
-int store_open_artifact(const struct store *store, const char *sha256);
+/*
+ * Where artifacts this store lacks come from: fetch writes the artifact's
+ * bytes to fd and says its kind; 0, or -1 when it cannot (errno set,
+ * ENOENT when nobody has it). A node of a cluster fetches from the shared
+ * registry. Without a source, only what was ingested here is there.
+ */
+typedef int (*store_fetch_fn)(void *arg, const char *sha256, int fd,
+    enum artifact_kind *kind);
+void store_set_source(struct store *store, store_fetch_fn fetch, void *arg);
+/*
+ * Open an artifact read-only; returns an fd the caller closes, or -1.
+ * A file is checked against its name (its SHA-256) the first time this
+ * process opens it: one that does not match is removed and, with a
+ * source, fetched again; it is never handed out. An artifact the store
+ * lacks is fetched from the source, validated like an ingest, and kept.
+ */
+int store_open_artifact(struct store *store, const char *sha256);
 
 /* Path of an artifact, in buf; -1 if it does not fit. */
 int store_path(const struct store *store, const char *sha256, char *buf,

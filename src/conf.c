@@ -47,6 +47,7 @@ struct conf_key {
 static const struct conf_key conf_keys[] = {
 	{"listen", CONF_LISTEN, F(listen), 0, 0, "127.0.0.1:8080", 1},
 	{"state_dir", CONF_STRING, F(state_dir), 0, 0, "/var/lib/otad", 1},
+	{"database", CONF_STRING, F(database), 0, 0, "", 1},
 	{"http_threads", CONF_UINT, F(http_threads), 0, 64, "0", 1},
 	{"max_connections", CONF_UINT, F(max_connections), 16, 100000, "4096",
 	    1},
@@ -63,6 +64,7 @@ static const struct conf_key conf_keys[] = {
 	    "65536", 1},
 	{"shutdown_timeout", CONF_UINT, F(shutdown_timeout), 0, 3600, "30", 0},
 	{"offline_after", CONF_UINT, F(offline_after), 10, 31536000, "600", 0},
+	{"leader_timeout", CONF_UINT, F(leader_timeout), 2, 300, "10", 0},
 	{"log_level", CONF_CHOICE, F(debug), 0, 0, "info", 0, log_levels,
 	    "info or debug"},
 	{"require_signature", CONF_CHOICE, F(require_signature), 0, 0, "yes", 0,
@@ -282,6 +284,24 @@ loopback_listen(const char *listen)
 	    strncmp(listen, "localhost:", 10) == 0;
 }
 
+/*
+ * A libpq connection string with a password in it (a URL's user:password@
+ * or a password= keyword): refused, since the configuration is readable
+ * by more than the database's owner should be.
+ */
+static int
+password_in(const char *target)
+{
+	const char *p = strstr(target, "://"), *at, *colon;
+
+	if (strstr(target, "password=") != NULL)
+		return 1;
+	if (p == NULL || (at = strchr(p + 3, '@')) == NULL)
+		return 0;
+	colon = memchr(p + 3, ':', (size_t)(at - (p + 3)));
+	return colon != NULL;
+}
+
 static int
 check_mqtt(const char *name, const struct conf *conf, char *err,
     size_t errlen)
@@ -397,6 +417,10 @@ conf_parse(const char *name, const char *text, struct conf *conf, char *err,
 	if (conf->state_dir[0] == '\0')
 		return conf_error(err, errlen, name, 0,
 		    "'state_dir' must not be empty");
+	if (password_in(conf->database))
+		return conf_error(err, errlen, name, 0, "'database' must not "
+		    "hold a password: put it in ~/.pgpass or a file named by "
+		    "PGPASSFILE (libpq's own mechanisms)");
 	if ((conf->tls_cert[0] == '\0') != (conf->tls_key[0] == '\0'))
 		return conf_error(err, errlen, name, 0,
 		    "'tls_cert' and 'tls_key' go together");
@@ -445,7 +469,9 @@ done:
 int
 conf_db_path(const struct conf *conf, char *buf, size_t len)
 {
-	int n = snprintf(buf, len, "%s/otad.db", conf->state_dir);
+	int n = conf->database[0] != '\0' ?
+	    snprintf(buf, len, "%s", conf->database) :
+	    snprintf(buf, len, "%s/otad.db", conf->state_dir);
 
 	return (n < 0 || (size_t)n >= len) ? -1 : 0;
 }

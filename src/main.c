@@ -113,6 +113,7 @@ reload(const char *path, struct conf *conf, struct http *http, struct api *api,
 		conf->shutdown_timeout = next.shutdown_timeout;
 		conf->offline_after = next.offline_after;
 		rollout_set_offline_after(rollout, next.offline_after);
+		rollout_set_leader_timeout(rollout, next.leader_timeout);
 		mqtt_set_device_auth(mqtt, next.device_auth);
 		patcher_set_share(patcher, next.delta_max_share);
 		conf->delta_max_share = next.delta_max_share;
@@ -206,6 +207,9 @@ main(int argc, char *argv[])
 	if (store_open(conf.state_dir, &store) != OTAD_OK)
 		fatalx("cannot open the artifact store in '%s'",
 		    conf.state_dir);
+	/* a node of a cluster fetches what another node stored */
+	if (registry_clustered(reg))
+		store_set_source(store, registry_fetch_artifact, db_path);
 	store_clean(store);
 	store_sweep(store, artifact_named, reg);
 	if (registry_writer_start(reg, conf.writer_queue_max) != OTAD_OK)
@@ -223,6 +227,7 @@ main(int argc, char *argv[])
 	if (api_start_rollout(api, &rollout) != OTAD_OK)
 		fatalx("cannot load the releases to offer");
 	rollout_set_offline_after(rollout, conf.offline_after);
+	rollout_set_leader_timeout(rollout, conf.leader_timeout);
 
 	ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	memset(&hopt, 0, sizeof(hopt));

@@ -17,6 +17,7 @@ static void *gauge_queue_arg;
 static long (*gauge_in_flight)(void);
 static time_t started = 0;
 static atomic_int mqtt_state = -1;
+static atomic_int leader = -1; /* -1 until the controller has looked */
 static pthread_mutex_t fleet_mu = PTHREAD_MUTEX_INITIALIZER;
 static char *fleet_text; /* guarded by fleet_mu */
 
@@ -166,6 +167,14 @@ put_rollout(struct buf *b, const json_t *row)
 	    "version")));
 }
 
+/* a stage's count of an outcome; "failed" takes in the timed out */
+static json_int_t
+outcome(const json_t *row, const char *name)
+{
+	return field(row, name) + (strcmp(name, "failed") == 0 ?
+	    field(row, "timed_out") : 0);
+}
+
 static void
 fleet_render(struct buf *b, const json_t *g)
 {
@@ -208,7 +217,7 @@ fleet_render(struct buf *b, const json_t *g)
 			put_rollout(b, row);
 			put(b, ",stage=\"%lld\",outcome=\"%s\"} %lld\n",
 			    (long long)field(row, "stage"), outcomes[k],
-			    (long long)field(row, outcomes[k]));
+			    (long long)outcome(row, outcomes[k]));
 		}
 	}
 	put(b, "# HELP otad_rollout_rate Success, rollback and failure rates "
@@ -217,7 +226,7 @@ fleet_render(struct buf *b, const json_t *g)
 	json_array_foreach(json_object_get(g, "stages"), i, row) {
 		double ok = (double)field(row, "succeeded");
 		double back = (double)field(row, "rolled_back");
-		double bad = (double)field(row, "failed");
+		double bad = (double)outcome(row, "failed");
 		double done = ok + back + bad;
 		const struct {
 			const char *name;
@@ -236,6 +245,12 @@ fleet_render(struct buf *b, const json_t *g)
 			    rates[k].num / rates[k].den);
 		}
 	}
+}
+
+void
+metrics_set_leader(int leading)
+{
+	atomic_store(&leader, leading ? 1 : 0);
 }
 
 void
@@ -302,6 +317,10 @@ metrics_render(void)
 		put(&b, "# HELP otad_mqtt_connected 1 while connected to the "
 			"MQTT broker.\n# TYPE otad_mqtt_connected gauge\n"
 			"otad_mqtt_connected %d\n", i);
+	if ((i = atomic_load(&leader)) >= 0)
+		put(&b, "# HELP otad_leader 1 while this node leads: runs the "
+			"rollout controller and sends MQTT triggers.\n"
+			"# TYPE otad_leader gauge\notad_leader %d\n", i);
 	pthread_mutex_lock(&fleet_mu);
 	if (fleet_text != NULL)
 		put(&b, "%s", fleet_text);

@@ -581,6 +581,9 @@ work(struct mqtt *m)
 		return;
 	m->worked_ms = ms;
 	expire_pending(m, now);
+	/* what goes out goes out once: from the leading node only */
+	if (!rollout_leads(m->rollout))
+		return;
 	publish_states(m, now);
 	/* what went out must be on disk before the registry is asked again */
 	if (m->npending > 0 || atomic_load(&m->recording) > 0)

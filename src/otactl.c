@@ -258,17 +258,30 @@ check_token(const char *option, const char *p)
 		die("%s must not be empty", option);
 }
 
+/* the registry's database: a file, or PostgreSQL's connection string */
+static char db_target[PATH_MAX + 16];
+
+/* On a node of a cluster, what another node stored is fetched. */
+static void
+fetch_from_registry(void)
+{
+	if (the_store != NULL && the_reg != NULL &&
+	    registry_clustered(the_reg))
+		store_set_source(the_store, registry_fetch_artifact,
+		    db_target);
+}
+
 static struct registry *
 open_registry(void)
 {
-	char path[PATH_MAX + 16], actor[96];
+	char *path = db_target, actor[96];
 	struct passwd *pw = getpwuid(getuid());
 	struct registry *reg;
 
 	if (mkdir(conf.state_dir, 0750) < 0 && errno != EEXIST)
 		die("cannot create state directory '%s': %s", conf.state_dir,
 		    strerror(errno));
-	if (conf_db_path(&conf, path, sizeof(path)) < 0)
+	if (conf_db_path(&conf, path, sizeof(db_target)) < 0)
 		die("state_dir is too long");
 	if (registry_open(path, &reg) != OTAD_OK)
 		die("cannot open the registry '%s'", path);
@@ -278,6 +291,7 @@ open_registry(void)
 	registry_set_who(reg, actor);
 	registry_set_patience(reg, 10000);
 	the_reg = reg;
+	fetch_from_registry();
 	return reg;
 }
 
@@ -482,6 +496,7 @@ open_store(void)
 	if (the_store == NULL &&
 	    store_open(conf.state_dir, &the_store) != OTAD_OK)
 		die("cannot open the artifact store in '%s'", conf.state_dir);
+	fetch_from_registry();
 	return the_store;
 }
 

@@ -11,14 +11,18 @@
 
 #define TICK_MS 250 /* edits by hand take effect within a second */
 #define GAUGE_S 5   /* fleet gauges for /metrics are this fresh */
+#define HEARTBEAT_S 5 /* a node of a cluster says it lives this often */
 
 struct rollout {
 	struct registry_reader *reader;
 	struct registry *marker; /* the controller's writes: handshake, gates */
 	int64_t marked;   /* generation last written for otactl */
+	int64_t marked_at;
 	int64_t gated_at;
 	int64_t gauged_at;
 	atomic_llong offline_after;
+	atomic_uint leader_timeout;
+	atomic_int leading; /* this node runs the gates and MQTT triggers */
 	rollout_payload_new pnew;
 	rollout_payload_free pfree;
 	void *arg;
@@ -109,16 +113,23 @@ build(struct rollout *r, int64_t generation, struct snapshot **out)
 /*
  * Tell otactl what is served now: a command that changed the catalog
  * waits for it. Written only when it changes (or a write failed), so an
- * idle daemon does not write.
+ * idle daemon does not write; a node sharing PostgreSQL with others also
+ * says every few seconds that it lives.
  */
 static void
 heartbeat(struct rollout *r, int changed)
 {
-	if (r->marker == NULL || (!changed && r->marked == r->loaded_generation))
+	int64_t now = (int64_t)time(NULL);
+
+	/* nodes sharing a registry say they live, every few seconds */
+	if (r->marker == NULL || (!changed && r->marked ==
+	    r->loaded_generation && !(registry_clustered(r->marker) &&
+	    now - r->marked_at >= HEARTBEAT_S)))
 		return;
-	if (registry_daemon_mark(r->marker, r->loaded_generation,
-	    (int64_t)time(NULL)) == 0)
+	if (registry_daemon_mark(r->marker, r->loaded_generation, now) == 0) {
 		r->marked = r->loaded_generation;
+		r->marked_at = now;
+	}
 }
 
 /* Reload if the catalog moved (or force); log what is offered now. */
@@ -173,6 +184,8 @@ gates(struct rollout *r)
 	if (now == r->gated_at)
 		return;
 	r->gated_at = now;
+	if (!atomic_load(&r->leading))
+		return;
 	registry_rollout_tick(r->marker, now, atomic_load(&r->offline_after));
 }
 
@@ -193,6 +206,22 @@ gauges(struct rollout *r)
 	json_decref(g);
 }
 
+/*
+ * Whether this node leads now (see registry_lead): said in the log when
+ * it changes, and in /metrics.
+ */
+static void
+lead(struct rollout *r)
+{
+	int now = registry_lead(r->marker, atomic_load(&r->leader_timeout));
+
+	if (now != atomic_exchange(&r->leading, now))
+		log_info(now ? "leading: this node runs the rollout controller "
+		    "and sends the MQTT triggers" : "not leading: another node "
+		    "runs the rollout controller");
+	metrics_set_leader(now);
+}
+
 static void *
 controller_main(void *arg)
 {
@@ -211,6 +240,7 @@ controller_main(void *arg)
 		if (r->stopping)
 			break;
 		pthread_mutex_unlock(&r->wait_mu);
+		lead(r);
 		gates(r);
 		refresh(r, atomic_exchange(&r->force, 0));
 		gauges(r);
@@ -236,6 +266,8 @@ rollout_start(const char *db_path, rollout_payload_new pnew,
 	payload_free_fn = pfree;
 	atomic_init(&r->epoch, 0);
 	atomic_init(&r->offline_after, 600);
+	atomic_init(&r->leader_timeout, 10);
+	atomic_init(&r->leading, 0);
 	r->loaded_generation = -1;
 	r->marked = -1;
 	pthread_mutex_init(&r->swap_mu, NULL);
@@ -244,6 +276,7 @@ rollout_start(const char *db_path, rollout_payload_new pnew,
 	if ((rc = registry_reader_open(db_path, &r->reader)) != OTAD_OK ||
 	    (rc = registry_open(db_path, &r->marker)) != OTAD_OK)
 		goto fail;
+	lead(r);
 	refresh(r, 1);
 	if (r->current == NULL) {
 		rc = OTAD_ERR_DB;
@@ -273,6 +306,8 @@ rollout_stop(struct rollout *r)
 		pthread_mutex_unlock(&r->wait_mu);
 		pthread_join(r->thread, NULL);
 	}
+	if (r->marker != NULL)
+		registry_daemon_forget(r->marker);
 	snapshot_release(r->current);
 	registry_reader_free(r->reader);
 	registry_close(r->marker);
@@ -286,6 +321,18 @@ void
 rollout_set_offline_after(struct rollout *r, unsigned seconds)
 {
 	atomic_store(&r->offline_after, (long long)seconds);
+}
+
+void
+rollout_set_leader_timeout(struct rollout *r, unsigned seconds)
+{
+	atomic_store(&r->leader_timeout, seconds);
+}
+
+int
+rollout_leads(struct rollout *r)
+{
+	return atomic_load(&r->leading);
 }
 
 void

@@ -1,5 +1,6 @@
 /* store.c: content-addressed artifacts; ingest = temp, hash, fsync, rename */
 #include <dirent.h>
+#include <pthread.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -20,6 +21,11 @@
 struct store {
 	char *dir;
 	int dirfd;
+	store_fetch_fn fetch; /* where missing artifacts come from */
+	void *fetch_arg;
+	pthread_mutex_t mu;   /* guards the list of files checked */
+	char (*checked)[65];  /* names whose content matched them */
+	size_t nchecked, capchecked;
 };
 
 int
@@ -47,6 +53,7 @@ store_open(const char *state_dir, struct store **out)
 		return OTAD_ERR_NOMEM;
 	}
 	snprintf(store->dir, len, "%s/artifacts", state_dir);
+	pthread_mutex_init(&store->mu, NULL);
 	if (mkdir(store->dir, 0750) < 0 && errno != EEXIST) {
 		log_warn("cannot create '%s'", store->dir);
 		goto fail;
@@ -70,8 +77,17 @@ store_free(struct store *store)
 	if (store == NULL)
 		return;
 	close(store->dirfd);
+	pthread_mutex_destroy(&store->mu);
+	free(store->checked);
 	free(store->dir);
 	free(store);
+}
+
+void
+store_set_source(struct store *store, store_fetch_fn fetch, void *arg)
+{
+	store->fetch = fetch;
+	store->fetch_arg = arg;
 }
 
 int
@@ -83,14 +99,147 @@ store_path(const struct store *store, const char *sha256, char *buf,
 	return (n < 0 || (size_t)n >= len) ? -1 : 0;
 }
 
-int
-store_open_artifact(const struct store *store, const char *sha256)
+static int
+was_checked(struct store *store, const char *sha256)
 {
+	size_t i;
+	int found = 0;
+
+	pthread_mutex_lock(&store->mu);
+	for (i = 0; i < store->nchecked && !found; i++)
+		found = memcmp(store->checked[i], sha256, 64) == 0;
+	pthread_mutex_unlock(&store->mu);
+	return found;
+}
+
+static void
+mark_checked(struct store *store, const char *sha256)
+{
+	pthread_mutex_lock(&store->mu);
+	if (store->nchecked == store->capchecked) {
+		size_t cap = store->capchecked ? store->capchecked * 2 : 16;
+		char (*v)[65] = realloc(store->checked, cap * sizeof(*v));
+
+		if (v != NULL) {
+			store->checked = v;
+			store->capchecked = cap;
+		}
+	}
+	if (store->nchecked < store->capchecked)
+		memcpy(store->checked[store->nchecked++], sha256, 65);
+	pthread_mutex_unlock(&store->mu);
+}
+
+/* Whether fd's content hashes to sha256. */
+static int
+content_matches(int fd, const char *sha256)
+{
+	enum { CHUNK = 64 * 1024 };
+	unsigned char md[EVP_MAX_MD_SIZE];
+	EVP_MD_CTX *h = EVP_MD_CTX_new();
+	uint8_t *buf = malloc(CHUNK);
+	char hex[65];
+	off_t off = 0;
+	unsigned len;
+	int ok = 0;
+
+	if (h == NULL || buf == NULL ||
+	    !EVP_DigestInit_ex(h, EVP_sha256(), NULL))
+		goto done;
+	for (;;) {
+		ssize_t n = pread(fd, buf, CHUNK, off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			goto done;
+		if (n == 0)
+			break;
+		off += n;
+		if (!EVP_DigestUpdate(h, buf, (size_t)n))
+			goto done;
+	}
+	if (EVP_DigestFinal_ex(h, md, &len)) {
+		otad_hex(md, 32, hex);
+		ok = strcmp(hex, sha256) == 0;
+	}
+done:
+	EVP_MD_CTX_free(h);
+	free(buf);
+	return ok;
+}
+
+/*
+ * Fetch sha256 from the source into the store, the way an ingest goes
+ * (a temp file, validated, linked under its name); 0 or -1.
+ */
+static int
+fill(struct store *store, const char *sha256)
+{
+	struct store_artifact art = {.tmp = -1, .hold = -1};
+	enum artifact_kind kind = KIND_APP;
+	char why[256];
+	int fd, existed, rc = -1;
+
+	if (store->fetch == NULL) {
+		errno = ENOENT;
+		return -1;
+	}
+	if ((fd = memfd_create("otad-fetch", MFD_CLOEXEC)) < 0)
+		return -1;
+	if (store->fetch(store->fetch_arg, sha256, fd, &kind) < 0) {
+		close(fd);
+		return -1;
+	}
+	if (lseek(fd, 0, SEEK_SET) < 0 ||
+	    store_ingest(store, fd, kind, &art, why, sizeof(why)) != OTAD_OK) {
+		log_warnx("artifact %s from the registry: %s", sha256,
+		    errno ? strerror(errno) : why);
+	} else if (strcmp(art.sha256, sha256) != 0) {
+		log_warnx("artifact %s from the registry hashes to %s: not "
+		    "kept", sha256, art.sha256);
+	} else if (store_publish(store, &art, &existed, why, sizeof(why)) !=
+	    OTAD_OK) {
+		log_warnx("artifact %s: %s", sha256, why);
+	} else {
+		log_info("artifact %s fetched from the registry", sha256);
+		rc = 0;
+	}
+	store_artifact_release(&art);
+	close(fd);
+	if (rc < 0)
+		errno = EIO;
+	return rc;
+}
+
+int
+store_open_artifact(struct store *store, const char *sha256)
+{
+	int fd, tries;
+
 	if (!store_valid_sha256(sha256)) {
 		errno = EINVAL;
 		return -1;
 	}
-	return openat(store->dirfd, sha256, O_RDONLY | O_CLOEXEC);
+	for (tries = 0; tries < 2; tries++) {
+		fd = openat(store->dirfd, sha256, O_RDONLY | O_CLOEXEC);
+		if (fd < 0 && errno == ENOENT && fill(store, sha256) == 0)
+			fd = openat(store->dirfd, sha256, O_RDONLY |
+			    O_CLOEXEC);
+		if (fd < 0 || was_checked(store, sha256))
+			return fd;
+		if (content_matches(fd, sha256)) {
+			mark_checked(store, sha256);
+			return fd;
+		}
+		/* a corrupt copy: never served; fetched again if it can be */
+		log_warnx("artifact %s on disk does not match its digest: "
+		    "removed", sha256);
+		close(fd);
+		unlinkat(store->dirfd, sha256, 0);
+	}
+	errno = EIO;
+	return -1;
 }
 
 static int

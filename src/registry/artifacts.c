@@ -15,8 +15,9 @@ insert_signature(struct registry *reg, const char *sha256, const char *key,
     const uint8_t *sig, size_t siglen, char *why, size_t whylen)
 {
 	if (run(reg, "INSERT INTO signature (artifact, key, sig, created)"
-	    " VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO UPDATE SET sig ="
-	    " excluded.sig, created = excluded.created", "ttbi", sha256, key,
+	    " VALUES (?1, ?2, ?3, ?4) ON CONFLICT (artifact, key) DO UPDATE"
+	    " SET sig = excluded.sig, created = excluded.created", "ttbi",
+	    sha256, key,
 	    sig, siglen, now_s()) != DB_DONE)
 		return catalog_db_fail(reg, why, whylen);
 	return OTAD_OK;
@@ -73,7 +74,7 @@ registry_artifact_add(struct registry *reg, const struct store_artifact *art,
 	step = run(reg, "INSERT INTO artifact (sha256, md5, size, version,"
 	    " product, chip, created, project, idf_ver, desc_version,"
 	    " build_date, secure_version, image_len, app_sha256, sig_blocks,"
-	    " kind) VALUES (?1, ?2, ?3, ?4, ?5, ifnull(?6, ''), ?7,"
+	    " kind) VALUES (?1, ?2, ?3, ?4, ?5, coalesce(?6, ''), ?7,"
 	    " nullif(?8, ''),"
 	    " nullif(?9, ''), nullif(?10, ''), nullif(?11, ''), ?12,"
 	    " nullif(?13, 0), ?14, ?15, ?16)", "ttitttittttiitit", art->sha256,
@@ -90,6 +91,10 @@ registry_artifact_add(struct registry *reg, const struct store_artifact *art,
 		return catalog_db_fail(reg, why, whylen);
 	if (key != NULL && (rc = insert_signature(reg, art->sha256, key, sig,
 	    siglen, why, whylen)) != OTAD_OK)
+		return rc;
+	/* every node of a cluster can serve it: its bytes go in too */
+	if ((rc = blobs_put(reg, art->sha256, art->hold, art->size, why,
+	    whylen)) != OTAD_OK)
 		return rc;
 	snprintf(what, sizeof(what), "artifact add %s version %s%s%s%s",
 	    art->sha256, version, art->kind != KIND_APP ? " kind " : "",
@@ -117,7 +122,6 @@ enum otad_err
 registry_artifact_get(struct registry *reg, const char *sha, json_t **row,
     char *why, size_t whylen)
 {
-	char pattern[80];
 	json_t *rows;
 	enum otad_err rc;
 
@@ -127,13 +131,14 @@ registry_artifact_get(struct registry *reg, const char *sha, json_t **row,
 		    "6 or more lower-case hex digits)", sha);
 		return OTAD_ERR_INVALID;
 	}
-	snprintf(pattern, sizeof(pattern), "%s*", sha);
 	rc = query_rows(reg->db, &rows, "SELECT sha256, size, md5, version,"
 	    " product, kind, chip, project, idf_ver, desc_version, build_date,"
 	    " secure_version, image_len, app_sha256, sig_blocks,"
 	    " created, (SELECT count(*) FROM release"
 	    " WHERE artifact = sha256) AS releases FROM artifact"
-	    " WHERE sha256 GLOB ?1 LIMIT 2", pattern, ARGS_END);
+	    /* the digests that start so: hex sorts before 'g' */
+	    " WHERE sha256 >= ?1 AND sha256 < ?1 || 'g' LIMIT 2", sha,
+	    ARGS_END);
 	if (rc != OTAD_OK) {
 		snprintf(why, whylen, "database: %s", otad_strerror(rc));
 		return rc;
@@ -168,9 +173,9 @@ registry_released_secure_version(struct registry *reg, const char *product,
 	json_t *rows;
 	enum otad_err rc;
 
-	rc = query_rows(reg->db, &rows, "SELECT ifnull(max(a.secure_version),"
+	rc = query_rows(reg->db, &rows, "SELECT coalesce(max(a.secure_version),"
 	    " -1) AS sv FROM release r JOIN artifact a ON a.sha256 ="
-	    " r.artifact WHERE ifnull(r.product, '') = ?1 AND r.chip = ?2",
+	    " r.artifact WHERE coalesce(r.product, '') = ?1 AND r.chip = ?2",
 	    product ? product : "", chip, ARGS_END);
 	if (rc != OTAD_OK)
 		return rc;
@@ -194,7 +199,7 @@ registry_release_create(struct registry *reg, const char *version,
 	step = run(reg, "INSERT INTO release (version, artifact, product,"
 	    " created, hw_rev, min_from, forced, chip, kind) VALUES (?1, ?2,"
 	    " ?3, ?4, ?5, ?6, ?7, (SELECT chip FROM artifact WHERE sha256 ="
-	    " ?2), ifnull((SELECT kind FROM artifact WHERE sha256 = ?2),"
+	    " ?2), coalesce((SELECT kind FROM artifact WHERE sha256 = ?2),"
 	    " 'app')) RETURNING id",
 	    "tttitti", version, sha256, product, now_s(), hw_rev, min_from,
 	    (int64_t)forced);

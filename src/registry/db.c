@@ -1,12 +1,9 @@
 /*
- * registry/db.c: opening the SQLite database (WAL, busy waits, the SQL
- * functions semver_compare and ring), its numbered migrations, report
- * result names, and the daemon's mark of the catalog generation it
- * serves (what otactl waits for).
+ * registry/db.c: opening the registry's database (SQLite in WAL mode, or
+ * PostgreSQL), each dialect's numbered migrations, and report result
+ * names.
  */
-#include <errno.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,10 +14,6 @@
 #include "log.h"
 #include "registry.h"
 #include "registry_impl.h"
-
-/* schema/NNN-*.sql, in order; generated into the build by the Makefile */
-extern const char *const schema_migrations[];
-extern const unsigned schema_migration_count;
 
 const char *const result_names[] = {
 	[REPORT_DOWNLOADING] = "downloading",
@@ -163,6 +156,62 @@ migrate_all(struct db *db)
 	}
 }
 
+/* The version a PostgreSQL database's schema is at; -1 on error. */
+static int
+pg_schema_version(struct db *db)
+{
+	struct db_stmt *st;
+	int v = -1;
+
+	if (db_prepare(db, "SELECT coalesce(max(version), 0) FROM"
+	    " schema_version", 0, &st) == DB_OK && db_step(st) == DB_ROW)
+		v = db_column_int(st, 0);
+	db_finalize(st);
+	return v;
+}
+
+/*
+ * Apply pg_migrations[version..], each in its own transaction (DDL is
+ * transactional in PostgreSQL), holding a session lock so that nodes
+ * starting at once migrate once.
+ */
+static enum otad_err
+migrate_postgres(struct db *db)
+{
+	enum otad_err rc = OTAD_OK;
+	char sql[80];
+	int v;
+
+	if ((rc = exec(db, "SELECT pg_advisory_lock(7340418)")) != OTAD_OK ||
+	    (rc = exec(db, "CREATE TABLE IF NOT EXISTS schema_version"
+	    " (version integer NOT NULL)")) != OTAD_OK)
+		goto out;
+	while ((v = pg_schema_version(db)) >= 0 &&
+	    (unsigned)v < pg_migration_count) {
+		snprintf(sql, sizeof(sql), "INSERT INTO schema_version VALUES"
+		    " (%d)", v + 1);
+		if ((rc = exec(db, "BEGIN")) != OTAD_OK ||
+		    (rc = exec(db, pg_migrations[v])) != OTAD_OK ||
+		    (rc = exec(db, sql)) != OTAD_OK ||
+		    (rc = exec(db, "COMMIT")) != OTAD_OK) {
+			exec(db, "ROLLBACK");
+			log_warnx("migration %d failed", v + 1);
+			goto out;
+		}
+		log_info("database migrated to schema %d", v + 1);
+	}
+	if (v < 0) {
+		rc = db_error(db, "cannot read schema version");
+	} else if ((unsigned)v > pg_migration_count) {
+		log_warnx("database schema %d is newer than this build knows "
+		    "(%u)", v, pg_migration_count);
+		rc = OTAD_ERR_DB;
+	}
+out:
+	exec(db, "SELECT pg_advisory_unlock(7340418)");
+	return rc;
+}
+
 enum otad_err
 registry_open(const char *path, struct registry **out)
 {
@@ -179,8 +228,12 @@ registry_open(const char *path, struct registry **out)
 		goto fail;
 	/* opening may wait for a busy daemon; later waits are short */
 	db_busy_timeout(reg->db, OPEN_WAIT_MS);
+	if (db_backend(reg->db) == DB_POSTGRES) {
+		if ((rc = migrate_postgres(reg->db)) != OTAD_OK)
+			goto fail;
 	/* WAL: readers never block the writer nor it them */
-	if ((rc = exec(reg->db, "PRAGMA journal_mode = WAL")) != OTAD_OK ||
+	} else if ((rc = exec(reg->db, "PRAGMA journal_mode = WAL")) !=
+	    OTAD_OK ||
 	    (rc = exec(reg->db, "PRAGMA synchronous = FULL")) != OTAD_OK ||
 	    (rc = migrate(reg->db)) != OTAD_OK)
 		goto fail;
@@ -190,61 +243,4 @@ registry_open(const char *path, struct registry **out)
 fail:
 	registry_close(reg);
 	return rc;
-}
-
-int
-registry_daemon_mark(struct registry *reg, int64_t generation, int64_t now)
-{
-	if (exec_ints(reg->db, "INSERT INTO daemon (id, pid, generation, seen)"
-	    " VALUES (1, ?1, ?2, ?3) ON CONFLICT (id) DO UPDATE SET"
-	    " pid = excluded.pid, generation = excluded.generation,"
-	    " seen = excluded.seen", (int64_t)getpid(), generation, now,
-	    (int64_t)-1) < 0) {
-		log_debug("cannot mark the served generation: %s",
-		    db_errmsg(reg->db));
-		return -1;
-	}
-	return 0;
-}
-
-/*
- * Is the daemon that wrote the row running? Same host by design (they
- * share the database file); EPERM means alive under another user.
- */
-static int
-daemon_alive(int64_t pid)
-{
-	return pid > 0 && (kill((pid_t)pid, 0) == 0 || errno == EPERM);
-}
-
-enum otad_err
-registry_wait_served(struct registry *reg, int timeout_ms)
-{
-	const struct timespec pause = {0, 20 * 1000000L};
-	json_t *rows;
-	int64_t want, served, pid;
-	int waited = 0;
-
-	for (;;) {
-		if (query_rows(reg->db, &rows, "SELECT (SELECT generation FROM"
-		    " catalog) AS want, ifnull((SELECT generation FROM daemon),"
-		    " -1) AS served, ifnull((SELECT pid FROM daemon), 0) AS pid",
-		    ARGS_END) != OTAD_OK)
-			return OTAD_ERR_DB;
-		want = json_integer_value(json_object_get(json_array_get(rows,
-		    0), "want"));
-		served = json_integer_value(json_object_get(json_array_get(
-		    rows, 0), "served"));
-		pid = json_integer_value(json_object_get(json_array_get(rows,
-		    0), "pid"));
-		json_decref(rows);
-		if (!daemon_alive(pid))
-			return OTAD_ERR_NOT_FOUND;
-		if (served >= want)
-			return OTAD_OK;
-		if (waited >= timeout_ms)
-			return OTAD_ERR_BUSY;
-		nanosleep(&pause, NULL);
-		waited += 20;
-	}
 }

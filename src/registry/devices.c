@@ -3,6 +3,7 @@
  * show, set, tokens, blocks), and the fleet at a glance.
  */
 
+#include <limits.h>
 #include <stdio.h>
 
 
@@ -21,14 +22,14 @@ registry_device_list(struct registry *reg, int64_t now,
 
 	snprintf(cutoff, sizeof(cutoff), "%lld", (long long)(f->offline_after >
 	    0 ? now - f->offline_after : INT64_MAX));
-	snprintf(limit, sizeof(limit), "%d", f->limit > 0 ? f->limit : -1);
+	snprintf(limit, sizeof(limit), "%d", f->limit > 0 ? f->limit : INT_MAX);
 	return query_rows(reg->db, rows, "SELECT " DEVICE_COLUMNS ","
 	    " (SELECT state FROM attempt WHERE device = d.id ORDER BY id DESC"
 	    " LIMIT 1) AS last_attempt FROM device d"
-	    " WHERE d.last_seen < CAST(?1 AS INTEGER) AND (?2 = '' OR"
+	    " WHERE d.last_seen < CAST(?1 AS BIGINT) AND (?2 = '' OR"
 	    " substr(d.id, 1, length(?2)) = ?2) AND (?3 = '' OR d.grp = ?3)"
 	    " AND (?4 = '' OR d.version = ?4) ORDER BY d.id LIMIT"
-	    " CAST(?5 AS INTEGER)", cutoff, f->id_prefix ? f->id_prefix : "",
+	    " CAST(?5 AS BIGINT)", cutoff, f->id_prefix ? f->id_prefix : "",
 	    f->group ? f->group : "", f->version ? f->version : "", limit,
 	    ARGS_END);
 }
@@ -93,7 +94,8 @@ registry_device_add(struct registry *reg, const char *id, const char *group,
 	rc = device_update(reg, "INSERT INTO device (id, first_seen, last_seen,"
 	    " token_hash, token_created) VALUES (?1, ?3, 0, ?2, ?3)"
 	    " ON CONFLICT (id) DO UPDATE SET token_hash = excluded.token_hash,"
-	    " token_created = excluded.token_created WHERE token_hash IS NULL",
+	    " token_created = excluded.token_created WHERE device.token_hash IS"
+	    " NULL",
 	    id, token_hash, what, OTAD_ERR_EXISTS, none, why, whylen);
 	if (rc == OTAD_OK && group != NULL)
 		rc = registry_device_set(reg, id, group, NULL, NULL, why,
@@ -189,7 +191,7 @@ registry_status(struct registry *reg, int64_t now, json_t **obj)
 	return query_summary(reg->db, obj, "SELECT"
 	    " (SELECT count(*) FROM device) AS devices,"
 	    " (SELECT count(*) FROM device WHERE last_seen >="
-	    " CAST(?1 AS INTEGER)) AS seen_24h,"
+	    " CAST(?1 AS BIGINT)) AS seen_24h,"
 	    " (SELECT count(*) FROM artifact) AS artifacts,"
 	    " (SELECT count(*) FROM release) AS releases",
 	    idtext(now - 86400, day), parts, sizeof(parts) / sizeof(parts[0]));
@@ -201,10 +203,10 @@ registry_fleet(struct registry *reg, int64_t now, int64_t offline_after,
 {
 	static const struct part parts[] = {
 		{"versions", VERSION_COUNTS " LIMIT 50"},
-		{"chips", "SELECT ifnull(chip, '') AS chip, count(*) AS"
+		{"chips", "SELECT coalesce(chip, '') AS chip, count(*) AS"
 			  " devices FROM device GROUP BY chip ORDER BY"
 			  " count(*) DESC, chip LIMIT 50"},
-		{"products", "SELECT ifnull(product, '') AS product, count(*)"
+		{"products", "SELECT coalesce(product, '') AS product, count(*)"
 			     " AS devices FROM device GROUP BY product ORDER BY"
 			     " count(*) DESC, product LIMIT 50"},
 		{"rollouts", "SELECT ro.id AS rollout, rel.version,"
@@ -221,8 +223,8 @@ registry_fleet(struct registry *reg, int64_t now, int64_t offline_after,
 	char cutoff[24];
 
 	return query_summary(reg->db, obj, "SELECT count(*) AS devices,"
-	    " count(*) FILTER (WHERE last_seen >= CAST(?1 AS INTEGER)) AS"
-	    " online, count(*) FILTER (WHERE last_seen < CAST(?1 AS INTEGER))"
+	    " count(*) FILTER (WHERE last_seen >= CAST(?1 AS BIGINT)) AS"
+	    " online, count(*) FILTER (WHERE last_seen < CAST(?1 AS BIGINT))"
 	    " AS offline FROM device", idtext(now - offline_after, cutoff),
 	    parts, sizeof(parts) / sizeof(parts[0]));
 }

@@ -73,6 +73,12 @@ db_durable(struct db *db, int durable)
 	db->drv->durable(db, durable);
 }
 
+unsigned
+db_session(struct db *db)
+{
+	return db->drv->session(db);
+}
+
 int64_t
 db_changes(struct db *db)
 {
@@ -90,6 +96,12 @@ void
 db_bind_text(struct db_stmt *st, int i, const char *s)
 {
 	st->db->drv->bind_text(st, i, s);
+}
+
+void
+db_bind_literal(struct db_stmt *st, int i, const char *s)
+{
+	st->db->drv->bind_literal(st, i, s);
 }
 
 void

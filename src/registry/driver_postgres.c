@@ -24,6 +24,7 @@
 #define BOOLOID 16
 #define BYTEAOID 17
 #define INT8OID 20
+#define TEXTOID 25
 #define INT2OID 21
 #define INT4OID 23
 #define FLOAT4OID 700
@@ -40,6 +41,8 @@ struct pg_db {
 	int64_t changes;
 	unsigned next_name; /* server-side statement names: s1, s2, ... */
 	int durable;        /* synchronous_commit as last set */
+	int lock_ms;        /* lock_timeout as last set (0: none) */
+	unsigned session;   /* counts reconnections: prepared names die */
 };
 
 struct param {
@@ -55,6 +58,7 @@ struct pg_stmt {
 	int nparams; /* the highest N */
 	int persistent;
 	char name[16]; /* "" until prepared */
+	unsigned session; /* the connection's session it was prepared in */
 	struct param p[MAX_PARAMS];
 	PGresult *res;
 	int row;  /* the row db_column_* read; -1 before the first step */
@@ -90,7 +94,9 @@ result_error(struct pg_db *db, const PGresult *res)
 	    PG_DIAG_MESSAGE_PRIMARY) : NULL;
 	enum db_code code = DB_ERROR;
 
-	if (state != NULL) {
+	if (PQstatus(db->c) != CONNECTION_OK) {
+		code = DB_BUSY; /* made again before the next statement */
+	} else if (state != NULL) {
 		if (strcmp(state, "23503") == 0)
 			code = DB_FOREIGN_KEY;
 		else if (strncmp(state, "23", 2) == 0 ||
@@ -104,6 +110,43 @@ result_error(struct pg_db *db, const PGresult *res)
 	}
 	set_error(db, code, msg ? msg : PQerrorMessage(db->c));
 	return code;
+}
+
+static enum db_code p_exec(struct db *db, const char *sql);
+
+/* What every session is set to, on connecting and reconnecting. */
+static enum db_code
+session_setup(struct pg_db *db)
+{
+	char sql[160];
+
+	snprintf(sql, sizeof(sql), "SET client_encoding = 'UTF8'; SET TIME "
+	    "ZONE 'UTC'; SET synchronous_commit = %s; SET lock_timeout = %d",
+	    db->durable ? "on" : "off", db->lock_ms);
+	return p_exec(&db->base, sql);
+}
+
+/*
+ * A connection lost (the server restarted, a failover moved the primary,
+ * the network broke) is made again before the next statement; what was
+ * under way on it failed, and said so. Statements prepared on the old
+ * session are prepared again.
+ */
+static int
+connected(struct pg_db *db)
+{
+	if (PQstatus(db->c) == CONNECTION_OK)
+		return 1;
+	PQreset(db->c);
+	if (PQstatus(db->c) != CONNECTION_OK) {
+		set_error(db, DB_BUSY, PQerrorMessage(db->c));
+		return 0;
+	}
+	db->session++;
+	if (session_setup(db) != DB_OK)
+		return 0;
+	log_info("reconnected to PostgreSQL");
+	return 1;
 }
 
 static void
@@ -128,10 +171,14 @@ p_errcode(struct db *db)
 static enum db_code
 p_exec(struct db *db, const char *sql)
 {
-	PGresult *res = PQexec(DB(db)->c, sql);
-	ExecStatusType s = PQresultStatus(res);
+	PGresult *res;
+	ExecStatusType s;
 	enum db_code rc = DB_OK;
 
+	if (!connected(DB(db)))
+		return DB_BUSY;
+	res = PQexec(DB(db)->c, sql);
+	s = PQresultStatus(res);
 	if (s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK)
 		rc = result_error(DB(db), res);
 	else
@@ -170,7 +217,8 @@ p_busy_timeout(struct db *db, int ms)
 	char sql[64];
 
 	snprintf(sql, sizeof(sql), "SET lock_timeout = %d", ms);
-	p_exec(db, sql);
+	if (p_exec(db, sql) == DB_OK)
+		DB(db)->lock_ms = ms;
 }
 
 /* a commit that need not wait for the disk (nor a standby) */
@@ -182,6 +230,12 @@ p_durable(struct db *db, int durable)
 	if (p_exec(db, durable ? "SET synchronous_commit = on" :
 	    "SET synchronous_commit = off") == DB_OK)
 		DB(db)->durable = durable;
+}
+
+static unsigned
+p_session(struct db *db)
+{
+	return DB(db)->session;
 }
 
 static int64_t
@@ -279,12 +333,20 @@ slot(struct db_stmt *st, int i)
 }
 
 static void
-p_bind_text(struct db_stmt *st, int i, const char *s)
+p_bind_literal(struct db_stmt *st, int i, const char *s)
 {
 	struct param *p = slot(st, i);
 
 	if (p != NULL && s != NULL)
 		p->value = strdup(s);
+}
+
+static void
+p_bind_text(struct db_stmt *st, int i, const char *s)
+{
+	p_bind_literal(st, i, s);
+	if (s != NULL && i >= 1 && i <= MAX_PARAMS)
+		ST(st)->p[i - 1].type = TEXTOID;
 }
 
 static void
@@ -364,6 +426,10 @@ execute(struct pg_stmt *st)
 		formats[i] = st->p[i].binary;
 		types[i] = st->p[i].type;
 	}
+	if (!connected(db))
+		return NULL;
+	if (st->session != db->session)
+		st->name[0] = '\0';
 	if (!st->persistent)
 		return PQexecParams(db->c, st->sql, st->nparams, types, values,
 		    lengths, formats, 0);
@@ -377,6 +443,7 @@ execute(struct pg_stmt *st)
 			return res;
 		PQclear(res);
 		memcpy(st->name, name, sizeof(name));
+		st->session = db->session;
 	}
 	return PQexecPrepared(db->c, st->name, st->nparams, values, lengths,
 	    formats, 0);
@@ -564,7 +631,8 @@ p_finalize(struct db_stmt *base)
 
 	p_reset(base);
 	p_clear_bindings(base);
-	if (st->name[0] != '\0') {
+	if (st->name[0] != '\0' && st->session == PDB(base)->session &&
+	    PQstatus(PDB(base)->c) == CONNECTION_OK) {
 		char sql[32];
 
 		snprintf(sql, sizeof(sql), "DEALLOCATE %s", st->name);
@@ -584,8 +652,10 @@ static const struct db_driver postgres_driver = {
 	.busy_timeout = p_busy_timeout,
 	.durable = p_durable,
 	.changes = p_changes,
+	.session = p_session,
 	.prepare = p_prepare,
 	.bind_text = p_bind_text,
+	.bind_literal = p_bind_literal,
 	.bind_int64 = p_bind_int64,
 	.bind_double = p_bind_double,
 	.bind_blob = p_bind_blob,
@@ -633,9 +703,7 @@ postgres_open(const char *conninfo, struct db **out)
 		return DB_ERROR;
 	}
 	PQsetNoticeProcessor(db->c, notice, NULL);
-	/* the registry's times are its own integers; text sorts bytewise */
-	if (p_exec(&db->base, "SET client_encoding = 'UTF8'; SET TIME ZONE "
-	    "'UTC'") != DB_OK) {
+	if (session_setup(db) != DB_OK) {
 		log_warnx("cannot set up the PostgreSQL session: %s", db->err);
 		p_close(&db->base);
 		return DB_ERROR;

@@ -132,7 +132,14 @@ s_changes(struct db *db)
 	return sqlite3_changes(H(db));
 }
 
-static const struct db_driver sqlite_driver;
+/* a file is never lost and made again */
+static unsigned
+s_session(struct db *db)
+{
+	(void)db;
+	return 0;
+}
+
 
 static enum db_code
 s_prepare(struct db *db, const char *sql, int persistent,
@@ -279,8 +286,10 @@ static const struct db_driver sqlite_driver = {
 	.busy_timeout = s_busy_timeout,
 	.durable = s_durable,
 	.changes = s_changes,
+	.session = s_session,
 	.prepare = s_prepare,
 	.bind_text = s_bind_text,
+	.bind_literal = s_bind_text,
 	.bind_int64 = s_bind_int64,
 	.bind_double = s_bind_double,
 	.bind_blob = s_bind_blob,

@@ -94,7 +94,8 @@ registry_audit(struct registry *reg, int64_t before, int limit,
 	    INT64_MAX));
 	snprintf(l, sizeof(l), "%d", limit);
 	return query_rows(reg->db, rows, "SELECT id, at, actor, what FROM"
-	    " audit WHERE id < CAST(?1 AS INTEGER) AND (?3 = '' OR actor"
-	    " LIKE ?3 || '%') ORDER BY id DESC LIMIT CAST(?2 AS INTEGER)", b,
+	    " audit WHERE id < CAST(?1 AS BIGINT) AND (?3 = '' OR"
+	    " substr(actor, 1, length(?3)) = ?3) ORDER BY id DESC"
+	    " LIMIT CAST(?2 AS BIGINT)", b,
 	    l, actor ? actor : "", ARGS_END);
 }

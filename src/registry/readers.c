@@ -14,22 +14,23 @@
 #include "registry_impl.h"
 
 static const char *const rsql[R_COUNT] = {
-	[R_DEVICE] = "SELECT ifnull(version, ''), ifnull(product, ''), blocked,"
-		     " ifnull(chip, ''), ifnull(hw_rev, ''),"
-		     " ifnull(secure_version, -1), ifnull(token_hash, ''),"
-		     " ifnull(grp, ''), ifnull(battery, -1),"
-		     " ifnull(running_sha256, ''), ifnull(fs_version, '')"
+	[R_DEVICE] = "SELECT coalesce(version, ''), coalesce(product, ''), blocked,"
+		     " coalesce(chip, ''), coalesce(hw_rev, ''),"
+		     " coalesce(secure_version, -1), coalesce(token_hash, ''),"
+		     " coalesce(grp, ''), coalesce(battery, -1),"
+		     " coalesce(running_sha256, ''), coalesce(fs_version, '')"
 		     " FROM device WHERE id = ?1",
 	/* only when an offer is about to be made (see registry.h) */
-	[R_REFUSAL] = "SELECT ifnull(p.release, 0), ifnull(p.from_version,"
-		      " ''), ifnull((SELECT release FROM attempt WHERE device ="
+	[R_REFUSAL] = "SELECT coalesce(p.release, 0), coalesce(p.from_version,"
+		      " ''), coalesce((SELECT release FROM attempt WHERE device ="
 		      " ?1 AND state = 'rollback' ORDER BY id DESC LIMIT 1), 0),"
-		      " ifnull(p.state = 'installed', 0), ifnull(p.delivered_at,"
-		      " -1) FROM (SELECT 1) LEFT JOIN (SELECT release,"
+		      " coalesce(CAST(p.state = 'installed' AS INTEGER), 0),"
+		      " coalesce(p.delivered_at,"
+		      " -1) FROM (SELECT 1) one LEFT JOIN (SELECT release,"
 		      " from_version, state, delivered_at FROM attempt WHERE"
 		      " device = ?1 AND state IN ('downloading', 'installed') AND"
 		      " (state = 'installed' OR delivered = 1) ORDER BY id DESC"
-		      " LIMIT 1) p",
+		      " LIMIT 1) p ON true",
 	[R_TOKEN] = "SELECT id FROM device WHERE token_hash = ?1",
 	[R_RUNNING] = "SELECT chip, version, secure_version, sha256 FROM artifact"
 		      " WHERE app_sha256 = ?1 LIMIT 1",
@@ -37,8 +38,8 @@ static const char *const rsql[R_COUNT] = {
 	[R_GENERATION] = "SELECT generation FROM catalog WHERE id = 1",
 	/* after the offer columns: what the rollout's plan says now */
 	[R_OFFERS] = "SELECT ro.id," OFFER_COLUMNS ", ro.staged, ro.stage,"
-		     " ifnull(ro.window, ''), ifnull(ro.days, ''),"
-		     " ifnull(ro.utc_offset, ''), ifnull(ro.min_battery, -1),"
+		     " coalesce(ro.window, ''), coalesce(ro.days, ''),"
+		     " coalesce(ro.utc_offset, ''), coalesce(ro.min_battery, -1),"
 		     " ro.downgrade, (ro.staged = 0 OR ro.state = 'completed')"
 		     " FROM rollout ro"
 		     " JOIN release rel ON rel.id = ro.release" OFFER_JOINS
@@ -55,7 +56,7 @@ static const char *const rsql[R_COUNT] = {
 			    " t.id DESC LIMIT 1",
 	[R_TRIGGERED] = "SELECT 1 FROM trigger WHERE device = ?1 AND"
 			" release = ?2",
-	[R_STAGES] = "SELECT ifnull(grp, ''), percent FROM rollout_stage"
+	[R_STAGES] = "SELECT coalesce(grp, ''), percent FROM rollout_stage"
 		     " WHERE rollout = ?1 AND no <= ?2 ORDER BY no",
 	[R_STONES] = "SELECT 0," OFFER_COLUMNS " FROM release rel" OFFER_JOINS,
 	[R_RELEASED] = "SELECT 0," OFFER_COLUMNS " FROM release rel"
@@ -76,13 +77,19 @@ registry_reader_open(const char *path, struct registry_reader **out)
 	r->data_version = -1;
 	if ((rc = connect_db(path, DB_READ_WRITE, &r->db)) != OTAD_OK)
 		goto fail;
-	if ((rc = exec(r->db, "PRAGMA query_only = ON")) != OTAD_OK)
+	if ((rc = exec(r->db, db_backend(r->db) == DB_POSTGRES ?
+	    "SET default_transaction_read_only = on" :
+	    "PRAGMA query_only = ON")) != OTAD_OK)
 		goto fail;
-	for (i = 0; i < R_COUNT; i++)
+	for (i = 0; i < R_COUNT; i++) {
+		/* PostgreSQL has no data_version: the generation is read */
+		if (i == R_DATA_VERSION && db_backend(r->db) == DB_POSTGRES)
+			continue;
 		if (db_prepare(r->db, rsql[i], 1, &r->s[i]) != DB_OK) {
 			rc = db_error(r->db, "cannot prepare statement");
 			goto fail;
 		}
+	}
 	*out = r;
 	return OTAD_OK;
 fail:
@@ -241,14 +248,20 @@ enum otad_err
 registry_catalog_generation(struct registry_reader *r, int64_t *generation)
 {
 	struct db_stmt *st = r->s[R_DATA_VERSION];
-	int64_t dv;
+	int64_t dv = r->data_version + 1;
 
-	if (db_step(st) != DB_ROW) {
+	/*
+	 * SQLite says whether anyone wrote since the last look, without a
+	 * read; PostgreSQL's generation is read each time (once a tick).
+	 */
+	if (st != NULL) {
+		if (db_step(st) != DB_ROW) {
+			db_reset(st);
+			return db_error(r->db, "data_version");
+		}
+		dv = db_column_int64(st, 0);
 		db_reset(st);
-		return db_error(r->db, "data_version");
 	}
-	dv = db_column_int64(st, 0);
-	db_reset(st);
 	if (dv != r->data_version) {
 		st = r->s[R_GENERATION];
 		if (db_step(st) != DB_ROW) {

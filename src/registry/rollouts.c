@@ -66,7 +66,7 @@ registry_rollout_create(struct registry *reg, const struct rollout_plan *p,
 	/* going back to an older release must be meant */
 	if ((rc = query_rows(reg->db, &newer, "SELECT o.version FROM rollout"
 	    " ro JOIN release o ON o.id = ro.release, release n"
-	    " WHERE n.id = CAST(?1 AS INTEGER) AND (ro.state = 'active' OR"
+	    " WHERE n.id = CAST(?1 AS BIGINT) AND (ro.state = 'active' OR"
 	    " (ro.state = 'completed' AND ro.baseline = 1)) AND "
 	    SAME_SCOPE("o", "n") " AND semver_compare(o.version, n.version)"
 	    " > 0 LIMIT 1", idtext(release, idbuf), ARGS_END)) != OTAD_OK) {
@@ -83,7 +83,7 @@ registry_rollout_create(struct registry *reg, const struct rollout_plan *p,
 	}
 	json_decref(newer);
 	if (run(reg, "INSERT INTO rollout (release, state, created, staged,"
-	    " window, days, utc_offset, min_battery, timeout_s, downgrade,"
+	    " \"window\", days, utc_offset, min_battery, timeout_s, downgrade,"
 	    " created_by) VALUES (?1, 'draft', ?2, 1, ?3, ?4, ?5,"
 	    " nullif(?6, -1), ?7, ?8, ?9) RETURNING id", "iitttiiit", release, now_s(),
 	    p->window, p->days, p->utc_offset, (int64_t)p->min_battery,
@@ -118,7 +118,7 @@ registry_rollout_action(struct registry *reg, int64_t id,
 		[ROLLOUT_RESUME] = "UPDATE rollout SET state = 'active',"
 		    " reason = NULL, stage_started = CASE state WHEN 'halted'"
 		    " THEN ?2 ELSE stage_started END WHERE id = ?1 AND"
-		    " (state = 'paused' OR (state = 'halted' AND ?3))",
+		    " (state = 'paused' OR (state = 'halted' AND ?3 = 1))",
 		[ROLLOUT_ABORT] = "UPDATE rollout SET state = 'aborted',"
 		    " finished = ?2, baseline = 0 WHERE id = ?1 AND state IN"
 		    " ('draft', 'active', 'paused', 'halted')",
@@ -136,7 +136,7 @@ registry_rollout_action(struct registry *reg, int64_t id,
 	snprintf(what, sizeof(what), "rollout %lld", (long long)id);
 	if (action == ROLLOUT_START || action == ROLLOUT_APPROVE) {
 		if (query_rows(reg->db, &rows, "SELECT state FROM rollout WHERE"
-		    " id = CAST(?1 AS INTEGER) AND state = 'draft'",
+		    " id = CAST(?1 AS BIGINT) AND state = 'draft'",
 		    idtext(id, idbuf), ARGS_END) != OTAD_OK)
 			return catalog_db_fail(reg, why, whylen);
 		changed = json_array_size(rows) > 0;
@@ -175,8 +175,8 @@ registry_rollout_action(struct registry *reg, int64_t id,
 		return rc;
 	}
 	catalog_fail(reg, OTAD_OK);
-	if (query_rows(reg->db, &rows, "SELECT state, ifnull(reason, '') AS"
-	    " reason FROM rollout WHERE id = CAST(?1 AS INTEGER)",
+	if (query_rows(reg->db, &rows, "SELECT state, coalesce(reason, '') AS"
+	    " reason FROM rollout WHERE id = CAST(?1 AS BIGINT)",
 	    idtext(id, idbuf), ARGS_END) != OTAD_OK ||
 	    json_array_size(rows) == 0) {
 		json_decref(rows);
@@ -199,22 +199,16 @@ registry_rollout_action(struct registry *reg, int64_t id,
 
 /* A stage's attempt counts, as status shows them and the gates read. */
 #define STAGE_COUNTS                                                           \
-	"ifnull(c.offered, 0) AS offered, ifnull(c.in_progress, 0) AS"        \
-	" in_progress, ifnull(c.succeeded, 0) AS succeeded,"                   \
-	" ifnull(c.rolled_back, 0) AS rolled_back, ifnull(c.failed, 0) AS"     \
-	" failed, ifnull(c.timed_out, 0) AS timed_out, ifnull(c.crashed, 0)"   \
-	" AS crashed, ifnull(c.brownouts, 0) AS brownouts,"                    \
-	" ifnull(c.inferred_succeeded, 0) AS inferred_succeeded,"              \
-	" ifnull(c.inferred_rolled_back, 0) AS inferred_rolled_back"
+	"coalesce(c.offered, 0) AS offered, coalesce(c.in_progress, 0) AS"        \
+	" in_progress, coalesce(c.succeeded, 0) AS succeeded,"                   \
+	" coalesce(c.rolled_back, 0) AS rolled_back, coalesce(c.failed, 0) AS"     \
+	" failed, coalesce(c.timed_out, 0) AS timed_out, coalesce(c.crashed, 0)"   \
+	" AS crashed, coalesce(c.brownouts, 0) AS brownouts,"                    \
+	" coalesce(c.inferred_succeeded, 0) AS inferred_succeeded,"              \
+	" coalesce(c.inferred_rolled_back, 0) AS inferred_rolled_back"
 #define STAGE_COUNTS_JOIN                                                      \
-	" LEFT JOIN (SELECT stage, count(*) AS offered, sum(state IN"          \
-	" ('offered', 'downloading', 'installed')) AS in_progress,"            \
-	" sum(state = 'success') AS succeeded, sum(state = 'rollback') AS"     \
-	" rolled_back, sum(state = 'failed') AS failed, sum(state ="           \
-	" 'timeout') AS timed_out, sum(state = 'success' AND crashed) AS"      \
-	" crashed, sum(brownout) AS brownouts, sum(state = 'success' AND"      \
-	" inferred) AS inferred_succeeded, sum(state = 'rollback' AND"         \
-	" inferred) AS inferred_rolled_back FROM attempt WHERE rollout = ?1"   \
+	" LEFT JOIN (SELECT stage, count(*) AS offered, " ATTEMPT_TALLIES("")      \
+	", sum(brownout) AS brownouts FROM attempt WHERE rollout = ?1"         \
 	" GROUP BY stage) c"                                                   \
 	" ON c.stage = st.no"
 
@@ -299,7 +293,7 @@ stage_rows(struct registry *reg, int64_t id, json_t *rel, json_t **rows)
 	    " st.max_rollback, st.max_failure, st.max_crash, " STAGE_COUNTS ","
 	    " r.targeted, r.deferred FROM rollout_stage st" STAGE_COUNTS_JOIN
 	    " JOIN (SELECT s2.no, count(d.id) AS targeted,"
-	    " ifnull(sum(d.deferred IS NOT NULL), 0) AS deferred"
+	    " count(d.deferred) AS deferred"
 	    " FROM rollout_stage s2 LEFT JOIN device d ON"
 	    " (?2 = '' OR d.product = ?2) AND (d.chip IS NULL OR d.chip = ?3)"
 	    " AND (d.grp IN (SELECT grp FROM rollout_stage WHERE rollout = ?1"
@@ -321,12 +315,12 @@ registry_rollout_status(struct registry *reg, int64_t id, int64_t now,
 	size_t i, j;
 
 	rc = query_rows(reg->db, rows, "SELECT ro.id, rel.version,"
-	    " rel.product, ifnull(rel.product, '') AS product_s, rel.chip,"
+	    " rel.product, coalesce(rel.product, '') AS product_s, rel.chip,"
 	    " ro.state, ro.staged, ro.stage, ro.stage_started, ro.started,"
 	    " ro.finished, ro.reason, ro.window, ro.days, ro.utc_offset,"
 	    " ro.min_battery, ro.timeout_s, ro.downgrade, ro.baseline,"
 	    " rel.forced FROM rollout ro JOIN release rel ON rel.id ="
-	    " ro.release WHERE CAST(?1 AS INTEGER) IN (0, ro.id)"
+	    " ro.release WHERE CAST(?1 AS BIGINT) IN (0, ro.id)"
 	    " ORDER BY ro.id", idtext(id, idbuf), ARGS_END);
 	if (rc != OTAD_OK) {
 		snprintf(why, whylen, "database: %s", otad_strerror(rc));
@@ -487,7 +481,7 @@ tick_one(struct registry *reg, json_t *ro, int64_t now)
  */
 #define TIMES_OUT                                                              \
 	" (attempt.silent = 0 OR attempt.delivered = 0 OR d.last_seen <"        \
-	" CAST(?1 AS INTEGER) - CAST(?2 AS INTEGER))"
+	" CAST(?1 AS BIGINT) - CAST(?2 AS BIGINT))"
 
 void
 registry_rollout_tick(struct registry *reg, int64_t now, int64_t offline_after)
@@ -499,7 +493,7 @@ registry_rollout_tick(struct registry *reg, int64_t now, int64_t offline_after)
 	if (query_rows(reg->db, &rows, "SELECT count(*) AS n FROM attempt"
 	    " JOIN rollout r ON r.id = attempt.rollout JOIN device d ON d.id ="
 	    " attempt.device WHERE attempt.state IN " OPEN_STATES " AND"
-	    " attempt.offered_at <= CAST(?1 AS INTEGER) - r.timeout_s AND"
+	    " attempt.offered_at <= CAST(?1 AS BIGINT) - r.timeout_s AND"
 	    TIMES_OUT, idtext(now, (char[24]){0}), idtext(offline_after,
 	    (char[24]){0}), ARGS_END) == OTAD_OK) {
 		int64_t due = json_integer_value(json_object_get(

@@ -151,7 +151,7 @@ query_rows(struct db *db, json_t **rows, const char *sql, ...)
 		return db_error(db, "query");
 	va_start(ap, sql);
 	while ((p = va_arg(ap, const char *)) != NULL)
-		db_bind_text(st, i++, p);
+		db_bind_literal(st, i++, p);
 	va_end(ap);
 	*rows = json_array();
 	while ((step = db_step(st)) == DB_ROW)
@@ -185,15 +185,14 @@ audit(struct registry *reg, const char *what)
 	return rc == DB_DONE ? OTAD_OK : db_error(reg->db, "audit");
 }
 
-/* BEGIN IMMEDIATE and name ourselves for the audit triggers. */
+/* Begin to write and name ourselves for the audit triggers. */
 enum otad_err
 catalog_begin(struct registry *reg)
 {
 	struct db_stmt *st;
-	enum otad_err rc;
 
-	if ((rc = exec(reg->db, "BEGIN IMMEDIATE")) != OTAD_OK)
-		return rc;
+	if (db_begin_write(reg->db) != DB_OK)
+		return db_error(reg->db, "database");
 	if (db_prepare(reg->db, "INSERT INTO audit_actor VALUES (?1)", 0, &st) != DB_OK) {
 		exec(reg->db, "ROLLBACK");
 		return db_error(reg->db, "audit actor");

@@ -11,12 +11,12 @@
 
 /* the eFuse is at least what the image it runs carries */
 #define FLEET_SELECT                                                           \
-	"SELECT d.id, d.version, ifnull(d.product, '') AS product,"           \
-	" ifnull(d.chip, '') AS chip, ifnull(d.hw_rev, '') AS hw_rev,"        \
-	" max(ifnull(d.secure_version, -1), ifnull((SELECT"                   \
+	"SELECT d.id, d.version, coalesce(d.product, '') AS product,"           \
+	" coalesce(d.chip, '') AS chip, coalesce(d.hw_rev, '') AS hw_rev,"        \
+	" max(coalesce(d.secure_version, -1), coalesce((SELECT"                   \
 	" max(secure_version) FROM artifact WHERE app_sha256 ="               \
-	" d.running_sha256), -1)) AS secure_version, ifnull(d.free_space,"    \
-	" -1) AS free_space, ifnull(d.grp, '') AS grp, ifnull(d.battery, -1)" \
+	" d.running_sha256), -1)) AS secure_version, coalesce(d.free_space,"    \
+	" -1) AS free_space, coalesce(d.grp, '') AS grp, coalesce(d.battery, -1)" \
 	" AS battery FROM device d WHERE d.blocked = 0 AND d.version IS NOT"  \
 	" NULL"
 
@@ -28,7 +28,7 @@ registry_fleet_page(struct registry_reader *r, const char *after, int limit,
 
 	snprintf(lim, sizeof(lim), "%d", limit);
 	return query_rows(r->db, rows, FLEET_SELECT " AND d.id > ?1 ORDER BY"
-	    " d.id LIMIT CAST(?2 AS INTEGER)", after, lim, ARGS_END);
+	    " d.id LIMIT CAST(?2 AS BIGINT)", after, lim, ARGS_END);
 }
 
 enum otad_err
@@ -108,7 +108,7 @@ registry_group_triggered(struct registry_reader *r, const char *group,
 	char ro[24];
 
 	return reader_exists(r, "SELECT 1 FROM trigger WHERE grp = ?1 AND"
-	    " rollout = CAST(?2 AS INTEGER)", group, idtext(rollout, ro),
+	    " rollout = CAST(?2 AS BIGINT)", group, idtext(rollout, ro),
 	    ARGS_END);
 }
 
@@ -123,8 +123,8 @@ registry_nudges_owed(struct registry_reader *r, json_t **rows)
 enum otad_err
 registry_retained_stale(struct registry_reader *r, json_t **rows)
 {
-	return query_rows(r->db, rows, "SELECT t.id, ifnull(t.device, '') AS"
-	    " device, ifnull(t.grp, '') AS grp FROM trigger t"
+	return query_rows(r->db, rows, "SELECT t.id, coalesce(t.device, '') AS"
+	    " device, coalesce(t.grp, '') AS grp FROM trigger t"
 	    " JOIN release rel ON rel.id = t.release"
 	    " LEFT JOIN rollout ro ON ro.id = t.rollout"
 	    " LEFT JOIN device d ON d.id = t.device"
@@ -132,7 +132,7 @@ registry_retained_stale(struct registry_reader *r, json_t **rows)
 	    " t.cleared_at IS NULL AND (ro.state IN ('halted', 'aborted')"
 	    " OR (t.grp IS NOT NULL AND ro.state != 'active' AND ro.state !="
 	    " 'paused') OR semver_compare(d.version, rel.version) = 0 OR"
-	    " (ifnull(ro.downgrade, 0) = 0 AND"
+	    " (coalesce(ro.downgrade, 0) = 0 AND"
 	    " semver_compare(d.version, rel.version) > 0)) LIMIT 256",
 	    ARGS_END);
 }
@@ -141,9 +141,9 @@ enum otad_err
 registry_rollout_states(struct registry_reader *r, json_t **rows)
 {
 	return query_rows(r->db, rows, "SELECT ro.id, rel.version,"
-	    " ifnull(rel.product, '') AS product, ro.state, ro.staged,"
+	    " coalesce(rel.product, '') AS product, ro.state, ro.staged,"
 	    " ro.stage, (SELECT count(*) FROM rollout_stage WHERE rollout ="
-	    " ro.id) AS stages, ifnull(ro.reason, '') AS reason FROM rollout"
+	    " ro.id) AS stages, coalesce(ro.reason, '') AS reason FROM rollout"
 	    " ro JOIN release rel ON rel.id = ro.release WHERE ro.state !="
 	    " 'draft' ORDER BY ro.id", ARGS_END);
 }
@@ -155,19 +155,12 @@ registry_fleet_gauges(struct registry_reader *r, int64_t now,
 	static const struct part parts[] = {
 		{"versions", VERSION_COUNTS " LIMIT 50"},
 		{"stages", "SELECT ro.id AS rollout, rel.version, a.stage,"
-			   " count(*) AS offered, sum(a.state IN ('offered',"
-			   " 'downloading', 'installed')) AS in_progress,"
-			   " sum(a.state = 'success') AS succeeded,"
-			   " sum(a.state = 'rollback') AS rolled_back,"
-			   " sum(a.state IN ('failed', 'timeout')) AS failed,"
-			   " sum(a.state = 'success' AND a.crashed) AS crashed,"
-			   " sum(a.state = 'success' AND a.inferred) AS"
-			   " inferred_succeeded, sum(a.state = 'rollback' AND"
-			   " a.inferred) AS inferred_rolled_back"
+			   " count(*) AS offered, " ATTEMPT_TALLIES("a.")
 			   " FROM rollout ro JOIN release rel ON rel.id ="
 			   " ro.release JOIN attempt a ON a.rollout = ro.id"
 			   " WHERE ro.state IN ('active', 'paused', 'halted')"
-			   " GROUP BY ro.id, a.stage ORDER BY ro.id, a.stage"},
+			   " GROUP BY ro.id, rel.version, a.stage"
+			   " ORDER BY ro.id, a.stage"},
 		{"rollouts", "SELECT ro.id AS rollout, rel.version, ro.state,"
 			     " ro.stage FROM rollout ro JOIN release rel ON"
 			     " rel.id = ro.release WHERE ro.state IN"
@@ -176,8 +169,8 @@ registry_fleet_gauges(struct registry_reader *r, int64_t now,
 	char cutoff[24];
 
 	return query_summary(r->db, obj, "SELECT count(*) FILTER (WHERE"
-	    " last_seen >= CAST(?1 AS INTEGER)) AS online, count(*) FILTER"
-	    " (WHERE last_seen < CAST(?1 AS INTEGER)) AS offline FROM device",
+	    " last_seen >= CAST(?1 AS BIGINT)) AS online, count(*) FILTER"
+	    " (WHERE last_seen < CAST(?1 AS BIGINT)) AS offline FROM device",
 	    idtext(now - offline_after, cutoff), parts,
 	    sizeof(parts) / sizeof(parts[0]));
 }
@@ -214,9 +207,9 @@ registry_nudge_sent(struct registry *reg, int64_t id, char *version,
 
 	*version = '\0';
 	if (query_rows(reg->db, &rows, "SELECT t.sent_at IS NOT NULL AS sent,"
-	    " ifnull(rel.version, '') AS version FROM trigger t LEFT JOIN"
+	    " coalesce(rel.version, '') AS version FROM trigger t LEFT JOIN"
 	    " release rel ON rel.id = t.release WHERE t.id = CAST(?1 AS"
-	    " INTEGER)", idtext(id, idbuf), ARGS_END) != OTAD_OK)
+	    " BIGINT)", idtext(id, idbuf), ARGS_END) != OTAD_OK)
 		return 0;
 	if ((row = json_array_get(rows, 0)) != NULL) {
 		sent = json_integer_value(json_object_get(row, "sent")) != 0;

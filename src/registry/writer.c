@@ -26,36 +26,38 @@ static const char *const wsql[W_COUNT] = {
 	    " last_seen, checks, hw_rev, running_sha256, chip,"
 	    " secure_version, free_space, deferred, deferred_at, battery,"
 	    " reset_reason, uptime) VALUES (?1, ?2, ?3, ?4, ?5, ?5, 1, ?6, ?7,"
-	    " ?8, ?9, ?10, ?11, CASE WHEN ?11 IS NOT NULL THEN ?5 END, ?12,"
+	    " ?8, ?9, ?10, ?11, CASE WHEN CAST(?11 AS TEXT) IS NOT NULL THEN ?5 END,"
+	    " ?12,"
 	    " ?13, ?14) ON CONFLICT (id) DO UPDATE SET"
-	    " battery = coalesce(excluded.battery, battery),"
-	    " reset_reason = coalesce(excluded.reset_reason, reset_reason),"
-	    " uptime = coalesce(excluded.uptime, uptime),"
-	    " free_space = coalesce(excluded.free_space, free_space),"
+	    " battery = coalesce(excluded.battery, device.battery),"
+	    " reset_reason = coalesce(excluded.reset_reason, device.reset_reason),"
+	    " uptime = coalesce(excluded.uptime, device.uptime),"
+	    " free_space = coalesce(excluded.free_space, device.free_space),"
 	    /* the last answer's reason stands until an answer without one */
 	    " deferred = excluded.deferred,"
 	    " deferred_at = CASE WHEN excluded.deferred IS NULL THEN NULL"
-	    " WHEN deferred IS excluded.deferred THEN deferred_at"
+	    " WHEN device.deferred IS NOT DISTINCT FROM excluded.deferred"
+	    " THEN device.deferred_at"
 	    " ELSE excluded.deferred_at END,"
-	    " product = coalesce(excluded.product, product),"
+	    " product = coalesce(excluded.product, device.product),"
 	    /* a filesystem request says nothing of the app it runs */
-	    " version = CASE WHEN ?15 THEN version ELSE excluded.version END,"
+	    " version = CASE WHEN ?15 = 1 THEN device.version ELSE excluded.version END,"
 	    " address = excluded.address,"
-	    " last_seen = max(last_seen, excluded.last_seen),"
-	    " checks = checks + 1,"
-	    " hw_rev = coalesce(excluded.hw_rev, hw_rev),"
+	    " last_seen = max(device.last_seen, excluded.last_seen),"
+	    " checks = device.checks + 1,"
+	    " hw_rev = coalesce(excluded.hw_rev, device.hw_rev),"
 	    " running_sha256 = coalesce(excluded.running_sha256,"
-	    " running_sha256),"
-	    " chip = coalesce(excluded.chip, chip),"
+	    " device.running_sha256),"
+	    " chip = coalesce(excluded.chip, device.chip),"
 	    /* an eFuse only counts up */
-	    " secure_version = coalesce(max(secure_version,"
-	    " excluded.secure_version), secure_version,"
+	    " secure_version = coalesce(max(device.secure_version,"
+	    " excluded.secure_version), device.secure_version,"
 	    " excluded.secure_version)",
 	/* a silent device said nothing: it runs what it was last known to */
 	[W_OFFER] =
 	    "INSERT INTO attempt (device, release, rollout, from_version,"
 	    " to_version, state, offered_at, updated_at, stage, silent)"
-	    " SELECT ?1, ?2, ?3, CASE WHEN ?8 THEN (SELECT version FROM device"
+	    " SELECT ?1, ?2, ?3, CASE WHEN ?8 = 1 THEN (SELECT version FROM device"
 	    " WHERE id = ?1) ELSE ?4 END, ?5, 'offered', ?6, ?6, ?7, ?8 WHERE"
 	    " NOT EXISTS (SELECT 1 FROM attempt WHERE device = ?1 AND release ="
 	    " ?2 AND state IN " OPEN_STATES ")",
@@ -68,17 +70,17 @@ static const char *const wsql[W_COUNT] = {
 	    " uptime, free_heap, rssi, reset_reason, battery, secure_version)"
 	    " VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
 	    " ON CONFLICT (id) DO UPDATE SET"
-	    " version = coalesce(excluded.version, version),"
+	    " version = coalesce(excluded.version, device.version),"
 	    " address = excluded.address,"
-	    " last_seen = max(last_seen, excluded.last_seen),"
-	    " uptime = coalesce(excluded.uptime, uptime),"
-	    " free_heap = coalesce(excluded.free_heap, free_heap),"
-	    " rssi = coalesce(excluded.rssi, rssi),"
-	    " reset_reason = coalesce(excluded.reset_reason, reset_reason),"
-	    " battery = coalesce(excluded.battery, battery),"
+	    " last_seen = max(device.last_seen, excluded.last_seen),"
+	    " uptime = coalesce(excluded.uptime, device.uptime),"
+	    " free_heap = coalesce(excluded.free_heap, device.free_heap),"
+	    " rssi = coalesce(excluded.rssi, device.rssi),"
+	    " reset_reason = coalesce(excluded.reset_reason, device.reset_reason),"
+	    " battery = coalesce(excluded.battery, device.battery),"
 	    /* an eFuse only counts up */
-	    " secure_version = coalesce(max(secure_version,"
-	    " excluded.secure_version), secure_version,"
+	    " secure_version = coalesce(max(device.secure_version,"
+	    " excluded.secure_version), device.secure_version,"
 	    " excluded.secure_version)",
 	[W_DEVICE_VERSION] = "SELECT version FROM device WHERE id = ?1",
 	[W_OPEN_ATTEMPT] =
@@ -128,12 +130,14 @@ static const char *const wsql[W_COUNT] = {
 	    "UPDATE attempt SET state = 'rollback', reason = 'back on ' ||"
 	    " from_version, updated_at = ?3, finished_at = ?3 WHERE device ="
 	    " ?1 AND state IN ('downloading', 'installed') AND (state ="
-	    " 'installed' OR (delivered = 1 AND ?4 IS NOT NULL AND ?4 < ?3 -"
-	    " delivered_at)) AND semver_compare(from_version, ?2) = 0",
+	    " 'installed' OR (delivered = 1 AND CAST(?4 AS BIGINT) IS NOT NULL"
+	    " AND ?4 < ?3 - delivered_at)) AND semver_compare(from_version,"
+	    " ?2) = 0",
 	/* a panic or watchdog reset after an update counts against it */
 	[W_CRASHED] =
-	    "UPDATE attempt SET crashed = crashed OR ?3 IN (4, 5, 6, 7),"
-	    " brownout = brownout OR ?3 = 9 WHERE id = (SELECT id FROM"
+	    "UPDATE attempt SET crashed = CASE WHEN ?3 IN (4, 5, 6, 7) THEN 1"
+	    " ELSE crashed END, brownout = CASE WHEN ?3 = 9 THEN 1 ELSE"
+	    " brownout END WHERE id = (SELECT id FROM"
 	    " attempt WHERE device = ?1 AND state = 'success' ORDER BY id DESC"
 	    " LIMIT 1) AND finished_at <= ?2 AND ?3 IN (4, 5, 6, 7, 9)",
 	/* telemetry over MQTT: seen, and what it runs if it said */
@@ -142,17 +146,17 @@ static const char *const wsql[W_COUNT] = {
 	    " uptime, free_heap, rssi, reset_reason, battery, secure_version)"
 	    " VALUES (?1, ?2, ?3, ?3, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
 	    " ON CONFLICT (id) DO UPDATE SET"
-	    " version = coalesce(excluded.version, version),"
-	    " last_seen = max(last_seen, excluded.last_seen),"
-	    " mqtt_seen = max(ifnull(mqtt_seen, 0), excluded.mqtt_seen),"
-	    " uptime = coalesce(excluded.uptime, uptime),"
-	    " free_heap = coalesce(excluded.free_heap, free_heap),"
-	    " rssi = coalesce(excluded.rssi, rssi),"
-	    " reset_reason = coalesce(excluded.reset_reason, reset_reason),"
-	    " battery = coalesce(excluded.battery, battery),"
+	    " version = coalesce(excluded.version, device.version),"
+	    " last_seen = max(device.last_seen, excluded.last_seen),"
+	    " mqtt_seen = max(coalesce(device.mqtt_seen, 0), excluded.mqtt_seen),"
+	    " uptime = coalesce(excluded.uptime, device.uptime),"
+	    " free_heap = coalesce(excluded.free_heap, device.free_heap),"
+	    " rssi = coalesce(excluded.rssi, device.rssi),"
+	    " reset_reason = coalesce(excluded.reset_reason, device.reset_reason),"
+	    " battery = coalesce(excluded.battery, device.battery),"
 	    /* an eFuse only counts up */
-	    " secure_version = coalesce(max(secure_version,"
-	    " excluded.secure_version), secure_version,"
+	    " secure_version = coalesce(max(device.secure_version,"
+	    " excluded.secure_version), device.secure_version,"
 	    " excluded.secure_version)",
 	[W_SAVEPOINT] = "SAVEPOINT rec",
 	[W_RELEASE] = "RELEASE rec",
@@ -285,7 +289,7 @@ apply_trigger(struct registry *reg, const struct record *rec)
 #define SILENT_SETTLED                                                         \
 	" device = ?1 AND silent = 1 AND delivered = 1 AND state IN"           \
 	" ('downloading', 'installed') AND ?2 - delivered_at >= max(?3,"       \
-	" ifnull((SELECT soak_s FROM rollout_stage s WHERE s.rollout ="        \
+	" coalesce((SELECT soak_s FROM rollout_stage s WHERE s.rollout ="        \
 	" attempt.rollout AND s.no = attempt.stage), 0))"
 /*
  * ... and polled on since its first poll after that (quiet_at), long
@@ -536,14 +540,13 @@ writer_blocked(struct registry *reg)
 	    (long long)time(NULL));
 }
 
-/* BEGIN IMMEDIATE, waiting as long as an operator holds the database. */
+/* Begin to write, waiting as long as an operator holds the database. */
 static void
 writer_begin(struct registry *reg)
 {
 	time_t last_log = 0;
 
-	while (db_exec(reg->db, "BEGIN IMMEDIATE") !=
-	    DB_OK) {
+	while (db_begin_write(reg->db) != DB_OK) {
 		time_t now = time(NULL);
 
 		writer_blocked(reg);
@@ -574,25 +577,28 @@ writer_apply(struct registry *reg, struct record *batch, size_t count)
 {
 	struct record *rec;
 	int durable = 0, rc;
+	int guard_all = db_backend(reg->db) == DB_POSTGRES;
 	time_t last_log = 0;
 
 	for (rec = batch; rec != NULL; rec = rec->next)
 		durable |= rec->durable;
 	/*
-	 * WAL with synchronous=NORMAL does not fsync at commit; FULL does,
-	 * and its fsync also covers every earlier commit. So check-ins alone
-	 * cost no fsync and a batch with a report pays one for all.
+	 * Check-ins alone need not wait for the disk; a batch with a
+	 * report does, and its wait covers every earlier commit.
 	 */
-	db_exec(reg->db, durable ? "PRAGMA synchronous = FULL"
-				      : "PRAGMA synchronous = NORMAL");
+	db_durable(reg->db, durable);
 	writer_begin(reg);
 	for (rec = batch; rec != NULL; rec = rec->next) {
+		int report = rec->kind == RECORD_REPORT;
+
 		/*
-		 * A report is all or nothing (savepoint). A check-in's
-		 * statements each stand alone, and check-ins are most of the
-		 * traffic, so they go without.
+		 * A report is all or nothing (savepoint). In SQLite a
+		 * check-in's statements each stand alone, and check-ins are
+		 * most of the traffic, so they go without; PostgreSQL
+		 * abandons the whole transaction at a failed statement, so
+		 * there every record has its savepoint.
 		 */
-		if (rec->kind != RECORD_REPORT) {
+		if (!report && !guard_all) {
 			if (apply_one(reg, rec) < 0) {
 				log_warnx("cannot record %s of '%s': %s",
 				    record_names[rec->kind], rec->device,
@@ -602,9 +608,11 @@ writer_apply(struct registry *reg, struct record *batch, size_t count)
 			continue;
 		}
 		step_done(reg->w[W_SAVEPOINT]);
-		if (apply_report(reg, rec) < 0) {
-			log_warnx("cannot record report of '%s': %s",
-			    rec->device, db_errmsg(reg->db));
+		if ((report ? apply_report(reg, rec) : apply_one(reg, rec)) <
+		    0) {
+			log_warnx("cannot record %s of '%s': %s",
+			    record_names[rec->kind], rec->device,
+			    db_errmsg(reg->db));
 			rec->err = OTAD_ERR_DB;
 			step_done(reg->w[W_ROLLBACK_TO]);
 		}

@@ -6,17 +6,21 @@ report; teardown fails the test otherwise.
 """
 import hashlib
 import http.client
+import inspect
 import json
 import os
 import pathlib
 import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import threading
 import time
 
 import pytest
+
+import pgserver
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 BUILD = pathlib.Path(os.environ.get("OTAD_BUILD", ROOT / "build"))
@@ -25,6 +29,12 @@ FIRMWARE = SHARED / "firmware"
 WLED = FIRMWARE / "wled-esp32"
 OTAD = BUILD / "otad"
 OTACTL = BUILD / "otactl"
+
+# the registry the daemons under test use: sqlite (the default) or
+# postgresql (a real server the session starts; make integration-pg)
+BACKEND = os.environ.get("OTAD_TEST_BACKEND", "sqlite")
+# every daemon's log appended here too, to read after a run
+LOG_COPY = os.environ.get("OTAD_TEST_LOG")
 
 READY = re.compile(r"ready: listening on (\S+?):(\d+)")
 SANITIZER = re.compile(r"(ERROR: AddressSanitizer|ERROR: LeakSanitizer|"
@@ -60,6 +70,10 @@ class Otad:
                 "http_threads": "2", "shutdown_timeout": "10",
                 # signatures have their own tests (test_08)
                 "require_signature": "no"}
+        if BACKEND == "postgresql":
+            self.pg = pgserver.server()
+            self.pg_db = self.pg.new_database()
+            keys["database"] = self.pg.url(self.pg_db)
         # extra_conf's keys replace the defaults above
         for line in extra_conf.splitlines():
             k, _, v = line.partition("=")
@@ -78,6 +92,35 @@ class Otad:
     def db(self):
         return self.state / "otad.db"
 
+    def query(self, sql, params=()):
+        """The rows of one statement (with ? parameters), committed."""
+        if BACKEND == "postgresql":
+            c = self.pg.connect(self.pg_db)
+            try:
+                with c.cursor() as cur:
+                    if params:
+                        cur.execute(sql.replace("?", "%s"), params)
+                    else:
+                        cur.execute(sql)
+                    return cur.fetchall() if cur.description else []
+            finally:
+                c.close()
+        with sqlite3.connect(self.db, timeout=10) as c:
+            return c.execute(sql, params).fetchall()
+
+    def hand_edit(self, sql):
+        """sql as an operator types it into sqlite3 or psql."""
+        if BACKEND == "postgresql":
+            # each statement its own transaction, as the sqlite3 shell has
+            # it, up to the first that fails
+            return subprocess.run(
+                ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", "-",
+                 self.pg.url(self.pg_db)], input=sql + ";\n",
+                capture_output=True, text=True, timeout=30)
+        return subprocess.run(
+            ["sqlite3", "-cmd", ".timeout 5000", str(self.db), sql],
+            capture_output=True, text=True, timeout=30)
+
     def start(self, args=(), env=None, wait=True):
         self.log = []
         self.port = None
@@ -90,6 +133,9 @@ class Otad:
         def reader(proc=self.proc):
             for line in proc.stderr:
                 self.log.append(line.rstrip("\n"))
+                if LOG_COPY:
+                    with open(LOG_COPY, "a") as f:
+                        f.write(line)
                 m = READY.search(line)
                 if m:
                     self.port = int(m.group(2))
@@ -247,3 +293,20 @@ def published(otad):
     otad.wait_for(lambda: any("offering 0.14.3" in l for l in otad.log),
                   what="the publish to be noticed")
     return otad
+
+
+def pytest_collection_modifyitems(config, items):
+    """On PostgreSQL, tests that open the SQLite file itself do not apply."""
+    if BACKEND != "postgresql":
+        return
+    skip = pytest.mark.skip(reason="about the SQLite file itself")
+    for item in items:
+        fn = getattr(item, "function", None)
+        if item.get_closest_marker("sqlite_only") or (
+                fn is not None and "sqlite3" in inspect.getsource(fn)):
+            item.add_marker(skip)
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "sqlite_only: about SQLite itself (its file, its locks)")

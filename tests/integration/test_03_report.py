@@ -1,7 +1,6 @@
 """POST /firmware/report: outcomes and telemetry, durable before 2xx."""
 import json
 import signal
-import sqlite3
 
 import pytest
 
@@ -84,10 +83,8 @@ def test_acknowledged_report_survives_sigkill(published):
     ).status == 200
     published.proc.send_signal(signal.SIGKILL)
     published.proc.wait(10)
-    db = sqlite3.connect(published.db)
-    row = db.execute("SELECT state FROM attempt WHERE device='k1'").fetchone()
-    db.close()
-    assert row == ("success",)
+    rows = published.query("SELECT state FROM attempt WHERE device='k1'")
+    assert rows == [("success",)]
     published.start()
 
 

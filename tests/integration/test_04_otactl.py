@@ -1,7 +1,6 @@
 """otactl: clear one-line errors, nothing half-written, atomic ingest."""
 import os
 import signal
-import sqlite3
 import subprocess
 import time
 
@@ -9,10 +8,7 @@ from conftest import FIRMWARE, OTACTL, WLED, Otad, md5, sha256
 
 
 def count(d, table):
-    db = sqlite3.connect(d.db)
-    n = db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-    db.close()
-    return n
+    return d.query(f"SELECT count(*) FROM {table}")[0][0]
 
 
 def store_files(d):

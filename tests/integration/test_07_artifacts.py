@@ -1,5 +1,4 @@
 """Trustworthy artifacts: validation at ingest, chips, anti-rollback."""
-import sqlite3
 
 import imagebuild
 from conftest import FIRMWARE, WLED, Otad, sha256
@@ -176,10 +175,8 @@ def test_secure_version_is_never_lowered(otad, tmp_path):
     assert otad.get("/firmware/check?device=s2&version=1.0.0"
                     ).status == 304
     # and not counted as an attempt
-    db = sqlite3.connect(otad.db)
-    assert db.execute("SELECT count(*) FROM attempt WHERE device='s2'"
-                      ).fetchone() == (0,)
-    db.close()
+    assert otad.query("SELECT count(*) FROM attempt WHERE device='s2'"
+                      ) == [(0,)]
 
 
 def test_bad_device_facts_get_400(otad):
@@ -252,9 +249,7 @@ def test_min_from_goes_through_a_stepping_stone(otad):
     # the step counted as an attempt of the target's rollout
     otad.wait_for(lambda: len(otad.otactl("device", "show", "old",
                                           json_out=True)["attempts"]) == 2)
-    db = sqlite3.connect(otad.db)
-    rows = db.execute("SELECT to_version, state, rollout FROM attempt"
-                      " WHERE device='old' ORDER BY id").fetchall()
-    db.close()
+    rows = otad.query("SELECT to_version, state, rollout FROM attempt"
+                      " WHERE device='old' ORDER BY id")
     assert rows == [("0.14.2", "success", rollout),
                     ("0.14.4", "downloading", rollout)]

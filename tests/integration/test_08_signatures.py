@@ -1,6 +1,5 @@
 """Signatures and key slots: signed by CI or by the server, revocable."""
 import base64
-import sqlite3
 import subprocess
 
 import imagebuild
@@ -165,15 +164,12 @@ def test_revoking_a_key_stops_offers_at_once(tmp_path):
         assert any("no signature by a trusted key" in l for l in d.log)
     finally:
         d.check_clean_exit()
-    db = sqlite3.connect(d.db)
-    assert db.execute("SELECT actor, what FROM audit WHERE what LIKE"
-                      " 'key old%'").fetchone() == (
-        "otactl:root", "key old state active -> revoked")
-    p = subprocess.run(["sqlite3", "-cmd", ".timeout 5000", str(d.db), "UPDATE signing_key SET"
-                        " state='active' WHERE name='old'"],
-                       capture_output=True, text=True)
+    assert d.query("SELECT actor, what FROM audit WHERE what LIKE"
+                   " 'key old%'") == [
+        ("otactl:root", "key old state active -> revoked")]
+    p = d.hand_edit("UPDATE signing_key SET"
+                        " state='active' WHERE name='old'")
     assert "a revoked key stays revoked" in p.stderr
-    db.close()
     p = d.otactl("key", "revoke", "old", check=False)
     assert p.returncode == 1 and "already revoked" in p.stderr
 

@@ -1,6 +1,5 @@
 """Downloads that survive bad links: Range, resume, If-Range, HEAD."""
 import http.client
-import sqlite3
 
 from conftest import WLED, sha256
 
@@ -101,11 +100,8 @@ def test_downloads_move_the_attempt(published):
                   {"Range": "bytes=65536-"})
 
     def states():
-        db = sqlite3.connect(published.db)
-        rows = db.execute("SELECT state FROM attempt WHERE device='dl1'"
-                          ).fetchall()
-        db.close()
-        return rows
+        return published.query("SELECT state FROM attempt WHERE"
+                               " device='dl1'")
     published.wait_for(lambda: states() == [("downloading",)])
     assert published.get(art(published),
                          {"X-Device-ID": "bad id"}).status == 400

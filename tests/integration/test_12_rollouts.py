@@ -1,7 +1,5 @@
 """Rollouts in canary rings with health gates, driven by a simulated fleet
 of 1,000 devices with A/B slots polling a real otad in parallel."""
-import sqlite3
-import subprocess
 import time
 
 import imagebuild
@@ -76,11 +74,9 @@ def test_a_good_release_walks_every_ring(tmp_path):
         assert 50 <= stages[1]["offered"] <= 150
         assert stages[2]["targeted"] == FLEET
         assert st["baseline"] == 1
-        db = sqlite3.connect(d.db)
-        moves = [r[0] for r in db.execute(
+        moves = [r[0] for r in d.query(
             "SELECT what FROM audit WHERE what LIKE 'rollout % stage %'"
             " ORDER BY id")]
-        db.close()
         assert moves == [f"rollout {rid} stage 0 -> 1",
                          f"rollout {rid} stage 1 -> 2"]
         # a device that joins later gets the baseline
@@ -107,14 +103,11 @@ def test_a_bad_release_halts_in_the_canary_ring(tmp_path):
             time.sleep(0.3)
         offered = {x.id for x in devices if x.offered}
         assert offered <= {x.id for x in devices[:CANARIES]}
-        db = sqlite3.connect(d.db)
-        outside = db.execute("SELECT count(*) FROM attempt WHERE device NOT"
-                             " IN (SELECT id FROM device WHERE grp ="
-                             " 'canary')").fetchone()[0]
-        halted = db.execute("SELECT actor FROM audit WHERE what ="
-                            f" 'rollout {rid} state active -> halted'"
-                            ).fetchone()
-        db.close()
+        outside = d.query("SELECT count(*) FROM attempt WHERE device NOT"
+                          " IN (SELECT id FROM device WHERE grp ="
+                          " 'canary')")[0][0]
+        halted = d.query("SELECT actor FROM audit WHERE what ="
+                         f" 'rollout {rid} state active -> halted'")[0]
         assert outside == 0
         assert halted == ("otad",)
         assert all(x.version == "1.0.0" for x in devices)
@@ -132,22 +125,20 @@ def test_a_hand_edit_pauses_a_rollout_within_a_second(tmp_path):
         rid = d.otactl("rollout", "create", "2.0.0", "--stages",
                        "10%,soak=1h,min=1000; 100%", json_out=True)["id"]
         d.otactl("rollout", "start", str(rid))
-        subprocess.run(["sqlite3", "-cmd", ".timeout 5000", str(d.db), "UPDATE rollout SET state ="
-                        f" 'paused' WHERE id = {rid}"], check=True)
+        d.hand_edit("UPDATE rollout SET state ="
+                        f" 'paused' WHERE id = {rid}").check_returncode()
         time.sleep(1.0)
         assert f.round() == []
         assert not any(x.offered for x in devices)
         # stages edited by hand stay in order
-        p = subprocess.run(["sqlite3", "-cmd", ".timeout 5000", str(d.db), "UPDATE rollout_stage SET"
-                            f" percent = 5 WHERE rollout = {rid} AND no = 1"],
-                           capture_output=True, text=True)
+        p = d.hand_edit("UPDATE rollout_stage SET"
+                            f" percent = 5 WHERE rollout = {rid} AND no = 1")
         assert "rings only widen" in p.stderr
-        p = subprocess.run(["sqlite3", "-cmd", ".timeout 5000", str(d.db), "UPDATE rollout SET"
-                            f" stage = 7 WHERE id = {rid}"],
-                           capture_output=True, text=True)
+        p = d.hand_edit("UPDATE rollout SET"
+                            f" stage = 7 WHERE id = {rid}")
         assert "no such stage" in p.stderr
-        subprocess.run(["sqlite3", "-cmd", ".timeout 5000", str(d.db), "UPDATE rollout SET state ="
-                        f" 'active' WHERE id = {rid}"], check=True)
+        d.hand_edit("UPDATE rollout SET state ="
+                        f" 'active' WHERE id = {rid}").check_returncode()
         time.sleep(1.0)
         assert f.round() == []
         assert 50 <= sum(1 for x in devices if x.offered) <= 150

@@ -3,7 +3,6 @@ telemetry in, rollout states, nudges, broker outages, TLS, bad payloads."""
 import contextlib
 import json
 import re
-import sqlite3
 import subprocess
 import time
 
@@ -66,8 +65,7 @@ def device_triggers(sub):
 def wait_attempts(d, n):
     """Until n attempts are on disk: the writer commits after the answer."""
     def count():
-        with sqlite3.connect(d.db, timeout=5) as con:
-            return con.execute("SELECT count(*) FROM attempt").fetchone()[0]
+        return d.query("SELECT count(*) FROM attempt")[0][0]
     d.wait_for(lambda: count() >= n, 5, f"{n} attempts on disk")
 
 
@@ -124,10 +122,7 @@ def test_stage_triggers_reach_its_devices_and_no_others(tmp_path, broker):
         assert st[-1]["version"] == "2.0.0" and st[-1]["stages"] == 2
 
         # opening the next stage triggers everyone else, once
-        con = sqlite3.connect(d.db, timeout=5)
-        con.execute("UPDATE rollout SET stage = 1 WHERE id = ?", (rid,))
-        con.commit()
-        con.close()
+        d.query("UPDATE rollout SET stage = 1 WHERE id = ?", (rid,))
         d.wait_for(lambda: len(device_triggers(sub)) == 20, 20,
                    "every device's trigger")
         d.wait_for(lambda: sub.json(f"ota/rollout/{rid}/state")[-1]
@@ -249,8 +244,7 @@ def test_bad_telemetry_is_counted_and_never_recorded(tmp_path, broker):
                    10, "the good payload")
         d.wait_for(lambda: d.otactl("device", "show", "known", json_out=True)
                    ["version"] == "3.0.0", 5, "its version")
-        with sqlite3.connect(d.db, timeout=5) as con:
-            ids = {r[0] for r in con.execute("SELECT id FROM device")}
+        ids = {r[0] for r in d.query("SELECT id FROM device")}
         assert ids == {"known"}
         # logged, but once a minute per device, not per message
         broker.pub("devices/stranger/telemetry", b'{}')
@@ -292,9 +286,8 @@ def test_nudge(tmp_path, broker):
         assert p.returncode == 1 and "no device 'nobody'" in p.stderr
         p = d.otactl("device", "nudge", "bad id!", check=False)
         assert p.returncode != 0 and p.stderr.count("\n") == 1
-        with sqlite3.connect(d.db, timeout=5) as con:
-            assert con.execute("SELECT count(*) FROM trigger WHERE device"
-                               " != 'n1'").fetchone()[0] == 0
+        assert d.query("SELECT count(*) FROM trigger WHERE device"
+                       " != 'n1'")[0][0] == 0
         sub.stop()
 
 
@@ -382,21 +375,17 @@ def test_offline_devices(tmp_path, broker):
         assert check(d, "here").status == 200
         wait_attempts(d, 2)
         # an hour passes; "here" keeps checking in, "gone" does not
-        con = sqlite3.connect(d.db, timeout=5)
-        con.execute("UPDATE device SET last_seen = last_seen - 3600"
-                    " WHERE id = 'gone'")
-        con.execute("UPDATE attempt SET offered_at = offered_at - 3600")
-        con.commit()
-        con.close()
+        d.query("UPDATE device SET last_seen = last_seen - 3600"
+                " WHERE id = 'gone'")
+        d.query("UPDATE attempt SET offered_at = offered_at - 3600")
         offline = d.otactl("device", "list", "--offline", json_out=True)
         assert [r["id"] for r in offline] == ["gone"]
         d.wait_for(lambda: 'otad_devices{state="offline"} 1' in
                    metrics_text(d), 10, "the offline gauge")
 
         def attempts():
-            with sqlite3.connect(d.db, timeout=5) as c:
-                return dict(c.execute("SELECT device, state || ':' ||"
-                                      " ifnull(reason, '') FROM attempt"))
+            return dict(d.query("SELECT device, state || ':' ||"
+                                " coalesce(reason, '') FROM attempt"))
         d.wait_for(lambda: attempts().get("gone") == "failed:offline", 5,
                    "the offline device's attempt to fail")
         assert attempts()["here"] == "timeout:no outcome in time"

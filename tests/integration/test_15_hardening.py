@@ -11,15 +11,12 @@ import sys
 import time
 
 import imagebuild
-from conftest import OTACTL, WLED, Otad, parse_raw, read_until_closed
+from conftest import (BACKEND, OTACTL, WLED, Otad, parse_raw,
+                      read_until_closed)
 
 
 def rows(d, sql, *args):
-    db = sqlite3.connect(d.db, timeout=10)
-    try:
-        return db.execute(sql, args).fetchall()
-    finally:
-        db.close()
+    return d.query(sql, args)
 
 
 def exchange(d, data, timeout=5):
@@ -116,11 +113,8 @@ def test_a_report_never_lowers_the_anti_rollback_level(tmp_path):
     d.start()
     try:
         d.wait_for(lambda: any("offering 5.0.0" in l for l in d.log))
-        db = sqlite3.connect(d.db, timeout=10)
         # the image says secure_version 0; an eFuse at 2 must not take it
-        db.execute("UPDATE artifact SET secure_version = 0")
-        db.commit()
-        db.close()
+        d.query("UPDATE artifact SET secure_version = 0")
         q = "/firmware/check?device=sv-1&version=4.0.0"
         assert d.get(q, {"X-Secure-Version": "2"}).status == 304
         for path, body in (
@@ -270,8 +264,7 @@ def test_a_held_database_stalls_nothing_but_reports(tmp_path):
 
 
 def sql(d, statement):
-    return subprocess.run(["sqlite3", "-cmd", ".timeout 5000", str(d.db),
-                           statement], capture_output=True, text=True)
+    return d.hand_edit(statement)
 
 
 def staged_otad(tmp_path):
@@ -320,7 +313,8 @@ def test_no_sequence_of_hand_edits_skips_the_gates(tmp_path):
 def test_the_controller_halts_a_rollout_whose_stage_is_gone(tmp_path):
     """A database from before the schema held the line: halt, not skip."""
     d, rid = staged_otad(tmp_path)
-    sql(d, "DROP TRIGGER rollout_stage_exists")
+    sql(d, "DROP TRIGGER rollout_stage_exists" +
+        (" ON rollout" if BACKEND == "postgresql" else ""))
     assert sql(d, f"UPDATE rollout SET stage = 9 WHERE id = {rid}") \
         .returncode == 0
     d.start()

@@ -7,7 +7,6 @@ import json
 import os
 import re
 import socket
-import sqlite3
 import ssl
 import subprocess
 import time
@@ -79,11 +78,7 @@ class Admin:
         return r
 
     def audit(self):
-        db = sqlite3.connect(self.d.db)
-        rows = db.execute("SELECT actor, what FROM audit ORDER BY id"
-                          ).fetchall()
-        db.close()
-        return rows
+        return self.d.query("SELECT actor, what FROM audit ORDER BY id")
 
     def stop(self):
         self.d.check_clean_exit()

@@ -1,0 +1,122 @@
+"""The registry in PostgreSQL: its SQL functions agree with the daemon's C,
+passwords stay out of the configuration, and one node leads."""
+import os
+import subprocess
+
+import pytest
+
+from conftest import BACKEND, BUILD, OTAD, WLED, Otad, sha256
+
+pg_only = pytest.mark.skipif(BACKEND != "postgresql",
+                             reason="runs with the registry in PostgreSQL")
+
+
+@pg_only
+def test_sql_functions_are_the_daemons(tmp_path):
+    """semver_compare and ring in PL/pgSQL give what the C gives, pair by
+    pair (tests/unit/test_sqlfunctions.c, run on this database)."""
+    d = Otad(tmp_path)
+    p = subprocess.run([str(BUILD / "tests" / "test_sqlfunctions")],
+                       capture_output=True, text=True, timeout=300,
+                       env=dict(os.environ, OTAD_TEST_DATABASE=d.pg.url(
+                           d.pg_db)))
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "[  PASSED  ] 2 test(s)." in p.stdout + p.stderr
+
+
+def test_a_password_in_the_database_url_is_refused(tmp_path):
+    for url in ("postgresql://otad:secret@db.example.net/otad",
+                "host=db.example.net dbname=otad password=secret"):
+        conf = tmp_path / "otad.conf"
+        conf.write_text(f"state_dir = {tmp_path}\ndatabase = {url}\n")
+        p = subprocess.run([str(OTAD), "-n", "-c", str(conf)],
+                           capture_output=True, text=True, timeout=30)
+        assert p.returncode != 0
+        assert "must not hold a password" in p.stderr
+        assert "secret" not in p.stderr
+
+
+def leads(d):
+    """otad_leader from a node's /metrics."""
+    for line in d.get("/metrics").body.decode().splitlines():
+        if line.startswith("otad_leader "):
+            return int(line.split()[1])
+    return None
+
+
+@pg_only
+def test_one_node_leads(tmp_path):
+    """Two nodes on one registry: one leads, and when it stops the other
+    takes over within a second."""
+    a, b = node_pair(tmp_path)
+    a.start()
+    b.start()
+    try:
+        def leaders():
+            return [d for d in (a, b) if leads(d) == 1]
+        a.wait_for(lambda: len(leaders()) == 1, 5, "one leader")
+        first = leaders()[0]
+        other = b if first is a else a
+        assert leads(other) == 0
+        assert any("leading:" in line for line in first.log)
+        first.check_clean_exit()
+        other.wait_for(lambda: leads(other) == 1, 2, "the other node to lead")
+    finally:
+        a.stop()
+        b.stop()
+
+
+def node_pair(tmp_path):
+    """Two nodes, each with its own state directory, on one registry."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a = Otad(tmp_path / "a")
+    b = Otad(tmp_path / "b", f"database = {a.pg.url(a.pg_db)}\n")
+    return a, b
+
+
+@pg_only
+def test_an_artifact_added_on_one_node_downloads_from_another(tmp_path):
+    a, b = node_pair(tmp_path)
+    image = (WLED / "0.14.3.bin").read_bytes()
+    sha = a.publish(WLED / "0.14.3.bin", "0.14.3")
+    b.start()
+    try:
+        r = b.get("/firmware/check?device=n1&version=0.14.2")
+        assert r.status == 200 and sha256(r.body) == sha
+        assert r.body == image
+        # kept on b's disk, byte for byte, for the next device
+        assert (b.state / "artifacts" / sha).read_bytes() == image
+        assert any(f"artifact {sha} fetched from the registry" in line
+                   for line in b.log)
+        r = b.get(f"/firmware/artifacts/{sha}")
+        assert r.status == 200 and r.body == image
+    finally:
+        b.check_clean_exit()
+
+
+def test_a_corrupt_copy_is_never_served(tmp_path):
+    """A flipped byte in the store: never sent to a device. A node of a
+    cluster fetches a good copy; a lone SQLite node answers 503."""
+    d = Otad(tmp_path)
+    image = (WLED / "0.14.3.bin").read_bytes()
+    sha = d.publish(WLED / "0.14.3.bin", "0.14.3")
+    path = d.state / "artifacts" / sha
+    bad = bytearray(image)
+    bad[len(bad) // 2] ^= 0xFF
+    path.chmod(0o644)
+    path.write_bytes(bytes(bad))
+    d.start()
+    try:
+        r = d.get("/firmware/check?device=c1&version=0.14.2")
+        if BACKEND == "postgresql":
+            assert r.status == 200 and r.body == image
+            assert path.read_bytes() == image
+        else:
+            # nothing to offer but the bad copy: nothing offered
+            assert r.status == 304
+            r = d.get(f"/firmware/artifacts/{sha}")
+            assert r.status == 503 and r.json()["error"]
+        assert any("does not match its digest" in line for line in d.log)
+    finally:
+        d.check_clean_exit()
