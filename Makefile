@@ -225,6 +225,7 @@ bench: deps-bench all
 	tests/bench/check.sh $(BUILD)
 	tests/bench/rollout.sh $(BUILD)
 	tests/bench/delta.sh $(BUILD)
+	tests/bench/postgresql.sh $(BUILD)
 
 lint:
 	@tests/lint.sh

@@ -35,6 +35,12 @@ struct mqtt_options {
 	const char *db_path;
 	struct registry *reg;    /* records go through its writer */
 	struct rollout *rollout; /* what is offered now */
+	/*
+	 * One node of several (the registry is PostgreSQL): telemetry comes
+	 * through a shared subscription (each message to one node), and the
+	 * node's state goes on a topic of its own.
+	 */
+	int clustered;
 };
 
 /*

@@ -271,6 +271,7 @@ main(int argc, char *argv[])
 	mopt.db_path = db_path;
 	mopt.reg = reg;
 	mopt.rollout = rollout;
+	mopt.clustered = registry_clustered(reg);
 	if (mqtt_start(&mopt, &mqtt, err, sizeof(err)) != OTAD_OK)
 		fatalx("%s", err);
 

@@ -51,6 +51,8 @@ struct mqtt {
 	char host[256];
 	unsigned port, keepalive;
 	char prefix[128];
+	char state_topic[352]; /* online/offline, retained; the will */
+	int clustered;
 	char base_url[512];
 	char topics[MAX_TOPICS][257];
 	size_t ntopics;
@@ -147,9 +149,9 @@ try_connect(struct mqtt *m)
 static void
 server_state(struct mqtt *m, const char *state)
 {
-	char topic[160];
+	char topic[sizeof(m->state_topic)];
 
-	snprintf(topic, sizeof(topic), "%s/server/state", m->prefix);
+	snprintf(topic, sizeof(topic), "%s", m->state_topic);
 	mosquitto_publish(m->mosq, NULL, topic, (int)strlen(state), state, 1,
 	    true);
 }
@@ -174,10 +176,16 @@ on_connect(struct mosquitto *mosq, void *arg, int rc)
 	m->backoff = 1;
 	metrics_add(M_MQTT_CONNECTS, 1);
 	metrics_set_mqtt(1);
-	for (i = 0; i < m->ntopics; i++)
-		if (mosquitto_subscribe(m->mosq, NULL, m->topics[i], 1) !=
+	for (i = 0; i < m->ntopics; i++) {
+		char sub[sizeof(m->topics[0]) + 16];
+
+		/* the nodes of a cluster share the telemetry: once each */
+		snprintf(sub, sizeof(sub), "%s%s", m->clustered ?
+		    "$share/otad/" : "", m->topics[i]);
+		if (mosquitto_subscribe(m->mosq, NULL, sub, 1) !=
 		    MOSQ_ERR_SUCCESS)
-			log_warnx("cannot subscribe to '%s'", m->topics[i]);
+			log_warnx("cannot subscribe to '%s'", sub);
+	}
 	server_state(m, "online");
 	/* a new connection: say every rollout's state, and what is owed */
 	m->nsaid = 0;
@@ -787,7 +795,7 @@ client_id(const struct conf *c, char *out, size_t len)
 static enum otad_err
 configure(struct mqtt *m, const struct conf *c, char *why, size_t whylen)
 {
-	char id[192], password[512], will[160];
+	char id[192], password[512], will[352];
 	const char *t;
 	size_t n;
 	int rc;
@@ -801,7 +809,14 @@ configure(struct mqtt *m, const struct conf *c, char *why, size_t whylen)
 	mosquitto_disconnect_callback_set(m->mosq, on_disconnect);
 	mosquitto_publish_callback_set(m->mosq, on_publish);
 	mosquitto_message_callback_set(m->mosq, on_message);
-	snprintf(will, sizeof(will), "%s/server/state", m->prefix);
+	/* a node of a cluster speaks for itself, under its client id */
+	if (m->clustered)
+		snprintf(m->state_topic, sizeof(m->state_topic),
+		    "%s/server/%s/state", m->prefix, id);
+	else
+		snprintf(m->state_topic, sizeof(m->state_topic),
+		    "%s/server/state", m->prefix);
+	snprintf(will, sizeof(will), "%s", m->state_topic);
 	mosquitto_will_set(m->mosq, will, 7, "offline", 1, true);
 	if (c->mqtt_username[0] != '\0') {
 		password[0] = '\0';
@@ -861,6 +876,7 @@ mqtt_start(const struct mqtt_options *o, struct mqtt **out, char *why,
 	snprintf(m->prefix, sizeof(m->prefix), "%s", c->mqtt_topic_prefix);
 	snprintf(m->base_url, sizeof(m->base_url), "%s", o->base_url);
 	m->retain = c->mqtt_retain_triggers;
+	m->clustered = o->clustered;
 	atomic_init(&m->device_auth, c->device_auth);
 	atomic_init(&m->recording, 0);
 	m->reg = o->reg;

@@ -362,6 +362,15 @@ CREATE TABLE daemon (
 	seen       bigint NOT NULL   -- Unix seconds of the last heartbeat
 );
 
+-- the leader's lease, renewed four times a second: a leader silent for
+-- leader_timeout (hung, stopped, cut off) loses its session to the next
+CREATE TABLE leader (
+	id      integer PRIMARY KEY CHECK (id = 1),
+	node    text NOT NULL,
+	backend integer NOT NULL,    -- its session's pg_backend_pid()
+	renewed timestamptz NOT NULL -- by the database's clock
+);
+
 CREATE TABLE signing_key (
 	name        text PRIMARY KEY CHECK (length(name) BETWEEN 1 AND 64),
 	algo        text NOT NULL

@@ -8,8 +8,11 @@
  * id 1 and its pid says whether it runs. On PostgreSQL every node has
  * its row, kept fresh by a heartbeat, and the leader holds a
  * session-level advisory lock, which PostgreSQL frees when the session
- * ends: the node stopped, crashed, or went silent long enough for the
- * keepalives set below to give up on it.
+ * ends: the node stopped or crashed, or its host or network died and the
+ * keepalives set below gave up on it. A leader that lives but does
+ * nothing (hung, stopped, starved) renews no lease: once it is older
+ * than the leader timeout, the next node ends that leader's session,
+ * which frees the lock, and takes it.
  */
 #include <errno.h>
 #include <signal.h>
@@ -153,6 +156,45 @@ keepalives(struct registry *reg, unsigned timeout_s)
 		log_debug("cannot set keepalives: %s", db_errmsg(reg->db));
 }
 
+/* The leader says it lives; 0, or -1 when the database did not hear. */
+static int
+renew_lease(struct registry *reg)
+{
+	char node[200];
+
+	return run(reg, "INSERT INTO leader (id, node, backend, renewed)"
+	    " VALUES (1, ?1, pg_backend_pid(), clock_timestamp())"
+	    " ON CONFLICT (id) DO UPDATE SET node = excluded.node,"
+	    " backend = excluded.backend, renewed = excluded.renewed",
+	    "t", node_name(node, sizeof(node))) == DB_DONE ? 0 : -1;
+}
+
+/*
+ * A leader whose lease is older than timeout_s (by the database's clock,
+ * whatever the nodes' clocks say) loses its session, and with it the
+ * lock; logged when it happens.
+ */
+static void
+depose_silent_leader(struct registry *reg, unsigned timeout_s)
+{
+	json_t *rows;
+	char secs[24];
+
+	if (query_rows(reg->db, &rows, "SELECT l.node, pg_terminate_backend("
+	    "l.backend) AS ended FROM leader l JOIN pg_locks k ON k.pid ="
+	    " l.backend AND k.locktype = 'advisory' AND k.objid = "
+	    LEADER_LOCK " AND k.granted WHERE l.renewed < clock_timestamp() -"
+	    " make_interval(secs => CAST(?1 AS INTEGER))",
+	    idtext(timeout_s, secs), ARGS_END) != OTAD_OK)
+		return;
+	if (json_array_size(rows) > 0)
+		log_warnx("the leader %s renewed nothing for %u s: its "
+		    "database session is ended", json_string_value(
+		    json_object_get(json_array_get(rows, 0), "node")),
+		    timeout_s);
+	json_decref(rows);
+}
+
 int
 registry_lead(struct registry *reg, unsigned timeout_s)
 {
@@ -163,12 +205,13 @@ registry_lead(struct registry *reg, unsigned timeout_s)
 		return 1;
 	if (reg->leading) {
 		/* still connected in the same session: still ours */
-		if (db_exec(reg->db, "SELECT 1") == DB_OK &&
+		if (renew_lease(reg) == 0 &&
 		    db_session(reg->db) == reg->lead_session)
 			return 1;
 		reg->leading = 0;
-		log_warnx("lost the leadership: the database connection "
-		    "was lost");
+		log_warnx("lost the leadership: the database session was "
+		    "lost (the connection broke, or another node ended it "
+		    "after this one went silent)");
 	}
 	if (db_prepare(reg->db, "SELECT pg_try_advisory_lock(" LEADER_LOCK
 	    ")", 0, &st) != DB_OK)
@@ -176,10 +219,13 @@ registry_lead(struct registry *reg, unsigned timeout_s)
 	if (db_step(st) == DB_ROW)
 		held = db_column_int(st, 0);
 	db_finalize(st);
-	if (held) {
-		keepalives(reg, timeout_s);
-		reg->leading = 1;
-		reg->lead_session = db_session(reg->db);
+	if (!held) {
+		depose_silent_leader(reg, timeout_s);
+		return 0;
 	}
-	return held;
+	keepalives(reg, timeout_s);
+	reg->leading = 1;
+	reg->lead_session = db_session(reg->db);
+	renew_lease(reg);
+	return 1;
 }

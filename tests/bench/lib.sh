@@ -58,9 +58,11 @@ stop_otad() {
 	wait "${pids[$last]}" 2>/dev/null || true
 }
 
-# devices_lua VERSION CONNECTION: a wrk script polling as distinct devices
-devices_lua() {
-	cat > "$work/run.lua" <<LUA
+# fleet_lua NAME REQUEST: a wrk script whose requests come from distinct
+# devices; REQUEST is the Lua expression of one, with "dev-" .. id its
+# device
+fleet_lua() {
+	cat > "$work/$1.lua" <<LUA
 local counter = 0
 local base = 0
 local threads = 0
@@ -71,13 +73,18 @@ end
 function request()
 	counter = counter + 1
 	local id = (base + counter) % $DEVICES
-	return wrk.format("GET", "/firmware/check", {
-		["X-Device-ID"] = "dev-" .. id,
-		["X-Current-Version"] = "$1",
-		["Connection"] = "$2" })
+	return $2
 end
 LUA
-	echo "$work/run.lua"
+	echo "$work/$1.lua"
+}
+
+# devices_lua VERSION CONNECTION: a wrk script polling as distinct devices
+devices_lua() {
+	fleet_lua run "wrk.format(\"GET\", \"/firmware/check\", {
+		[\"X-Device-ID\"] = \"dev-\" .. id,
+		[\"X-Current-Version\"] = \"$1\",
+		[\"Connection\"] = \"$2\" })"
 }
 
 rate() { awk '/^Requests\/sec:/ { print $2 }'; }

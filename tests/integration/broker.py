@@ -124,6 +124,16 @@ class Sub:
             self.proc.terminate()
             self.proc.wait(10)
 
+    def device_triggers(self):
+        """Device id -> the trigger payloads it got, group triggers left
+        out."""
+        out = {}
+        for t, p in self.matching(lambda t: t.endswith("/trigger") and
+                                  "/group/" not in t):
+            out.setdefault(t.split("/")[1], []).append(
+                json.loads(p) if p else None)
+        return out
+
     @classmethod
     def stop_all(cls):
         while cls.live:

@@ -34,6 +34,7 @@ class Fleet:
         self.bad = set(bad_versions)
         self.workers = workers
         self.errors = []
+        self.acked = []  # (device, version, result) of reports answered 200
 
     def _poll(self, conn, d):
         headers = {"X-Device-ID": d.id, "X-Current-Version": d.version}
@@ -69,6 +70,8 @@ class Fleet:
         r.read()
         if r.status != 200:
             self.errors.append((d.id, "report", r.status))
+        else:
+            self.acked.append((d.id, new, result["result"]))
 
     def _worker(self, chunk):
         conn = http.client.HTTPConnection("127.0.0.1", self.port,

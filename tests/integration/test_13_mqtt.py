@@ -52,16 +52,6 @@ def add_release(d, tmp_path, version="2.0.0"):
     return sha, data
 
 
-def device_triggers(sub):
-    """Device id -> trigger payloads, group triggers left out."""
-    out = {}
-    for t, p in sub.matching(lambda t: t.endswith("/trigger") and
-                             "/group/" not in t):
-        out.setdefault(t.split("/")[1], []).append(json.loads(p) if p
-                                                   else None)
-    return out
-
-
 def wait_attempts(d, n):
     """Until n attempts are on disk: the writer commits after the answer."""
     def count():
@@ -99,12 +89,12 @@ def test_stage_triggers_reach_its_devices_and_no_others(tmp_path, broker):
                        "group=canary,soak=1h,min=1; 100%",
                        json_out=True)["id"]
         d.otactl("rollout", "start", str(rid))
-        d.wait_for(lambda: len(device_triggers(sub)) >= 3, 10,
+        d.wait_for(lambda: len(sub.device_triggers()) >= 3, 10,
                    "the canaries' triggers")
         d.wait_for(lambda: sub.topics("ota/group/canary/trigger"), 5,
                    "the group trigger")
         time.sleep(2)  # and nothing for the rest of the fleet
-        got = device_triggers(sub)
+        got = sub.device_triggers()
         assert sorted(got) == devices[:3]
         for dev in devices[:3]:
             assert len(got[dev]) == 1, got[dev]
@@ -123,11 +113,11 @@ def test_stage_triggers_reach_its_devices_and_no_others(tmp_path, broker):
 
         # opening the next stage triggers everyone else, once
         d.query("UPDATE rollout SET stage = 1 WHERE id = ?", (rid,))
-        d.wait_for(lambda: len(device_triggers(sub)) == 20, 20,
+        d.wait_for(lambda: len(sub.device_triggers()) == 20, 20,
                    "every device's trigger")
         d.wait_for(lambda: sub.json(f"ota/rollout/{rid}/state")[-1]
                    ["stage"] == 1, 5, "the stage change")
-        assert all(len(v) == 1 for v in device_triggers(sub).values())
+        assert all(len(v) == 1 for v in sub.device_triggers().values())
 
         # pausing is said, with the state
         d.otactl("rollout", "pause", str(rid))
@@ -322,16 +312,16 @@ def test_broker_outage_keeps_http_and_owed_triggers_arrive(tmp_path):
             broker = Broker(tmp_path, port=broker.port).start()
             brokers.append(broker)
             sub = Sub(broker)
-            d.wait_for(lambda: len(device_triggers(sub)) == 10, 30,
+            d.wait_for(lambda: len(sub.device_triggers()) == 10, 30,
                        "the owed triggers after the broker came back")
             assert all(v[0]["version"] == "2.0.0"
-                       for v in device_triggers(sub).values())
+                       for v in sub.device_triggers().values())
             # and they are not sent again by a restart
             d.check_clean_exit()
             d.start()
             d.wait_for(lambda: connected(d), 10, "the reconnection")
             time.sleep(2)
-            assert all(len(v) == 1 for v in device_triggers(sub).values())
+            assert all(len(v) == 1 for v in sub.device_triggers().values())
             sub.stop()
     finally:
         for b in brokers:

@@ -1,7 +1,9 @@
 """The registry in PostgreSQL: its SQL functions agree with the daemon's C,
 passwords stay out of the configuration, and one node leads."""
 import os
+import signal
 import subprocess
+import time
 
 import pytest
 
@@ -72,6 +74,7 @@ def node_pair(tmp_path):
     (tmp_path / "b").mkdir()
     a = Otad(tmp_path / "a")
     b = Otad(tmp_path / "b", f"database = {a.pg.url(a.pg_db)}\n")
+    b.pg_db = a.pg_db  # what b.query and b.hand_edit reach
     return a, b
 
 
@@ -120,3 +123,31 @@ def test_a_corrupt_copy_is_never_served(tmp_path):
         assert any("does not match its digest" in line for line in d.log)
     finally:
         d.check_clean_exit()
+
+
+@pg_only
+def test_a_hung_leader_is_replaced_within_leader_timeout(tmp_path):
+    """A leader that lives but does nothing (SIGSTOP: its connection
+    stays open, so PostgreSQL alone would wait forever) renews no lease;
+    the other node ends its session and leads. Woken, it knows."""
+    a, b = node_pair(tmp_path)
+    for d in (a, b):
+        d.conf.write_text(d.conf.read_text() + "leader_timeout = 2\n")
+    a.start()
+    a.wait_for(lambda: leads(a) == 1, 5, "a to lead")
+    b.start()
+    try:
+        assert leads(b) == 0
+        a.proc.send_signal(signal.SIGSTOP)
+        t0 = time.monotonic()
+        b.wait_for(lambda: leads(b) == 1, 5, "b to take over")
+        assert time.monotonic() - t0 < 2 + 1.5, "within leader_timeout"
+        assert any("renewed nothing for 2 s" in line for line in b.log)
+        a.proc.send_signal(signal.SIGCONT)
+        a.wait_for(lambda: leads(a) == 0, 3, "a to know it no longer leads")
+        assert any("lost the leadership" in line for line in a.log)
+        assert leads(b) == 1
+    finally:
+        a.proc.send_signal(signal.SIGCONT)
+        a.check_clean_exit()
+        b.check_clean_exit()
