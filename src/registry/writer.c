@@ -572,12 +572,28 @@ registry_stalled(struct registry *reg)
 	return secs > 0 ? secs : 1;
 }
 
+/*
+ * Every record of batch not failed already, in order; the first that
+ * fails, or NULL when all went in.
+ */
+static struct record *
+apply_all(struct registry *reg, struct record *batch)
+{
+	struct record *rec;
+
+	for (rec = batch; rec != NULL; rec = rec->next)
+		if (rec->err == OTAD_OK && (rec->kind == RECORD_REPORT ?
+		    apply_report(reg, rec) : apply_one(reg, rec)) < 0)
+			return rec;
+	return NULL;
+}
+
 static void
 writer_apply(struct registry *reg, struct record *batch, size_t count)
 {
 	struct record *rec;
 	int durable = 0, rc;
-	int guard_all = db_backend(reg->db) == DB_POSTGRES;
+	int whole = db_backend(reg->db) == DB_POSTGRES;
 	time_t last_log = 0;
 
 	for (rec = batch; rec != NULL; rec = rec->next)
@@ -588,17 +604,38 @@ writer_apply(struct registry *reg, struct record *batch, size_t count)
 	 */
 	db_durable(reg->db, durable);
 	writer_begin(reg);
-	for (rec = batch; rec != NULL; rec = rec->next) {
-		int report = rec->kind == RECORD_REPORT;
-
+	if (whole) {
 		/*
-		 * A report is all or nothing (savepoint). In SQLite a
-		 * check-in's statements each stand alone, and check-ins are
-		 * most of the traffic, so they go without; PostgreSQL
-		 * abandons the whole transaction at a failed statement, so
-		 * there every record has its savepoint.
+		 * PostgreSQL abandons the whole transaction at a failed
+		 * statement: the batch is applied without savepoints (each
+		 * would cost two more round trips), and when a record fails it
+		 * is left out and the rest applied again from the start.
 		 */
-		if (!report && !guard_all) {
+		while ((rec = apply_all(reg, batch)) != NULL) {
+			enum db_code why = db_errcode(reg->db);
+
+			log_warnx("cannot record %s of '%s': %s",
+			    record_names[rec->kind], rec->device,
+			    db_errmsg(reg->db));
+			rec->err = OTAD_ERR_DB;
+			db_exec(reg->db, "ROLLBACK");
+			if (why == DB_BUSY) {
+				/* the connection, not the record: all fail */
+				for (rec = batch; rec != NULL; rec = rec->next)
+					rec->err = OTAD_ERR_DB;
+				atomic_store(&reg->busy_since, 0);
+				return;
+			}
+			writer_begin(reg);
+		}
+	}
+	for (rec = whole ? NULL : batch; rec != NULL; rec = rec->next) {
+		/*
+		 * A report is all or nothing (savepoint). A check-in's
+		 * statements each stand alone, and check-ins are most of the
+		 * traffic, so they go without.
+		 */
+		if (rec->kind != RECORD_REPORT) {
 			if (apply_one(reg, rec) < 0) {
 				log_warnx("cannot record %s of '%s': %s",
 				    record_names[rec->kind], rec->device,
@@ -608,11 +645,9 @@ writer_apply(struct registry *reg, struct record *batch, size_t count)
 			continue;
 		}
 		step_done(reg->w[W_SAVEPOINT]);
-		if ((report ? apply_report(reg, rec) : apply_one(reg, rec)) <
-		    0) {
-			log_warnx("cannot record %s of '%s': %s",
-			    record_names[rec->kind], rec->device,
-			    db_errmsg(reg->db));
+		if (apply_report(reg, rec) < 0) {
+			log_warnx("cannot record report of '%s': %s",
+			    rec->device, db_errmsg(reg->db));
 			rec->err = OTAD_ERR_DB;
 			step_done(reg->w[W_ROLLBACK_TO]);
 		}
