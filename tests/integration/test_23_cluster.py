@@ -94,16 +94,21 @@ def cluster(tmp_path):
     img.write_bytes(imagebuild.build(version="2.0.0", seglen=1024))
     sha = a.otactl("artifact", "add", str(img)).stdout.strip()
     a.otactl("release", "create", "2.0.0", "--artifact", sha)
-    a.start()
-    b.start()
-    lb = Haproxy(tmp_path, [a, b], lb_port)
-    yield a, b, lb, broker
-    lb.stop()
-    Sub.stop_all()
-    for d in (a, b):
-        if d.proc.poll() is None:
-            d.stop(signal.SIGKILL)
-    broker.stop()
+    lb = None
+    try:
+        a.start()
+        b.start()
+        lb = Haproxy(tmp_path, [a, b], lb_port)
+        yield a, b, lb, broker
+    finally:
+        # whatever failed, nothing outlives the test
+        if lb is not None:
+            lb.stop()
+        Sub.stop_all()
+        for d in (a, b):
+            if d.proc is not None and d.proc.poll() is None:
+                d.stop(signal.SIGKILL)
+        broker.stop()
 
 
 def test_the_leader_dies_mid_rollout_and_nothing_is_lost(cluster):
