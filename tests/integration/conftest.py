@@ -295,16 +295,25 @@ def published(otad):
     return otad
 
 
+# the configuration file, TLS and installing, and the HTTP layer's fuzzer:
+# the same on either registry
+REGISTRY_FREE = {"test_01_config.py", "test_06_deploy.py",
+                 "test_16_http_fuzz.py"}
+
+
 def pytest_collection_modifyitems(config, items):
     """On PostgreSQL, tests that open the SQLite file itself do not apply."""
     if BACKEND != "postgresql":
         return
     skip = pytest.mark.skip(reason="about the SQLite file itself")
+    once = pytest.mark.skip(reason="never reaches the registry: run once")
     for item in items:
         fn = getattr(item, "function", None)
         if item.get_closest_marker("sqlite_only") or (
                 fn is not None and "sqlite3" in inspect.getsource(fn)):
             item.add_marker(skip)
+        elif item.fspath.basename in REGISTRY_FREE:
+            item.add_marker(once)
 
 
 def pytest_configure(config):
