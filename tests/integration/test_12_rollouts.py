@@ -71,7 +71,10 @@ def test_a_good_release_walks_every_ring(tmp_path):
         assert [s["succeeded"] for s in stages][0] == CANARIES
         assert sum(s["succeeded"] for s in stages) == FLEET
         # the 10% ring took about a tenth of the rest
-        assert 50 <= stages[1]["offered"] <= 150
+        # (its size by the ring hash: how many of it polled while it was
+        # the newest ring depends on how fast the rounds go)
+        assert 50 <= stages[1]["targeted"] - CANARIES <= 150
+        assert 0 < stages[1]["offered"] <= stages[1]["targeted"]
         assert stages[2]["targeted"] == FLEET
         assert st["baseline"] == 1
         moves = [r[0] for r in d.query(
