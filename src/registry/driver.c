@@ -10,10 +10,13 @@
 int
 db_target_is_postgres(const char *target)
 {
-	return target != NULL && (strncasecmp(target, "postgresql://", 13) ==
-	    0 || strncasecmp(target, "postgres://", 11) == 0 ||
+	/* a path, however named, is a SQLite file */
+	if (target == NULL || target[0] == '/' || target[0] == '.')
+		return 0;
+	return strncasecmp(target, "postgresql://", 13) == 0 ||
+	    strncasecmp(target, "postgres://", 11) == 0 ||
 	    strstr(target, "dbname=") != NULL ||
-	    strncmp(target, "host=", 5) == 0);
+	    strncmp(target, "host=", 5) == 0;
 }
 
 enum db_code

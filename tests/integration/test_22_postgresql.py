@@ -151,3 +151,11 @@ def test_a_hung_leader_is_replaced_within_leader_timeout(tmp_path):
         a.proc.send_signal(signal.SIGCONT)
         a.check_clean_exit()
         b.check_clean_exit()
+
+
+def test_a_path_is_sqlite_whatever_its_name(tmp_path):
+    """A file named like a connection string is still a file."""
+    db = tmp_path / "host=dbname=x.db"
+    d = Otad(tmp_path, f"database = {db}\n")
+    d.otactl("status")
+    assert db.exists() and db.read_bytes()[:16] == b"SQLite format 3\x00"
