@@ -46,4 +46,7 @@ void otad_hex(const unsigned char *in, size_t n, char *out);
  */
 int otad_valid_id(const char *s);
 
+/* All n bytes to fd, through short writes and EINTR: 0, or -1 (errno). */
+int otad_write_all(int fd, const void *p, size_t n);
+
 #endif

@@ -10,6 +10,10 @@
  * give the target byte for byte; one that does not is logged and never
  * served. A patch larger than max_share percent of the target is not
  * offered either: the full image is as good.
+ *
+ * The nodes of a cluster share patches (patcher_join_cluster): only the
+ * leading node builds; every node fetches what it built, verifies it
+ * the same way, and keeps it in its own store.
  */
 #ifndef PATCHER_H
 #define PATCHER_H
@@ -55,11 +59,40 @@ int patcher_by_sha(struct patcher *p, const char *sha256,
  * A prepared offer of target appeared or went away. When the last one of
  * a target goes (its release is no longer offered), its patches are
  * removed, unless otad is closing (patcher_closing): they are kept for
- * the next start.
+ * the next start. Closing also stops the builder, so that it asks
+ * patch_cluster.leads nothing more.
  */
 void patcher_hold(struct patcher *p, const char *target);
 void patcher_release(struct patcher *p, const char *target);
 void patcher_closing(struct patcher *p);
+
+/*
+ * Where the nodes of a cluster keep their patches (the registry's
+ * registry_patch_*). Called from the builder thread alone.
+ */
+struct patch_cluster {
+	/* whether this node builds patches now */
+	int (*leads)(void *leads_arg);
+	void *leads_arg;
+	/*
+	 * The container kept for base -> target, to fd: 0. -1 with errno
+	 * ENOENT when none is yet (the want is recorded for the builder),
+	 * EBADMSG when its build failed, another errno when it cannot say.
+	 */
+	int (*fetch)(void *arg, const char *base, const char *target, int fd);
+	/* Keep a container (c NULL: the build failed): 0 or -1. */
+	int (*put)(void *arg, const char *base, const char *target,
+	    const void *c, size_t n, const char *sha256);
+	/* each() for every pair some node asked for: 0 or -1 */
+	int (*wanted)(void *arg, void (*each)(void *each_arg,
+	    const char *base, const char *target), void *each_arg);
+	/* no node offers target any longer: its patches go */
+	void (*drop)(void *arg, const char *target);
+	void *arg;
+};
+/* Share patches with the cluster so (before the first want; copied). */
+void patcher_join_cluster(struct patcher *p,
+    const struct patch_cluster *cluster);
 
 /* A read-only fd of a ready patch, or -1. */
 int patcher_open(struct patcher *p, const struct patch_info *info);

@@ -311,6 +311,31 @@ int registry_fetch_artifact(void *db_target, const char *sha256, int fd,
     enum artifact_kind *kind);
 
 /*
+ * Delta patches shared through PostgreSQL (registry/patches.c), what a
+ * clustered patcher's struct patch_share calls: one object per builder
+ * thread, with its own connection. db_target is the connection string.
+ */
+struct registry_patches;
+enum otad_err registry_patches_open(const char *db_target,
+    struct registry_patches **out);
+void registry_patches_free(struct registry_patches *rp);
+/*
+ * The container built for base -> target, to fd: 0. -1 with errno
+ * ENOENT when none is built yet (the want is recorded for the leader),
+ * EBADMSG when its build failed, EIO when the database cannot say.
+ */
+int registry_patch_fetch(void *rp, const char *base, const char *target,
+    int fd);
+/* Keep a built container (c NULL: the build failed): 0, or -1. */
+int registry_patch_put(void *rp, const char *base, const char *target,
+    const void *c, size_t n, const char *sha256);
+/* each() for every pair a node asked for and nobody built yet: 0, -1. */
+int registry_patch_wanted(void *rp, void (*each)(void *each_arg,
+    const char *base, const char *target), void *each_arg);
+/* No node offers target any longer: its patches go. */
+void registry_patch_drop(void *rp, const char *target);
+
+/*
  * Who is acting: for audit rows (actor, "otactl:alice", "op:bob (admin)
  * from 10.0.0.7") and, for the two-person rule, the person (who,
  * "otactl:alice", "op:bob"): a rollout's creator and its approver.

@@ -1,6 +1,7 @@
 /* main.c: otad, the daemon: flags, start and stop order, signals */
 #include <errno.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -140,6 +141,40 @@ reload(const char *path, struct conf *conf, struct http *http, struct api *api,
 	sd_notify(0, "READY=1");
 }
 
+/* the rollout controller once it runs: it knows whether this node leads */
+static _Atomic(struct rollout *) leading_rollout;
+
+static int
+leads(void *unused)
+{
+	struct rollout *r = atomic_load(&leading_rollout);
+
+	(void)unused;
+	return r != NULL && rollout_leads(r);
+}
+
+/*
+ * A node of a cluster builds patches only while it leads, and shares
+ * them: set before the first offer asks for patches.
+ */
+static void
+share_patches(struct patcher *patcher, const char *db_path,
+    struct registry_patches **rp)
+{
+	struct patch_cluster cluster = {
+		.leads = leads,
+		.fetch = registry_patch_fetch,
+		.put = registry_patch_put,
+		.wanted = registry_patch_wanted,
+		.drop = registry_patch_drop,
+	};
+
+	if (registry_patches_open(db_path, rp) != OTAD_OK)
+		fatalx("out of memory");
+	cluster.arg = *rp;
+	patcher_join_cluster(patcher, &cluster);
+}
+
 int
 main(int argc, char *argv[])
 {
@@ -152,6 +187,7 @@ main(int argc, char *argv[])
 	struct rollout *rollout = NULL;
 	struct mqtt *mqtt = NULL;
 	struct patcher *patcher = NULL;
+	struct registry_patches *shared_patches = NULL;
 	struct mqtt_options mopt;
 	char url[512];
 	struct http *http = NULL, *admin_http = NULL;
@@ -221,6 +257,8 @@ main(int argc, char *argv[])
 	api_set_infer_after(api, conf.infer_after);
 	if (patcher_start(store, conf.delta_max_share, &patcher) != OTAD_OK)
 		fatalx("cannot start the delta patch builder");
+	if (registry_clustered(reg))
+		share_patches(patcher, db_path, &shared_patches);
 	api_set_patcher(api, patcher);
 	api_set_access(api, conf.device_auth, conf.rate_per_device,
 	    conf.rate_per_address, conf.auth_failures_per_address);
@@ -228,6 +266,7 @@ main(int argc, char *argv[])
 		fatalx("cannot load the releases to offer");
 	rollout_set_offline_after(rollout, conf.offline_after);
 	rollout_set_leader_timeout(rollout, conf.leader_timeout);
+	atomic_store(&leading_rollout, rollout);
 
 	ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	memset(&hopt, 0, sizeof(hopt));
@@ -309,9 +348,11 @@ main(int argc, char *argv[])
 	http_stop(admin_http, conf.shutdown_timeout);
 	http_stop(http, conf.shutdown_timeout);
 	mqtt_stop(mqtt);
-	patcher_closing(patcher); /* stopping is no reason to drop patches */
+	/* stopping is no reason to drop patches; the builder stops */
+	patcher_closing(patcher);
 	rollout_stop(rollout);
 	patcher_stop(patcher); /* after everyone who asks it for patches */
+	registry_patches_free(shared_patches);
 	/* after the HTTP threads: their records are all queued by now */
 	registry_close(reg);
 	http_free(http);

@@ -1,4 +1,7 @@
-/* otad.c: the error strings for enum otad_err */
+/* otad.c: the error strings of enum otad_err and the small helpers */
+#include <errno.h>
+#include <unistd.h>
+
 #include "otad.h"
 
 const char *
@@ -62,4 +65,22 @@ otad_valid_id(const char *s)
 			return 0;
 	}
 	return n > 0;
+}
+
+int
+otad_write_all(int fd, const void *p, size_t n)
+{
+	const char *c = p;
+
+	while (n > 0) {
+		ssize_t w = write(fd, c, n);
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0)
+			return -1;
+		c += w;
+		n -= (size_t)w;
+	}
+	return 0;
 }

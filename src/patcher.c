@@ -6,6 +6,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <openssl/evp.h>
@@ -19,7 +20,11 @@ enum entry_state {
 	E_QUEUED,
 	E_READY,
 	E_SKIP, /* failed, or no smaller than max_share: never served */
+	E_WAITING, /* for the cluster's leader to build it: looked up again */
 };
+
+/* How often a node of a cluster looks for what the leader built. */
+#define CLUSTER_ROUND_S 1
 
 struct entry {
 	enum entry_state state;
@@ -37,6 +42,10 @@ struct patcher {
 	struct hold *holds;
 	size_t nholds;
 	int closing; /* stopping: offers going away keep their patches */
+	struct patch_cluster cluster;
+	int clustered; /* a node of a cluster: cluster is set */
+	char (*drops)[65]; /* targets no longer offered, for the leader */
+	size_t ndrops;
 	pthread_mutex_t mu; /* guards everything below */
 	pthread_cond_t wake;
 	struct entry *v;
@@ -47,6 +56,31 @@ struct patcher {
 	pthread_t thread;
 	int running;
 };
+
+/* The index of target's hold, or nholds; with mu held. */
+static size_t
+hold_of(const struct patcher *p, const char *target)
+{
+	size_t i;
+
+	for (i = 0; i < p->nholds; i++)
+		if (strcmp(p->holds[i].target, target) == 0)
+			break;
+	return i;
+}
+
+/* Remember that target's patches go from the cluster; with mu held. */
+static void
+queue_drop(struct patcher *p, const char *target)
+{
+	char (*grown)[65];
+
+	if (!p->clustered ||
+	    (grown = realloc(p->drops, (p->ndrops + 1) * 65)) == NULL)
+		return;
+	p->drops = grown;
+	memcpy(p->drops[p->ndrops++], target, 65);
+}
 
 /* The entry for a pair, or NULL; with mu held. */
 static struct entry *
@@ -191,19 +225,83 @@ verified(const struct mapped *base, const uint8_t app[32],
 	return ok;
 }
 
+/* A container, and where it came from: what is left to do with it. */
+struct container {
+	uint8_t *c;
+	size_t n;
+	enum { FROM_STORE, FROM_SHARE, FROM_BUILD } from;
+};
+
+/* Take a copy of a mapped file as the container; 0, or -1 out of memory. */
+static int
+adopt(struct container *out, const struct mapped *m, int from)
+{
+	if ((out->c = malloc(m->n)) == NULL)
+		return -1;
+	memcpy(out->c, m->p, m->n);
+	out->n = m->n;
+	out->from = from;
+	return 0;
+}
+
 /*
- * Build (or pick up a stored) patch for info's pair: OTAD_OK with the
- * container's size and digest filled in; an error (logged) otherwise.
+ * The cluster's container for info's pair, verified: 0 with *out; or -1
+ * with errno EBADMSG when its build failed (no node builds it again),
+ * ENOENT when there is none or it does not verify.
+ */
+static int
+cluster_container(struct patcher *p, const struct patch_info *info,
+    const struct mapped *base, const uint8_t app[32],
+    const struct mapped *target, struct container *out)
+{
+	struct mapped got = {NULL, 0};
+	int fd, rc = -1;
+
+	if ((fd = memfd_create("otad-patch", MFD_CLOEXEC)) < 0)
+		return -1;
+	if (p->cluster.fetch(p->cluster.arg, info->base, info->target, fd) < 0) {
+		int saved = errno;
+
+		close(fd);
+		errno = saved;
+		return -1;
+	}
+	if (map(fd, &got) == 0 && verified(base, app, target, got.p, got.n))
+		rc = adopt(out, &got, FROM_SHARE);
+	else
+		log_warnx("delta %.12s -> %.12s as the cluster keeps it failed "
+		    "verification; it is never served", info->base,
+		    info->target);
+	unmap(&got);
+	errno = ENOENT;
+	return rc;
+}
+
+/* Tell the cluster a build failed, so that no node waits for it. */
+static void
+tell_failure(struct patcher *p, const struct patch_info *info)
+{
+	if (p->clustered && p->cluster.leads(p->cluster.leads_arg))
+		p->cluster.put(p->cluster.arg, info->base, info->target, NULL, 0,
+		    NULL);
+}
+
+/*
+ * Build (or pick up a stored or shared) patch for info's pair: OTAD_OK
+ * with the container's size and digest filled in; OTAD_ERR_BUSY when it
+ * is for the leader to build (or keep) and it has not yet; another
+ * error (logged) when it is never to be served.
  */
 static enum otad_err
 build(struct patcher *p, struct patch_info *info, unsigned share)
 {
 	struct mapped base, target, stored = {NULL, 0};
+	struct container got = {NULL, 0, FROM_STORE};
 	struct espimg_info img;
-	uint8_t *patch = NULL, *c = NULL, digest[32];
-	size_t npatch, nc;
+	uint8_t *patch = NULL, digest[32];
+	size_t npatch;
 	unsigned len = 0;
-	int fresh = 0;
+	int leads = !p->clustered || p->cluster.leads(p->cluster.leads_arg);
 	char why[256];
 	enum otad_err rc = OTAD_ERR_INVALID;
 
@@ -219,60 +317,80 @@ build(struct patcher *p, struct patch_info *info, unsigned share)
 		log_warnx("delta %.12s -> %.12s: the base has no appended "
 		    "SHA-256 for devices to name it by", info->base,
 		    info->target);
+		tell_failure(p, info);
 		goto done;
 	}
 	otad_hex(img.app_sha256, 32, info->base_app);
-	/* one from an earlier run is trusted only once it is verified again */
-	if (map(store_open_patch(p->store, info->base, info->target),
-	    &stored) == 0 && verified(&base, img.app_sha256, &target,
-	    stored.p, stored.n)) {
-		c = malloc(stored.n);
-		if (c != NULL)
-			memcpy(c, stored.p, stored.n);
-		nc = stored.n;
-	} else {
-		fresh = 1;
-		if ((rc = delta_create_until(base.p, base.n, target.p,
-		    target.n, &patch, &npatch, &p->cancel)) != OTAD_OK)
-			goto done;
-		nc = DELTA_HEADER_SIZE + npatch;
-		if ((c = malloc(nc)) != NULL) {
-			delta_container_header(img.app_sha256, c);
-			memcpy(c + DELTA_HEADER_SIZE, patch, npatch);
-		}
-		if (c != NULL && !verified(&base, img.app_sha256, &target, c,
-		    nc)) {
-			log_warnx("delta %.12s -> %.12s failed verification; "
-			    "it is never served", info->base, info->target);
-			goto done;
-		}
+	/* a cluster's own copy first: it is what every node serves */
+	if (p->clustered && cluster_container(p, info, &base, img.app_sha256,
+	    &target, &got) < 0 && errno == EBADMSG) {
+		log_info("delta %.12s -> %.12s: its build failed on the "
+		    "leader; devices get the full image", info->base,
+		    info->target);
+		goto done;
 	}
-	if (c == NULL) {
+	/* one from an earlier run is trusted only once it is verified again */
+	if (got.c == NULL && map(store_open_patch(p->store, info->base,
+	    info->target), &stored) == 0 && verified(&base, img.app_sha256,
+	    &target, stored.p, stored.n) && adopt(&got, &stored,
+	    FROM_STORE) < 0) {
 		rc = OTAD_ERR_NOMEM;
 		goto done;
 	}
-	if ((uint64_t)nc * 100 > (uint64_t)target.n * share) {
+	if (got.c == NULL && !leads) {
+		rc = OTAD_ERR_BUSY; /* the leader builds it */
+		goto done;
+	}
+	if (got.c == NULL) {
+		if ((rc = delta_create_until(base.p, base.n, target.p,
+		    target.n, &patch, &npatch, &p->cancel)) != OTAD_OK)
+			goto done;
+		got.n = DELTA_HEADER_SIZE + npatch;
+		got.from = FROM_BUILD;
+		if ((got.c = malloc(got.n)) == NULL) {
+			rc = OTAD_ERR_NOMEM;
+			goto done;
+		}
+		delta_container_header(img.app_sha256, got.c);
+		memcpy(got.c + DELTA_HEADER_SIZE, patch, npatch);
+		if (!verified(&base, img.app_sha256, &target, got.c, got.n)) {
+			log_warnx("delta %.12s -> %.12s failed verification; "
+			    "it is never served", info->base, info->target);
+			tell_failure(p, info);
+			rc = OTAD_ERR_INVALID;
+			goto done;
+		}
+	}
+	EVP_Digest(got.c, got.n, digest, &len, EVP_sha256(), NULL);
+	otad_hex(digest, 32, info->sha256);
+	/* every node judges the size against its own delta_max_share */
+	if (p->clustered && leads && got.from != FROM_SHARE &&
+	    p->cluster.put(p->cluster.arg, info->base, info->target, got.c, got.n,
+	    info->sha256) < 0) {
+		rc = OTAD_ERR_BUSY; /* tried again: the others wait for it */
+		goto done;
+	}
+	if ((uint64_t)got.n * 100 > (uint64_t)target.n * share) {
 		log_info("delta %.12s -> %.12s is %zu bytes, %zu%% of the image "
 		    "(over delta_max_share): devices get the full image",
-		    info->base, info->target, nc, nc * 100 / target.n);
+		    info->base, info->target, got.n, got.n * 100 / target.n);
 		rc = OTAD_ERR_TOO_LARGE;
 		goto done;
 	}
-	if (fresh && store_put_patch(p->store, info->base,
-	    info->target, c, nc) != OTAD_OK) {
+	if (got.from != FROM_STORE && store_put_patch(p->store, info->base,
+	    info->target, got.c, got.n) != OTAD_OK) {
 		log_warn("delta %.12s -> %.12s: cannot store it", info->base,
 		    info->target);
 		rc = OTAD_ERR_IO;
 		goto done;
 	}
-	EVP_Digest(c, nc, digest, &len, EVP_sha256(), NULL);
-	otad_hex(digest, 32, info->sha256);
-	info->size = nc;
-	log_info("delta %.12s -> %.12s ready: %zu bytes, %zu%% of the image",
-	    info->base, info->target, nc, nc * 100 / target.n);
+	info->size = got.n;
+	log_info("delta %.12s -> %.12s ready%s: %zu bytes, %zu%% of the image",
+	    info->base, info->target, got.from == FROM_SHARE ?
+	    " (built by the leader)" : "", got.n, got.n * 100 / target.n);
 	rc = OTAD_OK;
 done:
-	free(c);
+	free(got.c);
 	free(patch);
 	unmap(&stored);
 	unmap(&base);
@@ -280,10 +398,53 @@ done:
 	return rc;
 }
 
+/* A pair some node asked for: the leader builds it if it offers target. */
+static void
+want_for_cluster(void *arg, const char *base, const char *target)
+{
+	struct patcher *p = arg;
+	int offered;
+
+	pthread_mutex_lock(&p->mu);
+	offered = hold_of(p, target) < p->nholds;
+	pthread_mutex_unlock(&p->mu);
+	if (offered)
+		patcher_want(p, base, target);
+}
+
+/*
+ * A cluster's round, every CLUSTER_ROUND_S, without mu: pairs waiting for
+ * the leader are looked up again; the leader drops what it no longer
+ * offers and takes up what other nodes asked for.
+ */
+static void
+cluster_round(struct patcher *p)
+{
+	char (*drops)[65];
+	size_t i, ndrops;
+	int leads = p->cluster.leads(p->cluster.leads_arg);
+
+	pthread_mutex_lock(&p->mu);
+	drops = p->drops;
+	ndrops = p->ndrops;
+	p->drops = NULL;
+	p->ndrops = 0;
+	for (i = 0; i < p->n; i++)
+		if (p->v[i].state == E_WAITING)
+			p->v[i].state = E_QUEUED;
+	pthread_mutex_unlock(&p->mu);
+	for (i = 0; leads && i < ndrops; i++)
+		p->cluster.drop(p->cluster.arg, drops[i]);
+	free(drops);
+	if (leads)
+		p->cluster.wanted(p->cluster.arg, want_for_cluster, p);
+}
+
 static void *
 builder_main(void *arg)
 {
 	struct patcher *p = arg;
+	time_t next_round = 0;
 
 	pthread_mutex_lock(&p->mu);
 	while (!p->stopping) {
@@ -292,10 +453,23 @@ builder_main(void *arg)
 		size_t i;
 		enum otad_err rc;
 
+		if (p->clustered && time(NULL) >= next_round) {
+			pthread_mutex_unlock(&p->mu);
+			cluster_round(p);
+			pthread_mutex_lock(&p->mu);
+			next_round = time(NULL) + CLUSTER_ROUND_S;
+			continue;
+		}
 		for (i = 0; i < p->n && p->v[i].state != E_QUEUED; i++)
 			continue;
 		if (i == p->n) {
-			pthread_cond_wait(&p->wake, &p->mu);
+			struct timespec until = {next_round, 0};
+
+			if (p->clustered)
+				pthread_cond_timedwait(&p->wake, &p->mu,
+				    &until);
+			else
+				pthread_cond_wait(&p->wake, &p->mu);
 			continue;
 		}
 		info = p->v[i].info;
@@ -308,11 +482,13 @@ builder_main(void *arg)
 
 			if (e != NULL) {
 				e->info = info;
-				e->state = rc == OTAD_OK ? E_READY : E_SKIP;
+				e->state = rc == OTAD_OK ? E_READY :
+				    rc == OTAD_ERR_BUSY ? E_WAITING : E_SKIP;
 			} else if (rc == OTAD_OK) {
 				/* its release went while it was built */
 				store_remove_patch(p->store, info.base,
 				    info.target);
+				queue_drop(p, info.target);
 			}
 		}
 	}
@@ -339,18 +515,6 @@ patcher_start(struct store *store, unsigned max_share, struct patcher **out)
 	p->running = 1;
 	*out = p;
 	return OTAD_OK;
-}
-
-/* The index of target's hold, or nholds; with mu held. */
-static size_t
-hold_of(const struct patcher *p, const char *target)
-{
-	size_t i;
-
-	for (i = 0; i < p->nholds; i++)
-		if (strcmp(p->holds[i].target, target) == 0)
-			break;
-	return i;
 }
 
 void
@@ -399,6 +563,7 @@ patcher_release(struct patcher *p, const char *target)
 			store_remove_patch(p->store, p->v[k].info.base, target);
 		p->v[k] = p->v[--p->n];
 	}
+	queue_drop(p, target);
 	log_info("release of %.12s no longer offered: its patches removed",
 	    target);
 done:
@@ -412,6 +577,26 @@ patcher_closing(struct patcher *p)
 		return;
 	pthread_mutex_lock(&p->mu);
 	p->closing = 1;
+	pthread_mutex_unlock(&p->mu);
+	/* nothing is built from here on (a build under way gives up) */
+	if (p->running) {
+		atomic_store(&p->cancel, 1);
+		pthread_mutex_lock(&p->mu);
+		p->stopping = 1;
+		pthread_cond_signal(&p->wake);
+		pthread_mutex_unlock(&p->mu);
+		pthread_join(p->thread, NULL);
+		p->running = 0;
+	}
+}
+
+void
+patcher_join_cluster(struct patcher *p, const struct patch_cluster *cluster)
+{
+	pthread_mutex_lock(&p->mu);
+	p->cluster = *cluster;
+	p->clustered = 1;
+	pthread_cond_signal(&p->wake);
 	pthread_mutex_unlock(&p->mu);
 }
 
@@ -438,17 +623,11 @@ patcher_stop(struct patcher *p)
 {
 	if (p == NULL)
 		return;
-	if (p->running) {
-		atomic_store(&p->cancel, 1);
-		pthread_mutex_lock(&p->mu);
-		p->stopping = 1;
-		pthread_cond_signal(&p->wake);
-		pthread_mutex_unlock(&p->mu);
-		pthread_join(p->thread, NULL);
-	}
+	patcher_closing(p);
 	pthread_mutex_destroy(&p->mu);
 	pthread_cond_destroy(&p->wake);
 	free(p->v);
 	free(p->holds);
+	free(p->drops);
 	free(p);
 }

@@ -242,23 +242,6 @@ store_open_artifact(struct store *store, const char *sha256)
 	return -1;
 }
 
-static int
-write_all(int fd, const void *buf, size_t len)
-{
-	const char *p = buf;
-
-	while (len > 0) {
-		ssize_t n = write(fd, p, len);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -1;
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
 
 /* Copy src to tmp while hashing; OTAD_OK or an error with why filled in. */
 static enum otad_err
@@ -313,7 +296,7 @@ copy_and_hash(int src, int tmp, struct store_artifact *out, uint8_t *head,
 			snprintf(why, whylen, "hashing failed");
 			goto done;
 		}
-		if (write_all(tmp, buf, (size_t)n) < 0) {
+		if (otad_write_all(tmp, buf, (size_t)n) < 0) {
 			snprintf(why, whylen, "cannot write to the store: %s",
 			    strerror(errno));
 			goto done;
@@ -629,8 +612,8 @@ store_put_patch(struct store *store, const char *base, const char *target,
 	if ((fd = openat(store->dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC |
 	    O_CLOEXEC, 0640)) < 0)
 		return OTAD_ERR_IO;
-	if (write_all(fd, data, len) < 0 || fsync(fd) < 0 || close(fd) < 0 ||
-	    renameat(store->dirfd, tmp, store->dirfd, name) < 0) {
+	if (otad_write_all(fd, data, len) < 0 || fsync(fd) < 0 ||
+	    close(fd) < 0 || renameat(store->dirfd, tmp, store->dirfd, name) < 0) {
 		unlinkat(store->dirfd, tmp, 0);
 		return OTAD_ERR_IO;
 	}

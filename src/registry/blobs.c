@@ -52,23 +52,6 @@ blobs_put(struct registry *reg, const char *sha256, int fd, uint64_t size,
 	return OTAD_OK;
 }
 
-static int
-write_all(int fd, const void *p, size_t n)
-{
-	const char *c = p;
-
-	while (n > 0) {
-		ssize_t w = write(fd, c, n);
-
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w < 0)
-			return -1;
-		c += w;
-		n -= (size_t)w;
-	}
-	return 0;
-}
 
 int
 registry_fetch_artifact(void *db_target, const char *sha256, int fd,
@@ -97,7 +80,7 @@ registry_fetch_artifact(void *db_target, const char *sha256, int fd,
 		goto done;
 	db_bind_text(st, 1, sha256);
 	while ((step = db_step(st)) == DB_ROW)
-		if (write_all(fd, db_column_blob(st, 0),
+		if (otad_write_all(fd, db_column_blob(st, 0),
 		    db_column_bytes(st, 0)) < 0)
 			goto done;
 	rc = step == DB_DONE ? 0 : -1;

@@ -13,8 +13,9 @@ import pytest
 
 import imagebuild
 from broker import Broker, Sub
-from conftest import BACKEND, ROOT, Otad
+from conftest import BACKEND, ROOT, WLED, Otad
 from fleet import Device, Fleet
+from test_14_delta import NEW, apply, asks
 
 pytestmark = pytest.mark.skipif(BACKEND != "postgresql",
                                 reason="runs with the registry in PostgreSQL")
@@ -248,5 +249,60 @@ def test_a_change_on_one_node_is_served_by_both(cluster):
         [("paused",)]
     assert a.query("SELECT actor, what FROM audit ORDER BY id DESC LIMIT 1"
                    ) == [("sql", f"rollout {rid} state active -> paused")]
+    for d in (a, b):
+        d.check_clean_exit()
+
+
+def test_the_leader_alone_builds_patches_and_every_node_serves_them(
+        cluster, tmp_path):
+    a, b, lb, broker = cluster
+    a.otactl("artifact", "add", str(WLED / "0.14.2.bin"), "--version",
+             "0.14.2")
+    new = a.otactl("artifact", "add", str(WLED / "0.14.3.bin"), "--version",
+                   "0.14.3").stdout.strip()
+    a.otactl("release", "create", "0.14.3", "--artifact", new)
+    a.otactl("release", "publish", "0.14.3")
+    a.wait_for(lambda: leads(a) is not None and leads(b) is not None and
+               leads(a) + leads(b) == 1, 5, "a leader")
+    leader, other = (a, b) if leads(a) == 1 else (b, a)
+    # a device asks the node that does not lead, only: that node fetches
+    # what the leader built for it (about a second; ten times that under
+    # the sanitizers)
+    other.wait_for(lambda: other.request("HEAD", "/firmware/check", asks())
+                   .headers.get("x-firmware-delta") == "esp_delta_ota", 120,
+                   "the patch on the node that does not lead")
+    body = other.get("/firmware/check", asks()).body
+    assert apply(tmp_path, body) == NEW
+    assert leader.get("/firmware/check", asks("d2")).body == body
+    built = [l for l in leader.log if re.search(r"delta \w+ -> \w+ ready:", l)]
+    fetched = [l for l in other.log if "ready (built by the leader)" in l]
+    assert len(built) == 1 and len(fetched) == 1
+    assert not any(re.search(r"delta \w+ -> \w+ ready:", l)
+                   for l in other.log), "only the leader builds"
+    assert a.query("SELECT state, size FROM patch WHERE target = ?",
+                   (new,)) == [("built", len(body))]
+
+    # a corrupt copy on a node's disk is never served: fetched again
+    other.check_clean_exit()
+    [copy] = (other.state / "artifacts" / "patches").iterdir()
+    copy.write_bytes(body[:-100] + bytes(100))
+    other.start()
+    other.wait_for(lambda: other.request("HEAD", "/firmware/check",
+                                         asks("d3"))
+                   .headers.get("x-firmware-delta") == "esp_delta_ota", 120,
+                   "the patch again")
+    assert other.get("/firmware/check", asks("d3")).body == body
+    assert copy.read_bytes() == body
+
+    # the release withdrawn, the leader drops its patches from the cluster
+    rid = a.otactl("rollout", "status", json_out=True)[0]["id"]
+    a.otactl("rollout", "abort", str(rid))
+
+    def dropped():
+        # each HTTP thread lets go of the old offers at its next request
+        for d in (a, b):
+            d.get("/firmware/check", asks("d4"))
+        return a.query("SELECT count(*) FROM patch")[0][0] == 0
+    a.wait_for(dropped, 10, "the patches to be dropped")
     for d in (a, b):
         d.check_clean_exit()
