@@ -13,17 +13,32 @@ pg_only = pytest.mark.skipif(BACKEND != "postgresql",
                              reason="runs with the registry in PostgreSQL")
 
 
-@pg_only
-def test_sql_functions_are_the_daemons(tmp_path):
-    """semver_compare and ring in PL/pgSQL give what the C gives, pair by
-    pair (tests/unit/test_sqlfunctions.c, run on this database)."""
+def unit_test_on_postgresql(tmp_path, name):
+    """A unit test of the registry run on a database of its own here
+    (make unit runs it on SQLite): its cmocka summary."""
     d = Otad(tmp_path)
-    p = subprocess.run([str(BUILD / "tests" / "test_sqlfunctions")],
+    p = subprocess.run([str(BUILD / "tests" / name)],
                        capture_output=True, text=True, timeout=300,
                        env=dict(os.environ, OTAD_TEST_DATABASE=d.pg.url(
                            d.pg_db)))
     assert p.returncode == 0, p.stdout + p.stderr
-    assert "[  PASSED  ] 2 test(s)." in p.stdout + p.stderr
+    return p.stdout + p.stderr
+
+
+@pg_only
+def test_sql_functions_are_the_daemons(tmp_path):
+    """semver_compare and ring in PL/pgSQL give what the C gives, pair by
+    pair (tests/unit/test_sqlfunctions.c, run on this database)."""
+    assert "[  PASSED  ] 2 test(s)." in unit_test_on_postgresql(
+        tmp_path, "test_sqlfunctions")
+
+
+@pg_only
+def test_the_registry_unit_tests_pass_on_postgresql(tmp_path):
+    """tests/unit/test_registry.c: the catalog, the writer and its order,
+    readers, a newer schema refused, stage transitions."""
+    assert "[  PASSED  ] 7 test(s)." in unit_test_on_postgresql(
+        tmp_path, "test_registry")
 
 
 def test_a_password_in_the_database_url_is_refused(tmp_path):

@@ -1,4 +1,7 @@
-/* registry: migrations, catalog operations, the writer, readers */
+/*
+ * registry: migrations, catalog operations, the writer, readers; on a
+ * temporary SQLite file, or on the PostgreSQL OTAD_TEST_DATABASE names
+ */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -7,31 +10,44 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
-#include <sqlite3.h>
 
 #include "registry.h"
+#include "registry_db.h"
+
+static const char *fresh_db(void);
+static void cleanup_db(const char *path);
 
 static struct store_artifact
 fake_artifact(char fill)
 {
 	struct store_artifact a;
 
+	char bytes[1000];
+
 	memset(&a, 0, sizeof(a));
 	memset(a.sha256, fill, 64);
 	memset(a.md5, 'a', 32);
-	a.size = 1000;
+	a.size = sizeof(bytes);
 	a.image.chip_id = 0;
+	/* the published file, as the store holds it: PostgreSQL keeps a copy */
+	memset(bytes, fill, sizeof(bytes));
+	a.tmp = -1;
+	a.hold = memfd_create("artifact", 0);
+	assert_true(a.hold >= 0);
+	assert_int_equal(write(a.hold, bytes, sizeof(bytes)), sizeof(bytes));
 	return a;
 }
 
 static void
-test_catalog_in_memory(void **state)
+test_catalog(void **state)
 {
 	struct store_artifact a = fake_artifact('1'), b = fake_artifact('2');
+	const char *path = fresh_db();
 	struct registry *reg;
 	char why[256];
 	json_t *rows, *row;
@@ -39,7 +55,7 @@ test_catalog_in_memory(void **state)
 	int awaiting;
 
 	(void)state;
-	assert_int_equal(registry_open(":memory:", &reg), OTAD_OK);
+	assert_int_equal(registry_open(path, &reg), OTAD_OK);
 	registry_set_actor(reg, "test:unit");
 	assert_int_equal(registry_artifact_add(reg, &a, "1.0.0", NULL, NULL, NULL, 0, why,
 	    sizeof(why)), OTAD_OK);
@@ -93,6 +109,7 @@ test_catalog_in_memory(void **state)
 	assert_int_equal(json_array_size(json_object_get(row, "offered")), 1);
 	json_decref(row);
 	registry_close(reg);
+	cleanup_db(path);
 }
 
 static char *
@@ -107,11 +124,33 @@ temp_db(void)
 	return path;
 }
 
+/*
+ * The database a test starts from, empty: a new SQLite file, or the
+ * PostgreSQL named by OTAD_TEST_DATABASE with everything in it dropped
+ * (the PostgreSQL integration run sets it, as for test_sqlfunctions).
+ */
+static const char *
+fresh_db(void)
+{
+	const char *url = getenv("OTAD_TEST_DATABASE");
+	struct db *db;
+
+	if (url == NULL || *url == '\0')
+		return temp_db();
+	assert_int_equal(db_open(url, DB_READ_WRITE, &db), DB_OK);
+	assert_int_equal(db_exec(db, "DROP SCHEMA public CASCADE;"
+	    " CREATE SCHEMA public"), DB_OK);
+	db_close(db);
+	return url;
+}
+
 static void
 cleanup_db(const char *path)
 {
 	char p[128];
 
+	if (db_target_is_postgres(path))
+		return;
 	unlink(path);
 	snprintf(p, sizeof(p), "%s-wal", path);
 	unlink(p);
@@ -155,7 +194,7 @@ static void
 test_writer_and_readers(void **state)
 {
 	struct store_artifact a = fake_artifact('a'), b = fake_artifact('b');
-	const char *path = temp_db();
+	const char *path = fresh_db();
 	struct registry *reg, *cat;
 	struct registry_reader *rd;
 	struct device_row row;
@@ -335,7 +374,7 @@ relay_run(void *arg)
 static void
 test_records_apply_in_the_order_queued(void **state)
 {
-	const char *path = temp_db();
+	const char *path = fresh_db();
 	struct relay r = {.rounds = 300};
 	struct registry_reader *rd;
 	struct device_row row;
@@ -375,15 +414,18 @@ test_records_apply_in_the_order_queued(void **state)
 static void
 test_newer_schema_is_refused(void **state)
 {
-	const char *path = temp_db();
+	const char *path = fresh_db();
 	struct registry *reg;
-	sqlite3 *db;
+	struct db *db;
 
 	(void)state;
-	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-	assert_int_equal(sqlite3_exec(db, "PRAGMA user_version = 999", NULL,
-	    NULL, NULL), SQLITE_OK);
-	sqlite3_close(db);
+	/* each dialect keeps its schema's version its own way */
+	assert_int_equal(db_open(path, DB_CREATE, &db), DB_OK);
+	assert_int_equal(db_exec(db, db_backend(db) == DB_SQLITE ?
+	    "PRAGMA user_version = 999" : "CREATE TABLE schema_version"
+	    " (version integer NOT NULL); INSERT INTO schema_version"
+	    " VALUES (999)"), DB_OK);
+	db_close(db);
 	assert_int_equal(registry_open(path, &reg), OTAD_ERR_DB);
 	cleanup_db(path);
 }
@@ -391,11 +433,12 @@ test_newer_schema_is_refused(void **state)
 static void
 test_wait_served(void **state)
 {
+	const char *path = fresh_db();
 	struct registry *reg;
 	int64_t now = (int64_t)time(NULL);
 
 	(void)state;
-	assert_int_equal(registry_open(":memory:", &reg), OTAD_OK);
+	assert_int_equal(registry_open(path, &reg), OTAD_OK);
 	/* no daemon has ever run: nothing to wait for */
 	assert_int_equal(registry_wait_served(reg, 100), OTAD_ERR_NOT_FOUND);
 	/* a live daemon (this process) serving an older generation */
@@ -405,6 +448,7 @@ test_wait_served(void **state)
 	registry_daemon_mark(reg, 1, now);
 	assert_int_equal(registry_wait_served(reg, 60), OTAD_OK);
 	registry_close(reg);
+	cleanup_db(path);
 }
 
 /* A check-in record offering release rel in stage st of rollout ro. */
@@ -448,7 +492,7 @@ static void
 test_stage_transitions(void **state)
 {
 	struct store_artifact a = fake_artifact('c');
-	const char *path = temp_db();
+	const char *path = fresh_db();
 	struct stage st[STAGES_MAX];
 	struct rollout_plan plan;
 	struct registry *cat, *w;
@@ -552,7 +596,7 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_catalog_in_memory),
+		cmocka_unit_test(test_catalog),
 		cmocka_unit_test(test_writer_and_readers),
 		cmocka_unit_test(test_records_apply_in_the_order_queued),
 		cmocka_unit_test(test_newer_schema_is_refused),
