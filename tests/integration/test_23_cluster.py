@@ -188,6 +188,46 @@ def test_the_leader_dies_mid_rollout_and_nothing_is_lost(cluster):
     other.check_clean_exit()
 
 
+def test_a_bad_build_halts_in_the_canary_ring_through_the_balancer(cluster):
+    """As on one host (test_12): the canaries roll back, the leader halts
+    the rollout, and no device outside the canary ring is offered it,
+    whichever node it polls."""
+    a, b, lb, broker = cluster
+    devices = [Device(f"bad-{i:04d}", "1.0.0") for i in range(FLEET)]
+    f = Fleet(lb.port, devices)
+    f.bad = {"2.0.0"}
+    assert f.round() == []
+    for dev in devices[:CANARIES]:
+        a.otactl("device", "set", dev.id, "--group", "canary")
+    rid = b.otactl("rollout", "create", "2.0.0", "--stages",
+                   "group=canary,soak=5s,min=3; 10%,soak=1s,min=20; "
+                   "100%,soak=1s,min=1", json_out=True)["id"]
+    b.otactl("rollout", "start", str(rid))
+    for _ in range(60):
+        assert f.round() == []
+        st = status(a, rid)
+        if st["state"] == "halted":
+            break
+        time.sleep(0.3)
+    assert st["state"] == "halted" and st["stage"] == 0
+    assert "rollback rate" in st["reason"]
+    for _ in range(3):
+        assert f.round() == []
+        time.sleep(0.3)
+    assert {x.id for x in devices if x.offered} <= \
+        {x.id for x in devices[:CANARIES]}
+    assert all(x.version == "1.0.0" for x in devices)
+    assert a.query("SELECT count(*) FROM attempt WHERE device NOT IN"
+                   " (SELECT id FROM device WHERE grp = 'canary')") == [(0,)]
+    assert a.query(f"SELECT actor FROM audit WHERE what = 'rollout {rid}"
+                   " state active -> halted'") == [("otad",)]
+    # the polls went to both nodes, and one of them halted it
+    assert all(counter(d, "otad_checks_total") > 0 for d in (a, b))
+    assert sum(any("halted" in l for l in d.log) for d in (a, b)) == 1
+    for d in (a, b):
+        d.check_clean_exit()
+
+
 def counter(d, name):
     for line in d.get("/metrics").body.decode().splitlines():
         if line.startswith(name + " "):
