@@ -221,11 +221,16 @@ fuzz: $(FUZZ_TARGETS)
 	    -print_final_stats=1 $$corpus 2>&1 | tail -n 4; \
 	done
 
+# each script prints its figures; the table of them all comes last
 bench: deps-bench all
-	tests/bench/check.sh $(BUILD)
-	tests/bench/rollout.sh $(BUILD)
-	tests/bench/delta.sh $(BUILD)
-	tests/bench/postgresql.sh $(BUILD)
+	@rm -f $(BUILD)/bench.md
+	BENCH_TABLE=$(CURDIR)/$(BUILD)/bench.md tests/bench/check.sh $(BUILD)
+	BENCH_TABLE=$(CURDIR)/$(BUILD)/bench.md tests/bench/rollout.sh $(BUILD)
+	BENCH_TABLE=$(CURDIR)/$(BUILD)/bench.md tests/bench/delta.sh $(BUILD)
+	BENCH_TABLE=$(CURDIR)/$(BUILD)/bench.md tests/bench/postgresql.sh $(BUILD)
+	@echo; echo "make bench, $$(date -u +%F), $$(nproc) cores, otad $$(git rev-parse --short HEAD 2>/dev/null)"
+	@echo "| figure | otad | baseline | ratio | bar |"; echo "|---|---|---|---|---|"
+	@cat $(BUILD)/bench.md
 
 lint:
 	@tests/lint.sh

@@ -9,6 +9,7 @@ DURATION=${DURATION:-10s}
 CONNS=${CONNS:-64}
 THREADS=${THREADS:-2}
 
+. "$(dirname "${BASH_SOURCE[0]}")/figure.sh"
 for tool in wrk sqlite3 curl; do
 	command -v $tool >/dev/null || { echo "bench: needs $tool (make deps-bench)"; exit 1; }
 done
@@ -21,9 +22,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# fleet_otad VERSION: an otad whose registry holds $DEVICES devices on
-# VERSION (dev-0 .. dev-N), not started yet
+# fleet_otad VERSION [COUNT]: a fresh otad whose registry holds COUNT
+# (default $DEVICES) devices on VERSION (dev-0 .. dev-COUNT-1), not
+# started yet; sets FLEET to COUNT
 fleet_otad() {
+	FLEET=${2:-$DEVICES}
+	rm -rf "$work/state"
 	cat > "$work/otad.conf" <<CONF
 listen = 127.0.0.1:0
 state_dir = $work/state
@@ -32,7 +36,7 @@ CONF
 	export OTAD_CONF=$work/otad.conf
 	"$BUILD/otactl" status >/dev/null 2>&1
 	sqlite3 "$work/state/otad.db" <<SQL
-WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < $DEVICES - 1)
+WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < $FLEET - 1)
 INSERT INTO device (id, version, first_seen, last_seen, checks)
 SELECT 'dev-' || i, '$1', unixepoch(), unixepoch(), 0 FROM n;
 SQL
@@ -58,9 +62,11 @@ stop_otad() {
 	wait "${pids[$last]}" 2>/dev/null || true
 }
 
-# fleet_lua NAME REQUEST: a wrk script whose requests come from distinct
-# devices; REQUEST is the Lua expression of one, with "dev-" .. id its
-# device
+# fleet_lua NAME REQUEST: a wrk script whose requests come from the
+# fleet's devices (ids 0 .. FLEET-1); REQUEST is the Lua expression of
+# one, with "dev-" .. id its device. ORDER=random (the default: real
+# fleets poll in no order, so every check lands on a cold row) or
+# sequential (each thread walks the ids in turn, as rows in few pages).
 fleet_lua() {
 	cat > "$work/$1.lua" <<LUA
 local counter = 0
@@ -70,16 +76,24 @@ function setup(thread)
 	thread:set("base", threads * 1000003)
 	threads = threads + 1
 end
+function init(args)
+	math.randomseed(base + 1)
+end
 function request()
 	counter = counter + 1
-	local id = (base + counter) % $DEVICES
+	local id
+	if "${ORDER:-random}" == "random" then
+		id = math.random(0, ${FLEET:-$DEVICES} - 1)
+	else
+		id = (base + counter) % ${FLEET:-$DEVICES}
+	end
 	return $2
 end
 LUA
 	echo "$work/$1.lua"
 }
 
-# devices_lua VERSION CONNECTION: a wrk script polling as distinct devices
+# devices_lua VERSION CONNECTION: a wrk script polling as the fleet's devices
 devices_lua() {
 	fleet_lua run "wrk.format(\"GET\", \"/firmware/check\", {
 		[\"X-Device-ID\"] = \"dev-\" .. id,
@@ -87,5 +101,38 @@ devices_lua() {
 		[\"Connection\"] = \"$2\" })"
 }
 
+# checks_recorded: stop otad and fail unless the registry counted every
+# check it answered (the writer drains its queue at shutdown)
+checks_recorded() {
+	local answered recorded
+	answered=$(metric otad_checks_total)
+	stop_otad
+	recorded=$(sqlite3 "$work/state/otad.db" "SELECT sum(checks) FROM device")
+	echo "checks answered: $answered, recorded in the registry: $recorded"
+	[ "$answered" = "$recorded" ] || { echo "bench: check-ins were lost"; exit 1; }
+}
+
+# metric NAME: its value in otad's /metrics
+metric() {
+	curl -s "http://127.0.0.1:$port/metrics" | awk -v n="$1" '$1 == n { print $2 }'
+}
+
+# drain: wait until the writer recorded all it was given; the seconds
+drain() {
+	local t0
+	t0=$(date +%s.%N)
+	while [ "$(metric otad_registry_queue)" != 0 ]; do sleep 0.05; done
+	echo "$(date +%s.%N) - $t0" | bc -l | xargs printf '%.2f'
+}
+
 rate() { awk '/^Requests\/sec:/ { print $2 }'; }
+# latency PERCENT: from wrk --latency output, in milliseconds
+latency() {
+	awk -v p="$1%" '$1 == p {
+		v = $2; n = v + 0
+		if (v ~ /us$/) n /= 1000
+		else if (v ~ /[0-9]s$/) n *= 1000
+		printf "%.2f\n", n }'
+}
+ratio() { echo "$1 / $2" | bc -l | xargs printf '%.2f'; }
 run_wrk() { wrk -t"$THREADS" -c"$1" -d"$DURATION" "${@:2}" 2>&1; }

@@ -44,7 +44,5 @@ active=$(run_wrk "$CONNS" -s "$(devices_lua 1.0.0 keep-alive)" "http://127.0.0.1
 offers1=$(curl -s "http://127.0.0.1:$port/metrics" | awk '$1 == "otad_offers_total" { print $2 }')
 stop_otad
 
-printf '%-40s %10.0f r/s\n' "check, nothing offered" "$none"
-printf '%-40s %10.0f r/s  (%d offers)\n' "check, rollout active (canary + 1%)" \
-	"$active" "$((offers1 - offers0))"
-printf '%-40s %10.2f\n' "ratio active / none" "$(echo "$active / $none" | bc -l)"
+echo "offers made while the rollout was active: $((offers1 - offers0))"
+figure "check, rollout active (canary + 1%) / nothing offered" "$(printf '%.0f r/s' "$active")" "$(printf '%.0f r/s' "$none")" "$(ratio "$active" "$none")" ">= 0.9"
