@@ -57,6 +57,9 @@ find_matches(const uint8_t *in, size_t n, uint8_t *mlen, uint16_t *moff,
 		for (c = head[h]; c != NO_POS && i - c <= WINDOW; c = prev[c]) {
 			unsigned l = 2;
 
+			/* only a candidate that also matches at best can beat it */
+			if (best >= 2 && in[c + best] != in[i + best])
+				continue;
 			while (l < max && in[c + l] == in[i + l])
 				l++;
 			if (l > best) {
@@ -78,10 +81,10 @@ heatshrink_encode(const uint8_t *in, size_t n, uint8_t **out, size_t *outlen)
 {
 	uint8_t *mlen = NULL, *take = NULL;
 	uint16_t *moff = NULL;
-	uint32_t *prev = NULL, *head = NULL, *cost = NULL;
+	uint32_t *prev = NULL, *head = NULL, *cost = NULL, *dq = NULL;
 	struct bits_out b = {0};
 	enum otad_err rc = OTAD_ERR_NOMEM;
-	size_t i;
+	size_t i, dq_head, dq_tail;
 
 	*out = NULL;
 	*outlen = 0;
@@ -91,20 +94,43 @@ heatshrink_encode(const uint8_t *in, size_t n, uint8_t **out, size_t *outlen)
 	    (moff = malloc((n + 1) * sizeof(*moff))) == NULL ||
 	    (prev = malloc((n + 1) * sizeof(*prev))) == NULL ||
 	    (head = malloc(65536 * sizeof(*head))) == NULL ||
-	    (cost = malloc((n + 1) * sizeof(*cost))) == NULL)
+	    (cost = malloc((n + 1) * sizeof(*cost))) == NULL ||
+	    (dq = malloc((n + 2) * sizeof(*dq))) == NULL)
 		goto done;
 	find_matches(in, n, mlen, moff, prev, head);
-	/* cheapest parse, from the end: cost[i] = bits to code in[i..] */
+	/*
+	 * Cheapest parse, from the end: cost[i] = bits to code in[i..]. A
+	 * back-reference costs the same whatever its length, so the best one
+	 * from i leads to the cheapest of cost[i + 2 .. i + mlen[i]]: a
+	 * window that slides left as i does, since a match at i of length L
+	 * is one of L - 1 at i + 1 (mlen is clamped so, a prefix of a match
+	 * being a match). Its minimum is kept in a deque: indices rising,
+	 * costs falling, the cheapest (the shortest such length) last.
+	 */
 	cost[n] = 0;
+	dq_head = dq_tail = n + 1; /* empty; it grows to the left */
 	for (i = n; i-- > 0;) {
 		uint32_t best = LITERAL_BITS + cost[i + 1];
-		unsigned l, pick = 1;
+		unsigned pick = 1;
 
-		for (l = 2; l <= mlen[i]; l++)
-			if (BACKREF_BITS + cost[i + l] < best) {
-				best = BACKREF_BITS + cost[i + l];
-				pick = l;
-			}
+		/* (mlen says 0 for a match of one byte) */
+		if (i + 1 < n && mlen[i] > (mlen[i + 1] ? mlen[i + 1] : 1u) + 1u)
+			mlen[i] = (uint8_t)((mlen[i + 1] ? mlen[i + 1] : 1u) + 1u);
+		if (i + 2 <= n) {
+			/* a later, no cheaper index is never the minimum again */
+			while (dq_head < dq_tail &&
+			    cost[dq[dq_head]] >= cost[i + 2])
+				dq_head++;
+			dq[--dq_head] = (uint32_t)(i + 2);
+		}
+		while (mlen[i] >= 2 && dq_head < dq_tail &&
+		    dq[dq_tail - 1] > i + mlen[i])
+			dq_tail--;
+		if (mlen[i] >= 2 && dq_head < dq_tail &&
+		    BACKREF_BITS + cost[dq[dq_tail - 1]] < best) {
+			best = BACKREF_BITS + cost[dq[dq_tail - 1]];
+			pick = (unsigned)(dq[dq_tail - 1] - i);
+		}
 		cost[i] = best;
 		take[i] = (uint8_t)(pick == 1 ? 0 : pick - 1);
 	}
@@ -132,6 +158,7 @@ done:
 	free(prev);
 	free(head);
 	free(cost);
+	free(dq);
 	return rc;
 }
 
