@@ -259,7 +259,8 @@ cluster_container(struct patcher *p, const struct patch_info *info,
 
 	if ((fd = memfd_create("otad-patch", MFD_CLOEXEC)) < 0)
 		return -1;
-	if (p->cluster.fetch(p->cluster.arg, info->base, info->target, fd) < 0) {
+	if (p->cluster.fetch(p->cluster.arg, info->base, info->target,
+	    fd) < 0) {
 		int saved = errno;
 
 		close(fd);
@@ -282,8 +283,8 @@ static void
 tell_failure(struct patcher *p, const struct patch_info *info)
 {
 	if (p->clustered && p->cluster.leads(p->cluster.leads_arg))
-		p->cluster.put(p->cluster.arg, info->base, info->target, NULL, 0,
-		    NULL);
+		p->cluster.put(p->cluster.arg, info->base, info->target, NULL,
+		    0, NULL);
 }
 
 /*
@@ -302,6 +303,7 @@ build(struct patcher *p, struct patch_info *info, unsigned share)
 	size_t npatch;
 	unsigned len = 0;
 	int leads = !p->clustered || p->cluster.leads(p->cluster.leads_arg);
+	int too_large;
 	char why[256];
 	enum otad_err rc = OTAD_ERR_INVALID;
 
@@ -363,25 +365,30 @@ build(struct patcher *p, struct patch_info *info, unsigned share)
 	}
 	EVP_Digest(got.c, got.n, digest, &len, EVP_sha256(), NULL);
 	otad_hex(digest, 32, info->sha256);
+	too_large = (uint64_t)got.n * 100 > (uint64_t)target.n * share;
+	/*
+	 * Kept on this node's disk first: when the cluster cannot take it
+	 * yet, the next try finds it there instead of building it again.
+	 */
+	if (!too_large && got.from != FROM_STORE && store_put_patch(p->store,
+	    info->base, info->target, got.c, got.n) != OTAD_OK) {
+		log_warn("delta %.12s -> %.12s: cannot store it", info->base,
+		    info->target);
+		rc = OTAD_ERR_IO;
+		goto done;
+	}
 	/* every node judges the size against its own delta_max_share */
 	if (p->clustered && leads && got.from != FROM_SHARE &&
-	    p->cluster.put(p->cluster.arg, info->base, info->target, got.c, got.n,
-	    info->sha256) < 0) {
+	    p->cluster.put(p->cluster.arg, info->base, info->target, got.c,
+	    got.n, info->sha256) < 0) {
 		rc = OTAD_ERR_BUSY; /* tried again: the others wait for it */
 		goto done;
 	}
-	if ((uint64_t)got.n * 100 > (uint64_t)target.n * share) {
+	if (too_large) {
 		log_info("delta %.12s -> %.12s is %zu bytes, %zu%% of the image "
 		    "(over delta_max_share): devices get the full image",
 		    info->base, info->target, got.n, got.n * 100 / target.n);
 		rc = OTAD_ERR_TOO_LARGE;
-		goto done;
-	}
-	if (got.from != FROM_STORE && store_put_patch(p->store, info->base,
-	    info->target, got.c, got.n) != OTAD_OK) {
-		log_warn("delta %.12s -> %.12s: cannot store it", info->base,
-		    info->target);
-		rc = OTAD_ERR_IO;
 		goto done;
 	}
 	info->size = got.n;

@@ -88,7 +88,7 @@ o=$(run_wrk "$CONNS" -s "$(devices_lua 0.14.3 keep-alive)" "http://127.0.0.1:$po
 n=$(run_wrk "$CONNS" "http://127.0.0.1:$nport/check" | rate)
 figure "check 304, keep-alive, random order / nginx" "$(printf '%.0f r/s' "$o")" "$(printf '%.0f r/s' "$n")" "$(ratio "$o" "$n")" ">= 0.8"
 
-o=$(ORDER=sequential run_wrk "$CONNS" -s "$(ORDER=sequential devices_lua 0.14.3 keep-alive)" "http://127.0.0.1:$port" | rate)
+o=$(run_wrk "$CONNS" -s "$(ORDER=sequential devices_lua 0.14.3 keep-alive)" "http://127.0.0.1:$port" | rate)
 figure "check 304, keep-alive, in sequence / nginx" "$(printf '%.0f r/s' "$o")" "$(printf '%.0f r/s' "$n")" "$(ratio "$o" "$n")" "-"
 
 o=$(run_wrk "$CONNS" -s "$(devices_lua 0.14.3 close)" "http://127.0.0.1:$port" | rate)
