@@ -70,6 +70,7 @@ struct mqtt {
 	int socket_up;       /* a connection is being made or is up */
 	int session;         /* the broker accepted us */
 	int down_logged;     /* this outage was logged */
+	size_t unacked;      /* subscriptions the broker has not granted */
 	time_t connect_started, next_try;
 	unsigned backoff;
 	/* what waits for the broker, then for the writer */
@@ -176,6 +177,7 @@ on_connect(struct mosquitto *mosq, void *arg, int rc)
 	m->backoff = 1;
 	metrics_add(M_MQTT_CONNECTS, 1);
 	metrics_set_mqtt(1);
+	m->unacked = 0;
 	for (i = 0; i < m->ntopics; i++) {
 		char sub[sizeof(m->topics[0]) + 16];
 
@@ -185,11 +187,35 @@ on_connect(struct mosquitto *mosq, void *arg, int rc)
 		if (mosquitto_subscribe(m->mosq, NULL, sub, 1) !=
 		    MOSQ_ERR_SUCCESS)
 			log_warnx("cannot subscribe to '%s'", sub);
+		else
+			m->unacked++;
 	}
 	server_state(m, "online");
 	/* a new connection: say every rollout's state, and what is owed */
 	m->nsaid = 0;
 	m->sweep_due = 1;
+}
+
+/*
+ * Telemetry published before the broker granted a subscription is not
+ * delivered to otad: say when it is really listening.
+ */
+static void
+on_subscribe(struct mosquitto *mosq, void *arg, int mid, int ngranted,
+    const int *granted)
+{
+	struct mqtt *m = arg;
+	int i;
+
+	(void)mosq;
+	(void)mid;
+	for (i = 0; i < ngranted; i++)
+		if (granted[i] > 2)
+			log_warnx("MQTT broker refused a telemetry "
+			    "subscription");
+	if (m->unacked > 0 && --m->unacked == 0)
+		log_info("listening for telemetry on %zu MQTT topic%s",
+		    m->ntopics, m->ntopics == 1 ? "" : "s");
 }
 
 static void
@@ -807,6 +833,7 @@ configure(struct mqtt *m, const struct conf *c, char *why, size_t whylen)
 	}
 	mosquitto_connect_callback_set(m->mosq, on_connect);
 	mosquitto_disconnect_callback_set(m->mosq, on_disconnect);
+	mosquitto_subscribe_callback_set(m->mosq, on_subscribe);
 	mosquitto_publish_callback_set(m->mosq, on_publish);
 	mosquitto_message_callback_set(m->mosq, on_message);
 	/* a node of a cluster speaks for itself, under its client id */

@@ -124,8 +124,8 @@ def test_the_leader_dies_mid_rollout_and_nothing_is_lost(cluster):
                "both nodes up")
     assert sorted([leads(a), leads(b)]) == [0, 1], "exactly one leads"
     leader, other = (a, b) if leads(a) == 1 else (b, a)
-    a.wait_for(lambda: any("connected to MQTT broker" in l for l in a.log)
-               and any("connected to MQTT broker" in l for l in b.log),
+    a.wait_for(lambda: any("listening for telemetry on" in l for l in a.log)
+               and any("listening for telemetry on" in l for l in b.log),
                10, "both nodes on the broker")
     sub = Sub(broker)
     rid = other.otactl("rollout", "create", "2.0.0", "--stages",
@@ -240,7 +240,7 @@ def test_the_nodes_share_the_broker(cluster):
     a, b, lb, broker = cluster
     sub = Sub(broker, "ota/server/#")
     for d in (a, b):
-        d.wait_for(lambda: any("connected to MQTT broker" in l
+        d.wait_for(lambda: any("listening for telemetry on" in l
                                for l in d.log), 10, "the broker")
     a.wait_for(lambda: sub.topics("ota/server/otad-a/state") == ["online"]
                and sub.topics("ota/server/otad-b/state") == ["online"], 5,
