@@ -49,4 +49,11 @@ int otad_valid_id(const char *s);
 /* All n bytes to fd, through short writes and EINTR: 0, or -1 (errno). */
 int otad_write_all(int fd, const void *p, size_t n);
 
+/*
+ * How many of the first n bytes of a and b agree: eight bytes a compare,
+ * for the delta encoders' match searches, where most time goes.
+ */
+size_t otad_common_prefix(const unsigned char *a, const unsigned char *b,
+    size_t n);
+
 #endif

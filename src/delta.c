@@ -247,11 +247,7 @@ put_size(struct buf *b, int64_t v)
 static size_t
 match_len(const uint8_t *a, size_t na, const uint8_t *b, size_t nb)
 {
-	size_t i, n = na < nb ? na : nb;
-
-	for (i = 0; i < n && a[i] == b[i]; i++)
-		continue;
-	return i;
+	return otad_common_prefix(a, b, na < nb ? na : nb);
 }
 
 /* The longest match of to (n bytes) in base, by binary search of sa. */
@@ -279,6 +275,61 @@ longest(const saidx_t *sa, const uint8_t *base, size_t nbase,
 	}
 }
 
+/*
+ * The suffix array's index by first two bytes: bucket[k] is the first
+ * suffix whose two bytes are k (a one-byte suffix, the last, counts as
+ * its byte and 0, where it sorts), bucket[65536] = nbase. NULL when out of
+ * memory.
+ */
+static saidx_t *
+two_byte_buckets(const saidx_t *sa, const uint8_t *base, size_t nbase)
+{
+	saidx_t *bucket = malloc(65537 * sizeof(*bucket));
+	size_t j = 0;
+	unsigned k;
+
+	if (bucket == NULL)
+		return NULL;
+	for (k = 0; k <= 65536; k++) {
+		while (j < nbase) {
+			size_t s = (size_t)sa[j];
+			unsigned key = (unsigned)base[s] << 8 |
+			    (s + 1 < nbase ? base[s + 1] : 0);
+
+			if (key >= k)
+				break;
+			j++;
+		}
+		bucket[k] = (saidx_t)j;
+	}
+	return bucket;
+}
+
+/*
+ * longest() over the whole array, started within the bucket of to's first
+ * two bytes and the suffix either side of it: a binary search ends on the
+ * same pair of suffixes from any range holding its boundary, and the
+ * boundary lies there. Its first steps, the ones that miss the CPU's
+ * caches across a megabyte of base, are skipped.
+ */
+static size_t
+longest_from(const saidx_t *sa, const saidx_t *bucket, const uint8_t *base,
+    size_t nbase, const uint8_t *to, size_t n, int64_t *pos)
+{
+	saidx_t st = 0, en = (saidx_t)nbase - 1;
+
+	if (bucket != NULL && n >= 2) {
+		unsigned k = (unsigned)to[0] << 8 | to[1];
+
+		if (bucket[k + 1] > bucket[k]) {
+			st = bucket[k] > 0 ? bucket[k] - 1 : 0;
+			en = bucket[k + 1] < (saidx_t)nbase ? bucket[k + 1] :
+			    (saidx_t)nbase - 1;
+		}
+	}
+	return longest(sa, base, nbase, to, n, st, en, pos);
+}
+
 /* base at at matches to for len bytes too */
 static int
 keeps_alignment(const uint8_t *base, size_t nbase, const uint8_t *to,
@@ -295,8 +346,9 @@ keeps_alignment(const uint8_t *base, size_t nbase, const uint8_t *to,
  * extended backwards, where the extensions pay for themselves.
  */
 static void
-diff_records(const saidx_t *sa, const uint8_t *old, size_t nold,
-    const uint8_t *new, size_t nnew, struct buf *out, const atomic_int *stop)
+diff_records(const saidx_t *sa, const saidx_t *bucket, const uint8_t *old,
+    size_t nold, const uint8_t *new, size_t nnew, struct buf *out,
+    const atomic_int *stop)
 {
 	size_t scan = 0, len = 0, lastscan = 0, scsc;
 	int64_t pos = 0, lastpos = 0, lastoffset = 0;
@@ -312,8 +364,8 @@ diff_records(const saidx_t *sa, const uint8_t *old, size_t nold,
 		}
 
 		for (scsc = scan += len; scan < nnew; scan++) {
-			len = nold > 0 ? longest(sa, old, nold, new + scan,
-			    nnew - scan, 0, (saidx_t)nold - 1, &pos) : 0;
+			len = nold > 0 ? longest_from(sa, bucket, old, nold,
+			    new + scan, nnew - scan, &pos) : 0;
 			/* as long at the last alignment: keep to it, so the
 			 * diff bytes between matches stay zeros */
 			if (len > 0 && keeps_alignment(old, nold, new + scan,
@@ -412,7 +464,7 @@ delta_create_until(const uint8_t *base, size_t nbase, const uint8_t *target,
     size_t ntarget, uint8_t **patch, size_t *npatch, const atomic_int *stop)
 {
 	struct buf records = {0}, out = {0};
-	saidx_t *sa = NULL;
+	saidx_t *sa = NULL, *bucket = NULL;
 	uint8_t *packed = NULL, head[12];
 	size_t npacked, nhead = 0;
 	enum otad_err rc = OTAD_ERR_NOMEM;
@@ -424,10 +476,12 @@ delta_create_until(const uint8_t *base, size_t nbase, const uint8_t *target,
 	put(&out, head, nhead);
 	if (ntarget > 0) {
 		if (nbase > 0 && ((sa = malloc(nbase * sizeof(*sa))) == NULL ||
-		    divsufsort(base, sa, (saidx_t)nbase) != 0))
+		    divsufsort(base, sa, (saidx_t)nbase) != 0 ||
+		    (bucket = two_byte_buckets(sa, base, nbase)) == NULL))
 			goto done;
 		put_size(&records, 0); /* no data format */
-		diff_records(sa, base, nbase, target, ntarget, &records, stop);
+		diff_records(sa, bucket, base, nbase, target, ntarget, &records,
+		    stop);
 		if (stop != NULL && atomic_load(stop)) {
 			rc = OTAD_ERR_SHUTDOWN;
 			goto done;
@@ -447,6 +501,7 @@ delta_create_until(const uint8_t *base, size_t nbase, const uint8_t *target,
 	rc = OTAD_OK;
 done:
 	free(sa);
+	free(bucket);
 	free(records.p);
 	free(packed);
 	free(out.p);

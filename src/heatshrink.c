@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "heatshrink.h"
+#include "otad.h"
 
 #define WINDOW (1u << HEATSHRINK_WINDOW_BITS)
 #define LOOKAHEAD (1u << HEATSHRINK_LOOKAHEAD_BITS)
@@ -31,47 +32,95 @@ put_bits(struct bits_out *b, unsigned value, unsigned count)
 
 /*
  * The longest earlier match for every position (within the window and
- * the lookahead), through chains of positions that share their first two
- * bytes. A shorter prefix of a match is a match at the same offset.
+ * the lookahead): the closest of the longest, as a decoder counts offsets.
+ * Matches of three bytes or more are found through chains of positions
+ * whose first three bytes hash alike (short chains: pairs of bytes recur
+ * every few dozen bytes in code, triples much less); a match of two,
+ * which only counts when there is no longer one, is the closest position
+ * with the same two bytes (head2). A shorter prefix of a match is a match
+ * at the same offset.
  */
+#define HASH3_BITS 18
+
+static unsigned
+hash3(const uint8_t *p)
+{
+	uint32_t v = (uint32_t)p[0] << 16 | (uint32_t)p[1] << 8 | p[2];
+
+	return (v * 2654435761u) >> (32 - HASH3_BITS);
+}
+
 static void
 find_matches(const uint8_t *in, size_t n, uint8_t *mlen, uint16_t *moff,
-    uint32_t *prev, uint32_t *head)
+    uint32_t *prev, uint32_t *head, uint32_t *head2)
 {
-	size_t i;
+	size_t i, back = 0, run = 1;
 
-	for (i = 0; i < 65536; i++)
+	for (i = 0; i < (1u << HASH3_BITS); i++)
 		head[i] = NO_POS;
+	for (i = 0; i < 65536; i++)
+		head2[i] = NO_POS;
 	for (i = 0; i < n; i++) {
 		size_t max = n - i < LOOKAHEAD ? n - i : LOOKAHEAD;
-		unsigned h, best = 0, off = 0;
+		unsigned h2, h, best = 0, off = 0;
 		uint32_t c;
 
 		mlen[i] = 0;
 		moff[i] = 0;
-		if (max < 2) {
-			prev[i] = NO_POS;
+		prev[i] = NO_POS;
+		/* the run of in[i] before i (back) and from i on (run, <= max) */
+		if (i > 0 && in[i - 1] == in[i]) {
+			back++;
+			run--;
+		} else {
+			back = 0;
+			run = 1;
+		}
+		if (run < 1)
+			run = 1;
+		while (run < max && in[i + run] == in[i])
+			run++;
+		if (run > max)
+			run = max;
+		if (max < 2)
 			continue;
-		}
-		h = (unsigned)in[i] << 8 | in[i + 1];
-		for (c = head[h]; c != NO_POS && i - c <= WINDOW; c = prev[c]) {
-			unsigned l = 2;
+		h2 = (unsigned)in[i] << 8 | in[i + 1];
+		if (max >= 3) {
+			h = hash3(in + i);
+			for (c = head[h]; c != NO_POS && i - c <= WINDOW;
+			    c = prev[c]) {
+				unsigned l;
 
-			/* only a candidate that also matches at best can beat it */
-			if (best >= 2 && in[c + best] != in[i + best])
-				continue;
-			while (l < max && in[c + l] == in[i + l])
-				l++;
-			if (l > best) {
-				best = l;
-				off = (unsigned)(i - c);
-				if (l == max)
-					break;
+				/* a candidate that misses at best cannot beat it */
+				if (in[c + best] != in[i + best])
+					continue;
+				if ((l = (unsigned)otad_common_prefix(in + c, in + i, max)) >
+				    best && l >= 3) {
+					best = l;
+					off = (unsigned)(i - c);
+					if (l == max)
+						break;
+				}
+				/*
+				 * Inside a run of one byte (zeros, mostly, in a
+				 * diff), every earlier position of the run matches
+				 * exactly as far as the run goes from i, no
+				 * further: the closest had it; go on from before
+				 * the run (its positions are consecutive in the
+				 * chain: they all start with three of the byte).
+				 */
+				if (c == i - 1 && back > 0 && run >= 3 && run < max)
+					c = (uint32_t)(i - back);
 			}
+			prev[i] = head[h];
+			head[h] = (uint32_t)i;
 		}
-		prev[i] = head[h];
-		head[h] = (uint32_t)i;
-		mlen[i] = (uint8_t)(best >= 2 ? best : 0);
+		if (best == 0 && head2[h2] != NO_POS && i - head2[h2] <= WINDOW) {
+			best = 2;
+			off = (unsigned)(i - head2[h2]);
+		}
+		head2[h2] = (uint32_t)i;
+		mlen[i] = (uint8_t)best;
 		moff[i] = (uint16_t)off;
 	}
 }
@@ -81,7 +130,8 @@ heatshrink_encode(const uint8_t *in, size_t n, uint8_t **out, size_t *outlen)
 {
 	uint8_t *mlen = NULL, *take = NULL;
 	uint16_t *moff = NULL;
-	uint32_t *prev = NULL, *head = NULL, *cost = NULL, *dq = NULL;
+	uint32_t *prev = NULL, *head = NULL, *head2 = NULL, *cost = NULL;
+	uint32_t *dq = NULL;
 	struct bits_out b = {0};
 	enum otad_err rc = OTAD_ERR_NOMEM;
 	size_t i, dq_head, dq_tail;
@@ -93,11 +143,12 @@ heatshrink_encode(const uint8_t *in, size_t n, uint8_t **out, size_t *outlen)
 	    (mlen = malloc(n + 1)) == NULL || (take = malloc(n + 1)) == NULL ||
 	    (moff = malloc((n + 1) * sizeof(*moff))) == NULL ||
 	    (prev = malloc((n + 1) * sizeof(*prev))) == NULL ||
-	    (head = malloc(65536 * sizeof(*head))) == NULL ||
+	    (head = malloc(((size_t)1 << HASH3_BITS) * sizeof(*head))) ==
+	    NULL || (head2 = malloc(65536 * sizeof(*head2))) == NULL ||
 	    (cost = malloc((n + 1) * sizeof(*cost))) == NULL ||
 	    (dq = malloc((n + 2) * sizeof(*dq))) == NULL)
 		goto done;
-	find_matches(in, n, mlen, moff, prev, head);
+	find_matches(in, n, mlen, moff, prev, head, head2);
 	/*
 	 * Cheapest parse, from the end: cost[i] = bits to code in[i..]. A
 	 * back-reference costs the same whatever its length, so the best one
@@ -157,6 +208,7 @@ done:
 	free(moff);
 	free(prev);
 	free(head);
+	free(head2);
 	free(cost);
 	free(dq);
 	return rc;

@@ -1,5 +1,7 @@
 /* otad.c: the error strings of enum otad_err and the small helpers */
 #include <errno.h>
+#include <stdint.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "otad.h"
@@ -83,4 +85,30 @@ otad_write_all(int fd, const void *p, size_t n)
 		n -= (size_t)w;
 	}
 	return 0;
+}
+
+size_t
+otad_common_prefix(const unsigned char *a, const unsigned char *b, size_t n)
+{
+	size_t i = 0;
+
+	while (i + 8 <= n) {
+		uint64_t x, y;
+
+		memcpy(&x, a + i, 8);
+		memcpy(&y, b + i, 8);
+		if (x != y) {
+			x ^= y;
+			/* the first differing byte: the lowest in memory */
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+			return i + (size_t)(__builtin_ctzll(x) >> 3);
+#else
+			return i + (size_t)(__builtin_clzll(x) >> 3);
+#endif
+		}
+		i += 8;
+	}
+	while (i < n && a[i] == b[i])
+		i++;
+	return i;
 }
