@@ -28,6 +28,7 @@ struct conf {
 	size_t max_header_bytes;   /* all request headers together */
 	size_t max_body_bytes;     /* a request body (reports) */
 	unsigned writer_queue_max; /* queued records per HTTP thread */
+	unsigned device_cache;     /* device rows kept in memory */
 	unsigned shutdown_timeout; /* seconds to finish in-flight requests */
 	unsigned offline_after;    /* seconds unseen before "offline" */
 	unsigned leader_timeout;   /* a dead leader's work moves within it */

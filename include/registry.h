@@ -186,8 +186,28 @@ enum otad_err registry_open(const char *path, struct registry **out);
  * registry_close may be called on reg. queue_max caps each producing
  * thread's queue: a record that finds its queue full is refused
  * (OTAD_ERR_BUSY) unless it may wait (see struct record).
+ * cache_devices: how many devices' rows to keep in memory for checks
+ * (0: none); used on SQLite only.
  */
-enum otad_err registry_writer_start(struct registry *reg, unsigned queue_max);
+enum otad_err registry_writer_start(struct registry *reg, unsigned queue_max,
+    size_t cache_devices);
+
+/* The device rows kept in memory, for /metrics. */
+struct devcache_stats {
+	size_t devices, cap;
+	uint64_t hits, misses;
+};
+/* 0 and the figures, or -1 when no rows are kept */
+int registry_device_cache_stats(struct registry *reg,
+    struct devcache_stats *out);
+
+/*
+ * Let the reader answer registry_device_get from reg's device rows in
+ * memory, and (for the reader that watches the catalog generation)
+ * clear them when the generation moves: an edit outside the writer.
+ */
+void registry_reader_share_cache(struct registry_reader *r,
+    struct registry *reg);
 
 /* A zeroed record; NULL when out of memory. */
 struct record *registry_record_new(enum record_kind kind);

@@ -31,8 +31,11 @@ extern const unsigned pg_migration_count;
 #define BATCH_MAX 4096    /* records in one transaction */
 #define BUSY_WAIT_MS 200  /* one busy_timeout wait */
 #define OPEN_WAIT_MS 10000 /* opening: wait out a daemon's long commit */
-#define NAP_BELOW 256     /* batches smaller than this ... */
-#define NAP_NS 1000000L   /* ... are followed by a 1 ms nap */
+#define WRITER_CACHE_KIB "262144" /* the writer's page cache, at most */
+#define GATHER_FROM 64    /* batches from this size (load) ... */
+#define GATHER_BELOW 2048 /* ... to this let check-ins gather ... */
+#define GATHER_MS 50      /* ... this long, */
+#define NAP_NS 1000000L   /* ... the others nap 1 ms */
 
 /* One submitting thread's queue; its lock is shared only with the writer. */
 struct producer {
@@ -62,8 +65,37 @@ enum wstmt {
 	W_SAVEPOINT,
 	W_RELEASE,
 	W_ROLLBACK_TO,
+	W_LOAD_DEVICES,
 	W_COUNT
 };
+
+/*
+ * What a check needs of a device's row, in the order device_row_from
+ * reads them: the reader's point lookup, the check-in's RETURNING and the
+ * device cache's loader select the same columns.
+ */
+#define DEVICE_ROW_COLUMNS                                                     \
+	" coalesce(version, ''), coalesce(product, ''), blocked,"             \
+	" coalesce(chip, ''), coalesce(hw_rev, ''),"                          \
+	" coalesce(secure_version, -1), coalesce(token_hash, ''),"            \
+	" coalesce(grp, ''), coalesce(battery, -1),"                          \
+	" coalesce(running_sha256, ''), coalesce(fs_version, '')"
+#define DEVICE_ROW_NCOLUMNS 11
+void device_row_from(struct db_stmt *st, struct device_row *out);
+
+/* registry/devcache.c: device rows in memory (see there) */
+struct devcache;
+struct devcache *devcache_new(size_t cap);
+void devcache_free(struct devcache *c);
+/* a put carries the epoch of when its row was read: older is refused */
+void devcache_put(struct devcache *c, const char *id,
+    const struct device_row *row, uint64_t epoch, int only_if_absent);
+/* 1 and the row, or 0 when it is not cached */
+int devcache_get(struct devcache *c, const char *id, struct device_row *out);
+void devcache_drop(struct devcache *c, const char *id);
+void devcache_clear(struct devcache *c);
+uint64_t devcache_epoch(struct devcache *c);
+void devcache_stats(struct devcache *c, struct devcache_stats *out);
 
 struct registry {
 	struct db *db;
@@ -80,6 +112,8 @@ struct registry {
 	int running;
 	int efd; /* producers wake the writer through it */
 	atomic_int idle; /* the writer waits on efd: only then wake it */
+	atomic_int gathering; /* ... or lets check-ins gather: wake it for
+				 a durable record */
 	atomic_int stopping;
 	atomic_llong busy_since; /* writer waits for the database since */
 	unsigned queue_max;
@@ -101,6 +135,16 @@ struct registry {
 	uint64_t next_seq;     /* writer: the seq to apply next */
 	struct record *held;   /* writer: collected, waiting for a gap */
 	size_t nheld;
+	/*
+	 * Device rows in memory (SQLite only: on PostgreSQL other nodes
+	 * write rows too), and the writer's loading of them: every device
+	 * after load_after, for the epoch load_epoch, until loaded.
+	 */
+	struct devcache *cache;
+	uint64_t batch_epoch; /* the cache's epoch when the batch began */
+	char load_after[OTAD_ID_MAX + 1];
+	uint64_t load_epoch;
+	int loaded;
 };
 
 /*
@@ -140,6 +184,7 @@ enum rstmt {
 
 struct registry_reader {
 	struct db *db;
+	struct devcache *cache; /* the daemon's device rows; may be NULL */
 	struct db_stmt *s[R_COUNT];
 	int64_t data_version; /* -1 before the first look */
 	int64_t generation;

@@ -41,10 +41,13 @@ typedef void (*rollout_payload_free)(void *payload);
 
 /*
  * Open a reader on db_path, load the first snapshot and start the
- * controller. Fails if the first load fails.
+ * controller. Fails if the first load fails. A change of the catalog
+ * generation clears the device rows daemon (the daemon's registry) keeps
+ * in memory: the generation is how edits outside its writer show.
  */
-enum otad_err rollout_start(const char *db_path, rollout_payload_new pnew,
-    rollout_payload_free pfree, void *arg, struct rollout **out);
+enum otad_err rollout_start(const char *db_path, struct registry *daemon,
+    rollout_payload_new pnew, rollout_payload_free pfree, void *arg,
+    struct rollout **out);
 /* Stop the thread, drop the current snapshot; NULL-safe. */
 void rollout_stop(struct rollout *r);
 

@@ -84,6 +84,7 @@ api_thread_state(struct api *api)
 		free(t);
 		return NULL;
 	}
+	registry_reader_share_cache(t->reader, api->reg);
 	pthread_setspecific(api->thread_key, t);
 	return t;
 }
@@ -626,7 +627,7 @@ api_start_rollout(struct api *api, struct rollout **out)
 {
 	enum otad_err rc;
 
-	rc = rollout_start(api->db_path, download_offer_payload,
+	rc = rollout_start(api->db_path, api->reg, download_offer_payload,
 	    download_offer_payload_free, api, out);
 	if (rc == OTAD_OK)
 		api->rollout = *out;

@@ -62,6 +62,8 @@ static const struct conf_key conf_keys[] = {
 	    0},
 	{"writer_queue_max", CONF_UINT, F(writer_queue_max), 64, 1000000,
 	    "65536", 1},
+	{"device_cache", CONF_UINT, F(device_cache), 0, 100000000, "2000000",
+	    1},
 	{"shutdown_timeout", CONF_UINT, F(shutdown_timeout), 0, 3600, "30", 0},
 	{"offline_after", CONF_UINT, F(offline_after), 10, 31536000, "600", 0},
 	{"leader_timeout", CONF_UINT, F(leader_timeout), 2, 300, "10", 0},

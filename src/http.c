@@ -1444,6 +1444,7 @@ http_start(const struct http_options *opt, const struct http_route *routes,
 			log_warnx("cannot start the slow-request reaper");
 		else
 			h->reaper_running = 1;
+		pthread_setname_np(h->reaper, "otad-reaper");
 	}
 	*out = h;
 	return OTAD_OK;

@@ -248,7 +248,8 @@ main(int argc, char *argv[])
 		store_set_source(store, registry_fetch_artifact, db_path);
 	store_clean(store);
 	store_sweep(store, artifact_named, reg);
-	if (registry_writer_start(reg, conf.writer_queue_max) != OTAD_OK)
+	if (registry_writer_start(reg, conf.writer_queue_max,
+	    conf.device_cache) != OTAD_OK)
 		fatalx("cannot start the registry writer");
 	if (api_new(db_path, reg, store, &api) != OTAD_OK)
 		fatalx("out of memory");

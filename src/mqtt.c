@@ -920,12 +920,14 @@ mqtt_start(const struct mqtt_options *o, struct mqtt **out, char *why,
 		rc = rc != OTAD_OK ? rc : OTAD_ERR_NOMEM;
 		goto fail;
 	}
+	registry_reader_share_cache(m->reader, o->reg);
 	if (pthread_create(&m->thread, NULL, mqtt_main, m) != 0) {
 		snprintf(why, whylen, "cannot start the MQTT thread");
 		rc = OTAD_ERR_NOMEM;
 		goto fail;
 	}
 	m->running = 1;
+	pthread_setname_np(m->thread, "otad-mqtt");
 	log_info("MQTT: broker %s:%u%s, topics under '%s/', telemetry from "
 	    "'%s'", m->host, m->port, c->mqtt_tls_ca[0] ? " (TLS)" : "",
 	    m->prefix, c->mqtt_telemetry_topics);

@@ -658,9 +658,11 @@ op_device_add(struct ops_ctx *ctx, json_t *args, json_t **result, char *why,
 		return OTAD_ERR_IO;
 	}
 	if ((rc = registry_device_add(ctx->reg, id, group, hash, why,
-	    whylen)) == OTAD_OK)
+	    whylen)) == OTAD_OK) {
+		served(ctx);
 		/* shown once: only its hash is kept */
 		*result = json_pack("{s:s,s:s}", "device", id, "token", token);
+	}
 	explicit_bzero(token, sizeof(token));
 	return rc;
 }
@@ -690,6 +692,7 @@ op_device_set(struct ops_ctx *ctx, json_t *args, json_t **result, char *why,
 	if ((rc = registry_device_set(ctx->reg, id, group, hw_rev, chip, why,
 	    whylen)) != OTAD_OK)
 		return rc;
+	served(ctx);
 	*result = json_pack("{s:s,s:s?,s:s?,s:s?}", "device", id, "group",
 	    group, "hw_rev", hw_rev, "chip", chip);
 	return OTAD_OK;
@@ -709,8 +712,10 @@ device_act(struct ops_ctx *ctx, json_t *args, json_t **result, char *why,
 	else
 		rc = registry_device_block(ctx->reg, id, strcmp(verb, "block") ==
 		    0, why, whylen);
-	if (rc == OTAD_OK)
+	if (rc == OTAD_OK) {
+		served(ctx);
 		*result = json_pack("{s:s,s:s}", "device", id, "done", verb);
+	}
 	return rc;
 }
 

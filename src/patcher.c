@@ -520,6 +520,7 @@ patcher_start(struct store *store, unsigned max_share, struct patcher **out)
 		return OTAD_ERR_NOMEM;
 	}
 	p->running = 1;
+	pthread_setname_np(p->thread, "otad-patcher");
 	*out = p;
 	return OTAD_OK;
 }

@@ -251,7 +251,8 @@ controller_main(void *arg)
 }
 
 enum otad_err
-rollout_start(const char *db_path, rollout_payload_new pnew,
+rollout_start(const char *db_path, struct registry *daemon,
+    rollout_payload_new pnew,
     rollout_payload_free pfree, void *arg, struct rollout **out)
 {
 	struct rollout *r;
@@ -276,6 +277,7 @@ rollout_start(const char *db_path, rollout_payload_new pnew,
 	if ((rc = registry_reader_open(db_path, &r->reader)) != OTAD_OK ||
 	    (rc = registry_open(db_path, &r->marker)) != OTAD_OK)
 		goto fail;
+	registry_reader_share_cache(r->reader, daemon);
 	lead(r);
 	refresh(r, 1);
 	if (r->current == NULL) {
@@ -287,6 +289,7 @@ rollout_start(const char *db_path, rollout_payload_new pnew,
 		goto fail;
 	}
 	r->running = 1;
+	pthread_setname_np(r->thread, "otad-rollout");
 	*out = r;
 	return OTAD_OK;
 fail:

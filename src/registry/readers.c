@@ -14,12 +14,7 @@
 #include "registry_impl.h"
 
 static const char *const rsql[R_COUNT] = {
-	[R_DEVICE] = "SELECT coalesce(version, ''), coalesce(product, ''), blocked,"
-		     " coalesce(chip, ''), coalesce(hw_rev, ''),"
-		     " coalesce(secure_version, -1), coalesce(token_hash, ''),"
-		     " coalesce(grp, ''), coalesce(battery, -1),"
-		     " coalesce(running_sha256, ''), coalesce(fs_version, '')"
-		     " FROM device WHERE id = ?1",
+	[R_DEVICE] = "SELECT" DEVICE_ROW_COLUMNS " FROM device WHERE id = ?1",
 	/* only when an offer is about to be made (see registry.h) */
 	[R_REFUSAL] = "SELECT coalesce(p.release, 0), coalesce(p.from_version,"
 		      " ''), coalesce((SELECT release FROM attempt WHERE device ="
@@ -142,11 +137,9 @@ point_lookup(struct registry_reader *r, enum rstmt which, const char *key,
 	return rc;
 }
 
-static void
-fill_device(struct db_stmt *st, void *p)
+void
+device_row_from(struct db_stmt *st, struct device_row *out)
 {
-	struct device_row *out = p;
-
 	copy_col(out->version, sizeof(out->version), st, 0);
 	copy_col(out->product, sizeof(out->product), st, 1);
 	out->blocked = db_column_int(st, 2);
@@ -203,10 +196,25 @@ registry_token_owner(struct registry_reader *r, const char *token_hash,
 	    "token lookup");
 }
 
+static void
+fill_device(struct db_stmt *st, void *p)
+{
+	device_row_from(st, p);
+}
+
+void
+registry_reader_share_cache(struct registry_reader *r, struct registry *reg)
+{
+	r->cache = reg->cache;
+}
+
 enum otad_err
 registry_device_get(struct registry_reader *r, const char *id,
     struct device_row *out)
 {
+	/* the writer keeps every row it wrote or loaded; a miss reads */
+	if (r->cache != NULL && devcache_get(r->cache, id, out))
+		return OTAD_OK;
 	return point_lookup(r, R_DEVICE, id, fill_device, out,
 	    "device lookup");
 }
@@ -248,7 +256,7 @@ enum otad_err
 registry_catalog_generation(struct registry_reader *r, int64_t *generation)
 {
 	struct db_stmt *st = r->s[R_DATA_VERSION];
-	int64_t dv = r->data_version + 1;
+	int64_t dv = r->data_version + 1, gen;
 
 	/*
 	 * SQLite says whether anyone wrote since the last look, without a
@@ -268,9 +276,17 @@ registry_catalog_generation(struct registry_reader *r, int64_t *generation)
 			db_reset(st);
 			return db_error(r->db, "catalog generation");
 		}
-		r->generation = db_column_int64(st, 0);
+		gen = db_column_int64(st, 0);
 		db_reset(st);
 		r->data_version = dv;
+		/*
+		 * An edit outside the writer (a device blocked, grouped, given
+		 * a token, by otactl or by hand) moved it: the device rows in
+		 * memory go, before the daemon says it serves the change.
+		 */
+		if (gen != r->generation && r->cache != NULL)
+			devcache_clear(r->cache);
+		r->generation = gen;
 	}
 	*generation = r->generation;
 	return OTAD_OK;

@@ -52,7 +52,9 @@ static const char *const wsql[W_COUNT] = {
 	    /* an eFuse only counts up */
 	    " secure_version = coalesce(max(device.secure_version,"
 	    " excluded.secure_version), device.secure_version,"
-	    " excluded.secure_version)",
+	    " excluded.secure_version)"
+	    /* the row as it is now, for the device rows in memory */
+	    " RETURNING" DEVICE_ROW_COLUMNS,
 	/* a silent device said nothing: it runs what it was last known to */
 	[W_OFFER] =
 	    "INSERT INTO attempt (device, release, rollout, from_version,"
@@ -161,7 +163,19 @@ static const char *const wsql[W_COUNT] = {
 	[W_SAVEPOINT] = "SAVEPOINT rec",
 	[W_RELEASE] = "RELEASE rec",
 	[W_ROLLBACK_TO] = "ROLLBACK TO rec",
+	/* the device cache's loading, a page of rows at a time */
+	[W_LOAD_DEVICES] =
+	    "SELECT" DEVICE_ROW_COLUMNS ", id FROM device WHERE id > ?1"
+	    " ORDER BY id LIMIT 2000",
 };
+
+/* A device's row changed in a way only the database knows: read it again. */
+static void
+forget_device(struct registry *reg, const char *id)
+{
+	if (reg->cache != NULL)
+		devcache_drop(reg->cache, id);
+}
 
 struct record *
 registry_record_new(enum record_kind kind)
@@ -218,6 +232,7 @@ apply_running(struct registry *reg, const struct record *rec)
 		return -1;
 	if (db_changes(reg->db) > 0 && rec->chip[0] == '\0') {
 		/* it runs the image it was offered: its chip is that one's */
+		forget_device(reg, rec->device);
 		st = reg->w[W_LEARN_CHIP];
 		db_bind_text(st, 1, rec->device);
 		if (step_done(st) < 0)
@@ -308,6 +323,8 @@ apply_trigger(struct registry *reg, const struct record *rec)
 static int
 apply_silent(struct registry *reg, const struct record *rec)
 {
+	/* its version may be inferred below: read again next time */
+	forget_device(reg, rec->device);
 	if (rec->refetch_release > 0 && run(reg, "UPDATE attempt SET state ="
 	    " 'rollback', inferred = 1, reason = 'inferred: fetched the image"
 	    " again after it was delivered', updated_at = ?3, finished_at ="
@@ -330,6 +347,30 @@ apply_silent(struct registry *reg, const struct record *rec)
 	return run(reg, "UPDATE attempt SET quiet_at = ?2 WHERE"
 	    SILENT_SETTLED " AND quiet_at IS NULL", "tii", rec->device,
 	    rec->at, rec->settle) == DB_DONE ? 0 : -1;
+}
+
+/*
+ * The check-in's upsert, whose RETURNING row goes to the device rows in
+ * memory: the row exactly as the database has it now. If the batch fails
+ * to commit, the writer clears them.
+ */
+static int
+step_returning(struct registry *reg, struct db_stmt *st, const char *id)
+{
+	int rc = db_step(st);
+
+	if (rc == DB_ROW) {
+		if (reg->cache != NULL) {
+			struct device_row row;
+
+			device_row_from(st, &row);
+			devcache_put(reg->cache, id, &row, reg->batch_epoch, 0);
+		}
+		rc = db_step(st);
+	}
+	db_reset(st);
+	db_clear_bindings(st);
+	return rc == DB_DONE ? 0 : -1;
 }
 
 static int
@@ -356,8 +397,9 @@ apply_checkin(struct registry *reg, const struct record *rec)
 	bind_tel(st, 14, &rec->tel, TEL_UPTIME, rec->tel.uptime);
 	/* neither a filesystem request nor a silent library tells the app */
 	db_bind_int64(st, 15, rec->fs_mode || rec->silent);
-	if (step_done(st) < 0 || (!rec->fs_mode && apply_running(reg, rec) <
-	    0) || (rec->silent && apply_silent(reg, rec) < 0))
+	if (step_returning(reg, st, rec->device) < 0 || (!rec->fs_mode &&
+	    apply_running(reg, rec) < 0) || (rec->silent &&
+	    apply_silent(reg, rec) < 0))
 		return -1;
 	/* and maybe, in the same answer, the next step is offered */
 	if (rec->offer_release <= 0)
@@ -439,6 +481,8 @@ apply_report(struct registry *reg, const struct record *rec)
 	int64_t attempt = 0;
 	int rc;
 
+	forget_device(reg, rec->device);
+
 	/* the version it ran before this report, for a new attempt row */
 	st = reg->w[W_DEVICE_VERSION];
 	db_bind_text(st, 1, rec->device);
@@ -517,6 +561,9 @@ static const char *const record_names[] = {
 static int
 apply_one(struct registry *reg, const struct record *rec)
 {
+	/* what changes a device's row otherwise than a check-in does */
+	if (rec->kind == RECORD_TELEMETRY || rec->kind == RECORD_DELIVERED)
+		forget_device(reg, rec->device);
 	switch (rec->kind) {
 	case RECORD_CHECKIN:
 		return apply_checkin(reg, rec);
@@ -560,6 +607,15 @@ writer_begin(struct registry *reg)
 	}
 }
 
+int
+registry_device_cache_stats(struct registry *reg, struct devcache_stats *out)
+{
+	if (reg->cache == NULL)
+		return -1;
+	devcache_stats(reg->cache, out);
+	return 0;
+}
+
 int64_t
 registry_stalled(struct registry *reg)
 {
@@ -588,7 +644,8 @@ apply_all(struct registry *reg, struct record *batch)
 	return NULL;
 }
 
-static void
+/* Apply and commit a batch; whether it held a durable record. */
+static int
 writer_apply(struct registry *reg, struct record *batch, size_t count)
 {
 	struct record *rec;
@@ -603,6 +660,8 @@ writer_apply(struct registry *reg, struct record *batch, size_t count)
 	 * report does, and its wait covers every earlier commit.
 	 */
 	db_durable(reg->db, durable);
+	if (reg->cache != NULL)
+		reg->batch_epoch = devcache_epoch(reg->cache);
 	writer_begin(reg);
 	if (whole) {
 		/*
@@ -624,7 +683,7 @@ writer_apply(struct registry *reg, struct record *batch, size_t count)
 				for (rec = batch; rec != NULL; rec = rec->next)
 					rec->err = OTAD_ERR_DB;
 				atomic_store(&reg->busy_since, 0);
-				return;
+				return durable;
 			}
 			writer_begin(reg);
 		}
@@ -661,10 +720,13 @@ writer_apply(struct registry *reg, struct record *batch, size_t count)
 			log_warnx("cannot commit %zu records: %s", count,
 			    db_errmsg(reg->db));
 			db_exec(reg->db, "ROLLBACK");
+			/* rows put from this batch were never written */
+			if (reg->cache != NULL)
+				devcache_clear(reg->cache);
 			for (rec = batch; rec != NULL; rec = rec->next)
 				rec->err = OTAD_ERR_DB;
 			atomic_store(&reg->busy_since, 0);
-			return;
+			return durable;
 		}
 		writer_blocked(reg);
 		if (now - last_log >= 10) {
@@ -674,6 +736,7 @@ writer_apply(struct registry *reg, struct record *batch, size_t count)
 		}
 	}
 	atomic_store(&reg->busy_since, 0);
+	return durable;
 }
 
 /* Two lists in seq order merged into one. */
@@ -747,6 +810,84 @@ writer_collect(struct registry *reg, size_t *count)
 	return in_order(reg, head, count);
 }
 
+/*
+ * Load a page of device rows into memory, those not there already; 1 while
+ * there are more to load. A clear (a new epoch) starts again from the
+ * first device. The writer's own reads see all it has written.
+ */
+static int
+load_devices(struct registry *reg)
+{
+	struct db_stmt *st = reg->w[W_LOAD_DEVICES];
+	uint64_t epoch;
+	int n = 0, rc;
+
+	if (reg->cache == NULL)
+		return 0;
+	epoch = devcache_epoch(reg->cache);
+	if (epoch != reg->load_epoch) {
+		reg->load_epoch = epoch;
+		reg->load_after[0] = '\0';
+		reg->loaded = 0;
+	}
+	if (reg->loaded)
+		return 0;
+	db_bind_text(st, 1, reg->load_after);
+	while ((rc = db_step(st)) == DB_ROW) {
+		struct device_row row;
+		const char *id = db_column_text(st, DEVICE_ROW_NCOLUMNS);
+
+		if (id == NULL)
+			continue;
+		device_row_from(st, &row);
+		devcache_put(reg->cache, id, &row, epoch, 1);
+		snprintf(reg->load_after, sizeof(reg->load_after), "%s", id);
+		n++;
+	}
+	db_reset(st);
+	db_clear_bindings(st);
+	if (rc != DB_DONE)
+		return 0; /* busy or failing: the next round tries again */
+	if (n == 0) {
+		struct devcache_stats cs;
+
+		reg->loaded = 1;
+		devcache_stats(reg->cache, &cs);
+		log_debug("%zu device rows in memory", cs.devices);
+	}
+	return !reg->loaded;
+}
+
+/*
+ * Between batches under load: let records gather, so that one transaction
+ * carries many. In random order every check-in dirties a page of its own,
+ * and a transaction writes each dirty page once however many rows changed
+ * in it, so larger transactions write fewer pages per check-in. Check-ins
+ * wait up to GATHER_MS (nobody waits for them); a durable record (a
+ * report) wakes the writer at once. Under a trickle, or after a batch
+ * with a report, a 1 ms nap turns many tiny transactions (and fsyncs)
+ * into fewer, and what a device did shows in the database at once.
+ */
+static void
+gather(struct registry *reg, size_t count, int durable)
+{
+	const struct timespec nap = {0, NAP_NS};
+	struct pollfd pfd = {.fd = reg->efd, .events = POLLIN};
+	uint64_t ticks;
+
+	if (count >= GATHER_BELOW)
+		return;
+	if (durable || count < GATHER_FROM) {
+		nanosleep(&nap, NULL);
+		return;
+	}
+	atomic_store(&reg->gathering, 1);
+	if (poll(&pfd, 1, GATHER_MS) > 0 && read(reg->efd, &ticks,
+	    sizeof(ticks)) < 0 && errno != EAGAIN)
+		log_warn("writer wake-up");
+	atomic_store(&reg->gathering, 0);
+}
+
 static void *
 writer_main(void *arg)
 {
@@ -758,6 +899,7 @@ writer_main(void *arg)
 		struct record *batch, *rec, *next;
 		uint64_t ticks;
 		size_t count;
+		int durable;
 
 		/*
 		 * Say we are idle before the last look: a producer that
@@ -775,7 +917,8 @@ writer_main(void *arg)
 		if (batch == NULL) {
 			if (atomic_load(&reg->stopping))
 				break;
-			if (poll(&pfd, 1, 1000) > 0 &&
+			/* idle: rows to load first, then wait for records */
+			if (poll(&pfd, 1, load_devices(reg) ? 0 : 1000) > 0 &&
 			    read(reg->efd, &ticks, sizeof(ticks)) < 0 &&
 			    errno != EAGAIN)
 				log_warn("writer wake-up");
@@ -783,7 +926,8 @@ writer_main(void *arg)
 			continue;
 		}
 		atomic_store(&reg->idle, 0);
-		writer_apply(reg, batch, count);
+		durable = writer_apply(reg, batch, count);
+		load_devices(reg); /* busy: a page between batches */
 		atomic_fetch_sub(&reg->depth, count);
 		for (rec = batch; rec != NULL; rec = next) {
 			next = rec->next;
@@ -791,21 +935,31 @@ writer_main(void *arg)
 				rec->done(rec->done_arg, rec->err);
 			free(rec);
 		}
-		/*
-		 * Under a steady trickle, a short nap turns many tiny
-		 * transactions (and as many wake-ups) into a few larger ones;
-		 * a report waits at most this much longer for its fsync.
-		 */
-		if (count < NAP_BELOW)
-			nanosleep(&nap, NULL);
+		gather(reg, count, durable);
 	}
 	return NULL;
 }
 
 enum otad_err
-registry_writer_start(struct registry *reg, unsigned queue_max)
+registry_writer_start(struct registry *reg, unsigned queue_max,
+    size_t cache_devices)
 {
 	int i;
+
+	/* on PostgreSQL other nodes write device rows: always read them */
+	if (cache_devices > 0 && db_backend(reg->db) == DB_SQLITE &&
+	    (reg->cache = devcache_new(cache_devices)) == NULL)
+		return OTAD_ERR_NOMEM;
+	/*
+	 * The writer's pages stay valid across its own commits (SQLite
+	 * discards a connection's cache only for another's), so a cache that
+	 * holds the device table's pages spares a read per random check-in.
+	 * Pages are allocated as they are touched: the limit, not a cost.
+	 */
+	if (db_backend(reg->db) == DB_SQLITE && db_exec(reg->db,
+	    "PRAGMA cache_size = -" WRITER_CACHE_KIB) != DB_OK)
+		log_warnx("cannot size the writer's page cache: %s",
+		    db_errmsg(reg->db));
 
 	for (i = 0; i < W_COUNT; i++)
 		if (db_prepare(reg->db, wsql[i], 1, &reg->w[i]) != DB_OK)
@@ -823,6 +977,8 @@ registry_writer_start(struct registry *reg, unsigned queue_max)
 		return OTAD_ERR_NOMEM;
 	}
 	reg->running = 1;
+	/* named, for top -H and perf: its share of the CPU is the figure */
+	pthread_setname_np(reg->thread, "otad-writer");
 	return OTAD_OK;
 }
 
@@ -888,9 +1044,10 @@ registry_submit(struct registry *reg, struct record *rec)
 	pthread_mutex_unlock(&p->mu);
 	/*
 	 * Only the first record into an empty queue, and only while the
-	 * writer waits, costs a wake-up.
+	 * writer waits, costs a wake-up; a durable record ends a gathering.
 	 */
-	if (wake && atomic_load(&reg->idle) &&
+	if (((wake && atomic_load(&reg->idle)) || (rec->durable &&
+	    atomic_load(&reg->gathering))) &&
 	    write(reg->efd, &one, sizeof(one)) < 0 && errno != EAGAIN)
 		log_warn("cannot wake the writer");
 	return OTAD_OK;
@@ -931,5 +1088,6 @@ registry_close(struct registry *reg)
 		close(reg->efd);
 	pthread_mutex_destroy(&reg->producers_mu);
 	db_close(reg->db);
+	devcache_free(reg->cache);
 	free(reg);
 }

@@ -125,6 +125,22 @@ drain() {
 	echo "$(date +%s.%N) - $t0" | bc -l | xargs printf '%.2f'
 }
 
+# recorded_checks CONNS WRK_ARGS...: wrk against otad; prints the checks
+# recorded per second: those answered in the run, over the run and the
+# time the writer then took to record the rest (answers can outrun the
+# writer, and a rate of answers would hide it). Fails if any check-in
+# was dropped. wrk's own output is left in $work/wrk.out (latency).
+recorded_checks() {
+	local before took answered
+	before=$(metric otad_checks_total)
+	run_wrk "$@" > "$work/wrk.out"
+	took=$(drain)
+	answered=$(( $(metric otad_checks_total) - before ))
+	[ "$(metric otad_records_dropped_total)" = 0 ] ||
+		{ echo "bench: check-ins were dropped"; exit 1; }
+	echo "$answered / (${DURATION%s} + $took)" | bc -l
+}
+
 rate() { awk '/^Requests\/sec:/ { print $2 }'; }
 # latency PERCENT: from wrk --latency output, in milliseconds
 latency() {

@@ -80,15 +80,8 @@ SQL
 	start_otad
 	# checks are answered before they are recorded: the rate is of
 	# checks recorded, the wait for the writer's queue included
-	run_wrk "$CONNS" -s "$(devices_lua 0.14.3 keep-alive)" \
-		"http://127.0.0.1:$port" >/dev/null
-	local took answered
-	took=$(drain)
-	answered=$(metric otad_checks_total)
-	[ "$(metric otad_records_dropped_total)" = 0 ] ||
-		{ echo "bench: check-ins were dropped on $1"; exit 1; }
-	eval "check_$1=$(echo "$answered / (${DURATION%s} + $took)" | bc -l)"
-	echo "$1: $answered checks answered, recorded $took s after the run"
+	eval "check_$1=$(recorded_checks "$CONNS" -s \
+		"$(devices_lua 0.14.3 keep-alive)" "http://127.0.0.1:$port")"
 	eval "report_$1=\$(run_wrk \"$CONNS\" -s \"$(reports_lua)\" \
 		\"http://127.0.0.1:$port\" | rate)"
 	stop_otad

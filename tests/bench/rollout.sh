@@ -30,7 +30,7 @@ sqlite3 "$work/state/otad.db" "UPDATE device SET grp = 'canary'
 start_otad
 
 echo "otad $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'), $DEVICES devices, $(nproc) cores, wrk -t$THREADS -c$CONNS, $DURATION each"
-none=$(run_wrk "$CONNS" -s "$(devices_lua 1.0.0 keep-alive)" "http://127.0.0.1:$port" | rate)
+none=$(recorded_checks "$CONNS" -s "$(devices_lua 1.0.0 keep-alive)" "http://127.0.0.1:$port")
 
 rid=$("$BUILD/otactl" --json rollout create 2.0.0 --stages \
 	"group=canary,soak=1h,min=10; 1%,soak=1h,min=100; 100%" 2>/dev/null |
@@ -40,7 +40,7 @@ rid=$("$BUILD/otactl" --json rollout create 2.0.0 --stages \
 sqlite3 "$work/state/otad.db" "UPDATE rollout SET stage = 1 WHERE id = $rid"
 sleep 1.5
 offers0=$(curl -s "http://127.0.0.1:$port/metrics" | awk '$1 == "otad_offers_total" { print $2 }')
-active=$(run_wrk "$CONNS" -s "$(devices_lua 1.0.0 keep-alive)" "http://127.0.0.1:$port" | rate)
+active=$(recorded_checks "$CONNS" -s "$(devices_lua 1.0.0 keep-alive)" "http://127.0.0.1:$port")
 offers1=$(curl -s "http://127.0.0.1:$port/metrics" | awk '$1 == "otad_offers_total" { print $2 }')
 stop_otad
 

@@ -238,7 +238,7 @@ test_writer_and_readers(void **state)
 
 	/* the daemon's side: a writer with a queue of two */
 	assert_int_equal(registry_open(path, &reg), OTAD_OK);
-	assert_int_equal(registry_writer_start(reg, 2), OTAD_OK);
+	assert_int_equal(registry_writer_start(reg, 2, 1000), OTAD_OK);
 	assert_int_equal(registry_submit(reg, checkin("d1", "0.9.0", rel1,
 	    "1.0.0")), OTAD_OK);
 	/* the same offer again is the same attempt */
@@ -384,7 +384,7 @@ test_records_apply_in_the_order_queued(void **state)
 
 	(void)state;
 	assert_int_equal(registry_open(path, &r.reg), OTAD_OK);
-	assert_int_equal(registry_writer_start(r.reg, 1000), OTAD_OK);
+	assert_int_equal(registry_writer_start(r.reg, 1000, 1000), OTAD_OK);
 	pthread_mutex_init(&r.mu, NULL);
 	pthread_cond_init(&r.cv, NULL);
 	r.turn = 0;
@@ -408,6 +408,142 @@ test_records_apply_in_the_order_queued(void **state)
 	registry_close(r.reg);
 	pthread_cond_destroy(&r.cv);
 	pthread_mutex_destroy(&r.mu);
+	cleanup_db(path);
+}
+
+static void
+same_row(const struct device_row *a, const struct device_row *b)
+{
+	assert_string_equal(a->version, b->version);
+	assert_string_equal(a->product, b->product);
+	assert_string_equal(a->chip, b->chip);
+	assert_string_equal(a->hw_rev, b->hw_rev);
+	assert_int_equal(a->secure_version, b->secure_version);
+	assert_string_equal(a->token_hash, b->token_hash);
+	assert_string_equal(a->group, b->group);
+	assert_int_equal(a->battery, b->battery);
+	assert_int_equal(a->blocked, b->blocked);
+	assert_string_equal(a->running_sha256, b->running_sha256);
+	assert_string_equal(a->fs_version, b->fs_version);
+}
+
+/* Until the reader gets id's row with this version; the row. */
+static struct device_row
+row_with(struct registry_reader *rd, const char *id, const char *version)
+{
+	struct device_row row;
+	int waited;
+
+	memset(&row, 0, sizeof(row));
+	for (waited = 0; waited < 5000; waited += 5) {
+		if (registry_device_get(rd, id, &row) == OTAD_OK &&
+		    strcmp(row.version, version) == 0)
+			break;
+		usleep(5 * 1000);
+	}
+	assert_string_equal(row.version, version);
+	return row;
+}
+
+/*
+ * The device rows in memory say what the database says: what the writer
+ * recorded at once, the loader's rows for devices not seen since the
+ * start, and an edit made elsewhere once the generation moved (and not
+ * before: the rows are really read from memory).
+ */
+static void
+test_device_rows_in_memory_follow_the_database(void **state)
+{
+	const char *path = fresh_db();
+	struct registry *reg;
+	struct registry_reader *rd, *plain;
+	struct devcache_stats st;
+	struct device_row row, truth;
+	struct record *r;
+	struct db *hand;
+	int64_t gen;
+	int waited;
+
+	(void)state;
+	assert_int_equal(registry_open(path, &reg), OTAD_OK);
+	/* a device registered before otad starts: the loader's */
+	assert_int_equal(db_open(path, DB_READ_WRITE, &hand), DB_OK);
+	assert_int_equal(db_exec(hand, "INSERT INTO device (id, version,"
+	    " first_seen, last_seen, grp) VALUES ('early', '0.5.0', 1, 1,"
+	    " 'canary')"), DB_OK);
+	assert_int_equal(registry_writer_start(reg, 1000, 1000), OTAD_OK);
+	assert_int_equal(registry_reader_open(path, &rd), OTAD_OK);
+	assert_int_equal(registry_reader_open(path, &plain), OTAD_OK);
+	registry_reader_share_cache(rd, reg);
+	if (registry_device_cache_stats(reg, &st) < 0) {
+		/* PostgreSQL: other nodes write rows; none are kept */
+		assert_int_equal(db_backend(hand), DB_POSTGRES);
+		goto done;
+	}
+	for (waited = 0; waited < 5000 && st.devices < 1; waited += 5) {
+		usleep(5 * 1000);
+		registry_device_cache_stats(reg, &st);
+	}
+	assert_int_equal(st.devices, 1);
+	assert_int_equal(registry_device_get(rd, "early", &row), OTAD_OK);
+	assert_string_equal(row.group, "canary");
+
+	/* a check-in: the row the upsert returned, with what it kept */
+	r = checkin("d1", "1.0.0", 0, NULL);
+	snprintf(r->chip, sizeof(r->chip), "esp32s3");
+	snprintf(r->hw_rev, sizeof(r->hw_rev), "rev2");
+	r->secure_version = 3;
+	assert_int_equal(registry_submit(reg, r), OTAD_OK);
+	r = checkin("d1", "1.1.0", 0, NULL);
+	r->secure_version = 1; /* an eFuse only counts up */
+	assert_int_equal(registry_submit(reg, r), OTAD_OK);
+	row = row_with(rd, "d1", "1.1.0");
+	assert_int_equal(registry_device_get(plain, "d1", &truth), OTAD_OK);
+	same_row(&row, &truth);
+	assert_string_equal(row.chip, "esp32s3");
+	assert_string_equal(row.hw_rev, "rev2");
+	assert_int_equal(row.secure_version, 3);
+	registry_device_cache_stats(reg, &st);
+	assert_true(st.hits >= 1);
+	assert_int_equal(st.devices, 2);
+
+	/* blocked by hand: memory says otherwise until the generation... */
+	assert_int_equal(db_exec(hand, "UPDATE device SET blocked = 1 WHERE"
+	    " id = 'd1'"), DB_OK);
+	assert_int_equal(registry_device_get(plain, "d1", &truth), OTAD_OK);
+	assert_int_equal(truth.blocked, 1);
+	assert_int_equal(registry_device_get(rd, "d1", &row), OTAD_OK);
+	assert_int_equal(row.blocked, 0);
+	/* ... which the schema moved, and whose change clears the rows */
+	assert_int_equal(registry_catalog_generation(rd, &gen), OTAD_OK);
+	assert_int_equal(registry_device_get(rd, "d1", &row), OTAD_OK);
+	assert_int_equal(row.blocked, 1);
+	/* the writer's next check-in returns the block with the row */
+	assert_int_equal(registry_submit(reg, checkin("d1", "1.2.0", 0,
+	    NULL)), OTAD_OK);
+	row = row_with(rd, "d1", "1.2.0");
+	assert_int_equal(row.blocked, 1);
+	/* a check-in changes no generation; a group set by hand does */
+	assert_int_equal(registry_catalog_generation(rd, &gen), OTAD_OK);
+	{
+		int64_t again;
+
+		assert_int_equal(registry_catalog_generation(rd, &again),
+		    OTAD_OK);
+		assert_int_equal(again, gen);
+		assert_int_equal(db_exec(hand, "UPDATE device SET grp = 'b'"
+		    " WHERE id = 'early'"), DB_OK);
+		assert_int_equal(registry_catalog_generation(rd, &again),
+		    OTAD_OK);
+		assert_true(again > gen);
+	}
+	assert_int_equal(registry_device_get(rd, "early", &row), OTAD_OK);
+	assert_string_equal(row.group, "b");
+done:
+	db_close(hand);
+	registry_reader_free(rd);
+	registry_reader_free(plain);
+	registry_close(reg);
 	cleanup_db(path);
 }
 
@@ -521,7 +657,7 @@ test_stage_transitions(void **state)
 
 	/* three offers in stage 0, all succeed */
 	assert_int_equal(registry_open(path, &w), OTAD_OK);
-	assert_int_equal(registry_writer_start(w, 64), OTAD_OK);
+	assert_int_equal(registry_writer_start(w, 64, 1000), OTAD_OK);
 	for (i = 0; i < 3; i++) {
 		snprintf(dev, sizeof(dev), "s0-%d", i);
 		registry_submit(w, offer_rec(dev, rel, ro, 0, t0));
@@ -541,7 +677,7 @@ test_stage_transitions(void **state)
 
 	/* stage 1: two of three roll back, over the stage's 0.05 default */
 	assert_int_equal(registry_open(path, &w), OTAD_OK);
-	assert_int_equal(registry_writer_start(w, 64), OTAD_OK);
+	assert_int_equal(registry_writer_start(w, 64, 1000), OTAD_OK);
 	for (i = 0; i < 3; i++) {
 		snprintf(dev, sizeof(dev), "s1-%d", i);
 		registry_submit(w, offer_rec(dev, rel, ro, 1, t0 + 62));
@@ -565,7 +701,7 @@ test_stage_transitions(void **state)
 
 	/* an offer with no outcome times out */
 	assert_int_equal(registry_open(path, &w), OTAD_OK);
-	assert_int_equal(registry_writer_start(w, 64), OTAD_OK);
+	assert_int_equal(registry_writer_start(w, 64, 1000), OTAD_OK);
 	registry_submit(w, offer_rec("slow", rel, ro, 1, t0));
 	registry_submit(w, offer_rec("slow", rel, ro, 1, t0 + 590));
 	/* and one that went offline counts as failed */
@@ -600,6 +736,7 @@ main(void)
 		cmocka_unit_test(test_writer_and_readers),
 		cmocka_unit_test(test_records_apply_in_the_order_queued),
 		cmocka_unit_test(test_newer_schema_is_refused),
+		cmocka_unit_test(test_device_rows_in_memory_follow_the_database),
 		cmocka_unit_test(test_wait_served),
 		cmocka_unit_test(test_stage_transitions),
 		cmocka_unit_test(test_result_names),
