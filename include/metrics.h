@@ -46,6 +46,15 @@ uint64_t metrics_get(enum metric m);
 void metrics_set_gauges(size_t (*queue_depth)(void *), void *arg,
     long (*in_flight)(void));
 
+/* What the device rows kept in memory say at render time. */
+struct metrics_device_rows {
+	size_t devices;
+	uint64_t hits, misses; /* device lookups answered from memory, not */
+};
+/* rows: 0 and the figures, or -1 when none are kept (not shown) */
+void metrics_set_device_rows(int (*rows)(void *, struct metrics_device_rows *),
+    void *arg);
+
 /* MQTT connection state: -1 off (not shown), 0 down, 1 connected. */
 void metrics_set_mqtt(int state);
 

@@ -76,6 +76,19 @@ queue_depth(void *arg)
 	return registry_queue_depth(arg);
 }
 
+static int
+device_rows(void *arg, struct metrics_device_rows *out)
+{
+	struct devcache_stats st;
+
+	if (registry_device_cache_stats(arg, &st) < 0)
+		return -1;
+	out->devices = st.devices;
+	out->hits = st.hits;
+	out->misses = st.misses;
+	return 0;
+}
+
 /* SIGHUP: a new config, checked whole, then swapped in. */
 /* For the store's sweep: does an artifact row name this file? */
 static int
@@ -287,6 +300,7 @@ main(int argc, char *argv[])
 	    sizeof(bound)) != OTAD_OK)
 		fatalx("cannot serve HTTP on '%s'", conf.listen);
 	metrics_set_gauges(queue_depth, reg, http_in_flight);
+	metrics_set_device_rows(device_rows, reg);
 	if (conf.admin_listen[0] != '\0') {
 		struct http_options aopt = hopt;
 

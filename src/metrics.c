@@ -14,6 +14,8 @@ static atomic_uint_fast64_t counters[M_COUNT];
 static atomic_uint_fast64_t statuses[600];
 static size_t (*gauge_queue)(void *);
 static void *gauge_queue_arg;
+static int (*gauge_rows)(void *, struct metrics_device_rows *);
+static void *gauge_rows_arg;
 static long (*gauge_in_flight)(void);
 static time_t started = 0;
 static atomic_int mqtt_state = -1;
@@ -84,6 +86,14 @@ metrics_status(unsigned status)
 	if (status < 600)
 		atomic_fetch_add_explicit(&statuses[status], 1,
 		    memory_order_relaxed);
+}
+
+void
+metrics_set_device_rows(int (*rows)(void *, struct metrics_device_rows *),
+    void *arg)
+{
+	gauge_rows = rows;
+	gauge_rows_arg = arg;
 }
 
 void
@@ -309,6 +319,22 @@ metrics_render(void)
 			"the writer.\n# TYPE otad_registry_queue gauge\n"
 			"otad_registry_queue %zu\n",
 		    gauge_queue(gauge_queue_arg));
+	if (gauge_rows != NULL) {
+		struct metrics_device_rows r;
+
+		if (gauge_rows(gauge_rows_arg, &r) == 0)
+			put(&b, "# HELP otad_device_rows_cached Device rows "
+				"kept in memory for checks (of device_cache).\n"
+				"# TYPE otad_device_rows_cached gauge\n"
+				"otad_device_rows_cached %zu\n"
+				"# HELP otad_device_lookups_total Device rows "
+				"looked up, by where they were found.\n"
+				"# TYPE otad_device_lookups_total counter\n"
+				"otad_device_lookups_total{from=\"memory\"} %llu\n"
+				"otad_device_lookups_total{from=\"database\"} "
+				"%llu\n", r.devices, (unsigned long long)r.hits,
+			    (unsigned long long)r.misses);
+	}
 	if (gauge_in_flight != NULL)
 		put(&b, "# HELP otad_http_in_flight Requests being answered."
 			"\n# TYPE otad_http_in_flight gauge\n"

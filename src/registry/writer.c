@@ -430,10 +430,14 @@ delivered_fs(struct registry *reg, const struct record *rec)
 	    " kind != 'app')", "tti", rec->device, rec->artifact, rec->at) !=
 	    DB_DONE)
 		return -1;
-	return run(reg, "UPDATE device SET fs_sha256 = ?2, fs_version ="
+	if (run(reg, "UPDATE device SET fs_sha256 = ?2, fs_version ="
 	    " (SELECT version FROM artifact WHERE sha256 = ?2) WHERE id = ?1"
 	    " AND (SELECT kind FROM artifact WHERE sha256 = ?2) != 'app'",
-	    "tt", rec->device, rec->artifact) == DB_DONE ? 0 : -1;
+	    "tt", rec->device, rec->artifact) != DB_DONE)
+		return -1;
+	if (db_changes(reg->db) > 0)
+		forget_device(reg, rec->device); /* its fs_version */
+	return 0;
 }
 
 /* A device fetched (part of) an artifact: seen, and its offer is on. */
@@ -450,6 +454,8 @@ apply_download(struct registry *reg, const struct record *rec)
 		if (step_done(st) < 0 || delivered_fs(reg, rec) < 0)
 			return -1;
 		/* it cannot say otherwise: take it as running the image */
+		if (rec->assume_installed)
+			forget_device(reg, rec->device);
 		if (rec->assume_installed && run(reg, "UPDATE device SET"
 		    " running_sha256 = (SELECT app_sha256 FROM artifact WHERE"
 		    " sha256 = ?2), version = (SELECT version FROM artifact"
@@ -562,7 +568,7 @@ static int
 apply_one(struct registry *reg, const struct record *rec)
 {
 	/* what changes a device's row otherwise than a check-in does */
-	if (rec->kind == RECORD_TELEMETRY || rec->kind == RECORD_DELIVERED)
+	if (rec->kind == RECORD_TELEMETRY)
 		forget_device(reg, rec->device);
 	switch (rec->kind) {
 	case RECORD_CHECKIN:

@@ -105,6 +105,7 @@ fleet_otad 0.14.3 10000
 publish_wled
 start_otad
 small=$(recorded_checks "$CONNS" -s "$(devices_lua 0.14.3 keep-alive)" "http://127.0.0.1:$port")
+rss_small=$(rss_kib)
 checks_recorded
 fleet_otad 0.14.3 1000000
 publish_wled
@@ -112,6 +113,14 @@ start_otad
 big=$(recorded_checks "$CONNS" --latency -s "$(devices_lua 0.14.3 keep-alive)" "http://127.0.0.1:$port")
 p50=$(latency 50 < "$work/wrk.out")
 p99=$(latency 99 < "$work/wrk.out")
+rss_big=$(rss_kib)
+cached=$(metric otad_device_rows_cached)
 checks_recorded
 figure "check at 1,000,000 devices / at 10,000, random" "$(printf '%.0f r/s' "$big")" "$(printf '%.0f r/s' "$small")" "$(ratio "$big" "$small")" ">= 0.9"
 figure "check latency at 1,000,000 devices, p50 / p99" "$p50 ms" "$p99 ms" "-" "p99 <= 10 ms"
+# what a device's row kept in memory costs: the difference between the
+# two fleets' resident memory, over the difference in rows kept
+per_device=-
+[ "${cached:-0}" -gt 10000 ] &&
+	per_device="$(( (rss_big - rss_small) * 1024 / (cached - 10000) )) B"
+figure "memory a device, 1,000,000 devices ($cached rows in memory)" "$per_device" "$((rss_big / 1024)) / $((rss_small / 1024)) MiB" "-" "-"

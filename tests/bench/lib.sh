@@ -117,6 +117,9 @@ metric() {
 	curl -s "http://127.0.0.1:$port/metrics" | awk -v n="$1" '$1 == n { print $2 }'
 }
 
+# rss_kib: the resident memory of the last started otad
+rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/${pids[$((${#pids[@]} - 1))]}/status"; }
+
 # drain: wait until the writer recorded all it was given; the seconds
 drain() {
 	local t0

@@ -70,6 +70,51 @@ def test_hand_edit_pauses_offers_within_a_second(published):
         timeout=1.5, what="the resume to take effect")
 
 
+def metric(d, name):
+    for line in d.get("/metrics").body.decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return None
+
+
+def test_device_edits_reach_the_rows_kept_in_memory(published):
+    """Checks read device rows from memory; a block by otactl counts on the
+    very next check, one by hand within a second, and so do unblocks and
+    groups."""
+    d = published
+    q = "/firmware/check?device=m1&version=0.14.2"
+    assert d.get(q).status == 200
+    d.wait_for(lambda: d.query("SELECT count(*) FROM device WHERE"
+                               " id='m1'")[0][0] == 1, 5, "m1 recorded")
+    before = d.get("/metrics").body.decode()
+    for _ in range(5):
+        assert d.get(q).status == 200
+    after = d.get("/metrics").body.decode()
+
+    def lookups(text, where):
+        for line in text.splitlines():
+            if line.startswith('otad_device_lookups_total{from="%s"}'
+                               % where):
+                return float(line.split()[1])
+        return None
+    if lookups(after, "memory") is not None:  # SQLite: rows in memory
+        assert lookups(after, "memory") - lookups(before, "memory") >= 5
+        assert metric(d, "otad_device_rows_cached") >= 1
+    d.otactl("device", "block", "m1")
+    r = d.get(q)  # no waiting: otactl returned once otad served it
+    assert r.status == 403 and r.json()["error"] == "device is blocked"
+    d.otactl("device", "unblock", "m1")
+    assert d.get(q).status == 200
+    assert d.hand_edit("UPDATE device SET blocked=1 WHERE id='m1'"
+                       ).returncode == 0
+    t0 = time.monotonic()
+    d.wait_for(lambda: d.get(q).status == 403, 1.5, "the block by hand")
+    assert time.monotonic() - t0 < 1.5
+    assert d.hand_edit("UPDATE device SET blocked=0 WHERE id='m1'"
+                       ).returncode == 0
+    d.wait_for(lambda: d.get(q).status == 200, 1.5, "the unblock by hand")
+
+
 def test_publish_is_served_when_otactl_returns(otad):
     sha = otad.otactl("artifact", "add", str(WLED / "0.14.4.bin"),
                       "--version", "0.14.4").stdout.strip()

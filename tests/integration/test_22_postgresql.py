@@ -36,8 +36,9 @@ def test_sql_functions_are_the_daemons(tmp_path):
 @pg_only
 def test_the_registry_unit_tests_pass_on_postgresql(tmp_path):
     """tests/unit/test_registry.c: the catalog, the writer and its order,
-    readers, a newer schema refused, stage transitions."""
-    assert "[  PASSED  ] 7 test(s)." in unit_test_on_postgresql(
+    readers, a newer schema refused, stage transitions, and no device rows
+    kept in memory (other nodes write them)."""
+    assert "[  PASSED  ] 8 test(s)." in unit_test_on_postgresql(
         tmp_path, "test_registry")
 
 
