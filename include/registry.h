@@ -204,7 +204,8 @@ int registry_device_cache_stats(struct registry *reg,
 /*
  * Let the reader answer registry_device_get from reg's device rows in
  * memory, and (for the reader that watches the catalog generation)
- * clear them when the generation moves: an edit outside the writer.
+ * clear them when an operator edited a device: an edit outside the
+ * writer, which moves catalog.devices with the generation.
  */
 void registry_reader_share_cache(struct registry_reader *r,
     struct registry *reg);

@@ -188,6 +188,7 @@ struct registry_reader {
 	struct db_stmt *s[R_COUNT];
 	int64_t data_version; /* -1 before the first look */
 	int64_t generation;
+	int64_t device_edits; /* catalog.devices: operators' device edits */
 };
 
 /*

@@ -9,8 +9,8 @@
  * (RETURNING) or one it read itself; HTTP threads only read, and on a
  * miss read SQLite without putting what they read, so nothing older than
  * what the writer last wrote can replace it. Edits made outside the writer
- * (otactl, the management API, SQL by hand) move the catalog generation
- * (schema triggers), and a generation change clears the cache; a put
+ * (otactl, the management API, SQL by hand) move catalog.devices (schema
+ * triggers), and a change of it clears the cache; a put
  * that began before the clear is refused by the epoch it carries.
  */
 #include <pthread.h>
@@ -303,17 +303,28 @@ devcache_drop(struct devcache *c, const char *id)
 void
 devcache_clear(struct devcache *c)
 {
+	struct shard old[SHARDS];
 	int i;
 
-	/* every shard held: no put of the old epoch lands after this */
+	/*
+	 * Every shard held: no put of the old epoch lands after this. The
+	 * rows are only detached under the locks, and freed after them, so
+	 * checks wait for pointer swaps, not for a million frees.
+	 */
 	for (i = 0; i < SHARDS; i++)
 		pthread_mutex_lock(&c->shards[i].mu);
 	atomic_fetch_add(&c->epoch, 1);
-	for (i = 0; i < SHARDS; i++)
-		shard_empty(&c->shards[i]);
+	for (i = 0; i < SHARDS; i++) {
+		old[i].buckets = c->shards[i].buckets;
+		old[i].nbuckets = c->shards[i].nbuckets;
+		c->shards[i].buckets = NULL;
+		c->shards[i].nbuckets = c->shards[i].count = 0;
+	}
 	atomic_store(&c->count, 0);
 	for (i = SHARDS - 1; i >= 0; i--)
 		pthread_mutex_unlock(&c->shards[i].mu);
+	for (i = 0; i < SHARDS; i++)
+		shard_empty(&old[i]);
 }
 
 uint64_t

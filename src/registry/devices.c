@@ -52,12 +52,12 @@ registry_device_set(struct registry *reg, const char *id, const char *group,
 		return catalog_fail(reg, OTAD_ERR_NOT_FOUND);
 	}
 	/*
-	 * The schema's triggers move the generation for a group, a block and
-	 * a token; the hardware revision and chip are the device's to say
-	 * too, so only this edit of them does.
+	 * The schema's triggers move the generation (and the device edits)
+	 * for a group, a block and a token; the hardware revision and chip
+	 * are the device's to say too, so only this edit of them does.
 	 */
-	if (run(reg, "UPDATE catalog SET generation = generation + 1", "") !=
-	    DB_DONE)
+	if (run(reg, "UPDATE catalog SET generation = generation + 1,"
+	    " devices = devices + 1", "") != DB_DONE)
 		return catalog_db_fail(reg, why, whylen);
 	snprintf(what, sizeof(what), "device set %s%s%s%s%s%s%s", id,
 	    group ? " group " : "", group ? group : "",

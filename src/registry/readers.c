@@ -30,7 +30,7 @@ static const char *const rsql[R_COUNT] = {
 	[R_RUNNING] = "SELECT chip, version, secure_version, sha256 FROM artifact"
 		      " WHERE app_sha256 = ?1 LIMIT 1",
 	[R_DATA_VERSION] = "PRAGMA data_version",
-	[R_GENERATION] = "SELECT generation FROM catalog WHERE id = 1",
+	[R_GENERATION] = "SELECT generation, devices FROM catalog WHERE id = 1",
 	/* after the offer columns: what the rollout's plan says now */
 	[R_OFFERS] = "SELECT ro.id," OFFER_COLUMNS ", ro.staged, ro.stage,"
 		     " coalesce(ro.window, ''), coalesce(ro.days, ''),"
@@ -256,7 +256,7 @@ enum otad_err
 registry_catalog_generation(struct registry_reader *r, int64_t *generation)
 {
 	struct db_stmt *st = r->s[R_DATA_VERSION];
-	int64_t dv = r->data_version + 1, gen;
+	int64_t dv = r->data_version + 1, edits;
 
 	/*
 	 * SQLite says whether anyone wrote since the last look, without a
@@ -276,17 +276,18 @@ registry_catalog_generation(struct registry_reader *r, int64_t *generation)
 			db_reset(st);
 			return db_error(r->db, "catalog generation");
 		}
-		gen = db_column_int64(st, 0);
+		r->generation = db_column_int64(st, 0);
+		edits = db_column_int64(st, 1);
 		db_reset(st);
 		r->data_version = dv;
 		/*
 		 * An edit outside the writer (a device blocked, grouped, given
-		 * a token, by otactl or by hand) moved it: the device rows in
-		 * memory go, before the daemon says it serves the change.
+		 * a token, by otactl or by hand): the device rows in memory go,
+		 * before the daemon says it serves the change.
 		 */
-		if (gen != r->generation && r->cache != NULL)
+		if (edits != r->device_edits && r->cache != NULL)
 			devcache_clear(r->cache);
-		r->generation = gen;
+		r->device_edits = edits;
 	}
 	*generation = r->generation;
 	return OTAD_OK;
