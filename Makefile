@@ -204,7 +204,7 @@ build/fuzz/%: tests/fuzz/%.c $(LIB_SRCS) $(BUILD)/obj/schema.c
 		$(FUZZ_SRCS_$(notdir $@)) -lcrypto -ldivsufsort
 # what each target links
 FUZZ_SRCS_fuzz_espimg := src/espimg.c
-FUZZ_SRCS_fuzz_delta := src/delta.c src/heatshrink.c
+FUZZ_SRCS_fuzz_delta := src/delta.c src/heatshrink.c src/otad.c
 FUZZ_SRCS_fuzz_semver := src/semver.c
 
 fuzz: $(FUZZ_TARGETS)
