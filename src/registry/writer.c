@@ -454,9 +454,10 @@ apply_download(struct registry *reg, const struct record *rec)
 		if (step_done(st) < 0 || delivered_fs(reg, rec) < 0)
 			return -1;
 		/* it cannot say otherwise: take it as running the image */
-		if (rec->assume_installed)
-			forget_device(reg, rec->device);
-		if (rec->assume_installed && run(reg, "UPDATE device SET"
+		if (!rec->assume_installed)
+			return 0;
+		forget_device(reg, rec->device);
+		if (run(reg, "UPDATE device SET"
 		    " running_sha256 = (SELECT app_sha256 FROM artifact WHERE"
 		    " sha256 = ?2), version = (SELECT version FROM artifact"
 		    " WHERE sha256 = ?2) WHERE id = ?1", "tt", rec->device,
