@@ -47,6 +47,7 @@ struct producer {
 
 enum wstmt {
 	W_CHECKIN,
+	W_CHECKIN_SEEN,
 	W_OFFER,
 	W_SUCCESS,
 	W_REPORT_DEVICE,

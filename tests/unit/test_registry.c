@@ -445,6 +445,112 @@ row_with(struct registry_reader *rd, const char *id, const char *version)
 	return row;
 }
 
+/* What a test of the rows in memory opened, closed. */
+static void
+close_cached(struct db *hand, struct registry_reader *rd,
+    struct registry_reader *plain, struct registry *reg, const char *path)
+{
+	db_close(hand);
+	registry_reader_free(rd);
+	registry_reader_free(plain);
+	registry_close(reg);
+	cleanup_db(path);
+}
+
+/* Wait until the database counts n check-ins of device id. */
+static void
+wait_checks(struct db *hand, const char *id, int64_t n)
+{
+	struct db_stmt *st;
+	int64_t checks = -1;
+	int waited;
+
+	assert_int_equal(db_prepare(hand, "SELECT checks FROM device WHERE"
+	    " id = ?1", 0, &st), DB_OK);
+	for (waited = 0; waited < 5000 && checks != n; waited += 5) {
+		db_bind_text(st, 1, id);
+		checks = db_step(st) == DB_ROW ? db_column_int64(st, 0) : -1;
+		db_reset(st);
+		if (checks != n)
+			usleep(5 * 1000);
+	}
+	db_finalize(st);
+	assert_int_equal(checks, n);
+}
+
+/*
+ * A device that polls again with nothing new takes the writer's narrow
+ * update: counted and seen, its battery in memory, and a column edited by
+ * hand in between (which moves no generation) still reaches memory with
+ * its next check-in, as with the whole upsert.
+ */
+static void
+test_a_repeated_check_in_keeps_the_row_true(void **state)
+{
+	const char *path = fresh_db();
+	struct registry *reg;
+	struct registry_reader *rd, *plain;
+	struct device_row row, truth;
+	struct devcache_stats st;
+	struct record *r;
+	struct db *hand;
+
+	(void)state;
+	assert_int_equal(registry_open(path, &reg), OTAD_OK);
+	assert_int_equal(registry_writer_start(reg, 1000, 1000), OTAD_OK);
+	assert_int_equal(registry_reader_open(path, &rd), OTAD_OK);
+	assert_int_equal(registry_reader_open(path, &plain), OTAD_OK);
+	assert_int_equal(db_open(path, DB_READ_WRITE, &hand), DB_OK);
+	registry_reader_share_cache(rd, reg);
+	if (registry_device_cache_stats(reg, &st) < 0) {
+		assert_int_equal(db_backend(hand), DB_POSTGRES);
+		goto done;
+	}
+	r = checkin("d2", "1.0.0", 0, NULL);
+	snprintf(r->chip, sizeof(r->chip), "esp32s3");
+	r->tel.present |= TEL_BATTERY;
+	r->tel.battery = 50;
+	assert_int_equal(registry_submit(reg, r), OTAD_OK);
+	wait_checks(hand, "d2", 1);
+
+	/* again, from elsewhere, with less charge and no chip said */
+	r = checkin("d2", "1.0.0", 0, NULL);
+	snprintf(r->address, sizeof(r->address), "10.0.0.9");
+	r->at += 60;
+	r->tel.present |= TEL_BATTERY;
+	r->tel.battery = 40;
+	assert_int_equal(registry_submit(reg, r), OTAD_OK);
+	wait_checks(hand, "d2", 2);
+	assert_int_equal(registry_device_get(rd, "d2", &row), OTAD_OK);
+	assert_int_equal(registry_device_get(plain, "d2", &truth), OTAD_OK);
+	same_row(&row, &truth);
+	assert_int_equal(row.battery, 40);
+	assert_string_equal(row.chip, "esp32s3");
+	{
+		struct db_stmt *q;
+
+		assert_int_equal(db_prepare(hand, "SELECT count(*) FROM device"
+		    " WHERE id = 'd2' AND address = '10.0.0.9' AND last_seen ="
+		    " 1700000060", 0, &q), DB_OK);
+		assert_int_equal(db_step(q), DB_ROW);
+		assert_int_equal(db_column_int64(q, 0), 1);
+		db_finalize(q);
+	}
+
+	/* the chip set by hand: memory has the old one until d2 polls */
+	assert_int_equal(db_exec(hand, "UPDATE device SET chip = 'esp32c3'"
+	    " WHERE id = 'd2'"), DB_OK);
+	assert_int_equal(registry_submit(reg, checkin("d2", "1.0.0", 0,
+	    NULL)), OTAD_OK);
+	wait_checks(hand, "d2", 3);
+	assert_int_equal(registry_device_get(rd, "d2", &row), OTAD_OK);
+	assert_string_equal(row.chip, "esp32c3");
+	assert_int_equal(registry_device_get(plain, "d2", &truth), OTAD_OK);
+	same_row(&row, &truth);
+done:
+	close_cached(hand, rd, plain, reg, path);
+}
+
 /*
  * The device rows in memory say what the database says: what the writer
  * recorded at once, the loader's rows for devices not seen since the
@@ -540,11 +646,7 @@ test_device_rows_in_memory_follow_the_database(void **state)
 	assert_int_equal(registry_device_get(rd, "early", &row), OTAD_OK);
 	assert_string_equal(row.group, "b");
 done:
-	db_close(hand);
-	registry_reader_free(rd);
-	registry_reader_free(plain);
-	registry_close(reg);
-	cleanup_db(path);
+	close_cached(hand, rd, plain, reg, path);
 }
 
 static void
@@ -737,6 +839,7 @@ main(void)
 		cmocka_unit_test(test_records_apply_in_the_order_queued),
 		cmocka_unit_test(test_newer_schema_is_refused),
 		cmocka_unit_test(test_device_rows_in_memory_follow_the_database),
+		cmocka_unit_test(test_a_repeated_check_in_keeps_the_row_true),
 		cmocka_unit_test(test_wait_served),
 		cmocka_unit_test(test_stage_transitions),
 		cmocka_unit_test(test_result_names),
