@@ -48,6 +48,7 @@ struct producer {
 enum wstmt {
 	W_CHECKIN,
 	W_CHECKIN_SEEN,
+	W_ANY_OPEN,
 	W_OFFER,
 	W_SUCCESS,
 	W_REPORT_DEVICE,

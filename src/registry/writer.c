@@ -75,6 +75,8 @@ static const char *const wsql[W_COUNT] = {
 	    " = ?15 AND coalesce(grp, '') = ?16 AND coalesce(battery, -1) ="
 	    " ?17 AND coalesce(running_sha256, '') = ?18 AND"
 	    " coalesce(fs_version, '') = ?19",
+	[W_ANY_OPEN] = "SELECT 1 FROM attempt WHERE device = ?1 AND state IN "
+	    OPEN_STATES " LIMIT 1",
 	/* a silent device said nothing: it runs what it was last known to */
 	[W_OFFER] =
 	    "INSERT INTO attempt (device, release, rollout, from_version,"
@@ -225,6 +227,24 @@ crash_flags(struct registry *reg, const struct record *rec)
 }
 
 /*
+ * Whether the device has an attempt under way: most check-ins come from
+ * devices with none, and one look spares them the two updates below (or
+ * -1 on an error, which they then meet).
+ */
+static int
+any_open(struct registry *reg, const char *device)
+{
+	struct db_stmt *st = reg->w[W_ANY_OPEN];
+	int rc;
+
+	db_bind_text(st, 1, device);
+	rc = db_step(st);
+	db_reset(st);
+	db_clear_bindings(st);
+	return rc == DB_DONE ? 0 : 1;
+}
+
+/*
  * What the version a device runs now says of its attempts: back on the
  * one it left (rolled back), crashed since, or on the one offered
  * (succeeded).
@@ -234,7 +254,7 @@ apply_running(struct registry *reg, const struct record *rec)
 {
 	struct db_stmt *st;
 
-	if (rec->version[0] == '\0')
+	if (rec->version[0] == '\0' || !any_open(reg, rec->device))
 		return crash_flags(reg, rec);
 	st = reg->w[W_ROLLBACK];
 	db_bind_text(st, 1, rec->device);
