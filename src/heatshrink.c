@@ -52,10 +52,18 @@ hash3(const uint8_t *p)
 
 static void
 find_matches(const uint8_t *in, size_t n, uint8_t *mlen, uint16_t *moff,
-    uint32_t *prev, uint32_t *head, uint32_t *head2)
+    uint32_t *prev, uint32_t *head, uint32_t *head2, uint32_t *start,
+    uint32_t *end)
 {
 	size_t i, back = 0, run = 1;
 
+	/* every position's run of one byte: where it starts, and ends */
+	for (i = 0; i < n; i++)
+		start[i] = i > 0 && in[i - 1] == in[i] ? start[i - 1] :
+		    (uint32_t)i;
+	for (i = n; i-- > 0;)
+		end[i] = i + 1 < n && in[i + 1] == in[i] ? end[i + 1] :
+		    (uint32_t)(i + 1);
 	for (i = 0; i < (1u << HASH3_BITS); i++)
 		head[i] = NO_POS;
 	for (i = 0; i < 65536; i++)
@@ -91,6 +99,34 @@ find_matches(const uint8_t *in, size_t n, uint8_t *mlen, uint16_t *moff,
 			    c = prev[c]) {
 				unsigned l;
 
+				/*
+				 * In an earlier run of the byte i's run is of
+				 * (a diff of near-identical images is mostly
+				 * short runs of zeros), once a match as long as
+				 * i's run is had: a position with more of the
+				 * byte ahead matches as far as i's run goes, one
+				 * with less stops sooner; only the one exactly
+				 * `run` before the run's end can go further.
+				 * Try it alone and go on from before the run.
+				 */
+				if (run >= 3 && run < max && best >= run &&
+				    in[c] == in[i] && end[c] - c >= 3 &&
+				    end[c] <= i) {
+					uint32_t only = end[c] - (uint32_t)run;
+
+					if (end[c] - start[c] >= run &&
+					    i - only <= WINDOW &&
+					    in[only + best] == in[i + best] &&
+					    (l = (unsigned)otad_common_prefix(in +
+					    only, in + i, max)) > best) {
+						best = l;
+						off = (unsigned)(i - only);
+						if (l == max)
+							break;
+					}
+					c = start[c];
+					continue;
+				}
 				/* a candidate that misses at best cannot beat it */
 				if (in[c + best] != in[i + best])
 					continue;
@@ -131,6 +167,7 @@ heatshrink_encode(const uint8_t *in, size_t n, uint8_t **out, size_t *outlen)
 	uint8_t *mlen = NULL, *take = NULL;
 	uint16_t *moff = NULL;
 	uint32_t *prev = NULL, *head = NULL, *head2 = NULL, *cost = NULL;
+	uint32_t *start = NULL, *end = NULL;
 	uint32_t *dq = NULL;
 	struct bits_out b = {0};
 	enum otad_err rc = OTAD_ERR_NOMEM;
@@ -146,9 +183,11 @@ heatshrink_encode(const uint8_t *in, size_t n, uint8_t **out, size_t *outlen)
 	    (head = malloc(((size_t)1 << HASH3_BITS) * sizeof(*head))) ==
 	    NULL || (head2 = malloc(65536 * sizeof(*head2))) == NULL ||
 	    (cost = malloc((n + 1) * sizeof(*cost))) == NULL ||
-	    (dq = malloc((n + 2) * sizeof(*dq))) == NULL)
+	    (dq = malloc((n + 2) * sizeof(*dq))) == NULL ||
+	    (start = malloc((n + 1) * sizeof(*start))) == NULL ||
+	    (end = malloc((n + 1) * sizeof(*end))) == NULL)
 		goto done;
-	find_matches(in, n, mlen, moff, prev, head, head2);
+	find_matches(in, n, mlen, moff, prev, head, head2, start, end);
 	/*
 	 * Cheapest parse, from the end: cost[i] = bits to code in[i..]. A
 	 * back-reference costs the same whatever its length, so the best one
@@ -211,6 +250,8 @@ done:
 	free(head2);
 	free(cost);
 	free(dq);
+	free(start);
+	free(end);
 	return rc;
 }
 
