@@ -29,6 +29,7 @@ extern const unsigned pg_migration_count;
 #define OPEN_STATES "('offered', 'downloading', 'installed')"
 #define MAX_PRODUCERS 256 /* threads that may submit; more share slots */
 #define BATCH_MAX 4096    /* records in one transaction */
+#define CHUNK_MAX 4096    /* ... and in one commit of a larger batch */
 #define BUSY_WAIT_MS 200  /* one busy_timeout wait */
 #define OPEN_WAIT_MS 10000 /* opening: wait out a daemon's long commit */
 #define WRITER_CACHE_KIB "262144" /* the writer's page cache, at most */
@@ -125,6 +126,7 @@ struct registry {
 	struct producer *producers[MAX_PRODUCERS];
 	atomic_uint nproducers;
 	atomic_size_t depth;
+	atomic_size_t durable_queued; /* reports queued, not yet collected */
 	/*
 	 * Records are applied in the order they were queued, across all
 	 * producers: each gets the next seq as it is queued, and the writer

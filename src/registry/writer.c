@@ -949,8 +949,9 @@ in_order(struct registry *reg, struct record *collected, size_t *count)
 static struct record *
 writer_collect(struct registry *reg, size_t *count)
 {
-	struct record *head = NULL;
+	struct record *head = NULL, *rec;
 	unsigned i, n = atomic_load(&reg->nproducers);
+	size_t durable = 0;
 
 	*count = 0;
 	for (i = 0; i < n && *count < BATCH_MAX; i++) {
@@ -958,6 +959,8 @@ writer_collect(struct registry *reg, size_t *count)
 
 		pthread_mutex_lock(&p->mu);
 		if (p->head != NULL) {
+			for (rec = p->head; rec != NULL; rec = rec->next)
+				durable += rec->durable != 0;
 			/* each producer's queue is in seq order already */
 			head = merge(head, p->head, seq_before);
 			*count += p->len;
@@ -967,7 +970,80 @@ writer_collect(struct registry *reg, size_t *count)
 		}
 		pthread_mutex_unlock(&p->mu);
 	}
+	atomic_fetch_sub(&reg->durable_queued, durable);
 	return in_order(reg, head, count);
+}
+
+/*
+ * The next records of a batch (in device order) to commit: every record
+ * of each device that has a durable one (a report: it is answered only
+ * once committed, and must not wait for the rest of a large batch), else
+ * the first CHUNK_MAX. Each device's records stay in their order.
+ */
+static struct record *
+take_chunk(struct record **batch, int look, size_t *count)
+{
+	struct record urgent, rest, *ut = &urgent, *rt = &rest, *first, *rec;
+	size_t n = 0, i;
+	int durable;
+
+	urgent.next = rest.next = NULL;
+	for (first = look ? *batch : NULL; first != NULL; first = rec) {
+		/* one device's records: first .. up to rec */
+		durable = 0;
+		for (rec = first; rec != NULL &&
+		    strcmp(rec->device, first->device) == 0; rec = rec->next)
+			durable |= rec->durable;
+		for (; first != rec; first = first->next) {
+			if (durable) {
+				ut->next = first;
+				ut = first;
+				n++;
+			} else {
+				rt->next = first;
+				rt = first;
+			}
+		}
+	}
+	ut->next = rt->next = NULL;
+	if (n > 0) {
+		*batch = rest.next;
+		*count = n;
+		return urgent.next;
+	}
+	first = *batch;
+	for (i = 1, rec = first; rec->next != NULL && i < CHUNK_MAX; i++)
+		rec = rec->next;
+	*batch = rec->next;
+	rec->next = NULL;
+	*count = i;
+	return first;
+}
+
+/* How many of a list's records are durable. */
+static size_t
+durable_in(const struct record *rec)
+{
+	size_t n = 0;
+
+	for (; rec != NULL; rec = rec->next)
+		n += rec->durable != 0;
+	return n;
+}
+
+/* Records applied: say so to whoever waits, and let them go. */
+static void
+writer_finish(struct registry *reg, struct record *list, size_t count)
+{
+	struct record *rec, *next;
+
+	atomic_fetch_sub(&reg->depth, count);
+	for (rec = list; rec != NULL; rec = next) {
+		next = rec->next;
+		if (rec->done != NULL)
+			rec->done(rec->done_arg, rec->err);
+		free(rec);
+	}
 }
 
 /*
@@ -1056,9 +1132,9 @@ writer_main(void *arg)
 	const struct timespec nap = {0, NAP_NS};
 
 	for (;;) {
-		struct record *batch, *rec, *next;
+		struct record *batch, *more;
 		uint64_t ticks;
-		size_t count;
+		size_t count, total, urgent;
 		int durable;
 
 		/*
@@ -1087,16 +1163,38 @@ writer_main(void *arg)
 		}
 		atomic_store(&reg->idle, 0);
 		batch = sort_by_device(batch, count);
-		durable = writer_apply(reg, batch, count);
-		load_devices(reg); /* busy: a page between batches */
-		atomic_fetch_sub(&reg->depth, count);
-		for (rec = batch; rec != NULL; rec = next) {
-			next = rec->next;
-			if (rec->done != NULL)
-				rec->done(rec->done_arg, rec->err);
-			free(rec);
+		urgent = durable_in(batch);
+		total = count;
+		durable = 0;
+		/*
+		 * Under load a batch is all that queued meanwhile (a second's
+		 * worth at a million devices): it is committed in chunks, and
+		 * a report queued in the meantime is taken in and committed
+		 * next, with its device's records, instead of after the rest.
+		 * In device order, chunks rewrite disjoint ranges of pages.
+		 */
+		while (batch != NULL) {
+			struct record *chunk;
+			size_t n, d;
+
+			chunk = take_chunk(&batch, urgent > 0, &n);
+			d = durable_in(chunk);
+			urgent -= d;
+			durable |= writer_apply(reg, chunk, n);
+			writer_finish(reg, chunk, n);
+			if (batch == NULL || (atomic_load(&reg->durable_queued)
+			    == 0 && reg->held == NULL))
+				continue;
+			if ((more = writer_collect(reg, &n)) == NULL)
+				continue;
+			more = sort_by_device(more, n);
+			urgent += durable_in(more);
+			total += n;
+			/* on a tie the batch's own, older records go first */
+			batch = merge(batch, more, device_before);
 		}
-		gather(reg, count, durable);
+		load_devices(reg); /* busy: a page between batches */
+		gather(reg, total, durable);
 	}
 	return NULL;
 }
@@ -1221,6 +1319,8 @@ registry_submit(struct registry *reg, struct record *rec)
 	p->tail = rec;
 	p->len++;
 	atomic_fetch_add(&reg->depth, 1);
+	if (rec->durable)
+		atomic_fetch_add(&reg->durable_queued, 1);
 	pthread_mutex_unlock(&p->mu);
 	/*
 	 * Only the first record into an empty queue, and only while the

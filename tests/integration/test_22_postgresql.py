@@ -38,7 +38,7 @@ def test_the_registry_unit_tests_pass_on_postgresql(tmp_path):
     """tests/unit/test_registry.c: the catalog, the writer and its order,
     readers, a newer schema refused, stage transitions, and no device rows
     kept in memory (other nodes write them)."""
-    assert "[  PASSED  ] 9 test(s)." in unit_test_on_postgresql(
+    assert "[  PASSED  ] 10 test(s)." in unit_test_on_postgresql(
         tmp_path, "test_registry")
 
 
