@@ -95,6 +95,7 @@ void devcache_put(struct devcache *c, const char *id,
     const struct device_row *row, uint64_t epoch, int only_if_absent);
 /* 1 and the row, or 0 when it is not cached */
 int devcache_get(struct devcache *c, const char *id, struct device_row *out);
+int devcache_peek(struct devcache *c, const char *id, struct device_row *out);
 void devcache_drop(struct devcache *c, const char *id);
 void devcache_clear(struct devcache *c);
 uint64_t devcache_epoch(struct devcache *c);

@@ -249,8 +249,9 @@ unpack(const char *p, char *dst, size_t len)
 	return p + strlen(p) + 1;
 }
 
-int
-devcache_get(struct devcache *c, const char *id, struct device_row *out)
+/* A device's row, counted as a request's lookup when count is set. */
+static int
+lookup(struct devcache *c, const char *id, struct device_row *out, int count)
 {
 	uint64_t h = hash_id(id);
 	struct shard *s = shard_of(c, h);
@@ -261,7 +262,9 @@ devcache_get(struct devcache *c, const char *id, struct device_row *out)
 	at = find(s, h, id);
 	if (at == NULL || *at == NULL) {
 		pthread_mutex_unlock(&s->mu);
-		atomic_fetch_add_explicit(&c->misses, 1, memory_order_relaxed);
+		if (count)
+			atomic_fetch_add_explicit(&c->misses, 1,
+			    memory_order_relaxed);
 		return 0;
 	}
 	out->secure_version = (*at)->secure_version;
@@ -278,8 +281,22 @@ devcache_get(struct devcache *c, const char *id, struct device_row *out)
 	p = unpack(p, out->running_sha256, sizeof(out->running_sha256));
 	unpack(p, out->fs_version, sizeof(out->fs_version));
 	pthread_mutex_unlock(&s->mu);
-	atomic_fetch_add_explicit(&c->hits, 1, memory_order_relaxed);
+	if (count)
+		atomic_fetch_add_explicit(&c->hits, 1, memory_order_relaxed);
 	return 1;
+}
+
+int
+devcache_get(struct devcache *c, const char *id, struct device_row *out)
+{
+	return lookup(c, id, out, 1);
+}
+
+/* The writer's own look: not a request's, so not in the counts. */
+int
+devcache_peek(struct devcache *c, const char *id, struct device_row *out)
+{
+	return lookup(c, id, out, 0);
 }
 
 void

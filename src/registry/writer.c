@@ -435,7 +435,7 @@ checkin_seen(struct registry *reg, const struct record *rec)
 	int battery;
 
 	if (reg->cache == NULL || st == NULL || rec->fs_mode || rec->silent ||
-	    !devcache_get(reg->cache, rec->device, &row) ||
+	    !devcache_peek(reg->cache, rec->device, &row) ||
 	    strcmp(rec->version, row.version) != 0 ||
 	    !keeps(rec->product, row.product) ||
 	    !keeps(rec->hw_rev, row.hw_rev) ||
