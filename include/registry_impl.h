@@ -127,7 +127,7 @@ struct registry {
 	struct producer *producers[MAX_PRODUCERS];
 	atomic_uint nproducers;
 	atomic_size_t depth;
-	atomic_size_t durable_queued; /* reports queued, not yet collected */
+	atomic_int durable_queued; /* a report queued since the last collect */
 	/*
 	 * Records are applied in the order they were queued, across all
 	 * producers: each gets the next seq as it is queued, and the writer

@@ -413,7 +413,7 @@ step_returning(struct registry *reg, struct db_stmt *st, const char *id)
 	return rc == DB_DONE ? 0 : -1;
 }
 
-/* s unless it is empty, in which case what the row had */
+/* whether s leaves the row's value as it is (empty: the row's stands) */
 static int
 keeps(const char *s, const char *had)
 {
@@ -949,18 +949,17 @@ in_order(struct registry *reg, struct record *collected, size_t *count)
 static struct record *
 writer_collect(struct registry *reg, size_t *count)
 {
-	struct record *head = NULL, *rec;
+	struct record *head = NULL;
 	unsigned i, n = atomic_load(&reg->nproducers);
-	size_t durable = 0;
 
+	/* a report queued after this is found now or by the next look */
+	atomic_store(&reg->durable_queued, 0);
 	*count = 0;
 	for (i = 0; i < n && *count < BATCH_MAX; i++) {
 		struct producer *p = reg->producers[i];
 
 		pthread_mutex_lock(&p->mu);
 		if (p->head != NULL) {
-			for (rec = p->head; rec != NULL; rec = rec->next)
-				durable += rec->durable != 0;
 			/* each producer's queue is in seq order already */
 			head = merge(head, p->head, seq_before);
 			*count += p->len;
@@ -970,7 +969,6 @@ writer_collect(struct registry *reg, size_t *count)
 		}
 		pthread_mutex_unlock(&p->mu);
 	}
-	atomic_fetch_sub(&reg->durable_queued, durable);
 	return in_order(reg, head, count);
 }
 
@@ -1182,8 +1180,8 @@ writer_main(void *arg)
 			urgent -= d;
 			durable |= writer_apply(reg, chunk, n);
 			writer_finish(reg, chunk, n);
-			if (batch == NULL || (atomic_load(&reg->durable_queued)
-			    == 0 && reg->held == NULL))
+			if (batch == NULL || (!atomic_load(&reg->durable_queued)
+			    && reg->held == NULL))
 				continue;
 			if ((more = writer_collect(reg, &n)) == NULL)
 				continue;
@@ -1320,7 +1318,7 @@ registry_submit(struct registry *reg, struct record *rec)
 	p->len++;
 	atomic_fetch_add(&reg->depth, 1);
 	if (rec->durable)
-		atomic_fetch_add(&reg->durable_queued, 1);
+		atomic_store(&reg->durable_queued, 1);
 	pthread_mutex_unlock(&p->mu);
 	/*
 	 * Only the first record into an empty queue, and only while the
