@@ -20,6 +20,9 @@
 #include "registry.h"
 #include "registry_impl.h"
 
+/* how much earlier than the report a cluster's other node may date it */
+#define ADOPT_SKEW_S "5"
+
 static const char *const wsql[W_COUNT] = {
 	[W_CHECKIN] =
 	    "INSERT INTO device (id, product, version, address, first_seen,"
@@ -77,6 +80,17 @@ static const char *const wsql[W_COUNT] = {
 	    " coalesce(fs_version, '') = ?19",
 	[W_ANY_OPEN] = "SELECT 1 FROM attempt WHERE device = ?1 AND state IN "
 	    OPEN_STATES " LIMIT 1",
+	/*
+	 * In a cluster a device may report to one node before the node that
+	 * sent it the image has committed the offer: the report stood as an
+	 * attempt of its own, which the offer, when it comes, makes its own.
+	 */
+	[W_ADOPT] =
+	    "UPDATE attempt SET release = ?2, rollout = ?3, from_version ="
+	    " coalesce(from_version, ?4), offered_at = ?6, stage = ?7, silent ="
+	    " ?8 WHERE id = (SELECT id FROM attempt WHERE device = ?1 ORDER BY"
+	    " id DESC LIMIT 1) AND rollout IS NULL AND offered_at IS NULL AND"
+	    " to_version = ?5 AND updated_at >= ?6 - " ADOPT_SKEW_S,
 	/* a silent device said nothing: it runs what it was last known to */
 	[W_OFFER] =
 	    "INSERT INTO attempt (device, release, rollout, from_version,"
@@ -505,10 +519,24 @@ checkin_upsert(struct registry *reg, const struct record *rec)
 	return step_returning(reg, st, rec->device);
 }
 
+/* W_ADOPT or W_OFFER, which take the same parameters, for rec's offer */
+static int
+step_offer(struct db_stmt *st, const struct record *rec)
+{
+	db_bind_text(st, 1, rec->device);
+	db_bind_int64(st, 2, rec->offer_release);
+	db_bind_int64(st, 3, rec->offer_rollout);
+	db_bind_text(st, 4, rec->version);
+	db_bind_text(st, 5, rec->offer_version);
+	db_bind_int64(st, 6, rec->at);
+	db_bind_int64(st, 7, rec->offer_stage);
+	db_bind_int64(st, 8, rec->silent);
+	return step_done(st);
+}
+
 static int
 apply_checkin(struct registry *reg, const struct record *rec)
 {
-	struct db_stmt *st;
 	int seen;
 
 	if ((seen = checkin_seen(reg, rec)) < 0 ||
@@ -520,16 +548,11 @@ apply_checkin(struct registry *reg, const struct record *rec)
 	/* and maybe, in the same answer, the next step is offered */
 	if (rec->offer_release <= 0)
 		return 0;
-	st = reg->w[W_OFFER];
-	db_bind_text(st, 1, rec->device);
-	db_bind_int64(st, 2, rec->offer_release);
-	db_bind_int64(st, 3, rec->offer_rollout);
-	db_bind_text(st, 4, rec->version);
-	db_bind_text(st, 5, rec->offer_version);
-	db_bind_int64(st, 6, rec->at);
-	db_bind_int64(st, 7, rec->offer_stage);
-	db_bind_int64(st, 8, rec->silent);
-	return step_done(st);
+	/* an outcome heard first takes the offer, else the offer opens one */
+	if (step_offer(reg->w[W_ADOPT], rec) < 0)
+		return -1;
+	return db_changes(reg->db) > 0 ? 0 :
+	    step_offer(reg->w[W_OFFER], rec);
 }
 
 /*

@@ -788,6 +788,104 @@ test_a_report_does_not_wait_for_a_long_batch(void **state)
 	cleanup_db(path);
 }
 
+/* Until the database has n attempts of device id; its newest then. */
+static void
+newest_attempt(struct db *hand, const char *id, int64_t n, char *state,
+    int64_t *rollout, int64_t *stage, int64_t *offered_at)
+{
+	struct db_stmt *st;
+	int64_t count = -1;
+	int waited;
+
+	assert_int_equal(db_prepare(hand, "SELECT (SELECT count(*) FROM"
+	    " attempt WHERE device = ?1), state, coalesce(rollout, 0),"
+	    " coalesce(stage, -1), coalesce(offered_at, 0) FROM attempt"
+	    " WHERE device = ?1 ORDER BY id DESC LIMIT 1", 0, &st), DB_OK);
+	for (waited = 0; waited < 5000; waited += 5) {
+		db_bind_text(st, 1, id);
+		if (db_step(st) == DB_ROW &&
+		    (count = db_column_int64(st, 0)) == n) {
+			snprintf(state, 16, "%s", db_column_text(st, 1));
+			*rollout = db_column_int64(st, 2);
+			*stage = db_column_int64(st, 3);
+			*offered_at = db_column_int64(st, 4);
+		}
+		db_reset(st);
+		if (count == n)
+			break;
+		usleep(5 * 1000);
+	}
+	db_finalize(st);
+	assert_int_equal(count, n);
+}
+
+/*
+ * Two nodes of a cluster: a device sent the image by node A reports its
+ * outcome to node B, whose writer commits the report before A's commits
+ * the offer. The outcome is the rollout's all the same, in its stage (a
+ * rollout counts only its own attempts); an outcome long before an offer
+ * is another attempt, and the offer opens its own.
+ */
+static void
+test_an_outcome_before_its_offer_is_the_offers(void **state)
+{
+	struct store_artifact art = fake_artifact('c');
+	const char *path = fresh_db();
+	struct registry *a, *b;
+	struct record *r;
+	struct db *hand;
+	char why[256], st[16];
+	int64_t rel, ro, rollout, stage, offered_at;
+	int awaiting;
+
+	(void)state;
+	assert_int_equal(registry_open(path, &a), OTAD_OK);
+	assert_int_equal(registry_open(path, &b), OTAD_OK);
+	assert_int_equal(registry_artifact_add(a, &art, "2.0.0", NULL, NULL,
+	    NULL, 0, why, sizeof(why)), OTAD_OK);
+	assert_int_equal(registry_release_create(a, "2.0.0", art.sha256, NULL,
+	    NULL, NULL, 0, &rel, why, sizeof(why)), OTAD_OK);
+	assert_int_equal(registry_release_publish(a, "2.0.0", NULL, NULL, &ro,
+	    &awaiting, why, sizeof(why)), OTAD_OK);
+	assert_int_equal(registry_writer_start(a, 1000, 1000), OTAD_OK);
+	assert_int_equal(registry_writer_start(b, 1000, 1000), OTAD_OK);
+	assert_int_equal(db_open(path, DB_READ_WRITE, &hand), DB_OK);
+
+	/* B: the report, with no attempt to go with it yet */
+	r = report_rec("x1", REPORT_ROLLBACK, 1700000005);
+	r->may_wait = 1;
+	assert_int_equal(registry_submit(b, r), OTAD_OK);
+	newest_attempt(hand, "x1", 1, st, &rollout, &stage, &offered_at);
+	assert_string_equal(st, "rollback");
+	assert_int_equal(rollout, 0);
+	/* A: the offer of a moment before, committed after */
+	assert_int_equal(registry_submit(a, offer_rec("x1", rel, ro, 0,
+	    1700000003)), OTAD_OK);
+	assert_int_equal(registry_submit(a, checkin("x1-done", "1.0.0", 0,
+	    NULL)), OTAD_OK);
+	wait_checks(hand, "x1-done", 1);
+	newest_attempt(hand, "x1", 1, st, &rollout, &stage, &offered_at);
+	assert_string_equal(st, "rollback");
+	assert_int_equal(rollout, ro);
+	assert_int_equal(stage, 0);
+	assert_int_equal(offered_at, 1700000003);
+
+	/* an outcome a day before an offer is not the offer's */
+	r = report_rec("x2", REPORT_ROLLBACK, 1700000000 - 86400);
+	r->may_wait = 1;
+	assert_int_equal(registry_submit(b, r), OTAD_OK);
+	newest_attempt(hand, "x2", 1, st, &rollout, &stage, &offered_at);
+	assert_int_equal(registry_submit(a, offer_rec("x2", rel, ro, 0,
+	    1700000003)), OTAD_OK);
+	newest_attempt(hand, "x2", 2, st, &rollout, &stage, &offered_at);
+	assert_string_equal(st, "offered");
+	assert_int_equal(rollout, ro);
+	db_close(hand);
+	registry_close(a);
+	registry_close(b);
+	cleanup_db(path);
+}
+
 static json_t *
 rollout_row(struct registry *reg, int64_t id, int64_t now)
 {
@@ -916,6 +1014,7 @@ main(void)
 		cmocka_unit_test(test_device_rows_in_memory_follow_the_database),
 		cmocka_unit_test(test_a_repeated_check_in_keeps_the_row_true),
 		cmocka_unit_test(test_a_report_does_not_wait_for_a_long_batch),
+		cmocka_unit_test(test_an_outcome_before_its_offer_is_the_offers),
 		cmocka_unit_test(test_wait_served),
 		cmocka_unit_test(test_stage_transitions),
 		cmocka_unit_test(test_result_names),
