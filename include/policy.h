@@ -35,6 +35,9 @@ struct offer {
 	char min_from[OTAD_VERSION_MAX + 1]; /* "" = from any version */
 	/* who the rollout reaches now: its stages up to the current one */
 	unsigned ring_max;                  /* 0..10000; 10000 = everyone */
+	/* and its count stages: up to this device in (ring, id) order */
+	int cut_ring;                       /* -1: no count stage reached */
+	char cut_device[OTAD_ID_MAX + 1];
 	int everyone;                       /* a publish or a completed
 					       rollout: no ring, no group */
 	char groups[4][OTAD_PRODUCT_MAX + 1]; /* explicit groups reached */
@@ -114,8 +117,9 @@ const char *policy_reason_name(enum decision_reason reason);
 
 /*
  * Decide for one device. Only releases whose rollout reaches the device
- * now count: its group is one of the stages reached, or its ring place is
- * within the widest percentage reached. A release is for its artifact's
+ * now count: its group is one of the stages reached, its ring place is
+ * within the widest percentage reached, or it is among the devices the
+ * widest count stage reached (up to its cut in ring, then id, order). A release is for its artifact's
  * chip and never
  * offered to a device known to be of another; while the chip is unknown a
  * release is offered only if every candidate is for one chip. A release

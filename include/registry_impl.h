@@ -207,6 +207,14 @@ struct registry_reader {
 	" coalesce(" o ".hw_rev, '') = coalesce(" n ".hw_rev, '') AND"             \
 	" " o ".kind = " n ".kind"
 
+/*
+ * The devices d a rollout's release rel is for, as count stages choose
+ * them: its product, and its chip unless the device's is unknown.
+ */
+#define STAGE_MATCHES                                                          \
+	"(rel.product IS NULL OR d.product = rel.product) AND (rel.chip IS"     \
+	" NULL OR d.chip IS NULL OR d.chip = rel.chip)"
+
 #define VERSION_COUNTS                                                         \
 	"SELECT coalesce(version, '') AS version, count(*) AS devices FROM"     \
 	" device GROUP BY version ORDER BY count(*) DESC, version"
@@ -277,6 +285,7 @@ enum otad_err blobs_put(struct registry *reg, const char *sha256, int fd,
 enum otad_err find_release(struct registry *reg, const char *version,
     const char *product, const char *chip, json_t **rows, char *why,
     size_t whylen);
+int cut_stage(struct registry *reg, int64_t id, int64_t no);
 enum otad_err start_rollout(struct registry *reg, int64_t id, char *why,
     size_t whylen);
 

@@ -3,8 +3,9 @@
  * rules that follow from it: which devices a stage reaches, when the
  * update window is open.
  *
- * SPEC: stages separated by ';', each an explicit group (group=canary) or
- * a cumulative percentage of the matching fleet (10%), then options:
+ * SPEC: stages separated by ';', each an explicit group (group=canary), a
+ * cumulative percentage of the matching fleet (10%), or a cumulative count
+ * of its devices (50: the first 50 in ring order), then options:
  * soak=DURATION (s, m, h, d), min=N (finished attempts before the next
  * stage may open), success>=R, rollback<=R, failure<=R, crash<=R (rates
  * as 0.98 or 98%). The last stage is 100%. Pure functions; thread-safe.
@@ -22,6 +23,7 @@
 /* Defaults for what a stage leaves out (documented in README). */
 #define STAGE_SOAK_S 3600
 #define STAGE_MIN 1
+#define STAGE_DEVICES_MAX 10000000
 #define STAGE_SUCCESS 0.95
 #define STAGE_ROLLBACK 0.05
 #define STAGE_FAILURE 0.05
@@ -30,6 +32,7 @@
 struct stage {
 	char group[OTAD_PRODUCT_MAX + 1]; /* "" for a percentage stage */
 	unsigned percent_x100;            /* cumulative share, 0..10000 */
+	unsigned devices;                 /* a count stage's size; 0: none */
 	int64_t soak_s;
 	unsigned min_devices;
 	double min_success, max_rollback, max_failure, max_crash;

@@ -56,7 +56,8 @@ rollout_action(struct opts *o)
 }
 
 /*
- * A stage as the operator wrote it ("group=canary" or "10%"), and its
+ * A stage as the operator wrote it ("group=canary", "10%" or "50
+ * devices"), and its
  * inferred outcomes as "succeeded/rolled back"
  */
 static void
@@ -72,6 +73,9 @@ stage_names(json_t *stages)
 		if (json_is_string(g))
 			snprintf(buf, sizeof(buf), "group=%s",
 			    json_string_value(g));
+		else if (json_is_integer(json_object_get(st, "devices")))
+			snprintf(buf, sizeof(buf), "%lld devices",
+			    jint(st, "devices"));
 		else
 			snprintf(buf, sizeof(buf), "%g%%", json_number_value(
 			    json_object_get(st, "percent")));

@@ -15,7 +15,7 @@ known(const char *s)
 static int
 reaches(const struct offer *o, const struct device_facts *dev)
 {
-	unsigned i;
+	unsigned i, ring;
 
 	if (o->ring_max >= 10000)
 		return 1;
@@ -25,8 +25,11 @@ reaches(const struct offer *o, const struct device_facts *dev)
 		for (i = 0; i < o->ngroups; i++)
 			if (strcmp(o->groups[i], dev->group) == 0)
 				return 1;
-	return o->ring_max > 0 && stages_ring(o->rollout_id, dev->id) <
-	    o->ring_max;
+	if (o->ring_max == 0 && o->cut_ring < 0)
+		return 0;
+	ring = stages_ring(o->rollout_id, dev->id);
+	return ring < o->ring_max || (int)ring < o->cut_ring ||
+	    ((int)ring == o->cut_ring && strcmp(dev->id, o->cut_device) <= 0);
 }
 
 /* product NULL: unrestricted releases; otherwise releases for product */

@@ -1,6 +1,7 @@
 /* stages.c: rollout plans, rings and update windows */
 #include <ctype.h>
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,6 +66,24 @@ percent(const char *s)
 	if (strcmp(end, "%") != 0 || v < 0 || v > 100)
 		return -1;
 	return (long)(v * 100 + 0.5);
+}
+
+#define MIN_UNSAID UINT_MAX /* before the options: min= not given */
+
+/* "50": a count of devices, 1..STAGE_DEVICES_MAX, or -1 */
+static long
+device_count(const char *s)
+{
+	char *end;
+	unsigned long v;
+
+	if (!isdigit((unsigned char)s[0]))
+		return -1;
+	errno = 0;
+	v = strtoul(s, &end, 10);
+	if (errno != 0 || *end != '\0' || v == 0 || v > STAGE_DEVICES_MAX)
+		return -1;
+	return (long)v;
 }
 
 static char *
@@ -154,7 +173,7 @@ stages_parse(const char *spec, struct stage *out, size_t *n, char *why,
     size_t whylen)
 {
 	char *copy, *stage_s, *save_stage = NULL;
-	unsigned last_percent = 0;
+	unsigned last_percent = 0, last_devices = 0;
 	size_t count = 0;
 	int rc = -1;
 
@@ -207,15 +226,29 @@ stages_parse(const char *spec, struct stage *out, size_t *n, char *why,
 				goto done;
 			}
 			st->percent_x100 = last_percent = (unsigned)p;
+		} else if ((p = device_count(head)) > 0) {
+			if ((unsigned)p < last_devices) {
+				snprintf(why, whylen, "stage %zu: %s devices "
+				    "are fewer than the stage before; rings "
+				    "only widen", count, head);
+				goto done;
+			}
+			st->devices = last_devices = (unsigned)p;
+			st->percent_x100 = last_percent;
 		} else {
 			snprintf(why, whylen, "stage %zu: '%s' is neither "
-			    "group=NAME nor a percentage like 10%%", count,
-			    head);
+			    "group=NAME, a percentage like 10%% nor a count "
+			    "of devices like 50", count, head);
 			goto done;
 		}
+		st->min_devices = MIN_UNSAID;
 		while ((opt = strtok_r(NULL, ",", &save_opt)) != NULL)
 			if (parse_option(st, opt, why, whylen, count) < 0)
 				goto done;
+		/* min= left out: a canary smaller than the default is enough */
+		if (st->min_devices == MIN_UNSAID)
+			st->min_devices = st->devices > 0 && st->devices <
+			    STAGE_MIN ? st->devices : STAGE_MIN;
 	}
 	if (out[count - 1].percent_x100 != 10000 ||
 	    out[count - 1].group[0] != '\0') {

@@ -51,7 +51,9 @@ static const char *const rsql[R_COUNT] = {
 			    " t.id DESC LIMIT 1",
 	[R_TRIGGERED] = "SELECT 1 FROM trigger WHERE device = ?1 AND"
 			" release = ?2",
-	[R_STAGES] = "SELECT coalesce(grp, ''), percent FROM rollout_stage"
+	[R_STAGES] = "SELECT coalesce(grp, ''), percent, CASE WHEN devices IS"
+		     " NULL THEN -1 ELSE coalesce(cut_ring, -1) END,"
+		     " coalesce(cut_device, '') FROM rollout_stage"
 		     " WHERE rollout = ?1 AND no <= ?2 ORDER BY no",
 	[R_STONES] = "SELECT 0," OFFER_COLUMNS " FROM release rel" OFFER_JOINS,
 	[R_RELEASED] = "SELECT 0," OFFER_COLUMNS " FROM release rel"
@@ -334,6 +336,7 @@ offer_row(struct db_stmt *st, struct offer *o)
 		o->kind = KIND_APP; /* the CHECK constraint allows no other */
 	/* a release on its own reaches everyone, any time */
 	o->ring_max = 10000;
+	o->cut_ring = -1;
 	o->everyone = 1;
 	o->window.start = o->window.end = -1;
 	o->min_battery = -1;
@@ -379,8 +382,15 @@ offer_plan(struct registry_reader *r, struct db_stmt *row, struct offer *o)
 		if (g[0] != '\0' && o->ngroups < 4)
 			snprintf(o->groups[o->ngroups++],
 			    sizeof(o->groups[0]), "%s", g);
+		int cut = db_column_int(st, 2);
+
 		if (pct > o->ring_max)
 			o->ring_max = pct;
+		/* counts only widen: the last cut reached is the widest */
+		if (cut >= 0) {
+			o->cut_ring = cut;
+			copy_col(o->cut_device, sizeof(o->cut_device), st, 3);
+		}
 	}
 	db_reset(st);
 }

@@ -12,6 +12,47 @@
 #include "registry_impl.h"
 
 /*
+ * Where count stage no of rollout id ends, fixed as it opens (in the
+ * caller's transaction): the last of the first N matching devices in
+ * ring order, ties by id; -1 while none match. 0, or -1 on a database
+ * error. A stage of another kind, or cut already, is left as it is.
+ */
+int
+cut_stage(struct registry *reg, int64_t id, int64_t no)
+{
+	char idbuf[24], nobuf[24];
+	json_t *rows, *last;
+	int64_t devices;
+	int rc;
+
+	if (query_rows(reg->db, &rows, "SELECT devices FROM rollout_stage"
+	    " WHERE rollout = CAST(?1 AS BIGINT) AND no = CAST(?2 AS BIGINT)"
+	    " AND devices IS NOT NULL AND cut_ring IS NULL", idtext(id, idbuf),
+	    idtext(no, nobuf), ARGS_END) != OTAD_OK)
+		return -1;
+	devices = json_integer_value(json_object_get(json_array_get(rows, 0),
+	    "devices"));
+	json_decref(rows);
+	if (devices <= 0)
+		return 0;
+	if (query_rows(reg->db, &rows, "SELECT r, id FROM (SELECT ring(ro.id,"
+	    " d.id) AS r, d.id FROM device d, rollout ro JOIN release rel ON"
+	    " rel.id = ro.release WHERE ro.id = CAST(?1 AS BIGINT) AND"
+	    " " STAGE_MATCHES " ORDER BY r, d.id LIMIT CAST(?2 AS BIGINT)) x"
+	    " ORDER BY r DESC, id DESC LIMIT 1", idtext(id, idbuf),
+	    idtext(devices, nobuf), ARGS_END) != OTAD_OK)
+		return -1;
+	last = json_array_get(rows, 0);
+	rc = run(reg, "UPDATE rollout_stage SET cut_ring = ?3, cut_device = ?4"
+	    " WHERE rollout = ?1 AND no = ?2", "iiit", id, no, last != NULL ?
+	    json_integer_value(json_object_get(last, "r")) : (int64_t)-1,
+	    last != NULL ? json_string_value(json_object_get(last, "id")) :
+	    "") == DB_DONE ? 0 : -1;
+	json_decref(rows);
+	return rc;
+}
+
+/*
  * Start a draft rollout (in a catalog transaction): a publish completes
  * the publish it replaces (same scope) and is offered to everyone at
  * once; a staged rollout opens its first stage.
@@ -41,6 +82,10 @@ start_rollout(struct registry *reg, int64_t id, char *why, size_t whylen)
 		snprintf(why, whylen, "rollout %lld is not a draft",
 		    (long long)id);
 		return OTAD_ERR_INVALID;
+	}
+	if (cut_stage(reg, id, 0) < 0) {
+		snprintf(why, whylen, "database: %s", db_errmsg(reg->db));
+		return OTAD_ERR_DB;
 	}
 	return OTAD_OK;
 }
@@ -95,12 +140,13 @@ registry_rollout_create(struct registry *reg, const struct rollout_plan *p,
 
 		if (run(reg, "INSERT INTO rollout_stage (rollout, no, grp,"
 		    " percent, soak_s, min_devices, min_success, max_rollback,"
-		    " max_failure, max_crash) VALUES (?1, ?2, ?3, ?4, ?5, ?6,"
-		    " ?7, ?8, ?9, ?10)", "iitdiidddd", *id, (int64_t)i,
-		    st->group[0] ? st->group : NULL, st->percent_x100 / 100.0,
-		    st->soak_s, (int64_t)st->min_devices, st->min_success,
-		    st->max_rollback, st->max_failure, st->max_crash) !=
-		    DB_DONE)
+		    " max_failure, max_crash, devices) VALUES (?1, ?2, ?3, ?4,"
+		    " ?5, ?6, ?7, ?8, ?9, ?10, nullif(?11, 0))", "iitdiiddddi",
+		    *id, (int64_t)i, st->group[0] ? st->group : NULL,
+		    st->percent_x100 / 100.0, st->soak_s,
+		    (int64_t)st->min_devices, st->min_success,
+		    st->max_rollback, st->max_failure, st->max_crash,
+		    (int64_t)st->devices) != DB_DONE)
 			return catalog_db_fail(reg, why, whylen);
 	}
 	snprintf(what, sizeof(what), "rollout create %lld release %s, %zu "
@@ -281,7 +327,8 @@ stage_rows(struct registry *reg, int64_t id, json_t *rel, json_t **rows)
 
 	if (rel == NULL)
 		return query_rows(reg->db, rows, "SELECT st.no, st.grp AS"
-		    " \"group\", st.percent, st.soak_s, st.min_devices,"
+		    " \"group\", st.percent, st.devices, st.cut_ring,"
+		    " st.soak_s, st.min_devices,"
 		    " st.min_success, st.max_rollback, st.max_failure,"
 		    " st.max_crash, " STAGE_COUNTS " FROM rollout_stage st"
 		    STAGE_COUNTS_JOIN " WHERE st.rollout = ?1 ORDER BY st.no",
@@ -289,17 +336,20 @@ stage_rows(struct registry *reg, int64_t id, json_t *rel, json_t **rows)
 	/* the devices each stage reaches: matching the release, and in a
 	 * group reached or within the widest ring reached */
 	return query_rows(reg->db, rows, "SELECT st.no, st.grp AS \"group\","
-	    " st.percent, st.soak_s, st.min_devices, st.min_success,"
-	    " st.max_rollback, st.max_failure, st.max_crash, " STAGE_COUNTS ","
-	    " r.targeted, r.deferred FROM rollout_stage st" STAGE_COUNTS_JOIN
-	    " JOIN (SELECT s2.no, count(d.id) AS targeted,"
+	    " st.percent, st.devices, st.soak_s, st.min_devices,"
+	    " st.min_success, st.max_rollback, st.max_failure, st.max_crash, "
+	    STAGE_COUNTS ", r.targeted, r.deferred FROM rollout_stage st"
+	    STAGE_COUNTS_JOIN " JOIN (SELECT s2.no, count(d.id) AS targeted,"
 	    " count(d.deferred) AS deferred"
 	    " FROM rollout_stage s2 LEFT JOIN device d ON"
 	    " (?2 = '' OR d.product = ?2) AND (d.chip IS NULL OR d.chip = ?3)"
 	    " AND (d.grp IN (SELECT grp FROM rollout_stage WHERE rollout = ?1"
 	    " AND no <= s2.no AND grp IS NOT NULL) OR ring(?1, d.id) < (SELECT"
 	    " max(percent) * 100 FROM rollout_stage WHERE rollout = ?1 AND no"
-	    " <= s2.no)) WHERE s2.rollout = ?1 GROUP BY s2.no) r"
+	    " <= s2.no) OR EXISTS (SELECT 1 FROM rollout_stage c WHERE"
+	    " c.rollout = ?1 AND c.no <= s2.no AND c.devices IS NOT NULL AND"
+	    " (ring(?1, d.id) < c.cut_ring OR (ring(?1, d.id) = c.cut_ring AND"
+	    " d.id <= c.cut_device)))) WHERE s2.rollout = ?1 GROUP BY s2.no) r"
 	    " ON r.no = st.no WHERE st.rollout = ?1 ORDER BY st.no",
 	    idtext(id, idbuf), json_string_value(json_object_get(rel,
 	    "product_s")), json_string_value(json_object_get(rel, "chip")),
@@ -403,6 +453,16 @@ act(struct registry *reg, const char *sql, const char *types, int64_t a,
 	return 0;
 }
 
+/* A count stage's cut, in a transaction of its own. */
+static void
+cut_now(struct registry *reg, int64_t id, int64_t no)
+{
+	if (catalog_begin(reg) != OTAD_OK)
+		return; /* busy: the next tick cuts it */
+	if (cut_stage(reg, id, no) < 0 || catalog_commit(reg) != OTAD_OK)
+		catalog_fail(reg, OTAD_OK);
+}
+
 /* One active staged rollout: halt, open the next stage, or complete. */
 static void
 tick_one(struct registry *reg, json_t *ro, int64_t now)
@@ -436,6 +496,10 @@ tick_one(struct registry *reg, json_t *ro, int64_t now)
 		json_decref(stages);
 		return;
 	}
+	/* a count stage whose cut was not made as it opened (a crash) */
+	if (json_is_integer(json_object_get(st, "devices")) &&
+	    !json_is_integer(json_object_get(st, "cut_ring")))
+		cut_now(reg, id, cur);
 	health_of(st, &h);
 	if (breach(st, &h, reason, sizeof(reason))) {
 		snprintf(full, sizeof(full), "stage %lld: %s", (long long)cur,
@@ -452,10 +516,12 @@ tick_one(struct registry *reg, json_t *ro, int64_t now)
 			if (act(reg, "UPDATE rollout SET stage = stage + 1,"
 			    " stage_started = ?2 WHERE id = ?1 AND state ="
 			    " 'active' AND stage_started < ?2", "ii", id, now,
-			    NULL) == 0)
+			    NULL) == 0) {
+				cut_now(reg, id, cur + 1);
 				log_info("rollout %lld of %s: stage %lld "
 				    "healthy, stage %lld opened", (long long)id,
 				    version, (long long)cur, (long long)cur + 1);
+			}
 		} else if (act(reg, "UPDATE rollout SET state = 'completed',"
 		    " finished = ?2, baseline = 1 WHERE id = ?1 AND state ="
 		    " 'active'", "ii", id, now, NULL) == 0) {

@@ -290,3 +290,50 @@ def test_crashes_after_the_update_halt_the_rollout(tmp_path):
         assert st["stages"][0]["crashed"] == 3
     finally:
         d.check_clean_exit()
+
+
+def count_stage_reach(tmp_path, size):
+    """A fleet of size devices, all registered by a poll, a rollout whose
+    canary is 50 devices: how many it offers the build to in a round
+    (no halt, no widening: the canary soaks for an hour), and the stage's
+    targeted figure in rollout status."""
+    tmp_path.mkdir()
+    d = Otad(tmp_path, "rate_per_device = 0\n")
+    img = tmp_path / "app.bin"
+    img.write_bytes(imagebuild.build(version="2.0.0", seglen=1024))
+    sha = d.otactl("artifact", "add", str(img)).stdout.strip()
+    d.otactl("release", "create", "2.0.0", "--artifact", sha)
+    d.start()
+    try:
+        devices = [Device(f"n{size}-{i:05d}", "1.0.0") for i in range(size)]
+        f = Fleet(d.port, devices, workers=32)
+        assert f.round() == []
+        for _ in range(100):  # every check-in recorded
+            if d.query("SELECT count(*) FROM device")[0][0] == size:
+                break
+            time.sleep(0.1)
+        rid = d.otactl("rollout", "create", "2.0.0", "--stages",
+                       "50,soak=1h; 100%", json_out=True)["id"]
+        d.otactl("rollout", "start", str(rid))
+        assert f.round() == []
+        offered = {x.id for x in devices if x.offered}
+        st = status(d, rid)
+        assert st["stages"][0]["devices"] == 50
+        assert st["stages"][0]["targeted"] == len(offered)
+        # the same devices again in the next round, no others
+        assert f.round() == []
+        assert {x.id for x in devices if x.offered} == offered
+        text = d.otactl("rollout", "status", str(rid)).stdout
+        assert "50 devices" in text
+        d.check_clean_exit()
+        return len(offered)
+    finally:
+        d.stop()
+
+
+def test_a_stage_of_50_devices_reaches_50_whatever_the_fleet(tmp_path):
+    """A canary sized in devices does not grow with the fleet: 50 of 200,
+    50 of 20,000, and the whole of a 40-device fleet."""
+    assert count_stage_reach(tmp_path / "a", 200) == 50
+    assert count_stage_reach(tmp_path / "b", 20000) == 50
+    assert count_stage_reach(tmp_path / "c", 40) == 40

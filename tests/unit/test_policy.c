@@ -301,6 +301,27 @@ test_rings_and_groups(void **state)
 		in += decide_full(&dev, offers, 1).offer != NULL;
 	}
 	assert_true(in > 150 && in < 250);
+	/*
+	 * A count stage: up to its cut in (ring, id) order, the tie on
+	 * the cut's own ring broken by id, and not past it.
+	 */
+	offers[0].ring_max = 0;
+	dev.id = "dev-x";
+	offers[0].cut_ring = (int)place;
+	snprintf(offers[0].cut_device, sizeof(offers[0].cut_device),
+	    "dev-x");
+	assert_non_null(decide_full(&dev, offers, 1).offer);
+	snprintf(offers[0].cut_device, sizeof(offers[0].cut_device),
+	    "dev-w");
+	assert_null(decide_full(&dev, offers, 1).offer);
+	offers[0].cut_ring = (int)place - 1;
+	snprintf(offers[0].cut_device, sizeof(offers[0].cut_device), "zzz");
+	assert_null(decide_full(&dev, offers, 1).offer);
+	offers[0].cut_ring = (int)place + 1;
+	offers[0].cut_device[0] = '\0';
+	assert_non_null(decide_full(&dev, offers, 1).offer);
+	offers[0].cut_ring = -1; /* no count stage reached */
+	assert_null(decide_full(&dev, offers, 1).offer);
 	/* a rolled-back release is not offered again */
 	offers[0].ring_max = 10000;
 	dev.refused_release = 1;

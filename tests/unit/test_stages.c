@@ -43,6 +43,24 @@ test_the_design_example(void **state)
 	assert_int_equal(st[0].percent_x100, 250);
 	assert_true(st[0].max_crash == 0.01);
 	assert_true(st[0].max_failure == 0);
+
+	/* stages sized in devices, mixed with percentages */
+	assert_int_equal(stages_parse("50; 5%; 500,min=20; 100%", st, &n, why,
+	    sizeof(why)), 0);
+	assert_int_equal(n, 4);
+	assert_int_equal(st[0].devices, 50);
+	assert_int_equal(st[0].percent_x100, 0);
+	assert_int_equal(st[0].min_devices, STAGE_MIN);
+	assert_int_equal(st[1].devices, 0);
+	assert_int_equal(st[1].percent_x100, 500);
+	assert_int_equal(st[2].devices, 500);
+	assert_int_equal(st[2].percent_x100, 500);
+	assert_int_equal(st[2].min_devices, 20);
+	assert_int_equal(st[3].devices, 0);
+	/* min=0 said is kept */
+	assert_int_equal(stages_parse("50,min=0; 100%", st, &n, why,
+	    sizeof(why)), 0);
+	assert_int_equal(st[0].min_devices, 0);
 }
 
 static void
@@ -65,8 +83,12 @@ test_refusals(void **state)
 	expect("10%", "last stage must be 100%");
 	expect("50%; 10%; 100%", "stage 2: 10% is less");
 	expect("10%; group=canary", "last stage must be 100%");
-	expect("110%; 100%", "neither group=NAME nor a percentage");
+	expect("110%; 100%", "neither group=NAME, a percentage");
 	expect("ten percent; 100%", "neither");
+	expect("500; 50; 100%", "stage 2: 50 devices are fewer");
+	expect("0; 100%", "nor a count of devices");
+	expect("10000001; 100%", "nor a count of devices");
+	expect("50", "last stage must be 100%");
 	expect("10%,soak=forever; 100%", "stage 1: bad value 'forever'");
 	expect("10%,min=-3; 100%", "bad value");
 	expect("10%,success>=1.5; 100%", "bad value");
