@@ -75,6 +75,7 @@ enum otad_err catalog_release_create(struct registry *reg,
 struct catalog_rollout {
 	const char *version, *stages, *window, *days, *utc_offset;
 	const char *min_battery, *timeout, *product, *chip;
+	const char *promote_window; /* "any": none; NULL: none */
 	int downgrade;
 };
 

@@ -39,6 +39,8 @@ struct conf {
 	unsigned infer_after;      /* seconds a silent device polls on after
 				      its image before that is a success */
 	unsigned rollout_approvals; /* 2: a second operator approves starts */
+	/* rollouts created without their own: when stages may open */
+	char promote_window[64];    /* "[DAYS] HH:MM-HH:MM [OFFSET]"; "" any */
 	char admin_listen[128];     /* the management API; "" = off */
 	int admin_allow_plaintext;  /* off loopback without TLS */
 	size_t max_artifact_bytes;  /* an upload through the API */

@@ -38,6 +38,7 @@ struct ops_ctx {
 	const char *state_dir;  /* server-held keys are in its keys/ */
 	int require_signature;
 	unsigned approvals;     /* rollout_approvals */
+	const char *promote_window; /* for rollouts that name none; "" any */
 	int64_t offline_after;
 	int mqtt_on;            /* nudges go out only with a broker */
 	int upload_fd;          /* artifact.add: the image; -1 none */

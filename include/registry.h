@@ -437,6 +437,7 @@ struct rollout_plan {
 	const struct stage *stages;
 	size_t nstages;
 	const char *window, *days, *utc_offset; /* NULL: none */
+	const char *promote;                    /* stages open only in it */
 	int min_battery;                        /* -1: no floor */
 	int64_t timeout_s;
 	int downgrade;

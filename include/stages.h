@@ -76,4 +76,18 @@ int stages_parse_offset(const char *s, int *offset_min);
 /* 1 when now (Unix seconds) falls inside w. */
 int stages_window_open(const struct window *w, int64_t now);
 
+/*
+ * When stages may open (staffed hours): "[DAYS] HH:MM-HH:MM [OFFSET]",
+ * e.g. "tue-thu 09:00-16:00 +01:00"; without DAYS every day, without
+ * OFFSET *offset_said is 0 and w->offset_min 0 (the rollout's own
+ * offset applies). 0 or -1.
+ */
+int stages_parse_promote(const char *s, struct window *w, int *offset_said);
+
+/*
+ * The first minute at or after from (Unix seconds) inside w: from itself
+ * when it is open; -1 if w never opens.
+ */
+int64_t stages_window_next(const struct window *w, int64_t from);
+
 #endif

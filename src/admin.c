@@ -41,6 +41,7 @@ struct admin {
 	atomic_int require_signature;
 	atomic_int mqtt_on;
 	atomic_ullong max_artifact;
+	char promote_window[64]; /* under mu */
 };
 
 /* Who is calling, once their token checked out. */
@@ -161,6 +162,7 @@ run(struct http_request *req, struct admin *a, const struct caller *c,
 	ctx.role = c->bit;
 	ctx.caller = c->name;
 	pthread_mutex_lock(&a->mu);
+	ctx.promote_window = a->promote_window;
 	registry_set_actor(a->reg, actor);
 	registry_set_who(a->reg, who);
 	rc = ops_run(op, &ctx, args, &result, why, sizeof(why));
@@ -401,6 +403,10 @@ admin_configure(struct admin *a, const struct conf *conf)
 	atomic_store(&a->require_signature, conf->require_signature);
 	atomic_store(&a->mqtt_on, conf->mqtt_host[0] != '\0');
 	atomic_store(&a->max_artifact, conf->max_artifact_bytes);
+	pthread_mutex_lock(&a->mu);
+	snprintf(a->promote_window, sizeof(a->promote_window), "%s",
+	    conf->promote_window);
+	pthread_mutex_unlock(&a->mu);
 }
 
 enum otad_err

@@ -514,6 +514,19 @@ catalog_rollout_create(struct registry *reg, const struct catalog_rollout *r,
 		}
 		plan.min_battery = (int)v;
 	}
+	if (r->promote_window != NULL && strcmp(r->promote_window, "any") !=
+	    0) {
+		int offset_said;
+
+		if (stages_parse_promote(r->promote_window, &w,
+		    &offset_said) < 0) {
+			snprintf(why, whylen, "--promote-window is like "
+			    "'tue-thu 09:00-16:00' or '09:00-16:00 +01:00', "
+			    "not '%s'", r->promote_window);
+			return OTAD_ERR_INVALID;
+		}
+		plan.promote = r->promote_window;
+	}
 	plan.timeout_s = 600;
 	if (r->timeout != NULL &&
 	    (plan.timeout_s = stages_duration(r->timeout)) <= 0) {

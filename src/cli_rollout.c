@@ -32,6 +32,7 @@ rollout_create(struct opts *o)
 	    "stages", o->stages, "window", o->window, "days", o->days,
 	    "utc_offset", o->utc_offset, "min_battery", o->min_battery,
 	    "timeout", o->timeout, "product", o->product, "chip", o->chip,
+	    "promote_window", o->promote_window,
 	    "downgrade", o->downgrade ? "true" : NULL, CLI_END), NULL);
 	say(r, "rollout %lld of %s created (draft, %lld stages); start it "
 	    "with: otactl rollout start %lld", jint(r, "id"), o->argv[0],
@@ -128,6 +129,17 @@ rollout_status(struct opts *o)
 		    (long long)json_integer_value(json_object_get(ro, "stage")),
 		    started, json_is_string(reason) ? ": " : "",
 		    json_is_string(reason) ? json_string_value(reason) : "");
+		if (json_is_string(json_object_get(ro, "promote")))
+			printf("promote window: %s\n", json_string_value(
+			    json_object_get(ro, "promote")));
+		if (json_object_get(ro, "next_stage_at") != NULL) {
+			json_t *at = json_object_get(ro, "next_stage_at");
+
+			cell(at, "next_stage_at", started, sizeof(started));
+			printf("next stage may open: %s\n", json_is_null(at) ?
+			    "never (the promote window does not open; fix it)" :
+			    started);
+		}
 		if (json_array_size(json_object_get(ro, "stages")) > 0) {
 			stage_names(json_object_get(ro, "stages"));
 			print_table(json_object_get(ro, "stages"), cols);
@@ -138,7 +150,7 @@ rollout_status(struct opts *o)
 }
 
 const struct cli_group cli_rollout = {"rollout", "--stages --window --days "
-    "--utc-offset --min-battery --timeout --downgrade --product --chip "
+    "--utc-offset --promote-window --min-battery --timeout --downgrade --product --chip "
     "--force --break-glass", {
 	{"create", rollout_create},
 	{"start", rollout_action},

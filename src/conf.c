@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "conf.h"
+#include "stages.h"
 
 enum conf_type {
 	CONF_STRING, /* bounded by the field's size */
@@ -77,6 +78,7 @@ static const struct conf_key conf_keys[] = {
 	    "yes or no"},
 	{"infer_after", CONF_UINT, F(infer_after), 1, 31536000, "900", 0},
 	{"rollout_approvals", CONF_UINT, F(rollout_approvals), 1, 2, "1", 0},
+	{"promote_window", CONF_STRING, F(promote_window), 0, 0, "", 0},
 	{"admin_listen", CONF_STRING, F(admin_listen), 0, 0, "", 1},
 	{"admin_allow_plaintext", CONF_CHOICE, F(admin_allow_plaintext), 0, 0,
 	    "no", 1, yes_no, "yes or no"},
@@ -368,6 +370,8 @@ conf_parse(const char *name, const char *text, struct conf *conf, char *err,
 	char line[4096], msg[CONF_ERR_MAX];
 	const char *p = text;
 	unsigned lineno = 0;
+	struct window w;
+	int offset_said;
 	size_t i;
 
 	conf_defaults(conf);
@@ -426,6 +430,11 @@ conf_parse(const char *name, const char *text, struct conf *conf, char *err,
 	if ((conf->tls_cert[0] == '\0') != (conf->tls_key[0] == '\0'))
 		return conf_error(err, errlen, name, 0,
 		    "'tls_cert' and 'tls_key' go together");
+	if (conf->promote_window[0] != '\0' && stages_parse_promote(
+	    conf->promote_window, &w, &offset_said) < 0)
+		return conf_error(err, errlen, name, 0, "'promote_window' is "
+		    "like 'tue-thu 09:00-16:00 +01:00' (days and offset may be "
+		    "left out), not '%s'", conf->promote_window);
 	return check_mqtt(name, conf, err, errlen);
 }
 

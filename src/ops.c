@@ -581,8 +581,13 @@ op_rollout_create(struct ops_ctx *ctx, json_t *args, json_t **result,
 	    arg_str(args, "timeout", &r.timeout, why, whylen) < 0 ||
 	    arg_str(args, "product", &r.product, why, whylen) < 0 ||
 	    arg_str(args, "chip", &r.chip, why, whylen) < 0 ||
+	    arg_str(args, "promote_window", &r.promote_window, why,
+	    whylen) < 0 ||
 	    arg_bool(args, "downgrade", &r.downgrade, why, whylen) < 0)
 		return OTAD_ERR_INVALID;
+	if (r.promote_window == NULL && ctx->promote_window != NULL &&
+	    ctx->promote_window[0] != '\0')
+		r.promote_window = ctx->promote_window;
 	if ((rc = catalog_rollout_create(ctx->reg, &r, &id, &nstages, why,
 	    whylen)) != OTAD_OK)
 		return rc;

@@ -79,6 +79,7 @@ usage(void)
 	    " [--days mon-thu]\n"
 	    "    [--utc-offset +02:00] [--min-battery N] [--timeout 10m]"
 	    " [--downgrade]\n"
+	    "    [--promote-window 'tue-thu 09:00-16:00']\n"
 	    "  rollout start|pause|abort ID | resume ID [--force] |"
 	    " status [ID]\n"
 	    "  rollout approve ID | start ID --break-glass REASON\n"
@@ -205,6 +206,8 @@ parse_opts(int argc, char **argv, struct opts *o, const char *allowed)
 			slot = &o->days;
 		else if (strcmp(a, "--utc-offset") == 0)
 			slot = &o->utc_offset;
+		else if (strcmp(a, "--promote-window") == 0)
+			slot = &o->promote_window;
 		else if (strcmp(a, "--min-battery") == 0)
 			slot = &o->min_battery;
 		else if (strcmp(a, "--timeout") == 0)
@@ -593,6 +596,7 @@ cli_run(const char *name, json_t *args, const char *upload)
 		ctx.state_dir = conf.state_dir;
 		ctx.require_signature = conf.require_signature;
 		ctx.approvals = conf.rollout_approvals;
+		ctx.promote_window = conf.promote_window;
 		ctx.offline_after = (int64_t)conf.offline_after;
 		ctx.mqtt_on = conf.mqtt_host[0] != '\0';
 		ctx.role = ROLE_ADMIN; /* whoever may write the database */

@@ -399,3 +399,50 @@ stages_window_open(const struct window *w, int64_t now)
 		return minute >= w->start && minute < w->end;
 	return minute >= w->start || minute < w->end;
 }
+
+int
+stages_parse_promote(const char *s, struct window *w, int *offset_said)
+{
+	char copy[64], *tok[4], *save = NULL, *t;
+	int n = 0, i = 0;
+
+	memset(w, 0, sizeof(*w));
+	*offset_said = 0;
+	if (strlen(s) >= sizeof(copy))
+		return -1;
+	snprintf(copy, sizeof(copy), "%s", s);
+	for (t = strtok_r(copy, " \t", &save); t != NULL;
+	    t = strtok_r(NULL, " \t", &save)) {
+		if (n == 3)
+			return -1;
+		tok[n++] = t;
+	}
+	if (n == 0)
+		return -1;
+	if (isalpha((unsigned char)tok[0][0]) &&
+	    stages_parse_days(tok[i++], &w->days) < 0)
+		return -1;
+	if (i >= n || stages_parse_window(tok[i++], w) < 0)
+		return -1;
+	if (i < n) {
+		if (stages_parse_offset(tok[i++], &w->offset_min) < 0)
+			return -1;
+		*offset_said = 1;
+	}
+	return i == n ? 0 : -1;
+}
+
+int64_t
+stages_window_next(const struct window *w, int64_t from)
+{
+	int64_t t = from, minute;
+
+	if (stages_window_open(w, t))
+		return t;
+	/* minute by minute over a week and a day: every window recurs */
+	minute = t - ((t % 60) + 60) % 60 + 60;
+	for (t = minute; t < from + 8 * 86400; t += 60)
+		if (stages_window_open(w, t))
+			return t;
+	return -1;
+}

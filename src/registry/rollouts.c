@@ -129,10 +129,11 @@ registry_rollout_create(struct registry *reg, const struct rollout_plan *p,
 	json_decref(newer);
 	if (run(reg, "INSERT INTO rollout (release, state, created, staged,"
 	    " \"window\", days, utc_offset, min_battery, timeout_s, downgrade,"
-	    " created_by) VALUES (?1, 'draft', ?2, 1, ?3, ?4, ?5,"
-	    " nullif(?6, -1), ?7, ?8, ?9) RETURNING id", "iitttiiit", release, now_s(),
-	    p->window, p->days, p->utc_offset, (int64_t)p->min_battery,
-	    p->timeout_s, (int64_t)p->downgrade, reg->who) != DB_DONE)
+	    " created_by, promote) VALUES (?1, 'draft', ?2, 1, ?3, ?4, ?5,"
+	    " nullif(?6, -1), ?7, ?8, ?9, ?10) RETURNING id", "iitttiiitt",
+	    release, now_s(), p->window, p->days, p->utc_offset,
+	    (int64_t)p->min_battery, p->timeout_s, (int64_t)p->downgrade,
+	    reg->who, p->promote) != DB_DONE)
 		return catalog_db_fail(reg, why, whylen);
 	*id = reg->returned;
 	for (i = 0; i < p->nstages; i++) {
@@ -319,6 +320,29 @@ breach(json_t *stage, const struct health *h, char *buf, size_t len)
 	return 1;
 }
 
+/*
+ * A rollout row's promote window, in its own offset or the rollout's: 1
+ * with *w, 0 when it has none (stages open at any time), -1 when it does
+ * not parse (no stage opens until it is fixed).
+ */
+static int
+promote_window(json_t *ro, struct window *w)
+{
+	const char *p = json_string_value(json_object_get(ro, "promote"));
+	const char *off = json_string_value(json_object_get(ro,
+	    "utc_offset"));
+	int offset_said;
+
+	if (p == NULL)
+		return 0;
+	if (stages_parse_promote(p, w, &offset_said) < 0)
+		return -1;
+	if (!offset_said && off != NULL && off[0] != '\0' &&
+	    stages_parse_offset(off, &w->offset_min) < 0)
+		return -1;
+	return 1;
+}
+
 /* Every stage of rollout id with its counts (and, with rel, its reach). */
 static enum otad_err
 stage_rows(struct registry *reg, int64_t id, json_t *rel, json_t **rows)
@@ -356,6 +380,35 @@ stage_rows(struct registry *reg, int64_t id, json_t *rel, json_t **rows)
 	    ARGS_END);
 }
 
+/*
+ * When an active staged rollout's next stage may open, as "next_stage_at"
+ * (Unix seconds): once the current one has soaked, and inside its
+ * promote window; null when the window never opens or does not parse.
+ * The gates' other conditions (finished attempts, health) come on top.
+ */
+static void
+next_stage_at(json_t *ro, json_t *stages, int64_t now)
+{
+	json_t *st = json_array_get(stages, (size_t)json_integer_value(
+	    json_object_get(ro, "stage")));
+	struct window w;
+	int64_t at;
+	int pw;
+
+	if (st == NULL || json_array_size(stages) <= (size_t)json_integer_value(
+	    json_object_get(ro, "stage")) + 1 || strcmp(json_string_value(
+	    json_object_get(ro, "state")), "active") != 0)
+		return;
+	at = json_integer_value(json_object_get(ro, "stage_started")) +
+	    json_integer_value(json_object_get(st, "soak_s"));
+	if (at < now)
+		at = now;
+	if ((pw = promote_window(ro, &w)) != 0)
+		at = pw > 0 ? stages_window_next(&w, at) : -1;
+	json_object_set_new(ro, "next_stage_at", at >= 0 ? json_integer(at) :
+	    json_null());
+}
+
 enum otad_err
 registry_rollout_status(struct registry *reg, int64_t id, int64_t now,
     json_t **rows, char *why, size_t whylen)
@@ -369,7 +422,8 @@ registry_rollout_status(struct registry *reg, int64_t id, int64_t now,
 	    " ro.state, ro.staged, ro.stage, ro.stage_started, ro.started,"
 	    " ro.finished, ro.reason, ro.window, ro.days, ro.utc_offset,"
 	    " ro.min_battery, ro.timeout_s, ro.downgrade, ro.baseline,"
-	    " rel.forced FROM rollout ro JOIN release rel ON rel.id ="
+	    " ro.promote, rel.forced FROM rollout ro JOIN release rel ON"
+	    " rel.id ="
 	    " ro.release WHERE CAST(?1 AS BIGINT) IN (0, ro.id)"
 	    " ORDER BY ro.id", idtext(id, idbuf), ARGS_END);
 	if (rc != OTAD_OK) {
@@ -424,6 +478,7 @@ registry_rollout_status(struct registry *reg, int64_t id, int64_t now,
 			}
 		}
 		json_object_del(ro, "product_s");
+		next_stage_at(ro, stages, now);
 		json_object_set_new(ro, "stages", stages);
 	}
 	return OTAD_OK;
@@ -474,7 +529,9 @@ tick_one(struct registry *reg, json_t *ro, int64_t now)
 	const char *version = json_string_value(json_object_get(ro, "version"));
 	json_t *stages, *st;
 	struct health h;
+	struct window w;
 	char reason[200], full[240];
+	int pw;
 
 	if (stage_rows(reg, id, NULL, &stages) != OTAD_OK)
 		return;
@@ -513,6 +570,12 @@ tick_one(struct registry *reg, json_t *ro, int64_t now)
 	    "soak_s")) && h.finished >= json_integer_value(json_object_get(st,
 	    "min_devices"))) {
 		if ((size_t)cur + 1 < json_array_size(stages)) {
+			/* staffed hours: a healthy stage waits for them */
+			if ((pw = promote_window(ro, &w)) < 0 || (pw > 0 &&
+			    !stages_window_open(&w, now))) {
+				json_decref(stages);
+				return;
+			}
 			if (act(reg, "UPDATE rollout SET stage = stage + 1,"
 			    " stage_started = ?2 WHERE id = ?1 AND state ="
 			    " 'active' AND stage_started < ?2", "ii", id, now,
@@ -580,7 +643,8 @@ registry_rollout_tick(struct registry *reg, int64_t now, int64_t offline_after)
 			log_info("%lld attempts timed out", (long long)due);
 	}
 	if (query_rows(reg->db, &rows, "SELECT ro.id, ro.stage,"
-	    " ro.stage_started, rel.version FROM rollout ro JOIN release rel"
+	    " ro.stage_started, ro.promote, ro.utc_offset, rel.version FROM"
+	    " rollout ro JOIN release rel"
 	    " ON rel.id = ro.release WHERE ro.state = 'active' AND"
 	    " ro.staged = 1", ARGS_END) != OTAD_OK)
 		return;

@@ -10,13 +10,18 @@ FLEET = 1000
 CANARIES = 5
 
 
-def fleet_otad(tmp_path, version="2.0.0"):
-    d = Otad(tmp_path, "rate_per_device = 0\n")
+def otad_with_release(tmp_path, conf="", version="2.0.0"):
+    """A started otad (no per-device cap, conf added) with a release."""
+    d = Otad(tmp_path, "rate_per_device = 0\n" + conf)
     img = tmp_path / "app.bin"
     img.write_bytes(imagebuild.build(version=version, seglen=1024))
     sha = d.otactl("artifact", "add", str(img)).stdout.strip()
     d.otactl("release", "create", version, "--artifact", sha)
-    d.start()
+    return d.start()
+
+
+def fleet_otad(tmp_path, version="2.0.0"):
+    d = otad_with_release(tmp_path, version=version)
     devices = [Device(f"dev-{i:04d}", "1.0.0",
                       "canary" if i < CANARIES else None)
                for i in range(FLEET)]
@@ -298,12 +303,7 @@ def count_stage_reach(tmp_path, size):
     (no halt, no widening: the canary soaks for an hour), and the stage's
     targeted figure in rollout status."""
     tmp_path.mkdir()
-    d = Otad(tmp_path, "rate_per_device = 0\n")
-    img = tmp_path / "app.bin"
-    img.write_bytes(imagebuild.build(version="2.0.0", seglen=1024))
-    sha = d.otactl("artifact", "add", str(img)).stdout.strip()
-    d.otactl("release", "create", "2.0.0", "--artifact", sha)
-    d.start()
+    d = otad_with_release(tmp_path)
     try:
         devices = [Device(f"n{size}-{i:05d}", "1.0.0") for i in range(size)]
         f = Fleet(d.port, devices, workers=32)
@@ -337,3 +337,70 @@ def test_a_stage_of_50_devices_reaches_50_whatever_the_fleet(tmp_path):
     assert count_stage_reach(tmp_path / "a", 200) == 50
     assert count_stage_reach(tmp_path / "b", 20000) == 50
     assert count_stage_reach(tmp_path / "c", 40) == 40
+
+
+def test_a_promote_window_keeps_a_healthy_stage_waiting(tmp_path):
+    """promote_window in the config: a rollout created without its own
+    waits, healthy and soaked, in its canary ring until the window opens
+    (status says when); an operator's window that is open now lets it
+    widen; a failing canary halts outside the window."""
+    start = time.gmtime(time.time() + 2 * 3600)
+    end = time.gmtime(time.time() + 3 * 3600)
+    closed = (f"{start.tm_hour:02d}:{start.tm_min:02d}-"
+              f"{end.tm_hour:02d}:{end.tm_min:02d}")
+    d = otad_with_release(tmp_path, f"promote_window = {closed}\n")
+    try:
+        devices = [Device(f"pw-{i:03d}", "1.0.0") for i in range(200)]
+        f = Fleet(d.port, devices)
+        assert f.round() == []
+        for dev in devices[:CANARIES]:
+            d.otactl("device", "set", dev.id, "--group", "canary")
+        rid = d.otactl("rollout", "create", "2.0.0", "--stages",
+                       "group=canary,soak=1s,min=3; 100%,soak=1s",
+                       json_out=True)["id"]
+        d.otactl("rollout", "start", str(rid))
+        for _ in range(8):
+            assert f.round() == []
+            time.sleep(0.3)
+        st = status(d, rid)
+        assert st["promote"] == closed
+        assert st["stage"] == 0 and st["state"] == "active"
+        assert st["stages"][0]["succeeded"] == CANARIES
+        assert abs(st["next_stage_at"] - (time.time() + 2 * 3600)) < 120
+        assert {x.id for x in devices if x.offered} == \
+            {x.id for x in devices[:CANARIES]}
+        text = d.otactl("rollout", "status", str(rid)).stdout
+        assert f"promote window: {closed}" in text
+        assert "next stage may open: " + time.strftime(
+            "%Y-%m-%d", time.gmtime(st["next_stage_at"])) in text
+        # an operator opens the window by hand: the next ring opens
+        d.hand_edit(f"UPDATE rollout SET promote = NULL WHERE id = {rid}")
+        st = rounds_until(d, f, rid, lambda s: s["stage"] == 1, 30)
+        # a rollout may still ask for no window at all
+        rid2 = d.otactl("rollout", "create", "2.0.0", "--stages",
+                        "group=canary; 100%", "--promote-window", "any",
+                        "--downgrade", json_out=True)["id"]
+        assert status(d, rid2)["promote"] is None
+        p = d.otactl("rollout", "create", "2.0.0", "--stages", "100%",
+                     "--promote-window", "someday", check=False)
+        assert p.returncode != 0 and "--promote-window" in p.stderr
+    finally:
+        d.check_clean_exit()
+
+
+def test_a_failing_canary_halts_outside_the_promote_window(tmp_path):
+    d, devices, f = fleet_otad(tmp_path)
+    f.bad = {"2.0.0"}
+    start = time.gmtime(time.time() + 2 * 3600)
+    end = time.gmtime(time.time() + 3 * 3600)
+    try:
+        rid = d.otactl("rollout", "create", "2.0.0", "--stages", PLAN,
+                       "--promote-window",
+                       f"{start.tm_hour:02d}:{start.tm_min:02d}-"
+                       f"{end.tm_hour:02d}:{end.tm_min:02d} +00:00",
+                       json_out=True)["id"]
+        d.otactl("rollout", "start", str(rid))
+        st = rounds_until(d, f, rid, lambda s: s["state"] == "halted")
+        assert "rollback rate" in st["reason"] and st["stage"] == 0
+    finally:
+        d.check_clean_exit()

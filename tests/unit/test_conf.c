@@ -72,6 +72,9 @@ test_mqtt_keys(void **state)
 	assert_int_equal(c.mqtt_retain_triggers, 1);
 	assert_int_equal(c.mqtt_port, 1883);
 	assert_int_equal(c.mqtt_keepalive, 60);
+	assert_int_equal(conf_parse("t.conf", "promote_window = tue-thu "
+	    "09:00-16:00 +01:00\n", &c, err, sizeof(err)), 0);
+	assert_string_equal(c.promote_window, "tue-thu 09:00-16:00 +01:00");
 	conf_defaults(&c);
 	assert_string_equal(c.mqtt_host, "");
 	assert_string_equal(c.mqtt_telemetry_topics,
@@ -114,6 +117,8 @@ test_errors(void **state)
 	    "set twice");
 	expect_error("state_dir =\n", "must not be empty");
 	expect_error("tls_key = /k.pem\n", "go together");
+	expect_error("promote_window = office hours\n", "'promote_window' is "
+	    "like 'tue-thu 09:00-16:00 +01:00'");
 }
 
 static void

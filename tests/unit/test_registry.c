@@ -899,67 +899,99 @@ rollout_row(struct registry *reg, int64_t id, int64_t now)
 	return row;
 }
 
-static void
-test_stage_transitions(void **state)
+/*
+ * A catalog on path with release 2.0.0 and a started rollout of it, its
+ * stages spec, its promote window (NULL: none); *rel and *ro.
+ */
+static struct registry *
+started_rollout(const char *path, const char *spec, const char *promote,
+    int64_t timeout_s, int64_t *rel, int64_t *ro)
 {
 	struct store_artifact a = fake_artifact('c');
-	const char *path = fresh_db();
 	struct stage st[STAGES_MAX];
 	struct rollout_plan plan;
-	struct registry *cat, *w;
-	int64_t rel, ro, t0 = (int64_t)time(NULL);
-	char why[256], dev[16];
-	json_t *row;
-	int i;
+	struct registry *cat;
+	char why[256];
 
-	(void)state;
 	assert_int_equal(registry_open(path, &cat), OTAD_OK);
 	assert_int_equal(registry_artifact_add(cat, &a, "2.0.0", NULL, NULL,
 	    NULL, 0, why, sizeof(why)), OTAD_OK);
 	assert_int_equal(registry_release_create(cat, "2.0.0", a.sha256, NULL,
-	    NULL, NULL, 0, &rel, why, sizeof(why)), OTAD_OK);
+	    NULL, NULL, 0, rel, why, sizeof(why)), OTAD_OK);
 	memset(&plan, 0, sizeof(plan));
-	assert_int_equal(stages_parse("10%,soak=60s,min=3,rollback<=0.2; "
-	    "100%,soak=60s,min=3", st, &plan.nstages, why, sizeof(why)), 0);
+	assert_int_equal(stages_parse(spec, st, &plan.nstages, why,
+	    sizeof(why)), 0);
 	plan.version = "2.0.0";
 	plan.stages = st;
 	plan.min_battery = -1;
-	plan.timeout_s = 600;
-	assert_int_equal(registry_rollout_create(cat, &plan, &ro, why,
+	plan.timeout_s = timeout_s;
+	plan.promote = promote;
+	assert_int_equal(registry_rollout_create(cat, &plan, ro, why,
 	    sizeof(why)), OTAD_OK);
-	assert_int_equal(registry_rollout_action(cat, ro, ROLLOUT_START, 0,
+	assert_int_equal(registry_rollout_action(cat, *ro, ROLLOUT_START, 0,
 	    why, sizeof(why)), OTAD_OK);
+	return cat;
+}
 
-	/* three offers in stage 0, all succeed */
+/*
+ * n devices named prefix-i offered release rel in stage no of rollout ro
+ * at at, each reporting: the first rolled_back a rollback, the rest a
+ * success; all recorded when this returns.
+ */
+static void
+stage_outcomes(const char *path, int64_t rel, int64_t ro, int no,
+    const char *prefix, int n, int rolled_back, int64_t at)
+{
+	struct registry *w;
+	char dev[32];
+	int i;
+
 	assert_int_equal(registry_open(path, &w), OTAD_OK);
 	assert_int_equal(registry_writer_start(w, 64, 1000), OTAD_OK);
-	for (i = 0; i < 3; i++) {
-		snprintf(dev, sizeof(dev), "s0-%d", i);
-		registry_submit(w, offer_rec(dev, rel, ro, 0, t0));
-		registry_submit(w, report_rec(dev, REPORT_SUCCESS, t0));
+	for (i = 0; i < n; i++) {
+		snprintf(dev, sizeof(dev), "%s-%d", prefix, i);
+		registry_submit(w, offer_rec(dev, rel, ro, no, at));
+		registry_submit(w, report_rec(dev, i < rolled_back ?
+		    REPORT_ROLLBACK : REPORT_SUCCESS, at));
 	}
 	registry_close(w);
+}
+
+/* The stage rollout ro stands on after the controller's tick at now. */
+static int64_t
+ticked_stage(struct registry *cat, int64_t ro, int64_t now)
+{
+	json_t *row;
+	int64_t stage;
+
+	registry_rollout_tick(cat, now, 600);
+	row = rollout_row(cat, ro, now);
+	stage = json_integer_value(json_object_get(row, "stage"));
+	json_decref(row);
+	return stage;
+}
+
+static void
+test_stage_transitions(void **state)
+{
+	const char *path = fresh_db();
+	struct registry *cat, *w;
+	int64_t rel, ro, t0 = (int64_t)time(NULL);
+	char why[256];
+	json_t *row;
+
+	(void)state;
+	cat = started_rollout(path, "10%,soak=60s,min=3,rollback<=0.2; "
+	    "100%,soak=60s,min=3", NULL, 600, &rel, &ro);
+	/* three offers in stage 0, all succeed */
+	stage_outcomes(path, rel, ro, 0, "s0", 3, 0, t0);
 	/* healthy but not soaked: stays */
-	registry_rollout_tick(cat, t0 + 10, 600);
-	row = rollout_row(cat, ro, t0 + 10);
-	assert_int_equal(json_integer_value(json_object_get(row, "stage")), 0);
-	json_decref(row);
+	assert_int_equal(ticked_stage(cat, ro, t0 + 10), 0);
 	/* soaked: the next stage opens */
-	registry_rollout_tick(cat, t0 + 61, 600);
-	row = rollout_row(cat, ro, t0 + 61);
-	assert_int_equal(json_integer_value(json_object_get(row, "stage")), 1);
-	json_decref(row);
+	assert_int_equal(ticked_stage(cat, ro, t0 + 61), 1);
 
 	/* stage 1: two of three roll back, over the stage's 0.05 default */
-	assert_int_equal(registry_open(path, &w), OTAD_OK);
-	assert_int_equal(registry_writer_start(w, 64, 1000), OTAD_OK);
-	for (i = 0; i < 3; i++) {
-		snprintf(dev, sizeof(dev), "s1-%d", i);
-		registry_submit(w, offer_rec(dev, rel, ro, 1, t0 + 62));
-		registry_submit(w, report_rec(dev, i < 2 ? REPORT_ROLLBACK :
-		    REPORT_SUCCESS, t0 + 62));
-	}
-	registry_close(w);
+	stage_outcomes(path, rel, ro, 1, "s1", 3, 2, t0 + 62);
 	registry_rollout_tick(cat, t0 + 63, 600);
 	row = rollout_row(cat, ro, t0 + 63);
 	assert_string_equal(json_string_value(json_object_get(row, "state")),
@@ -993,6 +1025,54 @@ test_stage_transitions(void **state)
 	cleanup_db(path);
 }
 
+/*
+ * Staffed hours: a healthy stage that has soaked waits for its rollout's
+ * promote window (status says when it opens), opens in it, and a failing
+ * stage halts outside it. Simulated time: the controller is told now.
+ */
+static void
+test_a_promote_window_holds_widening_not_halts(void **state)
+{
+	const char *path = fresh_db();
+	struct registry *cat;
+	int64_t rel, ro, t0 = (int64_t)time(NULL), opens;
+	char promote[32];
+	time_t start = (time_t)(t0 + 2 * 3600), end = start + 3600;
+	struct tm a_tm, b_tm;
+	json_t *row;
+
+	(void)state;
+	/* every day, an hour from two hours from now (UTC) */
+	gmtime_r(&start, &a_tm);
+	gmtime_r(&end, &b_tm);
+	snprintf(promote, sizeof(promote), "%02d:%02d-%02d:%02d +00:00",
+	    a_tm.tm_hour, a_tm.tm_min, b_tm.tm_hour, b_tm.tm_min);
+	cat = started_rollout(path, "10%,soak=60s,min=3; 50%,soak=60s,min=3;"
+	    " 100%", promote, 86400, &rel, &ro);
+	stage_outcomes(path, rel, ro, 0, "p0", 3, 0, t0);
+	/* soaked and healthy, outside the window: waits, and says till when */
+	registry_rollout_tick(cat, t0 + 120, 600);
+	row = rollout_row(cat, ro, t0 + 120);
+	assert_int_equal(json_integer_value(json_object_get(row, "stage")), 0);
+	opens = json_integer_value(json_object_get(row, "next_stage_at"));
+	assert_true(opens >= t0 + 2 * 3600 - 60 && opens <= t0 + 2 * 3600);
+	assert_string_equal(json_string_value(json_object_get(row, "promote")),
+	    promote);
+	json_decref(row);
+	assert_int_equal(ticked_stage(cat, ro, opens - 60), 0);
+	/* inside it: the next stage opens */
+	assert_int_equal(ticked_stage(cat, ro, opens), 1);
+	/* a failing stage halts outside the window all the same */
+	stage_outcomes(path, rel, ro, 1, "p1", 3, 3, opens);
+	registry_rollout_tick(cat, opens + 2 * 3600, 600);
+	row = rollout_row(cat, ro, opens + 2 * 3600);
+	assert_string_equal(json_string_value(json_object_get(row, "state")),
+	    "halted");
+	json_decref(row);
+	registry_close(cat);
+	cleanup_db(path);
+}
+
 static void
 test_result_names(void **state)
 {
@@ -1017,6 +1097,7 @@ main(void)
 		cmocka_unit_test(test_an_outcome_before_its_offer_is_the_offers),
 		cmocka_unit_test(test_wait_served),
 		cmocka_unit_test(test_stage_transitions),
+		cmocka_unit_test(test_a_promote_window_holds_widening_not_halts),
 		cmocka_unit_test(test_result_names),
 	};
 

@@ -153,6 +153,46 @@ test_rings(void **state)
 	assert_true(in10 < in20);
 }
 
+/* Staffed hours: where a promote window opens next, in its offset. */
+static void
+test_promote_windows(void **state)
+{
+	/* 2026-11-20 was a Friday; 02:30 UTC */
+	const int64_t fri_0230 = 1795141800;
+	struct window w;
+	int said;
+
+	(void)state;
+	assert_int_equal(stages_parse_promote("tue-thu 09:00-16:00 +01:00",
+	    &w, &said), 0);
+	assert_true(said);
+	assert_int_equal(w.offset_min, 60);
+	assert_int_equal(w.days, (1u << 2) | (1u << 3) | (1u << 4));
+	/* Friday night: closed until Tuesday 09:00 local, 08:00 UTC */
+	assert_false(stages_window_open(&w, fri_0230));
+	assert_int_equal(stages_window_next(&w, fri_0230), fri_0230 +
+	    4 * 86400 - 2 * 3600 - 1800 + 8 * 3600);
+	/* inside: now */
+	assert_int_equal(stages_window_next(&w, fri_0230 + 4 * 86400 +
+	    9 * 3600), fri_0230 + 4 * 86400 + 9 * 3600);
+	/* every day, the rollout's own offset */
+	assert_int_equal(stages_parse_promote("09:00-16:00", &w, &said), 0);
+	assert_false(said);
+	assert_int_equal(w.days, 0);
+	assert_int_equal(stages_window_next(&w, fri_0230), fri_0230 +
+	    6 * 3600 + 1800);
+	assert_int_equal(stages_parse_promote("  sat,sun   10:00-12:00 ", &w,
+	    &said), 0);
+	/* refusals */
+	assert_int_equal(stages_parse_promote("", &w, &said), -1);
+	assert_int_equal(stages_parse_promote("tue-thu", &w, &said), -1);
+	assert_int_equal(stages_parse_promote("09:00-16:00 tue", &w, &said),
+	    -1);
+	assert_int_equal(stages_parse_promote("tue 09:00-16:00 +01:00 x", &w,
+	    &said), -1);
+	assert_int_equal(stages_parse_promote("tue 9-16", &w, &said), -1);
+}
+
 static void
 test_windows(void **state)
 {
@@ -215,6 +255,7 @@ main(void)
 		cmocka_unit_test(test_durations),
 		cmocka_unit_test(test_rings),
 		cmocka_unit_test(test_windows),
+		cmocka_unit_test(test_promote_windows),
 	};
 
 	return cmocka_run_group_tests_name("stages", tests, NULL, NULL);
