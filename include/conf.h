@@ -41,6 +41,11 @@ struct conf {
 	unsigned rollout_approvals; /* 2: a second operator approves starts */
 	/* rollouts created without their own: when stages may open */
 	char promote_window[64];    /* "[DAYS] HH:MM-HH:MM [OFFSET]"; "" any */
+	/* "3 in 24h": that many failed or rolled-back attempts within the
+	 * period, and a device is offered nothing for the period; "off" */
+	char quarantine_after[32];
+	unsigned quarantine_n;      /* from quarantine_after; 0 = off */
+	unsigned quarantine_s;
 	char admin_listen[128];     /* the management API; "" = off */
 	int admin_allow_plaintext;  /* off loopback without TLS */
 	size_t max_artifact_bytes;  /* an upload through the API */

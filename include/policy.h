@@ -71,6 +71,7 @@ struct device_facts {
 				   KIND_ANY_FS; KIND_APP (0) by default */
 	int everyone_only;      /* only offers with everyone set */
 	int64_t flash_size;     /* bytes of flash; 0 if unknown */
+	int64_t quarantined_until; /* offered nothing before; 0 if not */
 };
 
 enum decision_kind {
@@ -88,6 +89,7 @@ enum decision_reason {
 	REASON_WINDOW,         /* outside the rollout's update window */
 	REASON_BATTERY,        /* battery under the rollout's floor */
 	REASON_MODE,           /* no image of the kind the request asks for */
+	REASON_QUARANTINE,     /* failed too often lately: nothing for now */
 	REASON_COUNT
 };
 
@@ -111,7 +113,7 @@ struct stones {
 
 /*
  * "chip", "secure-version", "upgrade-path", "space", "window", "battery",
- * "mode"; NULL for REASON_NONE.
+ * "mode", "quarantine"; NULL for REASON_NONE.
  */
 const char *policy_reason_name(enum decision_reason reason);
 
@@ -137,7 +139,9 @@ const char *policy_reason_name(enum decision_reason reason);
  * releases of the kind the device asks for count (an app, or one kind of
  * filesystem image; with none, REASON_MODE); a filesystem image is for
  * any chip and carries no anti-rollback level. A device whose version is
- * unknown ("") is older than every release. now is Unix seconds.
+ * unknown ("") is older than every release. A device quarantined until
+ * after now is offered nothing, forced releases included. now is Unix
+ * seconds.
  */
 void policy_decide(const struct device_facts *dev, const struct offer *offers,
     size_t n, const struct stones *stones, int64_t now, struct decision *out);

@@ -153,6 +153,7 @@ struct device_row {
 	char running_sha256[65];           /* its image's digest; "" unknown */
 	char fs_version[OTAD_VERSION_MAX + 1]; /* last filesystem image sent
 						  whole; "" = none */
+	int64_t quarantined_until;         /* offered nothing before; 0 none */
 };
 
 /*
@@ -563,12 +564,21 @@ enum otad_err registry_device_list(struct registry *reg, int64_t now,
  */
 enum otad_err registry_device_add(struct registry *reg, const char *id,
     const char *group, const char *token_hash, char *why, size_t whylen);
-/* Forget a device's token: it is refused until it gets a new one. */
-enum otad_err registry_device_revoke_token(struct registry *reg,
-    const char *id, char *why, size_t whylen);
-/* Block (1) or unblock (0): a blocked device is refused (403). */
-enum otad_err registry_device_block(struct registry *reg, const char *id,
-    int blocked, char *why, size_t whylen);
+/*
+ * One word done to a device, audited; NOT_FOUND when it does not apply:
+ * "revoke-token" (refused until it gets a new one), "block" (refused,
+ * 403), "unblock", "clear" (out of quarantine now; only failures after
+ * this count towards the next). INVALID for another word.
+ */
+enum otad_err registry_device_act(struct registry *reg, const char *id,
+    const char *verb, char *why, size_t whylen);
+
+/*
+ * quarantine_after for the writer: n failed or rolled-back attempts
+ * within period_s quarantine a device for period_s; n 0: never.
+ */
+void registry_set_quarantine(struct registry *reg, unsigned n,
+    unsigned period_s);
 
 /* Set what is not NULL; NOT_FOUND for a device never seen. */
 enum otad_err registry_device_set(struct registry *reg, const char *id,

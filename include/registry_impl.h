@@ -83,8 +83,9 @@ enum wstmt {
 	" coalesce(chip, ''), coalesce(hw_rev, ''),"                          \
 	" coalesce(secure_version, -1), coalesce(token_hash, ''),"            \
 	" coalesce(grp, ''), coalesce(battery, -1),"                          \
-	" coalesce(running_sha256, ''), coalesce(fs_version, '')"
-#define DEVICE_ROW_NCOLUMNS 11
+	" coalesce(running_sha256, ''), coalesce(fs_version, ''),"            \
+	" coalesce(quarantined_until, 0)"
+#define DEVICE_ROW_NCOLUMNS 12
 void device_row_from(struct db_stmt *st, struct device_row *out);
 
 /* registry/devcache.c: device rows in memory (see there) */
@@ -129,6 +130,7 @@ struct registry {
 	atomic_uint nproducers;
 	atomic_size_t depth;
 	atomic_int durable_queued; /* a report queued since the last collect */
+	atomic_uint quarantine_n, quarantine_s; /* quarantine_after; n 0 off */
 	/*
 	 * Records are applied in the order they were queued, across all
 	 * producers: each gets the next seq as it is queued, and the writer

@@ -501,6 +501,7 @@ check_decide(struct http_request *req, struct api *api, struct check *c)
 	facts.free_space = s.free_space;
 	facts.flash_size = s.flash_size;
 	facts.group = row.group;
+	facts.quarantined_until = row.quarantined_until;
 	facts.battery = (s.tel.present & TEL_BATTERY) ? (int)s.tel.battery :
 	    row.battery;
 	facts.kind = c->kind;

@@ -80,7 +80,7 @@ device_add(struct opts *o)
 	return 0;
 }
 
-/* revoke-token, block, unblock: one word, one operation */
+/* revoke-token, block, unblock, clear: one word, one operation */
 static int
 device_change(struct opts *o)
 {
@@ -129,5 +129,6 @@ const struct cli_group cli_device = {"device", "--offline --group --hw-rev --chi
 	{"revoke-token", device_change},
 	{"block", device_change},
 	{"unblock", device_change},
+	{"clear", device_change},
 	{"nudge", device_nudge},
 }};

@@ -79,6 +79,8 @@ static const struct conf_key conf_keys[] = {
 	{"infer_after", CONF_UINT, F(infer_after), 1, 31536000, "900", 0},
 	{"rollout_approvals", CONF_UINT, F(rollout_approvals), 1, 2, "1", 0},
 	{"promote_window", CONF_STRING, F(promote_window), 0, 0, "", 0},
+	{"quarantine_after", CONF_STRING, F(quarantine_after), 0, 0,
+	    "3 in 24h", 0},
 	{"admin_listen", CONF_STRING, F(admin_listen), 0, 0, "", 1},
 	{"admin_allow_plaintext", CONF_CHOICE, F(admin_allow_plaintext), 0, 0,
 	    "no", 1, yes_no, "yes or no"},
@@ -232,6 +234,8 @@ badnum:
 	return -1;
 }
 
+static int quarantine_parse(struct conf *conf);
+
 void
 conf_defaults(struct conf *conf)
 {
@@ -243,6 +247,8 @@ conf_defaults(struct conf *conf)
 		if (conf_set(&conf_keys[i], conf, conf_keys[i].def, msg,
 		    sizeof(msg)) < 0)
 			abort(); /* a bad default is a programming error */
+	if (quarantine_parse(conf) < 0)
+		abort();
 }
 
 static char *
@@ -304,6 +310,31 @@ password_in(const char *target)
 		return 0;
 	colon = memchr(p + 3, ':', (size_t)(at - (p + 3)));
 	return colon != NULL;
+}
+
+/* quarantine_after into quarantine_n and _s; 0 or -1 */
+static int
+quarantine_parse(struct conf *conf)
+{
+	char count[16], in[4], period[16], extra[2];
+	int64_t s;
+	char *end;
+	unsigned long n;
+
+	conf->quarantine_n = conf->quarantine_s = 0;
+	if (strcmp(conf->quarantine_after, "off") == 0)
+		return 0;
+	if (sscanf(conf->quarantine_after, "%15s %3s %15s %1s", count, in,
+	    period, extra) != 3 || strcmp(in, "in") != 0 ||
+	    !isdigit((unsigned char)count[0]))
+		return -1;
+	n = strtoul(count, &end, 10);
+	if (*end != '\0' || n < 1 || n > 1000 ||
+	    (s = stages_duration(period)) <= 0 || s > 365 * 86400)
+		return -1;
+	conf->quarantine_n = (unsigned)n;
+	conf->quarantine_s = (unsigned)s;
+	return 0;
 }
 
 static int
@@ -435,6 +466,10 @@ conf_parse(const char *name, const char *text, struct conf *conf, char *err,
 		return conf_error(err, errlen, name, 0, "'promote_window' is "
 		    "like 'tue-thu 09:00-16:00 +01:00' (days and offset may be "
 		    "left out), not '%s'", conf->promote_window);
+	if (quarantine_parse(conf) < 0)
+		return conf_error(err, errlen, name, 0, "'quarantine_after' is "
+		    "like '3 in 24h' (1 to 1000 failures, a period up to 365d) "
+		    "or 'off', not '%s'", conf->quarantine_after);
 	return check_mqtt(name, conf, err, errlen);
 }
 

@@ -105,9 +105,10 @@ artifact_named(void *arg, const char *sha256)
 }
 
 static void
-reload(const char *path, struct conf *conf, struct http *http, struct api *api,
-    struct rollout *rollout, struct mqtt *mqtt, struct patcher *patcher,
-    struct admin *admin, int debug_flag)
+reload(const char *path, struct conf *conf, struct registry *reg,
+    struct http *http, struct api *api, struct rollout *rollout,
+    struct mqtt *mqtt, struct patcher *patcher, struct admin *admin,
+    int debug_flag)
 {
 	char err[CONF_ERR_MAX];
 	struct conf next;
@@ -143,6 +144,8 @@ reload(const char *path, struct conf *conf, struct http *http, struct api *api,
 		if (admin != NULL)
 			admin_configure(admin, &next);
 		conf->rollout_approvals = next.rollout_approvals;
+		registry_set_quarantine(reg, next.quarantine_n,
+		    next.quarantine_s);
 		conf->max_artifact_bytes = next.max_artifact_bytes;
 		conf->rate_per_device = next.rate_per_device;
 		conf->rate_per_address = next.rate_per_address;
@@ -261,6 +264,7 @@ main(int argc, char *argv[])
 		store_set_source(store, registry_fetch_artifact, db_path);
 	store_clean(store);
 	store_sweep(store, artifact_named, reg);
+	registry_set_quarantine(reg, conf.quarantine_n, conf.quarantine_s);
 	if (registry_writer_start(reg, conf.writer_queue_max,
 	    conf.device_cache) != OTAD_OK)
 		fatalx("cannot start the registry writer");
@@ -348,7 +352,7 @@ main(int argc, char *argv[])
 			continue;
 		}
 		if (sig == SIGHUP) {
-			reload(conf_path, &conf, http, api, rollout, mqtt, patcher,
+			reload(conf_path, &conf, reg, http, api, rollout, mqtt, patcher,
 			    admin, debug);
 			continue;
 		}

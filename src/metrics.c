@@ -200,6 +200,12 @@ fleet_render(struct buf *b, const json_t *g)
 	       "otad_devices{state=\"online\"} %lld\n"
 	       "otad_devices{state=\"offline\"} %lld\n",
 	    (long long)field(g, "online"), (long long)field(g, "offline"));
+	put(b, "# HELP otad_devices_quarantined Devices offered nothing for "
+	       "now: they failed quarantine_after times lately.\n"
+	       "# TYPE otad_devices_quarantined gauge\n"
+	       "otad_devices_quarantined %lld\n",
+	    (long long)field(json_array_get(json_object_get(g,
+	    "quarantined"), 0), "devices"));
 	put(b, "# HELP otad_devices_by_version Devices by the version they "
 	       "run (the 50 most common).\n"
 	       "# TYPE otad_devices_by_version gauge\n");

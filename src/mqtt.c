@@ -381,6 +381,8 @@ decide(struct mqtt *m, const struct snapshot *snap, const json_t *row,
 	f.free_space = json_integer_value(json_object_get(row, "free_space"));
 	f.group = json_string_value(json_object_get(row, "grp"));
 	f.battery = (int)json_integer_value(json_object_get(row, "battery"));
+	f.quarantined_until = json_integer_value(json_object_get(row,
+	    "quarantined_until"));
 	f.refused_release = 0;
 	if (id == NULL || f.version == NULL)
 		return NULL;

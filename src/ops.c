@@ -712,12 +712,8 @@ device_act(struct ops_ctx *ctx, json_t *args, json_t **result, char *why,
 
 	if (id == NULL || !otad_valid_id(id))
 		return bad(why, whylen, "id", "a device id");
-	if (strcmp(verb, "revoke-token") == 0)
-		rc = registry_device_revoke_token(ctx->reg, id, why, whylen);
-	else
-		rc = registry_device_block(ctx->reg, id, strcmp(verb, "block") ==
-		    0, why, whylen);
-	if (rc == OTAD_OK) {
+	if ((rc = registry_device_act(ctx->reg, id, verb, why, whylen)) ==
+	    OTAD_OK) {
 		served(ctx);
 		*result = json_pack("{s:s,s:s}", "device", id, "done", verb);
 	}
@@ -734,6 +730,7 @@ device_act(struct ops_ctx *ctx, json_t *args, json_t **result, char *why,
 DEVICE_OP(op_device_revoke_token, "revoke-token")
 DEVICE_OP(op_device_block, "block")
 DEVICE_OP(op_device_unblock, "unblock")
+DEVICE_OP(op_device_clear, "clear")
 
 /* A trigger now, and whether it went out within a few seconds. */
 static enum otad_err
@@ -860,6 +857,8 @@ static const struct op ops[] = {
 	    op_device_block},
 	{"device.unblock", "POST", "devices/{id}/unblock", STEERS, 200,
 	    op_device_unblock},
+	{"device.clear", "POST", "devices/{id}/clear", STEERS, 200,
+	    op_device_clear},
 	{"device.nudge", "POST", "devices/{id}/nudge", STEERS, 200,
 	    op_device_nudge},
 	{"operator.list", "GET", "operators", ROLE_ADMIN, 200,

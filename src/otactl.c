@@ -89,7 +89,7 @@ usage(void)
 	    "  device set ID [--group G] [--hw-rev R] [--chip C]\n"
 	    "  device add ID [--group G] | revoke-token ID | block ID |"
 	    " unblock ID\n"
-	    "  device nudge ID\n"
+	    "  device clear ID   (out of quarantine) | nudge ID\n"
 	    "  delta create BASE TARGET -o PATCH [--raw]\n"
 	    "  delta apply BASE PATCH -o OUT [--sha256 HEX]\n"
 	    "  status | audit [--actor NAME] [--before ID] [--limit N]\n");

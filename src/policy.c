@@ -171,6 +171,10 @@ policy_decide(const struct device_facts *dev, const struct offer *offers,
 	    semver_compare(dev->version, o->version) == 0 :
 	    semver_compare(dev->version, o->version) >= 0))
 		return;
+	if (dev->quarantined_until > now) {
+		out->reason = REASON_QUARANTINE;
+		return;
+	}
 	if (ambiguous) {
 		/*
 		 * An image for the wrong chip would be refused, or worse; a
@@ -237,6 +241,8 @@ policy_reason_name(enum decision_reason reason)
 		return "battery";
 	case REASON_MODE:
 		return "mode";
+	case REASON_QUARANTINE:
+		return "quarantine";
 	default:
 		return NULL;
 	}

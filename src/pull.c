@@ -158,6 +158,7 @@ pull_decide(struct http_request *req, struct api *api, struct pull *p,
 	facts.chip = chip;
 	facts.hw_rev = p->row.hw_rev;
 	facts.group = p->row.group;
+	facts.quarantined_until = p->row.quarantined_until;
 	facts.secure_version = p->row.secure_version;
 	facts.free_space = -1;
 	facts.battery = p->id != NULL ? p->row.battery : -1;

@@ -44,6 +44,7 @@ struct entry {
 	struct entry *next;
 	uint64_t hash;
 	int64_t secure_version;
+	int64_t quarantined_until;
 	int32_t battery;
 	uint8_t blocked;
 	char strs[]; /* F_COUNT strings */
@@ -186,6 +187,7 @@ entry_new(const char *id, const struct device_row *row, uint64_t h)
 	e->next = NULL;
 	e->hash = h;
 	e->secure_version = row->secure_version;
+	e->quarantined_until = row->quarantined_until;
 	e->battery = row->battery;
 	e->blocked = row->blocked != 0;
 	for (p = e->strs, i = 0; i < F_COUNT; i++) {
@@ -268,6 +270,7 @@ lookup(struct devcache *c, const char *id, struct device_row *out, int count)
 		return 0;
 	}
 	out->secure_version = (*at)->secure_version;
+	out->quarantined_until = (*at)->quarantined_until;
 	out->battery = (*at)->battery;
 	out->blocked = (*at)->blocked;
 	p = (*at)->strs;

@@ -5,6 +5,7 @@
 
 #include <limits.h>
 #include <stdio.h>
+#include <string.h>
 
 
 #include "registry.h"
@@ -111,32 +112,44 @@ registry_device_add(struct registry *reg, const char *id, const char *group,
 	return rc;
 }
 
-enum otad_err
-registry_device_revoke_token(struct registry *reg, const char *id, char *why,
-    size_t whylen)
-{
-	char what[128], none[128];
+/* what each word does: ?1 the device, ?3 now */
+static const struct {
+	const char *verb, *sql, *none_pre, *none_post, *audit;
+} device_acts[] = {
+	{"revoke-token", "UPDATE device SET token_hash = NULL, token_created ="
+	    " NULL WHERE id = ?1 AND token_hash IS NOT NULL",
+	    "no device", " with a token", ""},
+	{"block", "UPDATE device SET blocked = 1 WHERE id = ?1",
+	    "no device", "", ""},
+	{"unblock", "UPDATE device SET blocked = 0 WHERE id = ?1",
+	    "no device", "", ""},
+	/* ?2 is unused, but PostgreSQL types every parameter up to ?3 */
+	{"clear", "UPDATE device SET quarantined_until = NULL,"
+	    " quarantine_cleared = ?3 WHERE id = ?1 AND quarantined_until > ?3"
+	    " AND CAST(?2 AS TEXT) IS NULL",
+	    "device", " is not in quarantine", " (out of quarantine)"},
+};
 
-	snprintf(what, sizeof(what), "device revoke-token %s", id);
-	snprintf(none, sizeof(none), "no device '%s' with a token", id);
-	return device_update(reg, "UPDATE device SET token_hash = NULL,"
-	    " token_created = NULL WHERE id = ?1 AND token_hash IS NOT NULL",
-	    id, NULL, what,
-	    OTAD_ERR_NOT_FOUND, none, why, whylen);
-}
-
 enum otad_err
-registry_device_block(struct registry *reg, const char *id, int blocked,
+registry_device_act(struct registry *reg, const char *id, const char *verb,
     char *why, size_t whylen)
 {
 	char what[128], none[128];
+	size_t i;
 
-	snprintf(what, sizeof(what), "device %s %s", blocked ? "block" :
-	    "unblock", id);
-	snprintf(none, sizeof(none), "no device '%s'", id);
-	return device_update(reg, blocked ?
-	    "UPDATE device SET blocked = 1 WHERE id = ?1" :
-	    "UPDATE device SET blocked = 0 WHERE id = ?1", id, NULL, what,
+	for (i = 0; i < sizeof(device_acts) / sizeof(device_acts[0]); i++)
+		if (strcmp(device_acts[i].verb, verb) == 0)
+			break;
+	if (i == sizeof(device_acts) / sizeof(device_acts[0])) {
+		snprintf(why, whylen, "nothing is done to a device by '%s'",
+		    verb);
+		return OTAD_ERR_INVALID;
+	}
+	snprintf(what, sizeof(what), "device %s %s%s", verb, id,
+	    device_acts[i].audit);
+	snprintf(none, sizeof(none), "%s '%s'%s", device_acts[i].none_pre, id,
+	    device_acts[i].none_post);
+	return device_update(reg, device_acts[i].sql, id, NULL, what,
 	    OTAD_ERR_NOT_FOUND, none, why, whylen);
 }
 
@@ -153,7 +166,8 @@ registry_device_show(struct registry *reg, const char *id, json_t **obj,
 	    " d.secure_version, d.running_sha256, d.fs_version, d.fs_sha256,"
 	    " d.free_space, d.deferred,"
 	    " d.deferred_at, d.token_hash IS NOT NULL AS has_token,"
-	    " d.token_created, d.blocked, d.mqtt_seen, (SELECT sent_at FROM"
+	    " d.token_created, d.blocked, d.quarantined_until,"
+	    " d.quarantine_cleared, d.mqtt_seen, (SELECT sent_at FROM"
 	    " trigger WHERE device = d.id AND sent_at IS NOT NULL ORDER BY"
 	    " sent_at DESC LIMIT 1) AS last_trigger FROM device d"
 	    " WHERE d.id = ?1", id,

@@ -153,6 +153,7 @@ device_row_from(struct db_stmt *st, struct device_row *out)
 	out->battery = db_column_int(st, 8);
 	copy_col(out->running_sha256, sizeof(out->running_sha256), st, 9);
 	copy_col(out->fs_version, sizeof(out->fs_version), st, 10);
+	out->quarantined_until = db_column_int64(st, 11);
 }
 
 static void

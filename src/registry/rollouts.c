@@ -38,7 +38,8 @@ cut_stage(struct registry *reg, int64_t id, int64_t no)
 	if (query_rows(reg->db, &rows, "SELECT r, id FROM (SELECT ring(ro.id,"
 	    " d.id) AS r, d.id FROM device d, rollout ro JOIN release rel ON"
 	    " rel.id = ro.release WHERE ro.id = CAST(?1 AS BIGINT) AND"
-	    " " STAGE_MATCHES " ORDER BY r, d.id LIMIT CAST(?2 AS BIGINT)) x"
+	    " " STAGE_MATCHES " AND coalesce(d.quarantined_until, 0) <="
+	    " unixepoch() ORDER BY r, d.id LIMIT CAST(?2 AS BIGINT)) x"
 	    " ORDER BY r DESC, id DESC LIMIT 1", idtext(id, idbuf),
 	    idtext(devices, nobuf), ARGS_END) != OTAD_OK)
 		return -1;

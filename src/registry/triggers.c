@@ -17,8 +17,8 @@
 	" max(secure_version) FROM artifact WHERE app_sha256 ="               \
 	" d.running_sha256), -1)) AS secure_version, coalesce(d.free_space,"    \
 	" -1) AS free_space, coalesce(d.grp, '') AS grp, coalesce(d.battery, -1)" \
-	" AS battery FROM device d WHERE d.blocked = 0 AND d.version IS NOT"  \
-	" NULL"
+	" AS battery, coalesce(d.quarantined_until, 0) AS quarantined_until"  \
+	" FROM device d WHERE d.blocked = 0 AND d.version IS NOT NULL"
 
 enum otad_err
 registry_fleet_page(struct registry_reader *r, const char *after, int limit,
@@ -161,6 +161,8 @@ registry_fleet_gauges(struct registry_reader *r, int64_t now,
 			   " WHERE ro.state IN ('active', 'paused', 'halted')"
 			   " GROUP BY ro.id, rel.version, a.stage"
 			   " ORDER BY ro.id, a.stage"},
+		{"quarantined", "SELECT count(*) AS devices FROM device WHERE"
+				" quarantined_until > unixepoch()"},
 		{"rollouts", "SELECT ro.id AS rollout, rel.version, ro.state,"
 			     " ro.stage FROM rollout ro JOIN release rel ON"
 			     " rel.id = ro.release WHERE ro.state IN"

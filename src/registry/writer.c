@@ -77,7 +77,8 @@ static const char *const wsql[W_COUNT] = {
 	    " coalesce(secure_version, -1) = ?14 AND coalesce(token_hash, '')"
 	    " = ?15 AND coalesce(grp, '') = ?16 AND coalesce(battery, -1) ="
 	    " ?17 AND coalesce(running_sha256, '') = ?18 AND"
-	    " coalesce(fs_version, '') = ?19",
+	    " coalesce(fs_version, '') = ?19 AND"
+	    " coalesce(quarantined_until, 0) = ?20",
 	[W_ANY_OPEN] = "SELECT 1 FROM attempt WHERE device = ?1 AND state IN "
 	    OPEN_STATES " LIMIT 1",
 	/*
@@ -259,6 +260,38 @@ any_open(struct registry *reg, const char *device)
 }
 
 /*
+ * After a failed or rolled-back attempt of device's, recorded at at: the
+ * quarantine when it makes quarantine_after of them within the period
+ * (since an operator last cleared it), logged and audited.
+ */
+static int
+quarantine_check(struct registry *reg, const char *device, int64_t at)
+{
+	int64_t n = atomic_load(&reg->quarantine_n);
+	int64_t period = atomic_load(&reg->quarantine_s);
+	char what[200];
+
+	if (n == 0)
+		return 0;
+	if (run(reg, "UPDATE device SET quarantined_until = ?2 + ?3 WHERE id ="
+	    " ?1 AND coalesce(quarantined_until, 0) < ?2 + ?3 AND (SELECT"
+	    " count(*) FROM attempt a WHERE a.device = ?1 AND a.state IN"
+	    " ('failed', 'rollback') AND a.finished_at > ?2 - ?3 AND"
+	    " a.finished_at > coalesce(device.quarantine_cleared, 0)) >= ?4",
+	    "tiii", device, at, period, n) != DB_DONE)
+		return -1;
+	if (db_changes(reg->db) == 0)
+		return 0;
+	forget_device(reg, device);
+	snprintf(what, sizeof(what), "device %s quarantined for %llds: %lld "
+	    "failed or rolled-back attempts within %llds", device,
+	    (long long)period, (long long)n, (long long)period);
+	log_warnx("%s", what);
+	return run(reg, "INSERT INTO audit (at, actor, what) VALUES (?1,"
+	    " 'otad', ?2)", "it", at, what) == DB_DONE ? 0 : -1;
+}
+
+/*
  * What the version a device runs now says of its attempts: back on the
  * one it left (rolled back), crashed since, or on the one offered
  * (succeeded).
@@ -275,7 +308,9 @@ apply_running(struct registry *reg, const struct record *rec)
 	db_bind_text(st, 2, rec->version);
 	db_bind_int64(st, 3, rec->at);
 	bind_tel(st, 4, &rec->tel, TEL_UPTIME, rec->tel.uptime);
-	if (step_done(st) < 0 || crash_flags(reg, rec) < 0)
+	if (step_done(st) < 0 || (db_changes(reg->db) > 0 &&
+	    quarantine_check(reg, rec->device, rec->at) < 0) ||
+	    crash_flags(reg, rec) < 0)
 		return -1;
 	/* running what it was offered: that attempt succeeded */
 	st = reg->w[W_SUCCESS];
@@ -386,6 +421,9 @@ apply_silent(struct registry *reg, const struct record *rec)
 	    " state IN " OPEN_STATES, "tii", rec->device, rec->refetch_release,
 	    rec->at) != DB_DONE)
 		return -1;
+	if (db_changes(reg->db) > 0 && quarantine_check(reg, rec->device,
+	    rec->at) < 0)
+		return -1;
 	/* what it runs now: what it was sent (before the attempt closes) */
 	if (run(reg, "UPDATE device SET version = a.to_version,"
 	    " running_sha256 = art.app_sha256 FROM attempt a JOIN release r ON"
@@ -478,6 +516,7 @@ checkin_seen(struct registry *reg, const struct record *rec)
 	db_bind_int64(st, 17, row.battery);
 	db_bind_text(st, 18, row.running_sha256);
 	db_bind_text(st, 19, row.fs_version);
+	db_bind_int64(st, 20, row.quarantined_until);
 	if (step_done(st) < 0)
 		return -1;
 	if (db_changes(reg->db) == 0)
@@ -617,8 +656,20 @@ apply_download(struct registry *reg, const struct record *rec)
 	return step_done(st);
 }
 
+static int record_report(struct registry *reg, const struct record *rec);
+
+/* A report, and the quarantine its failure may bring. */
 static int
 apply_report(struct registry *reg, const struct record *rec)
+{
+	if (record_report(reg, rec) < 0)
+		return -1;
+	return rec->result == REPORT_ROLLBACK || rec->result == REPORT_FAILED ?
+	    quarantine_check(reg, rec->device, rec->at) : 0;
+}
+
+static int
+record_report(struct registry *reg, const struct record *rec)
 {
 	const struct telemetry *t = &rec->tel;
 	const char *state = result_names[rec->result];
@@ -1352,6 +1403,13 @@ registry_submit(struct registry *reg, struct record *rec)
 	    write(reg->efd, &one, sizeof(one)) < 0 && errno != EAGAIN)
 		log_warn("cannot wake the writer");
 	return OTAD_OK;
+}
+
+void
+registry_set_quarantine(struct registry *reg, unsigned n, unsigned period_s)
+{
+	atomic_store(&reg->quarantine_n, n);
+	atomic_store(&reg->quarantine_s, period_s);
 }
 
 size_t

@@ -404,3 +404,65 @@ def test_a_failing_canary_halts_outside_the_promote_window(tmp_path):
         assert "rollback rate" in st["reason"] and st["stage"] == 0
     finally:
         d.check_clean_exit()
+
+
+def test_a_device_that_keeps_failing_is_quarantined(tmp_path):
+    """quarantine_after = 3 in 24h (the default): a device whose last three
+    attempts, across releases, failed is offered nothing (a 304 saying
+    quarantine), shown in device show, /metrics and the audit log, and
+    left out of the next rollout's count-sized canary, until an operator
+    clears it."""
+    d = otad_with_release(tmp_path)
+    try:
+        for i in range(6):
+            r = d.get("/firmware/check", {"X-Device-ID": f"q-{i}",
+                                          "X-Current-Version": "1.0.0"})
+            assert r.status == 304
+        # q-0 reports three failed updates, each of another build
+        for v in ("1.1.0", "1.2.0", "1.3.0"):
+            r = d.post_json("/firmware/report", {
+                "device": "q-0", "version": v, "result": "failed",
+                "reason": "flash write failed"})
+            assert r.status == 200
+        show = d.otactl("device", "show", "q-0", json_out=True)
+        assert show["quarantined_until"] > time.time() + 86400 - 60
+        assert d.query("SELECT count(*) FROM audit WHERE what LIKE"
+                       " 'device q-0 quarantined for 86400s: 3 failed%'"
+                       ) == [(1,)]
+        assert any("device q-0 quarantined" in l for l in d.log)
+        # the gauges are gathered in the background, every few seconds
+        d.wait_for(lambda: "otad_devices_quarantined 1\n" in
+                   d.get("/metrics").body.decode(), 15, "the gauge")
+        # a canary of 5 devices: the five that are not quarantined
+        rid = d.otactl("rollout", "create", "2.0.0", "--stages",
+                       "5,soak=1h; 100%", json_out=True)["id"]
+        d.otactl("rollout", "start", str(rid))
+        offered = []
+        for i in range(6):
+            r = d.get("/firmware/check", {"X-Device-ID": f"q-{i}",
+                                          "X-Current-Version": "1.0.0"})
+            if r.status == 200:
+                offered.append(f"q-{i}")
+            elif i == 0:
+                assert r.status == 304
+                assert r.headers.get("x-update-deferred") == "quarantine"
+        assert offered == [f"q-{i}" for i in range(1, 6)]
+        # cleared by an operator: offered again at once
+        d.otactl("device", "clear", "q-0")
+        assert d.otactl("device", "show", "q-0",
+                        json_out=True)["quarantined_until"] is None
+        p = d.otactl("device", "clear", "q-0", check=False)
+        assert p.returncode != 0 and "not in quarantine" in p.stderr
+        assert d.query("SELECT actor FROM audit WHERE what ="
+                       " 'device clear q-0 (out of quarantine)'") != []
+        d.hand_edit(f"UPDATE rollout_stage SET devices = 6, cut_ring ="
+                    f" NULL WHERE rollout = {rid} AND no = 0")
+        for _ in range(50):
+            r = d.get("/firmware/check", {"X-Device-ID": "q-0",
+                                          "X-Current-Version": "1.0.0"})
+            if r.status == 200:
+                break
+            time.sleep(0.1)
+        assert r.status == 200
+    finally:
+        d.check_clean_exit()

@@ -352,6 +352,14 @@ test_deferrals_and_forced(void **state)
 	assert_non_null(decide_full(&dev, offers, 1).offer);
 	dev.battery = 40;
 	assert_non_null(decide_full(&dev, offers, 1).offer);
+	/* quarantined (decide_full's now is 1700000000): nothing, until then */
+	dev.quarantined_until = 1700000001;
+	d = decide_full(&dev, offers, 1);
+	assert_null(d.offer);
+	assert_string_equal(policy_reason_name(d.reason), "quarantine");
+	dev.quarantined_until = 1700000000;
+	assert_non_null(decide_full(&dev, offers, 1).offer);
+	dev.quarantined_until = 0;
 	/* forced: skips window and battery, never anti-rollback or chip */
 	dev.battery = 5;
 	stages_parse_window("01:00-05:00", &offers[0].window);
@@ -362,6 +370,11 @@ test_deferrals_and_forced(void **state)
 	assert_int_equal(decide_full(&dev, offers, 1).reason,
 	    REASON_SECURE_VERSION);
 	dev.secure_version = -1;
+	/* nor quarantine */
+	dev.quarantined_until = 1700000001;
+	assert_int_equal(decide_full(&dev, offers, 1).reason,
+	    REASON_QUARANTINE);
+	dev.quarantined_until = 0;
 	dev.chip = "esp32c3";
 	assert_null(decide_full(&dev, offers, 1).offer);
 }

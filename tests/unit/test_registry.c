@@ -426,6 +426,7 @@ same_row(const struct device_row *a, const struct device_row *b)
 	assert_int_equal(a->blocked, b->blocked);
 	assert_string_equal(a->running_sha256, b->running_sha256);
 	assert_string_equal(a->fs_version, b->fs_version);
+	assert_int_equal(a->quarantined_until, b->quarantined_until);
 }
 
 /* Until the reader gets id's row with this version; the row. */
@@ -1073,6 +1074,86 @@ test_a_promote_window_holds_widening_not_halts(void **state)
 	cleanup_db(path);
 }
 
+/* A failure report of device id for version v at at, recorded. */
+static void
+failed_report(struct registry *w, const char *id, const char *v, int64_t at)
+{
+	struct record *r = report_rec(id, REPORT_FAILED, at);
+
+	snprintf(r->version, sizeof(r->version), "%s", v);
+	r->durable = 1;
+	r->may_wait = 1;
+	assert_int_equal(registry_submit(w, r), OTAD_OK);
+}
+
+/* device id's quarantine as readers see it, once set (2 s at most) */
+static int64_t
+quarantined_until(const char *path, const char *id)
+{
+	struct registry_reader *rd;
+	struct device_row row;
+	int waited;
+
+	memset(&row, 0, sizeof(row));
+	assert_int_equal(registry_reader_open(path, &rd), OTAD_OK);
+	for (waited = 0; waited < 2000; waited += 5) {
+		if (registry_device_get(rd, id, &row) == OTAD_OK &&
+		    row.quarantined_until != 0)
+			break;
+		usleep(5 * 1000);
+	}
+	registry_reader_free(rd);
+	return row.quarantined_until;
+}
+
+/*
+ * quarantine_after = 3 in 1h: two failures within the hour, or three
+ * spread over more, quarantine nothing; the third within the hour does,
+ * for an hour after it; a clear lets the device go on, and only failures
+ * after the clear count towards the next quarantine.
+ */
+static void
+test_a_device_that_keeps_failing_is_quarantined(void **state)
+{
+	const char *path = fresh_db();
+	struct registry *w;
+	char why[256];
+
+	(void)state;
+	assert_int_equal(registry_open(path, &w), OTAD_OK);
+	registry_set_quarantine(w, 3, 3600);
+	assert_int_equal(registry_writer_start(w, 64, 1000), OTAD_OK);
+	failed_report(w, "q1", "2.0.0", 1700000000);
+	failed_report(w, "q1", "2.0.1", 1700003000);
+	failed_report(w, "q1", "2.0.2", 1700003700); /* the first is older */
+	assert_int_equal(quarantined_until(path, "q1"), 0);
+	failed_report(w, "q1", "2.0.3", 1700003800);
+	assert_int_equal(quarantined_until(path, "q1"), 1700003800 + 3600);
+	/* cleared: back to work, its old failures forgiven */
+	assert_int_equal(registry_device_act(w, "q1", "clear", why,
+	    sizeof(why)),
+	    OTAD_ERR_NOT_FOUND); /* long past, in real time: not quarantined */
+	registry_close(w);
+	assert_int_equal(registry_open(path, &w), OTAD_OK);
+	registry_set_quarantine(w, 3, 86400 * 365);
+	assert_int_equal(registry_writer_start(w, 64, 1000), OTAD_OK);
+	failed_report(w, "q2", "2.0.0", (int64_t)time(NULL) - 30);
+	failed_report(w, "q2", "2.0.1", (int64_t)time(NULL) - 20);
+	failed_report(w, "q2", "2.0.2", (int64_t)time(NULL) - 10);
+	assert_true(quarantined_until(path, "q2") > (int64_t)time(NULL));
+	assert_int_equal(registry_device_act(w, "q2", "clear", why,
+	    sizeof(why)),
+	    OTAD_OK);
+	assert_int_equal(quarantined_until(path, "q2"), 0);
+	failed_report(w, "q2", "2.0.3", (int64_t)time(NULL) + 1);
+	failed_report(w, "q2", "2.0.4", (int64_t)time(NULL) + 2);
+	assert_int_equal(quarantined_until(path, "q2"), 0);
+	failed_report(w, "q2", "2.0.5", (int64_t)time(NULL) + 3);
+	assert_true(quarantined_until(path, "q2") > (int64_t)time(NULL));
+	registry_close(w);
+	cleanup_db(path);
+}
+
 static void
 test_result_names(void **state)
 {
@@ -1098,6 +1179,7 @@ main(void)
 		cmocka_unit_test(test_wait_served),
 		cmocka_unit_test(test_stage_transitions),
 		cmocka_unit_test(test_a_promote_window_holds_widening_not_halts),
+		cmocka_unit_test(test_a_device_that_keeps_failing_is_quarantined),
 		cmocka_unit_test(test_result_names),
 	};
 
