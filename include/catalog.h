@@ -76,6 +76,7 @@ struct catalog_rollout {
 	const char *version, *stages, *window, *days, *utc_offset;
 	const char *min_battery, *timeout, *product, *chip;
 	const char *promote_window; /* "any": none; NULL: none */
+	const char *on_halt;        /* "hold" (NULL) or "revert" */
 	int downgrade;
 };
 

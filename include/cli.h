@@ -25,7 +25,7 @@ struct opts {
 	const char *version, *product, *artifact, *hw_rev, *group, *chip;
 	const char *signature, *key, *public, *algo, *min_from;
 	const char *stages, *window, *days, *utc_offset, *min_battery, *timeout;
-	const char *promote_window;
+	const char *promote_window, *on_halt, *reverted;
 	const char *output, *sha256, *kind, *break_glass, *role;
 	const char *actor, *before, *limit;
 	int offline, secure_boot, confirm_sv, forced, force, downgrade, raw;

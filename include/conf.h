@@ -44,6 +44,7 @@ struct conf {
 	/* "3 in 24h": that many failed or rolled-back attempts within the
 	 * period, and a device is offered nothing for the period; "off" */
 	char quarantine_after[32];
+	int on_halt_revert;         /* on_halt = revert: the default */
 	unsigned quarantine_n;      /* from quarantine_after; 0 = off */
 	unsigned quarantine_s;
 	char admin_listen[128];     /* the management API; "" = off */

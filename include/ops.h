@@ -39,6 +39,7 @@ struct ops_ctx {
 	int require_signature;
 	unsigned approvals;     /* rollout_approvals */
 	const char *promote_window; /* for rollouts that name none; "" any */
+	int on_halt_revert;     /* on_halt for rollouts that name none */
 	int64_t offline_after;
 	int mqtt_on;            /* nudges go out only with a broker */
 	int upload_fd;          /* artifact.add: the image; -1 none */

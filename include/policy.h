@@ -47,6 +47,8 @@ struct offer {
 	int min_battery;                    /* -1: no floor */
 	int forced;                         /* skips windows and battery */
 	int downgrade;                      /* offered to newer devices too */
+	/* a revert: only for devices on the halted release's version */
+	char only_version[OTAD_VERSION_MAX + 1]; /* "" = any version */
 	char key_id[OTAD_ID_MAX + 1];       /* signing key; "" = unsigned */
 	uint8_t sig[512];                   /* its signature over the file */
 	size_t siglen;
@@ -135,7 +137,9 @@ const char *policy_reason_name(enum decision_reason reason);
  * steps), never the target itself. Outside the rollout's update window,
  * or with the battery under its floor, the device is deferred, unless the
  * release is forced (which never skips the chip or anti-rollback rules).
- * A downgrade rollout is offered to devices on any other version. Only
+ * A downgrade rollout is offered to devices on any other version; a
+ * revert (only_version) only to devices running that version, and before
+ * any other offer of its release. Only
  * releases of the kind the device asks for count (an app, or one kind of
  * filesystem image; with none, REASON_MODE); a filesystem image is for
  * any chip and carries no anti-rollback level. A device whose version is

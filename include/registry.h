@@ -439,6 +439,7 @@ struct rollout_plan {
 	size_t nstages;
 	const char *window, *days, *utc_offset; /* NULL: none */
 	const char *promote;                    /* stages open only in it */
+	int on_halt_revert;                     /* a halt reverts its devices */
 	int min_battery;                        /* -1: no floor */
 	int64_t timeout_s;
 	int downgrade;
@@ -456,6 +457,11 @@ enum rollout_action {
 	ROLLOUT_ABORT,  /* anything not finished -> aborted */
 	ROLLOUT_APPROVE, /* a draft approved by another, and started */
 };
+
+/* force, for a resume: bits */
+#define RESUME_FORCE 1          /* past a halt */
+#define RESUME_KEEP_REVERTED 2  /* a revert's devices stay where it took them */
+#define RESUME_OFFER_REVERTED 4 /* they are offered the release again */
 
 enum otad_err registry_rollout_action(struct registry *reg, int64_t id,
     enum rollout_action action, int force, char *why, size_t whylen);

@@ -217,6 +217,26 @@ struct registry_reader {
 	"(rel.product IS NULL OR d.product = rel.product) AND (rel.chip IS"     \
 	" NULL OR d.chip IS NULL OR d.chip = rel.chip)"
 
+/*
+ * What device d's eFuse is known to hold at least: what it said, or what
+ * the image it runs carries (as a check reckons it).
+ */
+#define DEVICE_EFUSE(d)                                                        \
+	"max(coalesce(" d ".secure_version, -1), coalesce((SELECT"              \
+	" max(secure_version) FROM artifact WHERE app_sha256 = " d               \
+	".running_sha256), -1))"
+
+/*
+ * Device d runs release n (its version, its product and chip) and cannot
+ * go back to release p: its eFuse is above p's image's secure version.
+ */
+#define STRANDED_ON(d, n, p)                                                   \
+	d ".version = " n ".version AND (" n ".product IS NULL OR " d          \
+	".product = " n ".product) AND (" n ".chip IS NULL OR " d ".chip IS"   \
+	" NULL OR " d ".chip = " n ".chip) AND " DEVICE_EFUSE(d) " > (SELECT" \
+	" coalesce(secure_version, 0) FROM artifact WHERE sha256 = " p         \
+	".artifact)"
+
 #define VERSION_COUNTS                                                         \
 	"SELECT coalesce(version, '') AS version, count(*) AS devices FROM"     \
 	" device GROUP BY version ORDER BY count(*) DESC, version"

@@ -42,6 +42,7 @@ struct admin {
 	atomic_int mqtt_on;
 	atomic_ullong max_artifact;
 	char promote_window[64]; /* under mu */
+	atomic_int on_halt_revert;
 };
 
 /* Who is calling, once their token checked out. */
@@ -158,6 +159,7 @@ run(struct http_request *req, struct admin *a, const struct caller *c,
 	ctx.approvals = atomic_load(&a->approvals);
 	ctx.offline_after = atomic_load(&a->offline_after);
 	ctx.mqtt_on = atomic_load(&a->mqtt_on);
+	ctx.on_halt_revert = atomic_load(&a->on_halt_revert);
 	ctx.upload_fd = upload_fd;
 	ctx.role = c->bit;
 	ctx.caller = c->name;
@@ -403,6 +405,7 @@ admin_configure(struct admin *a, const struct conf *conf)
 	atomic_store(&a->require_signature, conf->require_signature);
 	atomic_store(&a->mqtt_on, conf->mqtt_host[0] != '\0');
 	atomic_store(&a->max_artifact, conf->max_artifact_bytes);
+	atomic_store(&a->on_halt_revert, conf->on_halt_revert);
 	pthread_mutex_lock(&a->mu);
 	snprintf(a->promote_window, sizeof(a->promote_window), "%s",
 	    conf->promote_window);

@@ -527,6 +527,14 @@ catalog_rollout_create(struct registry *reg, const struct catalog_rollout *r,
 		}
 		plan.promote = r->promote_window;
 	}
+	if (r->on_halt != NULL && strcmp(r->on_halt, "hold") != 0 &&
+	    strcmp(r->on_halt, "revert") != 0) {
+		snprintf(why, whylen, "--on-halt is hold or revert, not '%s'",
+		    r->on_halt);
+		return OTAD_ERR_INVALID;
+	}
+	plan.on_halt_revert = r->on_halt != NULL && strcmp(r->on_halt,
+	    "revert") == 0;
 	plan.timeout_s = 600;
 	if (r->timeout != NULL &&
 	    (plan.timeout_s = stages_duration(r->timeout)) <= 0) {

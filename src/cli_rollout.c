@@ -32,7 +32,7 @@ rollout_create(struct opts *o)
 	    "stages", o->stages, "window", o->window, "days", o->days,
 	    "utc_offset", o->utc_offset, "min_battery", o->min_battery,
 	    "timeout", o->timeout, "product", o->product, "chip", o->chip,
-	    "promote_window", o->promote_window,
+	    "promote_window", o->promote_window, "on_halt", o->on_halt,
 	    "downgrade", o->downgrade ? "true" : NULL, CLI_END), NULL);
 	say(r, "rollout %lld of %s created (draft, %lld stages); start it "
 	    "with: otactl rollout start %lld", jint(r, "id"), o->argv[0],
@@ -51,7 +51,8 @@ rollout_action(struct opts *o)
 	check_rollout_id(o->argv[0]);
 	snprintf(name, sizeof(name), "rollout.%s", o->verb);
 	r = cli_run(name, cli_args("id", o->argv[0], "force", o->force ?
-	    "true" : NULL, "break_glass", o->break_glass, CLI_END), NULL);
+	    "true" : NULL, "break_glass", o->break_glass, "reverted",
+	    o->reverted, CLI_END), NULL);
 	say(r, "rollout %s %s", o->argv[0], jstr(r, "done"));
 	return 0;
 }
@@ -86,6 +87,29 @@ stage_names(json_t *stages)
 		    "inferred_succeeded"), jint(st, "inferred_rolled_back"));
 		json_object_set_new(st, "inferred", json_string(buf));
 	}
+}
+
+/* A halted rollout's revert: how its devices went back, who could not. */
+static void
+print_revert(json_t *ro)
+{
+	json_t *rev = json_object_get(ro, "revert");
+	json_t *stranded = json_object_get(ro, "stranded");
+	size_t i;
+
+	printf("reverted to %s (rollout %lld, %s): offered %lld, back %lld, "
+	    "failed %lld, in progress %lld; stranded %zu%s",
+	    json_string_value(json_object_get(rev, "version")),
+	    jint(rev, "rollout"), json_string_value(json_object_get(rev,
+	    "state")), jint(rev, "offered"), jint(rev, "succeeded"),
+	    jint(rev, "failed") + jint(rev, "rolled_back") +
+	    jint(rev, "timed_out"), jint(rev, "in_progress"),
+	    json_array_size(stranded), json_array_size(stranded) ?
+	    " (their eFuse refuses it):" : "");
+	for (i = 0; i < json_array_size(stranded) && i < 20; i++)
+		printf(" %s", json_string_value(json_object_get(
+		    json_array_get(stranded, i), "id")));
+	printf("%s\n", i < json_array_size(stranded) ? " ..." : "");
 }
 
 static int
@@ -129,6 +153,8 @@ rollout_status(struct opts *o)
 		    (long long)json_integer_value(json_object_get(ro, "stage")),
 		    started, json_is_string(reason) ? ": " : "",
 		    json_is_string(reason) ? json_string_value(reason) : "");
+		if (json_object_get(ro, "revert") != NULL)
+			print_revert(ro);
 		if (json_is_string(json_object_get(ro, "promote")))
 			printf("promote window: %s\n", json_string_value(
 			    json_object_get(ro, "promote")));
@@ -150,7 +176,7 @@ rollout_status(struct opts *o)
 }
 
 const struct cli_group cli_rollout = {"rollout", "--stages --window --days "
-    "--utc-offset --promote-window --min-battery --timeout --downgrade --product --chip "
+    "--utc-offset --promote-window --on-halt --reverted --min-battery --timeout --downgrade --product --chip "
     "--force --break-glass", {
 	{"create", rollout_create},
 	{"start", rollout_action},

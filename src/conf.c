@@ -30,6 +30,8 @@ static const struct choice log_levels[] = {{"info", 0}, {"debug", 1},
     {NULL, 0}};
 static const struct choice auth_modes[] = {{"none", 0}, {"token", 1},
     {NULL, 0}};
+static const struct choice halt_modes[] = {{"hold", 0}, {"revert", 1},
+    {NULL, 0}};
 
 struct conf_key {
 	const char *name;
@@ -79,6 +81,8 @@ static const struct conf_key conf_keys[] = {
 	{"infer_after", CONF_UINT, F(infer_after), 1, 31536000, "900", 0},
 	{"rollout_approvals", CONF_UINT, F(rollout_approvals), 1, 2, "1", 0},
 	{"promote_window", CONF_STRING, F(promote_window), 0, 0, "", 0},
+	{"on_halt", CONF_CHOICE, F(on_halt_revert), 0, 0, "hold", 0, halt_modes,
+	    "hold or revert"},
 	{"quarantine_after", CONF_STRING, F(quarantine_after), 0, 0,
 	    "3 in 24h", 0},
 	{"admin_listen", CONF_STRING, F(admin_listen), 0, 0, "", 1},

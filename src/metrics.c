@@ -225,6 +225,14 @@ fleet_render(struct buf *b, const json_t *g)
 		    "state")));
 		put(b, "} %lld\n", (long long)field(row, "stage"));
 	}
+	put(b, "# HELP otad_rollout_stranded Devices a halted rollout's revert "
+	       "cannot take back: their eFuse refuses the release before.\n"
+	       "# TYPE otad_rollout_stranded gauge\n");
+	json_array_foreach(json_object_get(g, "stranded"), i, row) {
+		put(b, "otad_rollout_stranded{");
+		put_rollout(b, row);
+		put(b, "} %lld\n", (long long)field(row, "devices"));
+	}
 	put(b, "# HELP otad_rollout_attempts Update attempts of a rollout "
 	       "stage, by outcome.\n# TYPE otad_rollout_attempts gauge\n");
 	json_array_foreach(json_object_get(g, "stages"), i, row) {

@@ -583,8 +583,11 @@ op_rollout_create(struct ops_ctx *ctx, json_t *args, json_t **result,
 	    arg_str(args, "chip", &r.chip, why, whylen) < 0 ||
 	    arg_str(args, "promote_window", &r.promote_window, why,
 	    whylen) < 0 ||
+	    arg_str(args, "on_halt", &r.on_halt, why, whylen) < 0 ||
 	    arg_bool(args, "downgrade", &r.downgrade, why, whylen) < 0)
 		return OTAD_ERR_INVALID;
+	if (r.on_halt == NULL && ctx->on_halt_revert)
+		r.on_halt = "revert";
 	if (r.promote_window == NULL && ctx->promote_window != NULL &&
 	    ctx->promote_window[0] != '\0')
 		r.promote_window = ctx->promote_window;
@@ -601,14 +604,24 @@ static enum otad_err
 rollout_act(struct ops_ctx *ctx, json_t *args, json_t **result, char *why,
     size_t whylen, enum rollout_action action, const char *verb)
 {
-	const char *glass;
+	const char *glass, *reverted;
 	long long id = 0;
 	enum otad_err rc;
 	int force, n;
 
 	if (arg_int(args, "id", 1, INT64_MAX, &id, why, whylen) < 0 ||
-	    arg_bool(args, "force", &force, why, whylen) < 0)
+	    arg_bool(args, "force", &force, why, whylen) < 0 ||
+	    arg_str(args, "reverted", &reverted, why, whylen) < 0)
 		return OTAD_ERR_INVALID;
+	if (reverted != NULL && !force)
+		return bad(why, whylen, "reverted", "given with force (a "
+		    "resume past a halt)");
+	if (reverted != NULL && strcmp(reverted, "keep") == 0)
+		force |= RESUME_KEEP_REVERTED;
+	else if (reverted != NULL && strcmp(reverted, "offer") == 0)
+		force |= RESUME_OFFER_REVERTED;
+	else if (reverted != NULL)
+		return bad(why, whylen, "reverted", "keep or offer");
 	if ((n = arg_break_glass(ctx, args, &glass, why, whylen)) < 0)
 		return n == -2 ? OTAD_ERR_DENIED : OTAD_ERR_INVALID;
 	registry_set_approvals(ctx->reg, ctx->approvals, glass);

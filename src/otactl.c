@@ -79,8 +79,9 @@ usage(void)
 	    " [--days mon-thu]\n"
 	    "    [--utc-offset +02:00] [--min-battery N] [--timeout 10m]"
 	    " [--downgrade]\n"
-	    "    [--promote-window 'tue-thu 09:00-16:00']\n"
-	    "  rollout start|pause|abort ID | resume ID [--force] |"
+	    "    [--promote-window 'tue-thu 09:00-16:00'] [--on-halt revert]\n"
+	    "  rollout start|pause|abort ID | resume ID [--force [--reverted"
+	    " keep|offer]] |"
 	    " status [ID]\n"
 	    "  rollout approve ID | start ID --break-glass REASON\n"
 	    "  operator add NAME --role viewer|operator|admin|ci |"
@@ -208,6 +209,10 @@ parse_opts(int argc, char **argv, struct opts *o, const char *allowed)
 			slot = &o->utc_offset;
 		else if (strcmp(a, "--promote-window") == 0)
 			slot = &o->promote_window;
+		else if (strcmp(a, "--on-halt") == 0)
+			slot = &o->on_halt;
+		else if (strcmp(a, "--reverted") == 0)
+			slot = &o->reverted;
 		else if (strcmp(a, "--min-battery") == 0)
 			slot = &o->min_battery;
 		else if (strcmp(a, "--timeout") == 0)
@@ -597,6 +602,7 @@ cli_run(const char *name, json_t *args, const char *upload)
 		ctx.require_signature = conf.require_signature;
 		ctx.approvals = conf.rollout_approvals;
 		ctx.promote_window = conf.promote_window;
+		ctx.on_halt_revert = conf.on_halt_revert;
 		ctx.offline_after = (int64_t)conf.offline_after;
 		ctx.mqtt_on = conf.mqtt_host[0] != '\0';
 		ctx.role = ROLE_ADMIN; /* whoever may write the database */

@@ -44,6 +44,9 @@ matches(const struct offer *o, const struct device_facts *dev,
 		return 0;
 	if (!reaches(o, dev) || o->release_id == dev->refused_release)
 		return 0;
+	if (o->only_version[0] != '\0' && strcmp(dev->version,
+	    o->only_version) != 0)
+		return 0;
 	if (product == NULL ? o->product[0] != '\0'
 			    : strcmp(o->product, product) != 0)
 		return 0;

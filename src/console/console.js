@@ -251,9 +251,22 @@
       '? No device is offered it until it resumes; downloads under way finish.']);
     if (ro.state === 'paused') a.push(['resume', 'Resume', 'Resume ' + name +
       '? Its current stage is offered again.']);
-    if (ro.state === 'halted') a.push(['resume', 'Resume despite the halt',
+    const reverting = ro.revert && ro.revert.state === 'active';
+    if (ro.state === 'halted' && !reverting) a.push(['resume', 'Resume despite the halt',
       'Resume ' + name + ' although it halted (' + (ro.reason || 'no reason') +
       ')? It is offered again as if its bounds had held.', { force: true }]);
+    if (ro.state === 'halted' && reverting) {
+      a.push(['resume', 'Resume, keep reverted devices back',
+        'Resume ' + name + ' although it halted (' + (ro.reason || 'no reason') +
+        ')? The revert ends; the devices it took back to ' + ro.revert.version +
+        ' stay there and are not offered ' + ro.version + ' again.',
+        { force: true, reverted: 'keep' }]);
+      a.push(['resume', 'Resume, offer it to reverted devices too',
+        'Resume ' + name + ' although it halted (' + (ro.reason || 'no reason') +
+        ')? The revert ends; the devices it took back to ' + ro.revert.version +
+        ' are offered ' + ro.version + ' again as the rollout goes on.',
+        { force: true, reverted: 'offer' }]);
+    }
     if (['draft', 'active', 'paused', 'halted'].includes(ro.state)) {
       a.push(['abort', 'Abort', 'Abort ' + name + '? It is never offered again; ' +
         'devices that took it keep it.']);
@@ -277,6 +290,17 @@
       (ro.product ? ' for ' + ro.product : '') + ' ',
       el('span', { class: 'badge ' + ro.state }, ro.state)));
     if (ro.reason) card.append(el('p', { class: 'reason' }, ro.reason));
+    if (ro.revert) {
+      const r = ro.revert;
+      card.append(el('p', { class: 'revert' }, 'Reverted to ' + r.version +
+        ' (rollout ' + r.rollout + ', ' + r.state + '): ' + r.succeeded + ' back of ' +
+        r.offered + ' offered, ' + (r.failed + r.rolled_back + r.timed_out) +
+        ' failed, ' + r.in_progress + ' in progress.'));
+      if (ro.stranded && ro.stranded.length) {
+        card.append(el('p', { class: 'reason stranded' }, 'Stranded (their eFuse refuses ' +
+          r.version + '): ' + ro.stranded.map(s => s.id).join(', ')));
+      }
+    }
     card.append(el('p', { class: 'muted' },
       (ro.staged ? 'stage ' + ro.stage + ' of ' + ro.stages.length : 'published to all') +
       ', started ' + when(ro.started)));

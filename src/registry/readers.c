@@ -35,7 +35,9 @@ static const char *const rsql[R_COUNT] = {
 	[R_OFFERS] = "SELECT ro.id," OFFER_COLUMNS ", ro.staged, ro.stage,"
 		     " coalesce(ro.window, ''), coalesce(ro.days, ''),"
 		     " coalesce(ro.utc_offset, ''), coalesce(ro.min_battery, -1),"
-		     " ro.downgrade, (ro.staged = 0 OR ro.state = 'completed')"
+		     " ro.downgrade, (ro.staged = 0 OR ro.state = 'completed'),"
+		     " coalesce((SELECT hr.version FROM rollout h JOIN release hr"
+		     " ON hr.id = h.release WHERE h.id = ro.revert_of), '')"
 		     " FROM rollout ro"
 		     " JOIN release rel ON rel.id = ro.release" OFFER_JOINS
 		     " WHERE ro.state = 'active' OR (ro.state = 'completed'"
@@ -304,6 +306,9 @@ offer_newest_first(const void *a, const void *b)
 
 	if (c != 0)
 		return c;
+	/* a revert first: its devices must not stop at the baseline */
+	if ((x->only_version[0] != '\0') != (y->only_version[0] != '\0'))
+		return x->only_version[0] != '\0' ? -1 : 1;
 	return y->rollout_id > x->rollout_id ? 1 : -1;
 }
 
@@ -361,6 +366,10 @@ offer_plan(struct registry_reader *r, struct db_stmt *row, struct offer *o)
 	o->min_battery = db_column_int(row, 20);
 	o->downgrade = db_column_int(row, 21);
 	o->everyone = db_column_int(row, 22);
+	copy_col(o->only_version, sizeof(o->only_version), row, 23);
+	/* a revert goes out whatever the windows: it is the way back */
+	if (o->only_version[0] != '\0')
+		o->forced = 1;
 	if ((w[0] && stages_parse_window(w, &o->window) < 0) ||
 	    (d[0] && stages_parse_days(d, &o->window.days) < 0) ||
 	    (off[0] && stages_parse_offset(off, &o->window.offset_min) < 0)) {

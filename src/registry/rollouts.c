@@ -130,11 +130,12 @@ registry_rollout_create(struct registry *reg, const struct rollout_plan *p,
 	json_decref(newer);
 	if (run(reg, "INSERT INTO rollout (release, state, created, staged,"
 	    " \"window\", days, utc_offset, min_battery, timeout_s, downgrade,"
-	    " created_by, promote) VALUES (?1, 'draft', ?2, 1, ?3, ?4, ?5,"
-	    " nullif(?6, -1), ?7, ?8, ?9, ?10) RETURNING id", "iitttiiitt",
+	    " created_by, promote, on_halt) VALUES (?1, 'draft', ?2, 1, ?3, ?4,"
+	    " ?5, nullif(?6, -1), ?7, ?8, ?9, ?10, CASE WHEN ?11 = 1 THEN"
+	    " 'revert' ELSE 'hold' END) RETURNING id", "iitttiiitti",
 	    release, now_s(), p->window, p->days, p->utc_offset,
 	    (int64_t)p->min_battery, p->timeout_s, (int64_t)p->downgrade,
-	    reg->who, p->promote) != DB_DONE)
+	    reg->who, p->promote, (int64_t)p->on_halt_revert) != DB_DONE)
 		return catalog_db_fail(reg, why, whylen);
 	*id = reg->returned;
 	for (i = 0; i < p->nstages; i++) {
@@ -156,6 +157,65 @@ registry_rollout_create(struct registry *reg, const struct rollout_plan *p,
 	return catalog_close(reg, what, why, whylen);
 }
 
+/*
+ * Resuming a halted rollout that reverted its devices (in the caller's
+ * transaction): the operator says what they do now. RESUME_KEEP_REVERTED
+ * keeps each device the revert took back where it is (a rollback of the
+ * halted release on its record, which is never offered again to a device
+ * that rolled back from it, and which quarantine does not count);
+ * RESUME_OFFER_REVERTED offers them the release again as the rollout goes
+ * on. Either way the revert ends.
+ */
+static enum otad_err
+resume_reverted(struct registry *reg, int64_t id, int how, char *why,
+    size_t whylen)
+{
+	char idbuf[24];
+	json_t *rows, *rev;
+	int64_t now = now_s();
+
+	if (query_rows(reg->db, &rows, "SELECT r.id, rel.version FROM rollout r"
+	    " JOIN release rel ON rel.id = r.release JOIN rollout h ON h.id ="
+	    " r.revert_of WHERE h.id = CAST(?1 AS BIGINT) AND h.state ="
+	    " 'halted' AND r.state = 'active'", idtext(id, idbuf), ARGS_END) !=
+	    OTAD_OK) {
+		snprintf(why, whylen, "database: %s", db_errmsg(reg->db));
+		return OTAD_ERR_DB;
+	}
+	if ((rev = json_array_get(rows, 0)) == NULL) {
+		json_decref(rows);
+		return OTAD_OK;
+	}
+	if (!(how & (RESUME_KEEP_REVERTED | RESUME_OFFER_REVERTED))) {
+		snprintf(why, whylen, "rollout %lld reverted its devices to %s "
+		    "(rollout %lld): say what they do now: --reverted keep "
+		    "(they stay on %s) or --reverted offer (offered this "
+		    "release again as the rollout goes on)", (long long)id,
+		    json_string_value(json_object_get(rev, "version")),
+		    (long long)json_integer_value(json_object_get(rev, "id")),
+		    json_string_value(json_object_get(rev, "version")));
+		json_decref(rows);
+		return OTAD_ERR_INVALID;
+	}
+	if (((how & RESUME_KEEP_REVERTED) && run(reg, "INSERT INTO attempt"
+	    " (device, release, from_version, to_version, state, reason,"
+	    " updated_at, finished_at) SELECT a.device, h.release,"
+	    " a.to_version, n.version, 'rollback', 'reverted: kept on ' ||"
+	    " a.to_version || ' by an operator', ?3, ?3 FROM attempt a, rollout"
+	    " h JOIN release n ON n.id = h.release WHERE a.rollout = ?2 AND"
+	    " a.state = 'success' AND h.id = ?1", "iii", id,
+	    json_integer_value(json_object_get(rev, "id")), now) != DB_DONE) ||
+	    run(reg, "UPDATE rollout SET state = 'completed', finished = ?2,"
+	    " reason = 'the reverted rollout resumed' WHERE id = ?1", "ii",
+	    json_integer_value(json_object_get(rev, "id")), now) != DB_DONE) {
+		json_decref(rows);
+		snprintf(why, whylen, "database: %s", db_errmsg(reg->db));
+		return OTAD_ERR_DB;
+	}
+	json_decref(rows);
+	return OTAD_OK;
+}
+
 enum otad_err
 registry_rollout_action(struct registry *reg, int64_t id,
     enum rollout_action action, int force, char *why, size_t whylen)
@@ -166,7 +226,7 @@ registry_rollout_action(struct registry *reg, int64_t id,
 		[ROLLOUT_RESUME] = "UPDATE rollout SET state = 'active',"
 		    " reason = NULL, stage_started = CASE state WHEN 'halted'"
 		    " THEN ?2 ELSE stage_started END WHERE id = ?1 AND"
-		    " (state = 'paused' OR (state = 'halted' AND ?3 = 1))",
+		    " (state = 'paused' OR (state = 'halted' AND ?3 != 0))",
 		[ROLLOUT_ABORT] = "UPDATE rollout SET state = 'aborted',"
 		    " finished = ?2, baseline = 0 WHERE id = ?1 AND state IN"
 		    " ('draft', 'active', 'paused', 'halted')",
@@ -210,6 +270,10 @@ registry_rollout_action(struct registry *reg, int64_t id,
 		    OTAD_OK)
 			return catalog_fail(reg, rc);
 	} else {
+		if (action == ROLLOUT_RESUME && (force & RESUME_FORCE) &&
+		    (rc = resume_reverted(reg, id, force, why, whylen)) !=
+		    OTAD_OK)
+			return catalog_fail(reg, rc);
 		if (run(reg, sql[action], "iii", id, now_s(),
 		    (int64_t)force) != DB_DONE)
 			return catalog_db_fail(reg, why, whylen);
@@ -410,6 +474,53 @@ next_stage_at(json_t *ro, json_t *stages, int64_t now)
 	    json_null());
 }
 
+/*
+ * The devices a revert of rollout ?1 (halted) cannot take back to release
+ * ?2: their bootloader would refuse it.
+ */
+#define STRANDED                                                               \
+	"SELECT d.id FROM device d, rollout h JOIN release n ON n.id ="          \
+	" h.release, release p WHERE h.id = CAST(?1 AS BIGINT) AND p.id ="       \
+	" CAST(?2 AS BIGINT) AND " STRANDED_ON("d", "n", "p") " ORDER BY d.id"   \
+	" LIMIT 1000"
+
+/*
+ * A reverted rollout's "revert": the newest rollout reverting it, with its
+ * attempts' outcomes, and the devices stranded on its release ("stranded",
+ * at most 1,000).
+ */
+static enum otad_err
+revert_of(struct registry *reg, json_t *ro)
+{
+	char idbuf[24], relbuf[24];
+	json_t *rows, *rev, *stranded;
+	enum otad_err rc;
+
+	if ((rc = query_rows(reg->db, &rows, "SELECT r.id AS rollout,"
+	    " rel.version, r.release, r.state, count(a.id) AS offered, "
+	    ATTEMPT_TALLIES("a.") " FROM rollout r JOIN release rel ON rel.id"
+	    " = r.release LEFT JOIN attempt a ON a.rollout = r.id WHERE"
+	    " r.revert_of = CAST(?1 AS BIGINT) GROUP BY r.id, rel.version,"
+	    " r.release, r.state ORDER BY r.id DESC LIMIT 1",
+	    idtext(json_integer_value(json_object_get(ro, "id")), idbuf),
+	    ARGS_END)) != OTAD_OK)
+		return rc;
+	if ((rev = json_array_get(rows, 0)) == NULL) {
+		json_decref(rows);
+		return OTAD_OK;
+	}
+	if ((rc = query_rows(reg->db, &stranded, STRANDED, idbuf,
+	    idtext(json_integer_value(json_object_get(rev, "release")),
+	    relbuf), ARGS_END)) != OTAD_OK) {
+		json_decref(rows);
+		return rc;
+	}
+	json_object_set(ro, "revert", rev);
+	json_object_set_new(ro, "stranded", stranded);
+	json_decref(rows);
+	return OTAD_OK;
+}
+
 enum otad_err
 registry_rollout_status(struct registry *reg, int64_t id, int64_t now,
     json_t **rows, char *why, size_t whylen)
@@ -423,7 +534,8 @@ registry_rollout_status(struct registry *reg, int64_t id, int64_t now,
 	    " ro.state, ro.staged, ro.stage, ro.stage_started, ro.started,"
 	    " ro.finished, ro.reason, ro.window, ro.days, ro.utc_offset,"
 	    " ro.min_battery, ro.timeout_s, ro.downgrade, ro.baseline,"
-	    " ro.promote, rel.forced FROM rollout ro JOIN release rel ON"
+	    " ro.promote, ro.on_halt, ro.revert_of, rel.forced FROM rollout ro"
+	    " JOIN release rel ON"
 	    " rel.id ="
 	    " ro.release WHERE CAST(?1 AS BIGINT) IN (0, ro.id)"
 	    " ORDER BY ro.id", idtext(id, idbuf), ARGS_END);
@@ -480,6 +592,13 @@ registry_rollout_status(struct registry *reg, int64_t id, int64_t now,
 		}
 		json_object_del(ro, "product_s");
 		next_stage_at(ro, stages, now);
+		if ((rc = revert_of(reg, ro)) != OTAD_OK) {
+			snprintf(why, whylen, "database: %s",
+			    otad_strerror(rc));
+			json_decref(stages);
+			json_decref(*rows);
+			return rc;
+		}
 		json_object_set_new(ro, "stages", stages);
 	}
 	return OTAD_OK;
@@ -507,6 +626,83 @@ act(struct registry *reg, const char *sql, const char *types, int64_t a,
 		return -1;
 	}
 	return 0;
+}
+
+
+/*
+ * Rollout id of version just halted, on_halt = revert: the release its
+ * scope ran before (the newest baseline, or publish, of an older
+ * version) is offered to every device on the halted release as a forced
+ * downgrade, a rollout of its own (revert_of id) that the MQTT publisher
+ * triggers like any other. The devices that cannot go back are logged
+ * and audited as stranded. With no earlier release, the halt says so.
+ */
+static void
+start_revert(struct registry *reg, int64_t id, const char *version,
+    int64_t now)
+{
+	char idbuf[24], relbuf[24], what[512];
+	json_t *prev, *stranded;
+	const char *back;
+	int64_t rel, revert;
+	size_t i, n;
+	int off;
+
+	if (catalog_begin(reg) != OTAD_OK)
+		return; /* the next tick finds it halted, not reverted: below */
+	if (query_rows(reg->db, &prev, "SELECT ro.release, o.version FROM"
+	    " rollout ro JOIN release o ON o.id = ro.release, rollout h JOIN"
+	    " release n ON n.id = h.release WHERE h.id = CAST(?1 AS BIGINT)"
+	    " AND ro.id != h.id AND ro.revert_of IS NULL AND ((ro.state ="
+	    " 'completed' AND ro.baseline = 1) OR (ro.state = 'active' AND"
+	    " ro.staged = 0)) AND " SAME_SCOPE("o", "n") " AND"
+	    " semver_compare(o.version, n.version) < 0 ORDER BY ro.id DESC"
+	    " LIMIT 1", idtext(id, idbuf), ARGS_END) != OTAD_OK) {
+		catalog_fail(reg, OTAD_OK);
+		return;
+	}
+	if (json_array_size(prev) == 0) {
+		json_decref(prev);
+		run(reg, "UPDATE rollout SET reason = reason || '; nothing to"
+		    " revert to: no earlier release of its scope was offered'"
+		    " WHERE id = ?1", "i", id);
+		catalog_commit(reg);
+		log_warnx("rollout %lld of %s: nothing to revert to",
+		    (long long)id, version);
+		return;
+	}
+	rel = json_integer_value(json_object_get(json_array_get(prev, 0),
+	    "release"));
+	back = json_string_value(json_object_get(json_array_get(prev, 0),
+	    "version"));
+	if (run(reg, "INSERT INTO rollout (release, state, created, started,"
+	    " staged, stage, downgrade, created_by, revert_of) VALUES (?1,"
+	    " 'active', ?2, ?2, 0, 0, 1, 'otad', ?3) RETURNING id", "iii", rel,
+	    now, id) != DB_DONE || query_rows(reg->db, &stranded, STRANDED,
+	    idtext(id, idbuf), idtext(rel, relbuf), ARGS_END) != OTAD_OK) {
+		json_decref(prev);
+		catalog_fail(reg, OTAD_OK);
+		return;
+	}
+	revert = reg->returned;
+	n = json_array_size(stranded);
+	off = snprintf(what, sizeof(what), "rollout %lld reverted to %s "
+	    "(rollout %lld): %zu stranded (their eFuse refuses it)%s",
+	    (long long)id, back, (long long)revert, n, n ? ":" : "");
+	for (i = 0; i < n && off > 0 && (size_t)off < sizeof(what) - 80; i++)
+		off += snprintf(what + off, sizeof(what) - (size_t)off, " %s",
+		    json_string_value(json_object_get(json_array_get(stranded,
+		    i), "id")));
+	if (i < n && off > 0 && (size_t)off < sizeof(what) - 8)
+		snprintf(what + off, sizeof(what) - (size_t)off, " ...");
+	if (run(reg, "INSERT INTO audit (at, actor, what) VALUES (?1, 'otad',"
+	    " ?2)", "it", now, what) != DB_DONE ||
+	    catalog_commit(reg) != OTAD_OK)
+		catalog_fail(reg, OTAD_OK);
+	else
+		log_warnx("%s", what);
+	json_decref(stranded);
+	json_decref(prev);
 }
 
 /* A count stage's cut, in a transaction of its own. */
@@ -564,9 +760,10 @@ tick_one(struct registry *reg, json_t *ro, int64_t now)
 		    reason);
 		if (act(reg, "UPDATE rollout SET state = 'halted', reason = ?2"
 		    " WHERE id = ?1 AND state = 'active'", "it", id, 0,
-		    full) == 0)
+		    full) == 0) {
 			log_warnx("rollout %lld of %s halted: %s",
 			    (long long)id, version, full);
+		}
 	} else if (now - started >= json_integer_value(json_object_get(st,
 	    "soak_s")) && h.finished >= json_integer_value(json_object_get(st,
 	    "min_devices"))) {
@@ -651,5 +848,23 @@ registry_rollout_tick(struct registry *reg, int64_t now, int64_t offline_after)
 		return;
 	for (i = 0; i < json_array_size(rows); i++)
 		tick_one(reg, json_array_get(rows, i), now);
+	json_decref(rows);
+	/*
+	 * Halted, on_halt = revert, and not reverted since its stage began
+	 * (a resume --force begins it again): halted by the gates above, by
+	 * a leader that died before it reverted, or by hand.
+	 */
+	if (query_rows(reg->db, &rows, "SELECT ro.id, rel.version FROM"
+	    " rollout ro JOIN release rel ON rel.id = ro.release WHERE"
+	    " ro.state = 'halted' AND ro.on_halt = 'revert' AND"
+	    " coalesce(ro.reason, '') NOT LIKE '%nothing to revert to%' AND NOT"
+	    " EXISTS (SELECT 1 FROM rollout c WHERE c.revert_of = ro.id AND"
+	    " c.created >= coalesce(ro.stage_started, 0))", ARGS_END) !=
+	    OTAD_OK)
+		return;
+	for (i = 0; i < json_array_size(rows); i++)
+		start_revert(reg, json_integer_value(json_object_get(
+		    json_array_get(rows, i), "id")), json_string_value(
+		    json_object_get(json_array_get(rows, i), "version")), now);
 	json_decref(rows);
 }

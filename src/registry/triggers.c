@@ -13,9 +13,7 @@
 #define FLEET_SELECT                                                           \
 	"SELECT d.id, d.version, coalesce(d.product, '') AS product,"           \
 	" coalesce(d.chip, '') AS chip, coalesce(d.hw_rev, '') AS hw_rev,"        \
-	" max(coalesce(d.secure_version, -1), coalesce((SELECT"                   \
-	" max(secure_version) FROM artifact WHERE app_sha256 ="               \
-	" d.running_sha256), -1)) AS secure_version, coalesce(d.free_space,"    \
+	" " DEVICE_EFUSE("d") " AS secure_version, coalesce(d.free_space,"        \
 	" -1) AS free_space, coalesce(d.grp, '') AS grp, coalesce(d.battery, -1)" \
 	" AS battery, coalesce(d.quarantined_until, 0) AS quarantined_until"  \
 	" FROM device d WHERE d.blocked = 0 AND d.version IS NOT NULL"
@@ -163,6 +161,13 @@ registry_fleet_gauges(struct registry_reader *r, int64_t now,
 			   " ORDER BY ro.id, a.stage"},
 		{"quarantined", "SELECT count(*) AS devices FROM device WHERE"
 				" quarantined_until > unixepoch()"},
+		/* as rollouts.c's STRANDED, for every revert under way */
+		{"stranded", "SELECT h.id AS rollout, n.version, count(d.id) AS"
+			     " devices FROM rollout r JOIN rollout h ON h.id ="
+			     " r.revert_of JOIN release n ON n.id = h.release"
+			     " JOIN release p ON p.id = r.release JOIN device d"
+			     " ON " STRANDED_ON("d", "n", "p") " WHERE r.state ="
+			     " 'active' GROUP BY h.id, n.version ORDER BY h.id"},
 		{"rollouts", "SELECT ro.id AS rollout, rel.version, ro.state,"
 			     " ro.stage FROM rollout ro JOIN release rel ON"
 			     " rel.id = ro.release WHERE ro.state IN"

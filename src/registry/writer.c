@@ -277,6 +277,7 @@ quarantine_check(struct registry *reg, const char *device, int64_t at)
 	    " ?1 AND coalesce(quarantined_until, 0) < ?2 + ?3 AND (SELECT"
 	    " count(*) FROM attempt a WHERE a.device = ?1 AND a.state IN"
 	    " ('failed', 'rollback') AND a.finished_at > ?2 - ?3 AND"
+	    " coalesce(a.reason, '') NOT LIKE 'reverted:%' AND"
 	    " a.finished_at > coalesce(device.quarantine_cleared, 0)) >= ?4",
 	    "tiii", device, at, period, n) != DB_DONE)
 		return -1;

@@ -13,12 +13,17 @@ import threading
 
 
 class Device:
-    def __init__(self, ident, version, group=None, battery=None):
+    def __init__(self, ident, version, group=None, battery=None,
+                 anti_rollback=False):
         self.id = ident
         self.slots = [version, None]  # A/B
         self.active = 0
         self.group = group
         self.battery = battery
+        # ESP-IDF's CONFIG_BOOTLOADER_APP_ANTI_ROLLBACK: a validated app
+        # raises the eFuse to its secure version, sent as X-Secure-Version
+        self.anti_rollback = anti_rollback
+        self.secure_version = 0
         self.offered = []      # versions it was offered, in order
         self.deferred = []     # X-Update-Deferred reasons it got
 
@@ -35,11 +40,14 @@ class Fleet:
         self.workers = workers
         self.errors = []
         self.acked = []  # (device, version, result) of reports answered 200
+        self.secure_versions = {}  # version: its image's secure version
 
     def _poll(self, conn, d):
         headers = {"X-Device-ID": d.id, "X-Current-Version": d.version}
         if d.battery is not None:
             headers["X-Battery"] = str(d.battery)
+        if d.anti_rollback:
+            headers["X-Secure-Version"] = str(d.secure_version)
         conn.request("GET", "/firmware/check", headers=headers)
         r = conn.getresponse()
         body = r.read()
@@ -62,6 +70,9 @@ class Fleet:
                       "reason": "app did not confirm itself"}
         else:
             d.active = other
+            if d.anti_rollback:
+                d.secure_version = max(d.secure_version,
+                                       self.secure_versions.get(new, 0))
             result = {"device": d.id, "version": new, "result": "success",
                       "uptime": 5, "reset_reason": 3}
         conn.request("POST", "/firmware/report", body=json.dumps(result),

@@ -466,3 +466,93 @@ def test_a_device_that_keeps_failing_is_quarantined(tmp_path):
         assert r.status == 200
     finally:
         d.check_clean_exit()
+
+
+def test_a_build_that_crashes_later_is_reverted_unattended(tmp_path):
+    """--on-halt revert: a build that installs, validates itself and then
+    crashes (the crash telemetry comes long after the update, within the
+    canary's soak) halts the canary ring, and every canary goes back to
+    the release it ran before, with nobody at the console; the one whose
+    eFuse the build raised is listed stranded, never offered the older
+    image; resuming past the halt needs a word on the reverted devices."""
+    d = Otad(tmp_path, "rate_per_device = 0\n")
+    old = tmp_path / "old.bin"
+    old.write_bytes(imagebuild.build(version="1.0.0", seglen=1024))
+    new = tmp_path / "new.bin"
+    new.write_bytes(imagebuild.build(version="2.0.0", seglen=1024,
+                                     secure_version=1, seed=1))
+    d.start()
+    try:
+        d.publish(old, "1.0.0")
+        sha = d.otactl("artifact", "add", str(new)).stdout.strip()
+        d.otactl("release", "create", "2.0.0", "--artifact", sha,
+                 "--confirm-secure-version")
+        devices = [Device(f"rv-{i:03d}", "1.0.0",
+                          anti_rollback=(i == 0)) for i in range(100)]
+        canaries = devices[:CANARIES]
+        f = Fleet(d.port, devices)
+        f.secure_versions = {"2.0.0": 1}
+        assert f.round() == []
+        for dev in canaries:
+            d.otactl("device", "set", dev.id, "--group", "canary")
+        rid = d.otactl("rollout", "create", "2.0.0", "--stages",
+                       "group=canary,soak=2h,min=3,crash<=0.2; 100%",
+                       "--on-halt", "revert", json_out=True)["id"]
+        d.otactl("rollout", "start", str(rid))
+        assert f.round() == []
+        assert [x.version for x in canaries] == ["2.0.0"] * CANARIES
+        assert canaries[0].secure_version == 1
+        assert all(x.version == "1.0.0" for x in devices[CANARIES:])
+        # later in the soak: three of them panic or hit the watchdog
+        for x, reason in zip(canaries, [4, 6, 4, 1, 1]):
+            assert d.get("/firmware/check", {
+                "X-Device-ID": x.id, "X-Current-Version": "2.0.0",
+                "X-Secure-Version": str(x.secure_version),
+                "X-Reset-Reason": str(reason)}).status == 304
+        d.wait_for(lambda: status(d, rid).get("revert") is not None, 10,
+                   "the halt and its revert")
+        st = status(d, rid)
+        assert st["state"] == "halted" and "crash rate" in st["reason"]
+        assert st["stranded"] == [{"id": canaries[0].id}]
+        # the fleet polls on: the canaries go back by themselves
+        for _ in range(3):
+            assert f.round() == []
+        assert [x.version for x in canaries] == ["2.0.0"] + \
+            ["1.0.0"] * (CANARIES - 1)
+        assert all(x.version == "1.0.0" for x in devices[1:])
+        assert canaries[0].offered == ["2.0.0"]
+        assert "secure-version" in canaries[0].deferred
+        st = status(d, rid)
+        assert st["revert"]["version"] == "1.0.0"
+        assert st["revert"]["succeeded"] == CANARIES - 1
+        assert st["revert"]["offered"] == CANARIES - 1
+        text = d.otactl("rollout", "status", str(rid)).stdout
+        assert f"reverted to 1.0.0 (rollout {st['revert']['rollout']}" in text
+        assert f"stranded 1 (their eFuse refuses it): {canaries[0].id}" \
+            in text
+        audit = d.query("SELECT what FROM audit WHERE what LIKE"
+                        f" 'rollout {rid} reverted to 1.0.0%'")
+        assert len(audit) == 1 and canaries[0].id in audit[0][0]
+        d.wait_for(lambda: f'otad_rollout_stranded{{rollout="{rid}",'
+                   'version="2.0.0"} 1' in d.get("/metrics").body.decode(),
+                   15, "the stranded gauge")
+        # going on needs a word on the devices the revert took back
+        p = d.otactl("rollout", "resume", str(rid), "--force", check=False)
+        assert p.returncode != 0 and "--reverted keep" in p.stderr
+        assert status(d, rid)["state"] == "halted"
+        # (the operator judged the crashes harmless: the bound goes up)
+        d.hand_edit(f"UPDATE rollout_stage SET soak_s = 0, max_crash = 1"
+                    f" WHERE rollout = {rid}")
+        d.otactl("rollout", "resume", str(rid), "--force", "--reverted",
+                 "keep")
+        st = status(d, rid)
+        assert st["state"] == "active" and st["revert"]["state"] == \
+            "completed"
+        st = rounds_until(d, f, rid, lambda s: s["state"] == "completed")
+        assert f.round() == []
+        # the rest of the fleet took it; the reverted canaries were kept
+        assert all(x.version == "2.0.0" for x in devices[CANARIES:])
+        assert all(x.offered == ["2.0.0", "1.0.0"] for x in canaries[1:])
+        assert all(x.version == "1.0.0" for x in canaries[1:])
+    finally:
+        d.check_clean_exit()

@@ -49,6 +49,16 @@ decide_full(const struct device_facts *dev, const struct offer *offers,
 	return d;
 }
 
+/* Why nothing is offered to dev (and that nothing is). */
+static enum decision_reason
+refusal(const struct device_facts *dev, const struct offer *offers, size_t n)
+{
+	struct decision d = decide_full(dev, offers, n);
+
+	assert_null(d.offer);
+	return d.reason;
+}
+
 static const struct offer *
 decide(const char *version, const char *product, const struct offer *offers,
     size_t n)
@@ -394,6 +404,39 @@ test_downgrade(void **state)
 	assert_null(decide_full(&dev, offers, 1).offer);
 }
 
+/*
+ * A revert of a halted 2.0.0 to 1.5.0: offered (first, forced) to devices
+ * on 2.0.0 alone, beside the 1.5.0 baseline every device may take; a
+ * device whose eFuse 2.0.0 raised is refused it.
+ */
+static void
+test_revert(void **state)
+{
+	struct offer offers[] = {mk(2, "1.5.0", ""), mk(3, "1.5.0", "")};
+	struct device_facts dev = {"d", "2.0.0", NULL, NULL, NULL, -1, -1,
+	    NULL, -1, 0};
+	struct decision d;
+
+	(void)state;
+	/* the snapshot puts the revert before the baseline of its release */
+	offers[0].downgrade = offers[0].forced = 1;
+	snprintf(offers[0].only_version, sizeof(offers[0].only_version),
+	    "2.0.0");
+	stages_parse_window("01:00-05:00", &offers[0].window); /* closed */
+	d = decide_full(&dev, offers, 2);
+	assert_non_null(d.offer);
+	assert_int_equal(d.offer->rollout_id, 2);
+	/* on another version: the revert is not for it */
+	dev.version = "1.0.0";
+	assert_int_equal(decide_full(&dev, offers, 2).offer->rollout_id, 3);
+	dev.version = "2.0.1";
+	assert_null(decide_full(&dev, offers, 2).offer);
+	/* raised by 2.0.0: it cannot go back */
+	dev.version = "2.0.0";
+	dev.secure_version = 1;
+	assert_int_equal(refusal(&dev, offers, 2), REASON_SECURE_VERSION);
+}
+
 /* A request gets only its kind: never an app into a file system. */
 static void
 test_kinds(void **state)
@@ -421,9 +464,7 @@ test_kinds(void **state)
 	/* but not larger than the flash */
 	dev.version = "";
 	dev.flash_size = 2048;
-	d = decide_full(&dev, offers, 2);
-	assert_null(d.offer);
-	assert_int_equal(d.reason, REASON_SPACE);
+	assert_int_equal(refusal(&dev, offers, 2), REASON_SPACE);
 	dev.flash_size = 0;
 	/* nothing of the kind asked for: mode */
 	dev.kind = KIND_SPIFFS;
@@ -495,6 +536,7 @@ main(void)
 		cmocka_unit_test(test_rings_and_groups),
 		cmocka_unit_test(test_deferrals_and_forced),
 		cmocka_unit_test(test_downgrade),
+		cmocka_unit_test(test_revert),
 		cmocka_unit_test(test_kinds),
 		cmocka_unit_test(test_unknown_version),
 		cmocka_unit_test(test_everyone_only),
