@@ -163,6 +163,49 @@ def test_a_halt_is_published_with_its_reason(tmp_path, broker):
         sub.stop()
 
 
+def test_a_revert_is_triggered_over_mqtt(tmp_path, broker):
+    """--on-halt revert: the devices that took the halted release are
+    triggered, forced, with the release they ran before; the others not."""
+    with running(tmp_path, broker) as d:
+        old = tmp_path / "old.bin"
+        old.write_bytes(imagebuild.build(version="1.0.0", seglen=1024))
+        old_sha = d.publish(old, "1.0.0")
+        add_release(d, tmp_path)
+        for i in range(6):
+            assert check(d, f"r{i}").status == 304
+        for i in range(3):
+            d.otactl("device", "set", f"r{i}", "--group", "canary")
+        rid = d.otactl("rollout", "create", "2.0.0", "--stages",
+                       "group=canary,soak=1h,min=2,crash<=0.1; 100%",
+                       "--on-halt", "revert", json_out=True)["id"]
+        d.otactl("rollout", "start", str(rid))
+        for i in range(3):
+            assert check(d, f"r{i}").status == 200
+        wait_attempts(d, 3)
+        sub = Sub(broker)
+        # they run it, report it, and then two of them panic
+        for i in range(3):
+            assert d.post_json("/firmware/report", {
+                "device": f"r{i}", "result": "success",
+                "version": "2.0.0"}).status == 200
+        for i, reason in enumerate([4, 4, 1]):
+            assert d.get("/firmware/check", {
+                "X-Device-ID": f"r{i}", "X-Current-Version": "2.0.0",
+                "X-Reset-Reason": str(reason)}).status == 304
+        d.wait_for(lambda: len(sub.device_triggers()) >= 3, 15,
+                   "the revert's triggers")
+        time.sleep(1)  # and none for the devices still on 1.0.0
+        got = sub.device_triggers()
+        assert sorted(got) == ["r0", "r1", "r2"]
+        for dev in got:
+            t = got[dev][-1]
+            assert t["version"] == "1.0.0" and t["sha256"] == old_sha
+            assert t["forced"] is True and t["reason"] == "forced"
+        st = sub.json(f"ota/rollout/{rid}/state")[-1]
+        assert st["state"] == "halted" and "crash rate" in st["reason"]
+        sub.stop()
+
+
 def test_telemetry_is_recorded_like_a_check_in(tmp_path, broker):
     with running(tmp_path, broker) as d:
         broker.pub("devices/esp-01/telemetry", json.dumps({

@@ -221,7 +221,7 @@ def test_a_rollout_seen_and_steered_from_the_console(console):
         if c.state(rid)["state"] == "completed":
             break
     bad = c.d.otactl("rollout", "create", "3.0.0", "--stages", PLAN,
-                     json_out=True)["id"]
+                     "--on-halt", "revert", json_out=True)["id"]
     c.d.otactl("rollout", "start", str(bad))
     for _ in range(80):
         assert c.fleet.round() == []
@@ -229,12 +229,18 @@ def test_a_rollout_seen_and_steered_from_the_console(console):
             break
     reason = c.state(bad)["reason"]
     assert "rollback rate" in reason
+    # it reverts: the canaries rolled back by themselves, so none is on
+    # 3.0.0 to take back to 2.0.0, and none is stranded
+    c.d.wait_for(lambda: "revert" in c.state(bad), 10, "the revert")
     c.go("rollouts")
     c.wait(lambda b: c.card_state(bad) == "halted")
     assert c.card_text(bad, ".reason") == reason
     assert "bound crossed: rollback rate" in c.card_text(bad)
+    c.wait(lambda b: "Reverted to 2.0.0" in (c.card_text(bad, ".revert")
+                                            or ""))
+    assert "0 back of 0 offered" in c.card_text(bad, ".revert")
     assert c.card_text(bad, "button[data-action=resume]") == \
-        "Resume despite the halt"
+        "Resume, keep reverted devices back"
     c.shoot("halted")
     # the fleet page lists the canaries that rolled back
     c.go("fleet")
