@@ -1363,7 +1363,7 @@ registry_submit(struct registry *reg, struct record *rec)
 {
 	struct producer *p;
 	uint64_t one = 1;
-	int wake;
+	int wake, durable;
 
 	if (!reg->running || atomic_load(&reg->stopping))
 		return OTAD_ERR_SHUTDOWN;
@@ -1392,14 +1392,15 @@ registry_submit(struct registry *reg, struct record *rec)
 	p->tail = rec;
 	p->len++;
 	atomic_fetch_add(&reg->depth, 1);
-	if (rec->durable)
+	/* rec is the writer's once the lock is let go: it may be freed */
+	if ((durable = rec->durable) != 0)
 		atomic_store(&reg->durable_queued, 1);
 	pthread_mutex_unlock(&p->mu);
 	/*
 	 * Only the first record into an empty queue, and only while the
 	 * writer waits, costs a wake-up; a durable record ends a gathering.
 	 */
-	if (((wake && atomic_load(&reg->idle)) || (rec->durable &&
+	if (((wake && atomic_load(&reg->idle)) || (durable &&
 	    atomic_load(&reg->gathering))) &&
 	    write(reg->efd, &one, sizeof(one)) < 0 && errno != EAGAIN)
 		log_warn("cannot wake the writer");
