@@ -149,7 +149,8 @@ rollout_status(struct opts *o)
 		    "product")) ? json_string_value(json_object_get(ro,
 		    "product")) : "", json_string_value(json_object_get(ro,
 		    "state")), json_integer_value(json_object_get(ro,
-		    "staged")) ? "" : " (published to all)",
+		    "staged")) ? "" : json_is_integer(json_object_get(ro,
+		    "revert_of")) ? " (a revert)" : " (published to all)",
 		    (long long)json_integer_value(json_object_get(ro, "stage")),
 		    started, json_is_string(reason) ? ": " : "",
 		    json_is_string(reason) ? json_string_value(reason) : "");

@@ -187,7 +187,8 @@
   }
 
   function ringName(st) {
-    return st.group ? 'group ' + st.group : st.percent + '% of the fleet';
+    if (st.group) return 'group ' + st.group;
+    return st.devices != null ? st.devices + ' devices' : st.percent + '% of the fleet';
   }
 
   const SEGMENTS = [['succeeded', 'succeeded'], ['rolled_back', 'rolled back'],
@@ -302,7 +303,9 @@
       }
     }
     card.append(el('p', { class: 'muted' },
-      (ro.staged ? 'stage ' + ro.stage + ' of ' + ro.stages.length : 'published to all') +
+      (ro.staged ? 'stage ' + ro.stage + ' of ' + ro.stages.length :
+        ro.revert_of ? 'reverting rollout ' + ro.revert_of + ': offered to its devices only' :
+        'published to all') +
       ', started ' + when(ro.started)));
     if (steers()) {
       const bar = el('div', { class: 'actions' });
