@@ -588,11 +588,17 @@ apply_checkin(struct registry *reg, const struct record *rec)
 	/* and maybe, in the same answer, the next step is offered */
 	if (rec->offer_release <= 0)
 		return 0;
-	/* an outcome heard first takes the offer, else the offer opens one */
-	if (step_offer(reg->w[W_ADOPT], rec) < 0)
-		return -1;
-	return db_changes(reg->db) > 0 ? 0 :
-	    step_offer(reg->w[W_OFFER], rec);
+	/*
+	 * Nodes of a cluster: an outcome another node heard first takes the
+	 * offer, else the offer opens one. One SQLite writer orders all.
+	 */
+	if (db_backend(reg->db) == DB_POSTGRES) {
+		if (step_offer(reg->w[W_ADOPT], rec) < 0)
+			return -1;
+		if (db_changes(reg->db) > 0)
+			return 0;
+	}
+	return step_offer(reg->w[W_OFFER], rec);
 }
 
 /*

@@ -825,13 +825,15 @@ newest_attempt(struct db *hand, const char *id, int64_t n, char *state,
  * outcome to node B, whose writer commits the report before A's commits
  * the offer. The outcome is the rollout's all the same, in its stage (a
  * rollout counts only its own attempts); an outcome long before an offer
- * is another attempt, and the offer opens its own.
+ * is another attempt, and the offer opens its own. (PostgreSQL only: one
+ * SQLite writer orders every record.)
  */
 static void
 test_an_outcome_before_its_offer_is_the_offers(void **state)
 {
-	struct store_artifact art = fake_artifact('c');
-	const char *path = fresh_db();
+	const char *url = getenv("OTAD_TEST_DATABASE");
+	struct store_artifact art;
+	const char *path;
 	struct registry *a, *b;
 	struct record *r;
 	struct db *hand;
@@ -840,6 +842,10 @@ test_an_outcome_before_its_offer_is_the_offers(void **state)
 	int awaiting;
 
 	(void)state;
+	if (url == NULL || *url == '\0')
+		return; /* clusters are PostgreSQL's: one SQLite writer orders */
+	art = fake_artifact('c');
+	path = fresh_db();
 	assert_int_equal(registry_open(path, &a), OTAD_OK);
 	assert_int_equal(registry_open(path, &b), OTAD_OK);
 	assert_int_equal(registry_artifact_add(a, &art, "2.0.0", NULL, NULL,
