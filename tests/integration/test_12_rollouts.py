@@ -539,6 +539,13 @@ def test_a_build_that_crashes_later_is_reverted_unattended(tmp_path):
         # going on needs a word on the devices the revert took back
         p = d.otactl("rollout", "resume", str(rid), "--force", check=False)
         assert p.returncode != 0 and "--reverted keep" in p.stderr
+        for bad in (["--reverted", "keep"], ["--force", "--reverted",
+                                             "maybe"]):
+            p = d.otactl("rollout", "resume", str(rid), *bad, check=False)
+            assert p.returncode != 0 and "'reverted' must be" in p.stderr
+        p = d.otactl("rollout", "create", "2.0.0", "--stages", "100%",
+                     "--on-halt", "undo", check=False)
+        assert p.returncode != 0 and "hold or revert" in p.stderr
         assert status(d, rid)["state"] == "halted"
         # (the operator judged the crashes harmless: the bound goes up)
         d.hand_edit(f"UPDATE rollout_stage SET soak_s = 0, max_crash = 1"

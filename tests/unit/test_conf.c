@@ -75,7 +75,16 @@ test_mqtt_keys(void **state)
 	assert_int_equal(conf_parse("t.conf", "promote_window = tue-thu "
 	    "09:00-16:00 +01:00\n", &c, err, sizeof(err)), 0);
 	assert_string_equal(c.promote_window, "tue-thu 09:00-16:00 +01:00");
+	assert_int_equal(conf_parse("t.conf", "quarantine_after = 5 in 2h\n",
+	    &c, err, sizeof(err)), 0);
+	assert_int_equal(c.quarantine_n, 5);
+	assert_int_equal(c.quarantine_s, 7200);
+	assert_int_equal(conf_parse("t.conf", "quarantine_after = off\n", &c,
+	    err, sizeof(err)), 0);
+	assert_int_equal(c.quarantine_n, 0);
 	conf_defaults(&c);
+	assert_int_equal(c.quarantine_n, 3);
+	assert_int_equal(c.quarantine_s, 86400);
 	assert_string_equal(c.mqtt_host, "");
 	assert_string_equal(c.mqtt_telemetry_topics,
 	    "devices/+/telemetry devices/+/status");
@@ -119,6 +128,14 @@ test_errors(void **state)
 	expect_error("tls_key = /k.pem\n", "go together");
 	expect_error("promote_window = office hours\n", "'promote_window' is "
 	    "like 'tue-thu 09:00-16:00 +01:00'");
+	expect_error("quarantine_after = 3\n", "'quarantine_after' is like");
+	expect_error("quarantine_after = 0 in 24h\n", "'quarantine_after'");
+	expect_error("quarantine_after = 3 in 400d\n", "'quarantine_after'");
+	expect_error("quarantine_after = 3 within 24h\n", "'quarantine_after'");
+	expect_error("quarantine_after = 3 in 24h extra\n",
+	    "'quarantine_after'");
+	expect_error("quarantine_after = -3 in 24h\n", "'quarantine_after'");
+	expect_error("on_halt = rollback\n", "hold or revert");
 }
 
 static void
