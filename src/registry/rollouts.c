@@ -663,9 +663,10 @@ start_revert(struct registry *reg, int64_t id, const char *version,
 	}
 	if (json_array_size(prev) == 0) {
 		json_decref(prev);
-		run(reg, "UPDATE rollout SET reason = reason || '; nothing to"
-		    " revert to: no earlier release of its scope was offered'"
-		    " WHERE id = ?1", "i", id);
+		/* said once, even of a halt by hand (reason NULL) */
+		run(reg, "UPDATE rollout SET reason = coalesce(reason || '; ',"
+		    " '') || 'nothing to revert to: no earlier release of its"
+		    " scope was offered' WHERE id = ?1", "i", id);
 		catalog_commit(reg);
 		log_warnx("rollout %lld of %s: nothing to revert to",
 		    (long long)id, version);

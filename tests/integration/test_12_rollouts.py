@@ -563,3 +563,22 @@ def test_a_build_that_crashes_later_is_reverted_unattended(tmp_path):
         assert all(x.version == "1.0.0" for x in canaries[1:])
     finally:
         d.check_clean_exit()
+
+
+def test_a_halt_by_hand_with_nothing_to_revert_to_says_so_once(tmp_path):
+    """on_halt = revert, no earlier release, halted by hand (no reason):
+    the halt says there is nothing to revert to, once, not every tick."""
+    d = otad_with_release(tmp_path, "on_halt = revert\n")
+    try:
+        rid = d.otactl("rollout", "create", "2.0.0", "--stages",
+                       "10%; 100%", json_out=True)["id"]
+        d.otactl("rollout", "start", str(rid))
+        d.hand_edit(f"UPDATE rollout SET state = 'halted' WHERE id = {rid}")
+        d.wait_for(lambda: "nothing to revert to" in
+                   (status(d, rid)["reason"] or ""), 10, "the reason")
+        time.sleep(2.5)  # two more ticks of the controller
+        assert sum("nothing to revert to" in l for l in d.log) == 1
+        assert status(d, rid)["on_halt"] == "revert"
+        assert "revert" not in status(d, rid)
+    finally:
+        d.check_clean_exit()
