@@ -47,6 +47,11 @@ struct conf {
 	int on_halt_revert;         /* on_halt = revert: the default */
 	unsigned quarantine_n;      /* from quarantine_after; 0 = off */
 	unsigned quarantine_s;
+	/* telemetry samples: at most one a device per interval (seconds; 0
+	 * every one), kept for the retention (seconds) */
+	unsigned telemetry_interval;
+	unsigned telemetry_retention;
+	unsigned compare_min_devices; /* each side, before a comparison halts */
 	char admin_listen[128];     /* the management API; "" = off */
 	int admin_allow_plaintext;  /* off loopback without TLS */
 	size_t max_artifact_bytes;  /* an upload through the API */

@@ -58,11 +58,20 @@ enum {
 	TEL_RESET_REASON = 1 << 3,
 	TEL_BATTERY = 1 << 4,
 	TEL_SECURE_VERSION = 1 << 5,
+	TEL_METRICS = 1 << 6,
 };
+
+/* what a sample's health is told by, of the fields above */
+#define TEL_SAMPLED (TEL_UPTIME | TEL_FREE_HEAP | TEL_RSSI | \
+	TEL_RESET_REASON | TEL_METRICS)
+
+#define TEL_METRICS_MAX 8 /* numbers a device may send under "metrics" */
 
 struct telemetry {
 	unsigned present;
 	int64_t uptime, free_heap, rssi, reset_reason, battery, secure_version;
+	/* "metrics" as compact JSON, keys sorted; "" if none */
+	char metrics[512];
 };
 
 /*
@@ -585,6 +594,24 @@ enum otad_err registry_device_act(struct registry *reg, const char *id,
  */
 void registry_set_quarantine(struct registry *reg, unsigned n,
     unsigned period_s);
+
+/*
+ * Telemetry samples: at most one a device (and version) per interval_s
+ * (0: every one) kept for retention_s; a stage's comparison needs
+ * min_devices on each side before it may halt.
+ */
+void registry_set_telemetry(struct registry *reg, unsigned interval_s,
+    unsigned retention_s, unsigned min_devices);
+#define TELEMETRY_INTERVAL_S 300
+#define TELEMETRY_RETENTION_S (7 * 86400)
+#define COMPARE_MIN_DEVICES 10
+
+/*
+ * The telemetry comparisons of every rollout's current stage that makes
+ * some, as gauges["compared"]: rows of compare_stage's results with
+ * rollout, version and stage.
+ */
+enum otad_err registry_compare_gauges(struct registry *reg, json_t *gauges);
 
 /* Set what is not NULL; NOT_FOUND for a device never seen. */
 enum otad_err registry_device_set(struct registry *reg, const char *id,

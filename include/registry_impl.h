@@ -66,6 +66,7 @@ enum wstmt {
 	W_ROLLBACK,
 	W_CRASHED,
 	W_TELEMETRY,
+	W_SAMPLE,
 	W_SAVEPOINT,
 	W_RELEASE,
 	W_ROLLBACK_TO,
@@ -131,6 +132,10 @@ struct registry {
 	atomic_size_t depth;
 	atomic_int durable_queued; /* a report queued since the last collect */
 	atomic_uint quarantine_n, quarantine_s; /* quarantine_after; n 0 off */
+	/* telemetry_interval, telemetry_retention, compare_min_devices */
+	atomic_uint tel_interval, tel_retention, compare_min;
+	int64_t pruned_at;  /* the controller's last telemetry pruning */
+	int64_t compared_at; /* ... and its last telemetry comparisons */
 	/*
 	 * Records are applied in the order they were queued, across all
 	 * producers: each gets the next seq as it is queued, and the writer
@@ -270,6 +275,19 @@ void bind_text(struct db_stmt *st, int i, const char *s); /* "" as NULL */
 void bind_tel(struct db_stmt *st, int i, const struct telemetry *t,
     unsigned bit, int64_t v);
 int step_done(struct db_stmt *st);
+/*
+ * The comparisons compare (a stage's, as stored: "heap_drop<=20%,...") of
+ * rollout (to version) over the telemetry since since, each side needing
+ * min devices to halt: an array of results (compare, name, updated,
+ * control, updated_devices, control_devices, value, state: ok, breach or
+ * sample). With breach, the first breach's reason ("" when none).
+ */
+enum otad_err compare_stage(struct db *db, unsigned min, int64_t rollout,
+    const char *version, const char *compare, int64_t since, json_t **out,
+    char *breach, size_t len);
+/* The leader, once a minute: drop samples older than the retention. */
+void compare_prune(struct registry *reg, int64_t now);
+
 /* sql with text parameters up to ARGS_END: its rows as JSON objects */
 enum otad_err query_rows(struct db *db, json_t **rows, const char *sql, ...);
 /* the one row of sql (with arg) as an object, and each part's rows */

@@ -57,6 +57,10 @@ void rollout_stop(struct rollout *r);
  */
 void rollout_set_offline_after(struct rollout *r, unsigned seconds);
 
+/* How long telemetry is kept, and what a comparison needs to halt. */
+void rollout_set_telemetry(struct rollout *r, unsigned interval_s,
+    unsigned retention_s, unsigned min_devices);
+
 /* How soon another node takes over from a leader gone silent. */
 void rollout_set_leader_timeout(struct rollout *r, unsigned seconds);
 /*

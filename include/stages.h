@@ -8,7 +8,13 @@
  * of its devices (50: the first 50 in ring order), then options:
  * soak=DURATION (s, m, h, d), min=N (finished attempts before the next
  * stage may open), success>=R, rollback<=R, failure<=R, crash<=R (rates
- * as 0.98 or 98%). The last stage is 100%. Pure functions; thread-safe.
+ * as 0.98 or 98%), and telemetry comparisons of the devices the rollout
+ * updated with those of the same product and chip it has not (the
+ * control group): heap_drop<=P% (median free heap at most P% below the
+ * control's), rssi_drop<=D (dB below), resets<=Rx (resets a device-hour
+ * at most R times the control's), metrics.NAME<=Rx or >=Rx (the median
+ * of a number devices send under "metrics", at most or at least R times
+ * the control's). The last stage is 100%. Pure functions; thread-safe.
  */
 #ifndef STAGES_H
 #define STAGES_H
@@ -29,6 +35,23 @@
 #define STAGE_FAILURE 0.05
 #define STAGE_CRASH 0.05
 
+#define STAGE_COMPARE_MAX 8   /* comparisons a stage may make */
+#define COMPARE_METRIC_MAX 32 /* a metrics field's name, bytes */
+
+enum compare_kind {
+	COMPARE_HEAP_DROP, /* bound: a share, 0..1 */
+	COMPARE_RSSI_DROP, /* bound: dB */
+	COMPARE_RESETS,    /* bound: a factor */
+	COMPARE_METRIC_LE, /* bound: a factor */
+	COMPARE_METRIC_GE, /* bound: a factor */
+};
+
+struct comparison {
+	enum compare_kind kind;
+	char metric[COMPARE_METRIC_MAX + 1]; /* COMPARE_METRIC_*: its name */
+	double bound;
+};
+
 struct stage {
 	char group[OTAD_PRODUCT_MAX + 1]; /* "" for a percentage stage */
 	unsigned percent_x100;            /* cumulative share, 0..10000 */
@@ -36,6 +59,8 @@ struct stage {
 	int64_t soak_s;
 	unsigned min_devices;
 	double min_success, max_rollback, max_failure, max_crash;
+	size_t ncompare;
+	struct comparison compare[STAGE_COMPARE_MAX];
 };
 
 /*
@@ -44,6 +69,20 @@ struct stage {
  */
 int stages_parse(const char *spec, struct stage *out, size_t *n, char *why,
     size_t whylen);
+
+/*
+ * One comparison as a stage option writes it ("heap_drop<=20%"); 0, or -1
+ * if it is not one. A metrics name is 1 to 32 of A-Z a-z 0-9 _.
+ */
+int stages_parse_compare(const char *s, struct comparison *out);
+/*
+ * A stage's comparisons as stored with it and shown: each as written
+ * back ("heap_drop<=20%"), separated by ','; "" when none.
+ */
+void stages_compare_text(const struct comparison *c, size_t n, char *buf,
+    size_t len);
+/* The name of what a comparison compares: "heap_drop", "metrics.x" */
+void stages_compare_name(const struct comparison *c, char *buf, size_t len);
 
 /* "5s", "10m", "24h", "2d", or plain seconds; -1 if not one. */
 int64_t stages_duration(const char *s);

@@ -18,7 +18,8 @@
 
 /*
  * Fill tel from the fields of object o that are present (uptime,
- * free_heap, rssi, reset_reason, battery, secure_version). 0, or -1 with
+ * free_heap, rssi, reset_reason, battery, secure_version, metrics: an
+ * object of named numbers). 0, or -1 with
  * one line in msg naming the field that is wrong.
  */
 int telemetry_from_json(const json_t *o, struct telemetry *tel, char *msg,

@@ -112,6 +112,34 @@ print_revert(json_t *ro)
 	printf("%s\n", i < json_array_size(stranded) ? " ..." : "");
 }
 
+/* A stage's telemetry comparisons, one line each. */
+static void
+print_compared(json_t *stages)
+{
+	static const char *const states[] = {"ok", "breach", "sample"};
+	static const char *const said[] = {"within its bound",
+	    "BOUND CROSSED", "too few devices to judge"};
+	json_t *st, *c;
+	size_t i, k, j;
+
+	json_array_foreach(stages, i, st) {
+		json_array_foreach(json_object_get(st, "compared"), k, c) {
+			const char *state = json_string_value(json_object_get(c,
+			    "state"));
+
+			for (j = 0; j < 2 && strcmp(state, states[j]) != 0; j++)
+				;
+			printf("stage %lld %s: updated %g (%lld devices), not "
+			    "updated %g (%lld devices): %s\n", jint(st, "no"),
+			    json_string_value(json_object_get(c, "compare")),
+			    json_number_value(json_object_get(c, "updated")),
+			    jint(c, "updated_devices"), json_number_value(
+			    json_object_get(c, "control")),
+			    jint(c, "control_devices"), said[j]);
+		}
+	}
+}
+
 static int
 rollout_status(struct opts *o)
 {
@@ -170,6 +198,7 @@ rollout_status(struct opts *o)
 		if (json_array_size(json_object_get(ro, "stages")) > 0) {
 			stage_names(json_object_get(ro, "stages"));
 			print_table(json_object_get(ro, "stages"), cols);
+			print_compared(json_object_get(ro, "stages"));
 		}
 	}
 	json_decref(rows);

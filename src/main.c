@@ -146,6 +146,10 @@ reload(const char *path, struct conf *conf, struct registry *reg,
 		conf->rollout_approvals = next.rollout_approvals;
 		registry_set_quarantine(reg, next.quarantine_n,
 		    next.quarantine_s);
+		registry_set_telemetry(reg, next.telemetry_interval,
+		    next.telemetry_retention, next.compare_min_devices);
+		rollout_set_telemetry(rollout, next.telemetry_interval,
+		    next.telemetry_retention, next.compare_min_devices);
 		conf->max_artifact_bytes = next.max_artifact_bytes;
 		conf->rate_per_device = next.rate_per_device;
 		conf->rate_per_address = next.rate_per_address;
@@ -265,6 +269,8 @@ main(int argc, char *argv[])
 	store_clean(store);
 	store_sweep(store, artifact_named, reg);
 	registry_set_quarantine(reg, conf.quarantine_n, conf.quarantine_s);
+	registry_set_telemetry(reg, conf.telemetry_interval,
+	    conf.telemetry_retention, conf.compare_min_devices);
 	if (registry_writer_start(reg, conf.writer_queue_max,
 	    conf.device_cache) != OTAD_OK)
 		fatalx("cannot start the registry writer");
@@ -284,6 +290,8 @@ main(int argc, char *argv[])
 		fatalx("cannot load the releases to offer");
 	rollout_set_offline_after(rollout, conf.offline_after);
 	rollout_set_leader_timeout(rollout, conf.leader_timeout);
+	rollout_set_telemetry(rollout, conf.telemetry_interval,
+	    conf.telemetry_retention, conf.compare_min_devices);
 	atomic_store(&leading_rollout, rollout);
 
 	ncpu = sysconf(_SC_NPROCESSORS_ONLN);

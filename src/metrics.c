@@ -185,6 +185,61 @@ outcome(const json_t *row, const char *name)
 	    field(row, "timed_out") : 0);
 }
 
+/* a comparison's labels: rollout, version, stage, compare, and side */
+static void
+put_compared(struct buf *b, const json_t *row, const char *side)
+{
+	put(b, "{");
+	put_rollout(b, row);
+	put(b, ",stage=\"%lld\",", (long long)field(row, "stage"));
+	put_label(b, "compare", json_string_value(json_object_get(row,
+	    "name")));
+	if (side != NULL)
+		put(b, ",side=\"%s\"", side);
+	put(b, "}");
+}
+
+/* The telemetry comparisons of rollouts' current stages. */
+static void
+compared_render(struct buf *b, const json_t *compared)
+{
+	static const char *const sides[] = {"updated", "control"};
+	static const struct {
+		const char *name, *help, *field[2];
+	} gauges[] = {
+		{"otad_rollout_compare", "A telemetry comparison of a rollout's "
+		    "stage, each side's value: the median over its devices "
+		    "(resets: a device-hour).", {"updated", "control"}},
+		{"otad_rollout_compare_devices", "Devices behind each side of "
+		    "a telemetry comparison.", {"updated_devices",
+		    "control_devices"}},
+	};
+	const json_t *row;
+	size_t g, i, k;
+
+	for (g = 0; g < sizeof(gauges) / sizeof(gauges[0]); g++) {
+		put(b, "# HELP %s %s\n# TYPE %s gauge\n", gauges[g].name,
+		    gauges[g].help, gauges[g].name);
+		json_array_foreach(compared, i, row) {
+			for (k = 0; k < 2; k++) {
+				put(b, "%s", gauges[g].name);
+				put_compared(b, row, sides[k]);
+				put(b, " %g\n", json_number_value(
+				    json_object_get(row, gauges[g].field[k])));
+			}
+		}
+	}
+	put(b, "# HELP otad_rollout_compare_breached 1 when a telemetry "
+	       "comparison crosses its bound with enough devices on each "
+	       "side.\n# TYPE otad_rollout_compare_breached gauge\n");
+	json_array_foreach(compared, i, row) {
+		put(b, "otad_rollout_compare_breached");
+		put_compared(b, row, NULL);
+		put(b, " %d\n", strcmp(json_string_value(json_object_get(row,
+		    "state")), "breach") == 0);
+	}
+}
+
 static void
 fleet_render(struct buf *b, const json_t *g)
 {
@@ -269,6 +324,7 @@ fleet_render(struct buf *b, const json_t *g)
 			    rates[k].num / rates[k].den);
 		}
 	}
+	compared_render(b, json_object_get(g, "compared"));
 }
 
 void

@@ -202,6 +202,8 @@ gauges(struct rollout *r)
 	if (registry_fleet_gauges(r->reader, now,
 	    atomic_load(&r->offline_after), &g) != OTAD_OK)
 		return; /* logged; the last ones stay */
+	/* without them, the rest still stands */
+	registry_compare_gauges(r->marker, g);
 	metrics_set_fleet(g);
 	json_decref(g);
 }
@@ -324,6 +326,13 @@ void
 rollout_set_offline_after(struct rollout *r, unsigned seconds)
 {
 	atomic_store(&r->offline_after, (long long)seconds);
+}
+
+void
+rollout_set_telemetry(struct rollout *r, unsigned interval_s,
+    unsigned retention_s, unsigned min_devices)
+{
+	registry_set_telemetry(r->marker, interval_s, retention_s, min_devices);
 }
 
 void

@@ -33,6 +33,20 @@ stages_duration(const char *s)
 	return *end == '\0' ? (int64_t)v * unit : -1;
 }
 
+/*
+ * The number s begins with (a digit first: no sign, no "nan"), *end after
+ * it; 0, or -1 if there is none.
+ */
+static int
+leading_number(const char *s, double *v, char **end)
+{
+	if (!isdigit((unsigned char)s[0]))
+		return -1;
+	errno = 0;
+	*v = strtod(s, end);
+	return errno != 0 ? -1 : 0;
+}
+
 /* "0.98", "98%", "0"; within 0..1, else -1 */
 static double
 rate(const char *s)
@@ -40,11 +54,7 @@ rate(const char *s)
 	char *end;
 	double v;
 
-	if (!isdigit((unsigned char)s[0]))
-		return -1;
-	errno = 0;
-	v = strtod(s, &end);
-	if (errno != 0)
+	if (leading_number(s, &v, &end) < 0)
 		return -1;
 	if (*end == '%') {
 		v /= 100;
@@ -60,12 +70,133 @@ percent(const char *s)
 	char *end;
 	double v;
 
-	if (!isdigit((unsigned char)s[0]))
-		return -1;
-	v = strtod(s, &end);
-	if (strcmp(end, "%") != 0 || v < 0 || v > 100)
+	if (leading_number(s, &v, &end) < 0 || strcmp(end, "%") != 0 ||
+	    v < 0 || v > 100)
 		return -1;
 	return (long)(v * 100 + 0.5);
+}
+
+static char *trim(char *s);
+
+/* "1.5x": a factor above 0, at most 1000; or -1 */
+static double
+factor(const char *s)
+{
+	char *end;
+	double v;
+
+	if (leading_number(s, &v, &end) < 0 || strcmp(end, "x") != 0 ||
+	    !(v > 0) || v > 1000)
+		return -1;
+	return v;
+}
+
+/* "6", "2.5": decibels, 0..100; or -1 */
+static double
+decibels(const char *s)
+{
+	char *end;
+	double v;
+
+	if (leading_number(s, &v, &end) < 0 || *end != '\0' || !(v >= 0) ||
+	    v > 100)
+		return -1;
+	return v;
+}
+
+static int
+valid_metric(const char *m)
+{
+	size_t n;
+
+	for (n = 0; m[n] != '\0'; n++)
+		if (n >= COMPARE_METRIC_MAX || !(isalnum((unsigned char)m[n]) ||
+		    m[n] == '_'))
+			return 0;
+	return n > 0;
+}
+
+int
+stages_parse_compare(const char *s, struct comparison *out)
+{
+	char buf[128], *op, *what, *v;
+	int ge;
+
+	if (strlen(s) >= sizeof(buf))
+		return -1;
+	snprintf(buf, sizeof(buf), "%s", s);
+	if ((op = strstr(buf, "<=")) == NULL && (op = strstr(buf, ">=")) ==
+	    NULL)
+		return -1;
+	ge = op[0] == '>';
+	*op = '\0';
+	what = trim(buf);
+	v = trim(op + 2);
+	memset(out, 0, sizeof(*out));
+	if (strncmp(what, "metrics.", 8) == 0) {
+		if (!valid_metric(what + 8) || (out->bound = factor(v)) < 0)
+			return -1;
+		out->kind = ge ? COMPARE_METRIC_GE : COMPARE_METRIC_LE;
+		snprintf(out->metric, sizeof(out->metric), "%s", what + 8);
+		return 0;
+	}
+	if (ge)
+		return -1;
+	if (strcmp(what, "heap_drop") == 0) {
+		out->kind = COMPARE_HEAP_DROP;
+		out->bound = rate(v);
+	} else if (strcmp(what, "rssi_drop") == 0) {
+		out->kind = COMPARE_RSSI_DROP;
+		out->bound = decibels(v);
+	} else if (strcmp(what, "resets") == 0) {
+		out->kind = COMPARE_RESETS;
+		out->bound = factor(v);
+	} else {
+		return -1;
+	}
+	return out->bound < 0 ? -1 : 0;
+}
+
+void
+stages_compare_name(const struct comparison *c, char *buf, size_t len)
+{
+	static const char *const names[] = {
+		[COMPARE_HEAP_DROP] = "heap_drop",
+		[COMPARE_RSSI_DROP] = "rssi_drop",
+		[COMPARE_RESETS] = "resets",
+	};
+
+	if (c->kind == COMPARE_METRIC_LE || c->kind == COMPARE_METRIC_GE)
+		snprintf(buf, len, "metrics.%s", c->metric);
+	else
+		snprintf(buf, len, "%s", names[c->kind]);
+}
+
+void
+stages_compare_text(const struct comparison *c, size_t n, char *buf,
+    size_t len)
+{
+	size_t i, off = 0;
+	char name[COMPARE_METRIC_MAX + 16];
+
+	if (len > 0)
+		buf[0] = '\0';
+	for (i = 0; i < n && off < len; i++) {
+		int w;
+
+		stages_compare_name(&c[i], name, sizeof(name));
+		if (c[i].kind == COMPARE_HEAP_DROP)
+			w = snprintf(buf + off, len - off, "%s%s<=%g%%",
+			    i ? "," : "", name, c[i].bound * 100);
+		else
+			w = snprintf(buf + off, len - off, "%s%s%s%g%s",
+			    i ? "," : "", name, c[i].kind == COMPARE_METRIC_GE ?
+			    ">=" : "<=", c[i].bound, c[i].kind ==
+			    COMPARE_RSSI_DROP ? "" : "x");
+		if (w < 0)
+			break;
+		off += (size_t)w;
+	}
 }
 
 #define MIN_UNSAID UINT_MAX /* before the options: min= not given */
@@ -117,7 +248,26 @@ parse_option(struct stage *st, char *opt, char *why, size_t whylen,
 {
 	char *v;
 	double r;
+	struct comparison c;
 
+	opt = trim(opt);
+	if (strncmp(opt, "heap_drop", 9) == 0 || strncmp(opt, "rssi_drop",
+	    9) == 0 || strncmp(opt, "resets", 6) == 0 || strncmp(opt,
+	    "metrics.", 8) == 0) {
+		if (stages_parse_compare(opt, &c) < 0) {
+			snprintf(why, whylen, "stage %zu: bad comparison '%s' "
+			    "(heap_drop<=20%%, rssi_drop<=6, resets<=2x, "
+			    "metrics.NAME<=1.5x or >=0.5x)", no, opt);
+			return -1;
+		}
+		if (st->ncompare == STAGE_COMPARE_MAX) {
+			snprintf(why, whylen, "stage %zu: at most %d "
+			    "comparisons", no, STAGE_COMPARE_MAX);
+			return -1;
+		}
+		st->compare[st->ncompare++] = c;
+		return 0;
+	}
 	if ((v = strstr(opt, ">=")) != NULL || (v = strstr(opt, "<=")) !=
 	    NULL) {
 		int ge = v[0] == '>';
@@ -164,7 +314,8 @@ bad:
 	return -1;
 unknown:
 	snprintf(why, whylen, "stage %zu: unknown option '%s' (soak=, min=, "
-	    "success>=, rollback<=, failure<=, crash<=)", no, trim(opt));
+	    "success>=, rollback<=, failure<=, crash<=, heap_drop<=, "
+	    "rssi_drop<=, resets<=, metrics.NAME<= or >=)", no, trim(opt));
 	return -1;
 }
 

@@ -2,8 +2,13 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <ctype.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
 #include <strings.h>
 
+#include "stages.h"
 #include "telemetry.h"
 
 /* ESP-IDF esp_reset_reason_t, in its order */
@@ -42,6 +47,49 @@ telemetry_reset_reason(const char *name)
 	return -1;
 }
 
+/* metrics: an object of at most TEL_METRICS_MAX named numbers */
+static int
+metrics_from_json(const json_t *m, struct telemetry *tel, char *msg,
+    size_t msglen)
+{
+	const char *name;
+	json_t *v;
+	char *text;
+	size_t n;
+
+	if (!json_is_object(m) || json_object_size(m) > TEL_METRICS_MAX) {
+		snprintf(msg, msglen, "'metrics' must be an object of at most "
+		    "%d numbers", TEL_METRICS_MAX);
+		return -1;
+	}
+	json_object_foreach((json_t *)m, name, v) {
+		for (n = 0; name[n] != '\0'; n++)
+			if (n >= COMPARE_METRIC_MAX || !(isalnum(
+			    (unsigned char)name[n]) || name[n] == '_'))
+				break;
+		if (n == 0 || name[n] != '\0' || !json_is_number(v) ||
+		    fabs(json_number_value(v)) > 1e15) {
+			snprintf(msg, msglen, "'metrics': each name 1 to %d of "
+			    "A-Z a-z 0-9 _, each value a number within "
+			    "+-1e15", COMPARE_METRIC_MAX);
+			return -1;
+		}
+	}
+	if (json_object_size(m) == 0)
+		return 0;
+	if ((text = json_dumps(m, JSON_COMPACT | JSON_SORT_KEYS |
+	    JSON_REAL_PRECISION(15))) == NULL ||
+	    strlen(text) >= sizeof(tel->metrics)) {
+		free(text);
+		snprintf(msg, msglen, "'metrics' is too long");
+		return -1;
+	}
+	memcpy(tel->metrics, text, strlen(text) + 1);
+	free(text);
+	tel->present |= TEL_METRICS;
+	return 0;
+}
+
 int
 telemetry_from_json(const json_t *o, struct telemetry *tel, char *msg,
     size_t msglen)
@@ -72,5 +120,9 @@ telemetry_from_json(const json_t *o, struct telemetry *tel, char *msg,
 		*(int64_t *)(void *)((char *)tel + fields[i].offset) = n;
 		tel->present |= fields[i].bit;
 	}
+	if (json_object_get(o, "metrics") != NULL && !json_is_null(
+	    json_object_get(o, "metrics")))
+		return metrics_from_json(json_object_get(o, "metrics"), tel,
+		    msg, msglen);
 	return 0;
 }

@@ -235,7 +235,19 @@
         rate('failure', st.failure_rate, st.max_failure, '≤'), ' · ',
         rate('crash', st.crash_rate, st.max_crash, '≤'),
         ' · at least ' + st.min_devices + ' finished',
-        crossed ? el('div', { class: 'crossed' }, 'bound crossed: ' + crossed) : null));
+        crossed ? el('div', { class: 'crossed' }, 'bound crossed: ' + crossed) : null),
+      (st.compared || []).length ? el('div', { class: 'compared' },
+        st.compared.map((c) => el('div', {
+          class: c.state === 'breach' ? 'crossed' : null, 'data-compare': c.name },
+          c.compare + ': updated ' + num(c.updated) + ' (' + c.updated_devices +
+          ' devices) against ' + num(c.control) + ' not updated (' +
+          c.control_devices + ' devices)' + (c.state === 'sample' ?
+            ': too few devices to judge' : c.state === 'breach' ? ': bound crossed' : '')))) : null);
+  }
+
+  /* a comparison's value: whole numbers as they are, others to 3 digits */
+  function num(v) {
+    return Number.isInteger(v) ? String(v) : Number(v).toPrecision(3);
   }
 
   /* What each action does, for its confirmation. */

@@ -223,6 +223,9 @@ registry_open(const char *path, struct registry **out)
 		return OTAD_ERR_NOMEM;
 	reg->efd = -1;
 	snprintf(reg->actor, sizeof(reg->actor), "otad");
+	/* the configuration's defaults, until it says otherwise */
+	registry_set_telemetry(reg, TELEMETRY_INTERVAL_S, TELEMETRY_RETENTION_S,
+	    COMPARE_MIN_DEVICES);
 	pthread_mutex_init(&reg->producers_mu, NULL);
 	if ((rc = connect_db(path, DB_CREATE, &reg->db)) != OTAD_OK)
 		goto fail;

@@ -1,10 +1,11 @@
 /*
  * registry/driver_sqlite.c: the embedded database. One file in WAL mode;
- * the SQL functions semver_compare and ring are the daemon's own C, so
- * queries order versions and place devices exactly as it does.
+ * the SQL functions semver_compare, ring and metric are the daemon's own
+ * C, so queries order versions and place devices exactly as it does.
  */
 #include <stdlib.h>
 
+#include <jansson.h>
 #include <sqlite3.h>
 
 #include "log.h"
@@ -76,6 +77,26 @@ sql_ring(sqlite3_context *ctx, int argc, sqlite3_value **argv)
 	}
 	sqlite3_result_int(ctx, (int)stages_ring(sqlite3_value_int64(argv[0]),
 	    (const char *)id));
+}
+
+/*
+ * metric(metrics, name): the number a telemetry sample's metrics (a JSON
+ * object) hold under name, or NULL
+ */
+static void
+sql_metric(sqlite3_context *ctx, int argc, sqlite3_value **argv)
+{
+	const char *m = (const char *)sqlite3_value_text(argv[0]);
+	const char *name = (const char *)sqlite3_value_text(argv[1]);
+	json_t *o, *v;
+
+	(void)argc;
+	sqlite3_result_null(ctx);
+	if (m == NULL || name == NULL || (o = json_loads(m, 0, NULL)) == NULL)
+		return;
+	if ((v = json_object_get(o, name)) != NULL && json_is_number(v))
+		sqlite3_result_double(ctx, json_number_value(v));
+	json_decref(o);
 }
 
 static void
@@ -328,6 +349,8 @@ sqlite_open(const char *path, enum db_mode mode, struct db **out)
 	    NULL)) != SQLITE_OK ||
 	    (rc = sqlite3_create_function(db->h, "ring", 2, SQLITE_UTF8 |
 	    SQLITE_DETERMINISTIC, NULL, sql_ring, NULL, NULL)) != SQLITE_OK ||
+	    (rc = sqlite3_create_function(db->h, "metric", 2, SQLITE_UTF8 |
+	    SQLITE_DETERMINISTIC, NULL, sql_metric, NULL, NULL)) != SQLITE_OK ||
 	    (rc = sqlite3_exec(db->h, "PRAGMA foreign_keys = ON", NULL, NULL,
 	    NULL)) != SQLITE_OK)
 		goto fail;

@@ -11,6 +11,9 @@
 #include "registry.h"
 #include "registry_impl.h"
 
+/* how often the controller reads a stage's telemetry comparisons */
+#define COMPARE_EVERY_S 10
+
 /*
  * Where count stage no of rollout id ends, fixed as it opens (in the
  * caller's transaction): the last of the first N matching devices in
@@ -141,15 +144,19 @@ registry_rollout_create(struct registry *reg, const struct rollout_plan *p,
 	for (i = 0; i < p->nstages; i++) {
 		const struct stage *st = &p->stages[i];
 
+		char compare[1024];
+
+		stages_compare_text(st->compare, st->ncompare, compare,
+		    sizeof(compare));
 		if (run(reg, "INSERT INTO rollout_stage (rollout, no, grp,"
 		    " percent, soak_s, min_devices, min_success, max_rollback,"
-		    " max_failure, max_crash, devices) VALUES (?1, ?2, ?3, ?4,"
-		    " ?5, ?6, ?7, ?8, ?9, ?10, nullif(?11, 0))", "iitdiiddddi",
+		    " max_failure, max_crash, devices, compare) VALUES (?1, ?2,"
+		    " ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, nullif(?11, 0), ?12)", "iitdiiddddit",
 		    *id, (int64_t)i, st->group[0] ? st->group : NULL,
 		    st->percent_x100 / 100.0, st->soak_s,
 		    (int64_t)st->min_devices, st->min_success,
 		    st->max_rollback, st->max_failure, st->max_crash,
-		    (int64_t)st->devices) != DB_DONE)
+		    (int64_t)st->devices, compare) != DB_DONE)
 			return catalog_db_fail(reg, why, whylen);
 	}
 	snprintf(what, sizeof(what), "rollout create %lld release %s, %zu "
@@ -419,15 +426,16 @@ stage_rows(struct registry *reg, int64_t id, json_t *rel, json_t **rows)
 		    " \"group\", st.percent, st.devices, st.cut_ring,"
 		    " st.soak_s, st.min_devices,"
 		    " st.min_success, st.max_rollback, st.max_failure,"
-		    " st.max_crash, " STAGE_COUNTS " FROM rollout_stage st"
+		    " st.max_crash, st.compare, " STAGE_COUNTS " FROM"
+		    " rollout_stage st"
 		    STAGE_COUNTS_JOIN " WHERE st.rollout = ?1 ORDER BY st.no",
 		    idtext(id, idbuf), ARGS_END);
 	/* the devices each stage reaches: matching the release, and in a
 	 * group reached or within the widest ring reached */
 	return query_rows(reg->db, rows, "SELECT st.no, st.grp AS \"group\","
 	    " st.percent, st.devices, st.soak_s, st.min_devices,"
-	    " st.min_success, st.max_rollback, st.max_failure, st.max_crash, "
-	    STAGE_COUNTS ", r.targeted, r.deferred FROM rollout_stage st"
+	    " st.min_success, st.max_rollback, st.max_failure, st.max_crash,"
+	    " st.compare, " STAGE_COUNTS ", r.targeted, r.deferred FROM rollout_stage st"
 	    STAGE_COUNTS_JOIN " JOIN (SELECT s2.no, count(d.id) AS targeted,"
 	    " count(d.deferred) AS deferred"
 	    " FROM rollout_stage s2 LEFT JOIN device d ON"
@@ -521,6 +529,29 @@ revert_of(struct registry *reg, json_t *ro)
 	return OTAD_OK;
 }
 
+/*
+ * The telemetry comparisons of stage st (rollout ro's current one) over
+ * the samples since it opened: st["compared"], when it makes some.
+ */
+static enum otad_err
+stage_compared(struct registry *reg, json_t *ro, json_t *st)
+{
+	const char *compare = json_string_value(json_object_get(st,
+	    "compare"));
+	json_t *res;
+	enum otad_err rc;
+
+	if (compare == NULL || compare[0] == '\0')
+		return OTAD_OK;
+	if ((rc = compare_stage(reg->db, atomic_load(&reg->compare_min),
+	    json_integer_value(json_object_get(ro, "id")), json_string_value(
+	    json_object_get(ro, "version")), compare, json_integer_value(
+	    json_object_get(ro, "stage_started")), &res, NULL, 0)) != OTAD_OK)
+		return rc;
+	json_object_set_new(st, "compared", res);
+	return OTAD_OK;
+}
+
 enum otad_err
 registry_rollout_status(struct registry *reg, int64_t id, int64_t now,
     json_t **rows, char *why, size_t whylen)
@@ -579,6 +610,14 @@ registry_rollout_status(struct registry *reg, int64_t id, int64_t now,
 			if (breach(st, &h, reason, sizeof(reason)))
 				json_object_set_new(st, "breach",
 				    json_string(reason));
+			if ((int64_t)j == cur && (rc = stage_compared(reg, ro,
+			    st)) != OTAD_OK) {
+				snprintf(why, whylen, "database: %s",
+				    otad_strerror(rc));
+				json_decref(stages);
+				json_decref(*rows);
+				return rc;
+			}
 			if ((int64_t)j == cur && json_is_integer(
 			    json_object_get(ro, "stage_started"))) {
 				int64_t left = json_integer_value(
@@ -716,9 +755,23 @@ cut_now(struct registry *reg, int64_t id, int64_t no)
 		catalog_fail(reg, OTAD_OK);
 }
 
-/* One active staged rollout: halt, open the next stage, or complete. */
+/* Halt rollout id of version for why; logged. */
 static void
-tick_one(struct registry *reg, json_t *ro, int64_t now)
+halt(struct registry *reg, int64_t id, const char *version, const char *why)
+{
+	if (act(reg, "UPDATE rollout SET state = 'halted', reason = ?2"
+	    " WHERE id = ?1 AND state = 'active'", "it", id, 0, why) == 0)
+		log_warnx("rollout %lld of %s halted: %s", (long long)id,
+		    version, why);
+}
+
+/*
+ * One active staged rollout: halt, open the next stage, or complete. Its
+ * telemetry comparisons are read when compare (every few seconds) and
+ * before a stage that soaked opens the next.
+ */
+static void
+tick_one(struct registry *reg, json_t *ro, int64_t now, int compare)
 {
 	int64_t id = json_integer_value(json_object_get(ro, "id"));
 	int64_t cur = json_integer_value(json_object_get(ro, "stage"));
@@ -728,8 +781,9 @@ tick_one(struct registry *reg, json_t *ro, int64_t now)
 	json_t *stages, *st;
 	struct health h;
 	struct window w;
-	char reason[200], full[240];
-	int pw;
+	char reason[400] = "", full[440];
+	const char *cmp;
+	int pw, soaked;
 
 	if (stage_rows(reg, id, NULL, &stages) != OTAD_OK)
 		return;
@@ -743,11 +797,7 @@ tick_one(struct registry *reg, json_t *ro, int64_t now)
 		snprintf(full, sizeof(full), "stage %lld does not exist (the "
 		    "plan has %zu stages)", (long long)cur,
 		    json_array_size(stages));
-		if (act(reg, "UPDATE rollout SET state = 'halted', reason = ?2"
-		    " WHERE id = ?1 AND state = 'active'", "it", id, 0,
-		    full) == 0)
-			log_warnx("rollout %lld of %s halted: %s",
-			    (long long)id, version, full);
+		halt(reg, id, version, full);
 		json_decref(stages);
 		return;
 	}
@@ -756,18 +806,28 @@ tick_one(struct registry *reg, json_t *ro, int64_t now)
 	    !json_is_integer(json_object_get(st, "cut_ring")))
 		cut_now(reg, id, cur);
 	health_of(st, &h);
-	if (breach(st, &h, reason, sizeof(reason))) {
+	soaked = now - started >= json_integer_value(json_object_get(st,
+	    "soak_s")) && h.finished >= json_integer_value(json_object_get(st,
+	    "min_devices"));
+	cmp = json_string_value(json_object_get(st, "compare"));
+	if (!breach(st, &h, reason, sizeof(reason)) && cmp != NULL &&
+	    cmp[0] != '\0' && (compare || soaked)) {
+		json_t *res;
+
+		if (compare_stage(reg->db, atomic_load(&reg->compare_min), id,
+		    version, cmp, started, &res, reason, sizeof(reason)) !=
+		    OTAD_OK) {
+			/* unread: not healthy either; the next tick reads */
+			json_decref(stages);
+			return;
+		}
+		json_decref(res);
+	}
+	if (reason[0] != '\0') {
 		snprintf(full, sizeof(full), "stage %lld: %s", (long long)cur,
 		    reason);
-		if (act(reg, "UPDATE rollout SET state = 'halted', reason = ?2"
-		    " WHERE id = ?1 AND state = 'active'", "it", id, 0,
-		    full) == 0) {
-			log_warnx("rollout %lld of %s halted: %s",
-			    (long long)id, version, full);
-		}
-	} else if (now - started >= json_integer_value(json_object_get(st,
-	    "soak_s")) && h.finished >= json_integer_value(json_object_get(st,
-	    "min_devices"))) {
+		halt(reg, id, version, full);
+	} else if (soaked) {
 		if ((size_t)cur + 1 < json_array_size(stages)) {
 			/* staffed hours: a healthy stage waits for them */
 			if ((pw = promote_window(ro, &w)) < 0 || (pw > 0 &&
@@ -816,6 +876,7 @@ registry_rollout_tick(struct registry *reg, int64_t now, int64_t offline_after)
 {
 	json_t *rows;
 	size_t i;
+	int compare;
 
 	/* read first: an idle fleet costs the database no write at all */
 	if (query_rows(reg->db, &rows, "SELECT count(*) AS n FROM attempt"
@@ -847,9 +908,14 @@ registry_rollout_tick(struct registry *reg, int64_t now, int64_t offline_after)
 	    " ON rel.id = ro.release WHERE ro.state = 'active' AND"
 	    " ro.staged = 1", ARGS_END) != OTAD_OK)
 		return;
+	/* telemetry comparisons read the samples every few seconds */
+	compare = now - reg->compared_at >= COMPARE_EVERY_S;
+	if (compare)
+		reg->compared_at = now;
 	for (i = 0; i < json_array_size(rows); i++)
-		tick_one(reg, json_array_get(rows, i), now);
+		tick_one(reg, json_array_get(rows, i), now, compare);
 	json_decref(rows);
+	compare_prune(reg, now);
 	/*
 	 * Halted, on_halt = revert, and not reverted since its stage began
 	 * (a resume --force begins it again): halted by the gates above, by

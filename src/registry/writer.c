@@ -197,6 +197,19 @@ static const char *const wsql[W_COUNT] = {
 	    " secure_version = coalesce(max(device.secure_version,"
 	    " excluded.secure_version), device.secure_version,"
 	    " excluded.secure_version)",
+	/*
+	 * A sample of the device's telemetry series, with the version it runs
+	 * (as its row says once the record is applied): at most one per
+	 * interval ?8 and version, so a device updated gives its first
+	 * sample at once.
+	 */
+	[W_SAMPLE] =
+	    "INSERT INTO telemetry (device, at, version, uptime, free_heap, rssi,"
+	    " reset_reason, metrics) SELECT ?1, ?2, v.version, ?3, ?4, ?5, ?6,"
+	    " ?7 FROM (SELECT (SELECT version FROM device WHERE id = ?1) AS"
+	    " version) v WHERE NOT EXISTS (SELECT 1 FROM telemetry t WHERE"
+	    " t.device = ?1 AND t.at > ?2 - ?8 AND t.version IS NOT DISTINCT"
+	    " FROM v.version)",
 	[W_SAVEPOINT] = "SAVEPOINT rec",
 	[W_RELEASE] = "RELEASE rec",
 	[W_ROLLBACK_TO] = "ROLLBACK TO rec",
@@ -331,6 +344,26 @@ apply_running(struct registry *reg, const struct record *rec)
 	return 0;
 }
 
+/* What a report or telemetry says of the device's health, kept. */
+static int
+sample(struct registry *reg, const struct record *rec)
+{
+	const struct telemetry *t = &rec->tel;
+	struct db_stmt *st = reg->w[W_SAMPLE];
+
+	if (!(t->present & TEL_SAMPLED))
+		return 0;
+	db_bind_text(st, 1, rec->device);
+	db_bind_int64(st, 2, rec->at);
+	bind_tel(st, 3, t, TEL_UPTIME, t->uptime);
+	bind_tel(st, 4, t, TEL_FREE_HEAP, t->free_heap);
+	bind_tel(st, 5, t, TEL_RSSI, t->rssi);
+	bind_tel(st, 6, t, TEL_RESET_REASON, t->reset_reason);
+	bind_text(st, 7, t->metrics[0] ? t->metrics : NULL);
+	db_bind_int64(st, 8, atomic_load(&reg->tel_interval));
+	return step_done(st);
+}
+
 /* Telemetry over MQTT is a check-in without an answer. */
 static int
 apply_telemetry(struct registry *reg, const struct record *rec)
@@ -347,7 +380,7 @@ apply_telemetry(struct registry *reg, const struct record *rec)
 	bind_tel(st, 7, t, TEL_RESET_REASON, t->reset_reason);
 	bind_tel(st, 8, t, TEL_BATTERY, t->battery);
 	bind_tel(st, 9, t, TEL_SECURE_VERSION, t->secure_version);
-	if (step_done(st) < 0)
+	if (step_done(st) < 0 || sample(reg, rec) < 0)
 		return -1;
 	return apply_running(reg, rec);
 }
@@ -708,7 +741,8 @@ record_report(struct registry *reg, const struct record *rec)
 	bind_tel(st, 8, t, TEL_RESET_REASON, t->reset_reason);
 	bind_tel(st, 9, t, TEL_BATTERY, t->battery);
 	bind_tel(st, 10, t, TEL_SECURE_VERSION, t->secure_version);
-	if (step_done(st) < 0 || crash_flags(reg, rec) < 0)
+	if (step_done(st) < 0 || sample(reg, rec) < 0 ||
+	    crash_flags(reg, rec) < 0)
 		return -1;
 
 	st = reg->w[W_OPEN_ATTEMPT];
@@ -1418,6 +1452,15 @@ registry_set_quarantine(struct registry *reg, unsigned n, unsigned period_s)
 {
 	atomic_store(&reg->quarantine_n, n);
 	atomic_store(&reg->quarantine_s, period_s);
+}
+
+void
+registry_set_telemetry(struct registry *reg, unsigned interval_s,
+    unsigned retention_s, unsigned min_devices)
+{
+	atomic_store(&reg->tel_interval, interval_s);
+	atomic_store(&reg->tel_retention, retention_s);
+	atomic_store(&reg->compare_min, min_devices);
 }
 
 size_t

@@ -37,10 +37,10 @@ def test_sql_functions_are_the_daemons(tmp_path):
 def test_the_registry_unit_tests_pass_on_postgresql(tmp_path):
     """tests/unit/test_registry.c: the catalog, the writer and its order,
     readers, a newer schema refused, stage transitions, promote windows,
-    quarantine,
+    quarantine, telemetry comparisons (window functions, metric()),
     an outcome reported to one node before another committed its offer, and
     no device rows kept in memory (other nodes write them)."""
-    assert "[  PASSED  ] 13 test(s)." in unit_test_on_postgresql(
+    assert "[  PASSED  ] 15 test(s)." in unit_test_on_postgresql(
         tmp_path, "test_registry")
 
 

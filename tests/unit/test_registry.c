@@ -7,6 +7,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1170,6 +1171,183 @@ test_result_names(void **state)
 	assert_string_equal(registry_result_name(REPORT_SUCCESS), "success");
 }
 
+/* A telemetry sample of dev, running version, as MQTT brings it. */
+static struct record *
+sample_rec(const char *dev, const char *version, int64_t at, int64_t heap,
+    int64_t rssi, int64_t uptime, const char *metrics)
+{
+	struct record *r = registry_record_new(RECORD_TELEMETRY);
+
+	snprintf(r->device, sizeof(r->device), "%s", dev);
+	snprintf(r->version, sizeof(r->version), "%s", version);
+	r->at = at;
+	r->tel.present = TEL_FREE_HEAP | TEL_RSSI | TEL_UPTIME | TEL_METRICS;
+	r->tel.free_heap = heap;
+	r->tel.rssi = rssi;
+	r->tel.uptime = uptime;
+	snprintf(r->tel.metrics, sizeof(r->tel.metrics), "%s", metrics);
+	return r;
+}
+
+/*
+ * Two samples each of devices prefix-0..n-1 on version at t and t + 600:
+ * heap, rssi and a metric, and a reset between them when reset.
+ */
+static void
+samples(const char *path, const char *prefix, int n, const char *version,
+    int64_t t, int64_t heap, int64_t rssi, int reconnects, int reset)
+{
+	struct registry *w;
+	char dev[32], m[64];
+	int i;
+
+	assert_int_equal(registry_open(path, &w), OTAD_OK);
+	registry_set_telemetry(w, 0, 7 * 86400, 3);
+	assert_int_equal(registry_writer_start(w, 64, 1000), OTAD_OK);
+	snprintf(m, sizeof(m), "{\"reconnects\":%d}", reconnects);
+	for (i = 0; i < n; i++) {
+		snprintf(dev, sizeof(dev), "%s-%d", prefix, i);
+		registry_submit(w, sample_rec(dev, version, t, heap + i, rssi,
+		    1000, m));
+		registry_submit(w, sample_rec(dev, version, t + 600, heap - i,
+		    rssi, reset ? 20 : 1600, m));
+	}
+	registry_close(w);
+}
+
+/* the comparison named name of a status row's stage no */
+static json_t *
+compared(json_t *row, int no, const char *name)
+{
+	json_t *c;
+	size_t i;
+
+	json_array_foreach(json_object_get(json_array_get(json_object_get(row,
+	    "stages"), (size_t)no), "compared"), i, c)
+		if (strcmp(json_string_value(json_object_get(c, "name")),
+		    name) == 0)
+			return c;
+	fail_msg("no comparison %s", name);
+	return NULL;
+}
+
+/*
+ * Telemetry comparisons: the devices a stage updated against those of
+ * the fleet it has not, each kind; too few devices on a side do not
+ * halt, enough do, naming the comparison, both values and both samples.
+ */
+static void
+test_telemetry_comparisons_halt_a_worse_build(void **state)
+{
+	const char *path = fresh_db();
+	struct registry *cat;
+	int64_t rel, ro, t0 = (int64_t)time(NULL);
+	json_t *row, *c, *g;
+	const char *reason;
+
+	(void)state;
+	cat = started_rollout(path, "10%,soak=1h,min=1,heap_drop<=20%,"
+	    "rssi_drop<=6,resets<=2x,metrics.reconnects<=1.5x; 100%", NULL,
+	    600, &rel, &ro);
+	registry_set_telemetry(cat, 0, 7 * 86400, 3);
+	/* the control: four devices on 1.0.0, never offered it */
+	samples(path, "ctl", 4, "1.0.0", t0 + 10, 200000, -60, 1, 0);
+	/* two updated so far, and worse in every way: too few to judge */
+	stage_outcomes(path, rel, ro, 0, "upd", 2, 0, t0);
+	samples(path, "upd", 2, "2.0.0", t0 + 20, 130000, -70, 3, 1);
+	registry_rollout_tick(cat, t0 + 700, 600);
+	row = rollout_row(cat, ro, t0 + 700);
+	assert_string_equal(json_string_value(json_object_get(row, "state")),
+	    "active");
+	c = compared(row, 0, "heap_drop");
+	assert_string_equal(json_string_value(json_object_get(c, "state")),
+	    "sample");
+	assert_int_equal(json_integer_value(json_object_get(c,
+	    "updated_devices")), 2);
+	assert_int_equal(json_integer_value(json_object_get(c,
+	    "control_devices")), 4);
+	json_decref(row);
+	/* a third: the rollout halts, naming the first bound crossed */
+	stage_outcomes(path, rel, ro, 0, "upd3", 1, 0, t0);
+	samples(path, "upd3", 1, "2.0.0", t0 + 30, 130000, -70, 3, 1);
+	registry_rollout_tick(cat, t0 + 711, 600);
+	row = rollout_row(cat, ro, t0 + 711);
+	assert_string_equal(json_string_value(json_object_get(row, "state")),
+	    "halted");
+	reason = json_string_value(json_object_get(row, "reason"));
+	if (strstr(reason, "stage 0: heap_drop<=20%: median free heap 35% "
+	    "lower on the updated devices (130000 B over 3 updated, 200000 B "
+	    "over 4 not)") == NULL)
+		fail_msg("reason: %s", reason);
+	c = compared(row, 0, "heap_drop");
+	assert_string_equal(json_string_value(json_object_get(c, "state")),
+	    "breach");
+	assert_true(json_real_value(json_object_get(c, "updated")) == 130000);
+	assert_true(json_real_value(json_object_get(c, "control")) == 200000);
+	c = compared(row, 0, "rssi_drop");
+	assert_string_equal(json_string_value(json_object_get(c, "state")),
+	    "breach");
+	assert_true(json_real_value(json_object_get(c, "value")) == 10);
+	/* a reset each in 600 s against none over 2,400 device-seconds */
+	c = compared(row, 0, "resets");
+	assert_string_equal(json_string_value(json_object_get(c, "state")),
+	    "breach");
+	assert_true(json_real_value(json_object_get(c, "updated")) == 6);
+	assert_true(fabs(json_real_value(json_object_get(c, "control")) -
+	    1.5) < 1e-9);
+	c = compared(row, 0, "metrics.reconnects");
+	assert_string_equal(json_string_value(json_object_get(c, "state")),
+	    "breach");
+	assert_true(json_real_value(json_object_get(c, "value")) == 3);
+	json_decref(row);
+	/* /metrics reads the same */
+	g = json_object();
+	assert_int_equal(registry_compare_gauges(cat, g), OTAD_OK);
+	assert_int_equal(json_array_size(json_object_get(g, "compared")), 4);
+	json_decref(g);
+	/* past the retention, the samples are gone */
+	registry_set_telemetry(cat, 0, 3600, 3);
+	registry_rollout_tick(cat, t0 + 10000, 600);
+	row = rollout_row(cat, ro, t0 + 10000);
+	c = compared(row, 0, "heap_drop");
+	assert_int_equal(json_integer_value(json_object_get(c,
+	    "control_devices")), 0);
+	json_decref(row);
+	registry_close(cat);
+	cleanup_db(path);
+}
+
+/*
+ * The same build with the same telemetry as the fleet passes its
+ * comparisons, and the next stage opens.
+ */
+static void
+test_telemetry_comparisons_pass_a_build_as_good(void **state)
+{
+	const char *path = fresh_db();
+	struct registry *cat;
+	int64_t rel, ro, t0 = (int64_t)time(NULL);
+	json_t *row;
+
+	(void)state;
+	cat = started_rollout(path, "10%,soak=60s,min=1,heap_drop<=20%,"
+	    "resets<=2x,metrics.reconnects<=1.5x; 100%", NULL, 600, &rel, &ro);
+	registry_set_telemetry(cat, 0, 7 * 86400, 3);
+	samples(path, "ctl", 4, "1.0.0", t0 + 10, 200000, -60, 2, 1);
+	stage_outcomes(path, rel, ro, 0, "upd", 3, 0, t0);
+	samples(path, "upd", 3, "2.0.0", t0 + 20, 195000, -61, 2, 1);
+	row = rollout_row(cat, ro, t0 + 700);
+	assert_string_equal(json_string_value(json_object_get(compared(row, 0,
+	    "heap_drop"), "state")), "ok");
+	assert_string_equal(json_string_value(json_object_get(compared(row, 0,
+	    "resets"), "state")), "ok");
+	json_decref(row);
+	assert_int_equal(ticked_stage(cat, ro, t0 + 700), 1);
+	registry_close(cat);
+	cleanup_db(path);
+}
+
+
 int
 main(void)
 {
@@ -1186,6 +1364,8 @@ main(void)
 		cmocka_unit_test(test_stage_transitions),
 		cmocka_unit_test(test_a_promote_window_holds_widening_not_halts),
 		cmocka_unit_test(test_a_device_that_keeps_failing_is_quarantined),
+		cmocka_unit_test(test_telemetry_comparisons_halt_a_worse_build),
+		cmocka_unit_test(test_telemetry_comparisons_pass_a_build_as_good),
 		cmocka_unit_test(test_result_names),
 	};
 

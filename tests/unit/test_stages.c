@@ -246,6 +246,69 @@ test_windows(void **state)
 	assert_int_equal(stages_parse_offset("2", &off), -1);
 }
 
+/* telemetry comparisons: parsed, refused, and written back as said */
+static void
+test_comparisons(void **state)
+{
+	struct stage st[STAGES_MAX];
+	char why[256], text[256];
+	size_t n;
+
+	(void)state;
+	assert_int_equal(stages_parse("group=canary,soak=1h,heap_drop<=20%,"
+	    " rssi_drop <= 6, resets<=2x,metrics.mqtt_reconnects<=1.5x,"
+	    "metrics.readings>=0.9x; 100%", st, &n, why, sizeof(why)), 0);
+	assert_int_equal(st[0].ncompare, 5);
+	assert_int_equal(st[0].compare[0].kind, COMPARE_HEAP_DROP);
+	assert_true(st[0].compare[0].bound == 0.2);
+	assert_int_equal(st[0].compare[1].kind, COMPARE_RSSI_DROP);
+	assert_true(st[0].compare[1].bound == 6);
+	assert_int_equal(st[0].compare[2].kind, COMPARE_RESETS);
+	assert_true(st[0].compare[2].bound == 2);
+	assert_int_equal(st[0].compare[3].kind, COMPARE_METRIC_LE);
+	assert_string_equal(st[0].compare[3].metric, "mqtt_reconnects");
+	assert_true(st[0].compare[3].bound == 1.5);
+	assert_int_equal(st[0].compare[4].kind, COMPARE_METRIC_GE);
+	assert_int_equal(st[1].ncompare, 0);
+	stages_compare_text(st[0].compare, st[0].ncompare, text, sizeof(text));
+	assert_string_equal(text, "heap_drop<=20%,rssi_drop<=6,resets<=2x,"
+	    "metrics.mqtt_reconnects<=1.5x,metrics.readings>=0.9x");
+	/* what is written back parses to the same */
+	{
+		struct comparison c;
+
+		assert_int_equal(stages_parse_compare("heap_drop<=0.25", &c),
+		    0);
+		assert_true(c.bound == 0.25);
+		stages_compare_text(&c, 1, text, sizeof(text));
+		assert_string_equal(text, "heap_drop<=25%");
+		assert_int_equal(stages_parse_compare("heap_drop>=20%", &c),
+		    -1);
+		assert_int_equal(stages_parse_compare("resets<=2", &c), -1);
+		assert_int_equal(stages_parse_compare("resets<=0x", &c), -1);
+		assert_int_equal(stages_parse_compare("rssi_drop<=-3", &c),
+		    -1);
+		assert_int_equal(stages_parse_compare("rssi_drop<=1e400",
+		    &c), -1);
+		assert_int_equal(stages_parse_compare("metrics.<=2x", &c),
+		    -1);
+		assert_int_equal(stages_parse_compare("metrics.a-b<=2x", &c),
+		    -1);
+		assert_int_equal(stages_parse_compare("metrics.x<=nanx", &c),
+		    -1);
+		assert_int_equal(stages_parse_compare("metrics.abcdefghijklmn"
+		    "opqrstuvwxyz0123456<=2x", &c), -1);
+		assert_int_equal(stages_parse_compare("metrics.abcdefghijklmn"
+		    "opqrstuvwxyz012345<=2x", &c), 0);
+	}
+	expect("10%,heap_drop<=120%;100%", "bad comparison 'heap_drop<=120%'");
+	expect("10%,resets<=2;100%", "bad comparison");
+	expect("10%,metrics.x=2x;100%", "bad comparison");
+	expect("10%,heap_drop<=1%,heap_drop<=2%,heap_drop<=3%,heap_drop<=4%,"
+	    "heap_drop<=5%,heap_drop<=6%,heap_drop<=7%,heap_drop<=8%,"
+	    "heap_drop<=9%;100%", "at most 8 comparisons");
+}
+
 int
 main(void)
 {
@@ -256,6 +319,7 @@ main(void)
 		cmocka_unit_test(test_rings),
 		cmocka_unit_test(test_windows),
 		cmocka_unit_test(test_promote_windows),
+		cmocka_unit_test(test_comparisons),
 	};
 
 	return cmocka_run_group_tests_name("stages", tests, NULL, NULL);
