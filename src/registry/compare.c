@@ -197,7 +197,7 @@ judge(const struct comparison *c, struct side s[2], unsigned min,
 			    value);
 		else
 			snprintf(reason, len, "%s: median %s %.2fx that of the "
-			    "devices not updated", text, name, value);
+			    "devices not updated", text, c->metric, value);
 		snprintf(reason + strlen(reason), len - strlen(reason),
 		    " (%g%s%s over %zu updated, %g%s over %zu not)", upd, unit,
 		    c->kind == COMPARE_RESETS ? " a device-hour" : "", s[1].n,

@@ -5,11 +5,13 @@ with what it runs. Offered an image, it writes the other slot and reboots
 into it; a good image stays (the device checks in on the new version and
 reports success), a bad one is rolled back by the bootloader (the device
 reports rollback and runs its old slot again). Devices poll in parallel,
-many per worker thread, over keep-alive connections.
+many per worker thread, over keep-alive connections. Between polls a
+device may publish its health over MQTT, as an ESP32 fleet does.
 """
 import http.client
 import json
 import threading
+import time
 
 
 class Device:
@@ -26,6 +28,11 @@ class Device:
         self.secure_version = 0
         self.offered = []      # versions it was offered, in order
         self.deferred = []     # X-Update-Deferred reasons it got
+        self.booted = time.monotonic() - 3600  # up for an hour
+
+    @property
+    def uptime(self):
+        return int(time.monotonic() - self.booted)
 
     @property
     def version(self):
@@ -70,6 +77,7 @@ class Fleet:
                       "reason": "app did not confirm itself"}
         else:
             d.active = other
+            d.booted = time.monotonic()  # rebooted into it
             if d.anti_rollback:
                 d.secure_version = max(d.secure_version,
                                        self.secure_versions.get(new, 0))
@@ -94,6 +102,14 @@ class Fleet:
             self.errors.append(("worker", repr(e)))
         finally:
             conn.close()
+
+    def telemetry(self, broker, health, topic="devices/telemetry"):
+        """Every device publishes its telemetry once: what health(device)
+        says of it (free_heap, rssi, metrics, ...), with its id, the
+        version it runs and its uptime, on a topic the devices share."""
+        broker.pub_lines(topic, [json.dumps(
+            {"device_id": d.id, "firmware": d.version, "uptime": d.uptime,
+             **health(d)}) for d in self.devices])
 
     def round(self):
         """Every device polls once, in parallel."""
