@@ -112,6 +112,15 @@ def test_acknowledged_report_survives_sigkill(published):
     (b'{"device":"d1","result":"failed","uptime":1.5}', "'uptime'"),
     (b'{"device":"d1","result":"failed","free_heap":99999999999999999999}',
      "malformed JSON"),
+    (b'{"device":"d1","result":"failed","metrics":[1]}', "'metrics'"),
+    (b'{"device":"d1","result":"failed","metrics":{"a":"1"}}', "'metrics'"),
+    (b'{"device":"d1","result":"failed","metrics":{"a-b":1}}', "'metrics'"),
+    (b'{"device":"d1","result":"failed","metrics":{"":1}}', "'metrics'"),
+    (b'{"device":"d1","result":"failed","metrics":{"a":1e16}}', "'metrics'"),
+    (b'{"device":"d1","result":"failed","metrics":{"' + b"m" * 33 +
+     b'":1}}', "'metrics'"),
+    (b'{"device":"d1","result":"failed","metrics":{' + b",".join(
+        b'"m%d":1' % i for i in range(9)) + b'}}', "'metrics'"),
 ])
 def test_bad_reports_get_400_and_write_nothing(otad, body, needle):
     r = otad.request("POST", "/firmware/report",
@@ -119,6 +128,24 @@ def test_bad_reports_get_400_and_write_nothing(otad, body, needle):
     assert r.status == 400, r.body
     assert needle in r.json()["error"]
     assert otad.otactl("device", "list", json_out=True) == []
+
+
+def test_a_report_with_telemetry_keeps_a_sample(otad):
+    """What a report says of the device's health, metrics too, is a
+    sample of its telemetry series, with the version it runs."""
+    r = otad.post_json("/firmware/report", json.dumps(
+        {"device": "d1", "result": "success", "version": "1.2.0",
+         "free_heap": 150000, "rssi": -70, "uptime": 12,
+         "metrics": {"mqtt_reconnects": 2, "temp_c": 21.5}}))
+    assert r.status == 200, r.body
+    # telemetry-free reports keep none
+    assert otad.post_json("/firmware/report", json.dumps(
+        {"device": "d2", "result": "success", "version": "1.2.0"})).status \
+        == 200
+    assert otad.query("SELECT device, version, free_heap, rssi, uptime,"
+                      " metrics FROM telemetry") == [
+        ("d1", "1.2.0", 150000, -70, 12,
+         '{"mqtt_reconnects":2,"temp_c":21.5}')]
 
 
 def test_body_over_the_cap_gets_413(otad):

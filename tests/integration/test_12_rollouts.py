@@ -201,6 +201,12 @@ def test_rollout_commands_refuse_what_makes_no_sense(tmp_path):
           "--min-battery", "150"], "--min-battery"),
         (["rollout", "create", "9.9.9", "--stages", "100%"],
          "no release 9.9.9"),
+        (["rollout", "create", "2.0.0", "--stages",
+          "10%,heap_drop<=200%;100%"], "bad comparison 'heap_drop<=200%'"),
+        (["rollout", "create", "2.0.0", "--stages",
+          "10%,metrics.a b<=2x;100%"], "bad comparison"),
+        (["rollout", "create", "2.0.0", "--stages",
+          "10%,resets>=2x;100%"], "bad comparison"),
         (["rollout", "start", "77"], "no rollout 77"),
         (["rollout", "start", "x"], "not a rollout id"),
     ]:

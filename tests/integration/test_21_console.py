@@ -29,8 +29,10 @@ FLEET = 40
 CANARIES = 4
 PLAN = "group=canary,soak=2s,min=3; 50%,soak=1s,min=10; 100%,soak=1s,min=1"
 # the same, its second ring held until the test lets it go, so that the
-# page (redrawn every 2 s) is sure to show it however slow the machine
-HELD = PLAN.replace("50%,soak=1s", "50%,soak=1h")
+# page (redrawn every 2 s) is sure to show it however slow the machine;
+# its canaries compared with the rest of the fleet on free heap
+HELD = PLAN.replace("50%,soak=1s", "50%,soak=1h").replace(
+    "min=3;", "min=3,heap_drop<=20%;")
 DESKTOP = (1280, 900)
 PHONE = (390, 844)
 
@@ -187,6 +189,10 @@ def test_a_rollout_seen_and_steered_from_the_console(console):
     assert f"rollout {rid} (2.0.0)" in text
     c.wait(lambda b: c.card_state(rid) == "active")
     assert c.state(rid)["state"] == "active"
+    # the canaries' comparison, with no telemetry yet to judge by
+    c.wait(lambda b: "heap_drop<=20%: updated 0 (0 devices) against 0 not "
+           "updated (0 devices): too few devices to judge" in
+           (c.card_text(rid, ".ring[data-stage='0'] .compared") or ""))
 
     # the rings advance while the page watches (it refreshes itself)
     seen = set()

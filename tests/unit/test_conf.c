@@ -82,7 +82,16 @@ test_mqtt_keys(void **state)
 	assert_int_equal(conf_parse("t.conf", "quarantine_after = off\n", &c,
 	    err, sizeof(err)), 0);
 	assert_int_equal(c.quarantine_n, 0);
+	assert_int_equal(conf_parse("t.conf", "telemetry_interval = 0\n"
+	    "telemetry_retention = 86400\ncompare_min_devices = 25\n", &c, err,
+	    sizeof(err)), 0);
+	assert_int_equal(c.telemetry_interval, 0);
+	assert_int_equal(c.telemetry_retention, 86400);
+	assert_int_equal(c.compare_min_devices, 25);
 	conf_defaults(&c);
+	assert_int_equal(c.telemetry_interval, 300);
+	assert_int_equal(c.telemetry_retention, 604800);
+	assert_int_equal(c.compare_min_devices, 10);
 	assert_int_equal(c.quarantine_n, 3);
 	assert_int_equal(c.quarantine_s, 86400);
 	assert_string_equal(c.mqtt_host, "");
@@ -136,6 +145,14 @@ test_errors(void **state)
 	    "'quarantine_after'");
 	expect_error("quarantine_after = -3 in 24h\n", "'quarantine_after'");
 	expect_error("on_halt = rollback\n", "hold or revert");
+	expect_error("telemetry_interval = 86401\n", "'telemetry_interval' "
+	    "must be between 0 and 86400");
+	expect_error("telemetry_interval = -1\n", "'telemetry_interval'");
+	expect_error("telemetry_retention = 60\n", "'telemetry_retention' "
+	    "must be between 3600");
+	expect_error("telemetry_retention = 7d\n", "'telemetry_retention'");
+	expect_error("compare_min_devices = 0\n", "'compare_min_devices' "
+	    "must be between 1");
 }
 
 static void

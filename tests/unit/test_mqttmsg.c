@@ -81,6 +81,14 @@ test_telemetry_fields(void **state)
 	    "\"rssi\":null}", NULL, &t, why), 0);
 	assert_string_equal(t.version, "2.0");
 	assert_int_equal(t.tel.present, 0);
+	/* metrics: named numbers, kept as compact JSON with sorted keys */
+	assert_int_equal(parse("{\"device_id\":\"a\",\"metrics\":{\"z_q\":1,"
+	    "\"a\":2.5,\"n\":-3}}", NULL, &t, why), 0);
+	assert_int_equal(t.tel.present, TEL_METRICS);
+	assert_string_equal(t.tel.metrics, "{\"a\":2.5,\"n\":-3,\"z_q\":1}");
+	assert_int_equal(parse("{\"device_id\":\"a\",\"metrics\":{}}", NULL,
+	    &t, why), 0);
+	assert_int_equal(t.tel.present, 0);
 	assert_int_equal(telemetry_reset_reason("panic"), 4);
 	assert_int_equal(telemetry_reset_reason("ESP_RST_BROWNOUT"), 9);
 	assert_int_equal(telemetry_reset_reason("ESP_RST_"), -1);
@@ -114,6 +122,12 @@ test_telemetry_refused(void **state)
 	expect_refused("[1,2]", NULL, "not a JSON object", "");
 	expect_refused("{\"firmware\":\"1.0\"}", NULL, "no device id", "");
 	expect_refused("{\"device_id\":5}", NULL, "'device_id'", "");
+	expect_refused("{\"device_id\":\"a\",\"metrics\":7}", NULL,
+	    "'metrics'", "a");
+	expect_refused("{\"device_id\":\"a\",\"metrics\":{\"x\":true}}",
+	    NULL, "'metrics'", "a");
+	expect_refused("{\"device_id\":\"a\",\"metrics\":{\"x y\":1}}",
+	    NULL, "'metrics'", "a");
 	expect_refused("{\"device_id\":\"../etc\"}", NULL, "'device_id'", "");
 	expect_refused("{\"device_id\":\"a\",\"firmware\":\"has space\"}", NULL,
 	    "'firmware'", "a");
