@@ -28,6 +28,8 @@ struct opts {
 	const char *promote_window, *on_halt, *reverted;
 	const char *output, *sha256, *kind, *break_glass, *role;
 	const char *actor, *before, *limit;
+	/* rollout simulate */
+	const char *failure_rate, *crash_rate, *poll_interval, *seed, *horizon;
 	int offline, secure_boot, confirm_sv, forced, force, downgrade, raw;
 };
 

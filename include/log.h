@@ -14,6 +14,11 @@
 void log_init(const char *progname, int debug);
 void log_set_debug(int debug);
 int log_get_debug(void);
+/*
+ * Drop the calling thread's lines (fatal ones aside) while quiet: a
+ * rehearsal's scratch copy of the registry speaks of nothing real.
+ */
+void log_set_quiet(int quiet);
 
 /* log_warn appends ": strerror(errno)"; log_warnx does not. */
 void log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -613,6 +613,31 @@ void registry_set_telemetry(struct registry *reg, unsigned interval_s,
  */
 enum otad_err registry_compare_gauges(struct registry *reg, json_t *gauges);
 
+/*
+ * Apply the records of batch (linked by next, in order) on the calling
+ * thread, as the writer would, in one transaction, and free them: for a
+ * registry whose writer never started (a rehearsal's copy). The first
+ * error of a record, or OTAD_OK.
+ */
+enum otad_err registry_apply(struct registry *reg, struct record *batch);
+
+/*
+ * A rehearsal's copy of the fleet: a new SQLite registry at dst_path with
+ * src's artifacts, releases, rollouts and stages, and its devices seen
+ * since seen_since and not blocked (*devices of them); src is only read.
+ */
+enum otad_err registry_copy_fleet(struct registry *src, const char *dst_path,
+    int64_t seen_since, size_t *devices, char *why, size_t whylen);
+
+/* fn for each device not blocked, in id order; fn < 0 stops (NOMEM). */
+enum otad_err registry_each_device(struct registry *reg,
+    int (*fn)(void *arg, const struct device_facts *f), void *arg);
+
+/* Rollout id's state, stage and reason ("" when none). */
+enum otad_err registry_rollout_where(struct registry *reg, int64_t id,
+    char *state, size_t len, int64_t *stage, char *reason,
+    size_t reasonlen);
+
 /* Set what is not NULL; NOT_FOUND for a device never seen. */
 enum otad_err registry_device_set(struct registry *reg, const char *id,
     const char *group, const char *hw_rev, const char *chip, char *why,

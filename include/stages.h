@@ -87,6 +87,9 @@ void stages_compare_name(const struct comparison *c, char *buf, size_t len);
 /* "5s", "10m", "24h", "2d", or plain seconds; -1 if not one. */
 int64_t stages_duration(const char *s);
 
+/* A rate: "0.98", "98%", "0"; within 0..1, else -1. */
+double stages_rate(const char *s);
+
 /*
  * A device's place in a rollout's rings: a stable hash of (rollout,
  * device) in 0..9999. A device is in a percentage stage when its place is

@@ -1,5 +1,5 @@
-/* cli_rollout.c: otactl rollout create | start | pause | resume | abort |
- * approve | status */
+/* cli_rollout.c: otactl rollout create | simulate | start | pause | resume |
+ * abort | approve | status */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,27 +16,109 @@ check_rollout_id(const char *s)
 		die("'%s' is not a rollout id", s);
 }
 
+/* A rollout's plan from VERSION and create's options, checked. */
+static json_t *
+plan_args(struct opts *o, const char *verb)
+{
+	if (o->argc != 1)
+		usage();
+	if (o->stages == NULL)
+		die("rollout %s needs --stages SPEC, e.g. \"group=canary,"
+		    "soak=24h,min=5; 10%%,soak=48h; 100%%\"", verb);
+	check_version(o->argv[0]);
+	check_token("--product", o->product);
+	return cli_args("version", o->argv[0],
+	    "stages", o->stages, "window", o->window, "days", o->days,
+	    "utc_offset", o->utc_offset, "min_battery", o->min_battery,
+	    "timeout", o->timeout, "product", o->product, "chip", o->chip,
+	    "promote_window", o->promote_window, "on_halt", o->on_halt,
+	    "downgrade", o->downgrade ? "true" : NULL, CLI_END);
+}
+
 static int
 rollout_create(struct opts *o)
 {
 	json_t *r;
 
-	if (o->argc != 1)
-		usage();
-	if (o->stages == NULL)
-		die("rollout create needs --stages SPEC, e.g. \"group=canary,"
-		    "soak=24h,min=5; 10%%,soak=48h; 100%%\"");
-	check_version(o->argv[0]);
-	check_token("--product", o->product);
-	r = cli_run("rollout.create", cli_args("version", o->argv[0],
-	    "stages", o->stages, "window", o->window, "days", o->days,
-	    "utc_offset", o->utc_offset, "min_battery", o->min_battery,
-	    "timeout", o->timeout, "product", o->product, "chip", o->chip,
-	    "promote_window", o->promote_window, "on_halt", o->on_halt,
-	    "downgrade", o->downgrade ? "true" : NULL, CLI_END), NULL);
+	r = cli_run("rollout.create", plan_args(o, "create"), NULL);
 	say(r, "rollout %lld of %s created (draft, %lld stages); start it "
 	    "with: otactl rollout start %lld", jint(r, "id"), o->argv[0],
 	    jint(r, "stages"), jint(r, "id"));
+	return 0;
+}
+
+/* "2d 3h", "3h 5m", "12m", "40s": a simulated time, read at a glance */
+static void
+span(int64_t s, char *buf, size_t len)
+{
+	if (s >= 86400)
+		snprintf(buf, len, "%lldd %lldh", (long long)(s / 86400),
+		    (long long)(s % 86400 / 3600));
+	else if (s >= 3600)
+		snprintf(buf, len, "%lldh %lldm", (long long)(s / 3600),
+		    (long long)(s % 3600 / 60));
+	else if (s >= 60)
+		snprintf(buf, len, "%lldm", (long long)(s / 60));
+	else
+		snprintf(buf, len, "%llds", (long long)s);
+}
+
+static int
+rollout_simulate(struct opts *o)
+{
+	json_t *r, *st;
+	const char *state;
+	char when[32], interval[32];
+	size_t i;
+
+	json_t *args = plan_args(o, "simulate");
+	const char *const extra[][2] = {{"failure_rate", o->failure_rate},
+	    {"crash_rate", o->crash_rate}, {"poll_interval", o->poll_interval},
+	    {"seed", o->seed}, {"horizon", o->horizon}};
+
+	for (i = 0; i < sizeof(extra) / sizeof(extra[0]); i++)
+		if (extra[i][1] != NULL)
+			json_object_set_new(args, extra[i][0],
+			    json_string(extra[i][1]));
+	r = cli_run("rollout.simulate", args, NULL);
+	if (print_if_json(r)) {
+		json_decref(r);
+		return 0;
+	}
+	span(jint(r, "poll_interval"), interval, sizeof(interval));
+	printf("rehearsal of %s on a copy of the fleet: %lld devices, each "
+	    "polling every %s; failure rate %g, crash rate %g (seed %lld)\n",
+	    o->argv[0], jint(r, "devices"), interval, json_number_value(
+	    json_object_get(r, "failure_rate")), json_number_value(
+	    json_object_get(r, "crash_rate")), jint(r, "seed"));
+	json_array_foreach(json_object_get(r, "stages"), i, st) {
+		json_t *at = json_object_get(st, "opened_after");
+
+		if (!json_is_integer(at)) {
+			printf("stage %zu: never opens\n", i);
+			continue;
+		}
+		span(json_integer_value(at), when, sizeof(when));
+		printf("stage %zu: opens after %s, reaching %lld devices: "
+		    "offered %lld, succeeded %lld, rolled back %lld, crashed "
+		    "%lld\n", i, when, jint(st, "targeted"), jint(st,
+		    "offered"), jint(st, "succeeded"), jint(st, "rolled_back"),
+		    jint(st, "crashed"));
+	}
+	state = jstr(r, "state");
+	span(jint(r, "ended_after"), when, sizeof(when));
+	if (strcmp(state, "halted") == 0)
+		printf("halts after %s: %s\n%lld devices offered %s before the "
+		    "halt\n", when, jstr(r, "reason"), jint(r, "offered"),
+		    o->argv[0]);
+	else if (strcmp(state, "completed") == 0)
+		printf("completes after %s: %lld devices offered %s\n", when,
+		    jint(r, "offered"), o->argv[0]);
+	else
+		printf("still %s after %s (the horizon): %lld devices offered "
+		    "%s so far\n", state, when, jint(r, "offered"), o->argv[0]);
+	printf("nothing was written to the registry\n");
+	json_decref(r);
 	return 0;
 }
 
@@ -206,9 +288,11 @@ rollout_status(struct opts *o)
 }
 
 const struct cli_group cli_rollout = {"rollout", "--stages --window --days "
-    "--utc-offset --promote-window --on-halt --reverted --min-battery --timeout --downgrade --product --chip "
-    "--force --break-glass", {
+    "--utc-offset --promote-window --on-halt --reverted --min-battery "
+    "--timeout --downgrade --product --chip --force --break-glass "
+    "--failure-rate --crash-rate --poll-interval --seed --horizon", {
 	{"create", rollout_create},
+	{"simulate", rollout_simulate},
 	{"start", rollout_action},
 	{"pause", rollout_action},
 	{"resume", rollout_action},

@@ -11,6 +11,7 @@
 static const char *log_name = "otad";
 static int log_debug_on;
 static int log_journal; /* stderr is connected to journald */
+static _Thread_local int log_quiet; /* this thread's lines are dropped */
 
 void
 log_init(const char *progname, int debug)
@@ -75,8 +76,16 @@ log_vwrite(int prio, const char *err, const char *fmt, va_list ap)
 	} while (0)
 
 void
+log_set_quiet(int quiet)
+{
+	log_quiet = quiet;
+}
+
+void
 log_info(const char *fmt, ...)
 {
+	if (log_quiet)
+		return;
 	LOG_BODY(6, NULL);
 }
 
@@ -85,19 +94,23 @@ log_warn(const char *fmt, ...)
 {
 	const char *err = strerror(errno);
 
+	if (log_quiet)
+		return;
 	LOG_BODY(4, err);
 }
 
 void
 log_warnx(const char *fmt, ...)
 {
+	if (log_quiet)
+		return;
 	LOG_BODY(4, NULL);
 }
 
 void
 log_debug(const char *fmt, ...)
 {
-	if (!log_debug_on)
+	if (!log_debug_on || log_quiet)
 		return;
 	LOG_BODY(7, NULL);
 }

@@ -1,6 +1,7 @@
 /* ops.c: every operator action once, JSON in and out (see ops.h) */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +20,8 @@
 #include "ops.h"
 #include "semver.h"
 #include "sign.h"
+#include "simulate.h"
+#include "stages.h"
 
 #define AUDIT_PAGE 100
 #define AUDIT_PAGE_MAX 1000
@@ -562,6 +565,93 @@ op_release_publish(struct ops_ctx *ctx, json_t *args, json_t **result,
 	return OTAD_OK;
 }
 
+/* A rollout's plan as rollout.create and rollout.simulate take it. */
+static int
+rollout_plan_args(struct ops_ctx *ctx, json_t *args,
+    struct catalog_rollout *r, char *why, size_t whylen)
+{
+	memset(r, 0, sizeof(*r));
+	if (arg_str(args, "version", &r->version, why, whylen) < 0 ||
+	    arg_str(args, "stages", &r->stages, why, whylen) < 0 ||
+	    arg_str(args, "window", &r->window, why, whylen) < 0 ||
+	    arg_str(args, "days", &r->days, why, whylen) < 0 ||
+	    arg_str(args, "utc_offset", &r->utc_offset, why, whylen) < 0 ||
+	    arg_str(args, "min_battery", &r->min_battery, why, whylen) < 0 ||
+	    arg_str(args, "timeout", &r->timeout, why, whylen) < 0 ||
+	    arg_str(args, "product", &r->product, why, whylen) < 0 ||
+	    arg_str(args, "chip", &r->chip, why, whylen) < 0 ||
+	    arg_str(args, "promote_window", &r->promote_window, why,
+	    whylen) < 0 ||
+	    arg_str(args, "on_halt", &r->on_halt, why, whylen) < 0 ||
+	    arg_bool(args, "downgrade", &r->downgrade, why, whylen) < 0)
+		return -1;
+	if (r->on_halt == NULL && ctx->on_halt_revert)
+		r->on_halt = "revert";
+	if (r->promote_window == NULL && ctx->promote_window != NULL &&
+	    ctx->promote_window[0] != '\0')
+		r->promote_window = ctx->promote_window;
+	return 0;
+}
+
+/* A rate argument ("0.08", "8%"), 0 when absent. */
+static int
+arg_rate(json_t *args, const char *name, double *out, char *why,
+    size_t whylen)
+{
+	const char *s;
+
+	*out = 0;
+	if (arg_str(args, name, &s, why, whylen) < 0)
+		return -1;
+	if (s != NULL && (*out = stages_rate(s)) < 0) {
+		bad(why, whylen, name, "a rate from 0 to 1 (0.08 or 8%)");
+		return -1;
+	}
+	return 0;
+}
+
+/* A duration argument ("1h", "30d"), dflt when absent, within 1..max. */
+static int
+arg_duration(json_t *args, const char *name, int64_t dflt, int64_t max,
+    int64_t *out, char *why, size_t whylen)
+{
+	const char *s;
+
+	*out = dflt;
+	if (arg_str(args, name, &s, why, whylen) < 0)
+		return -1;
+	if (s != NULL && ((*out = stages_duration(s)) < 1 || *out > max)) {
+		bad(why, whylen, name, "a duration like 1h or 30d, within a "
+		    "year");
+		return -1;
+	}
+	return 0;
+}
+
+static enum otad_err
+op_rollout_simulate(struct ops_ctx *ctx, json_t *args, json_t **result,
+    char *why, size_t whylen)
+{
+	struct catalog_rollout plan;
+	struct rehearsal r;
+	long long seed = 1;
+
+	memset(&r, 0, sizeof(r));
+	if (rollout_plan_args(ctx, args, &plan, why, whylen) < 0 ||
+	    arg_rate(args, "failure_rate", &r.failure_rate, why, whylen) < 0 ||
+	    arg_rate(args, "crash_rate", &r.crash_rate, why, whylen) < 0 ||
+	    arg_duration(args, "poll_interval", 3600, 86400 * 30, &r.poll_s,
+	    why, whylen) < 0 ||
+	    arg_duration(args, "horizon", 30 * 86400, 365 * 86400,
+	    &r.horizon_s, why, whylen) < 0 ||
+	    arg_int(args, "seed", 0, INT64_MAX, &seed, why, whylen) < 0)
+		return OTAD_ERR_INVALID;
+	r.plan = &plan;
+	r.seed = (uint64_t)seed;
+	r.offline_after = ctx->offline_after > 0 ? ctx->offline_after : 600;
+	return simulate_rollout(ctx->reg, &r, result, why, whylen);
+}
+
 static enum otad_err
 op_rollout_create(struct ops_ctx *ctx, json_t *args, json_t **result,
     char *why, size_t whylen)
@@ -571,26 +661,8 @@ op_rollout_create(struct ops_ctx *ctx, json_t *args, json_t **result,
 	size_t nstages;
 	int64_t id;
 
-	memset(&r, 0, sizeof(r));
-	if (arg_str(args, "version", &r.version, why, whylen) < 0 ||
-	    arg_str(args, "stages", &r.stages, why, whylen) < 0 ||
-	    arg_str(args, "window", &r.window, why, whylen) < 0 ||
-	    arg_str(args, "days", &r.days, why, whylen) < 0 ||
-	    arg_str(args, "utc_offset", &r.utc_offset, why, whylen) < 0 ||
-	    arg_str(args, "min_battery", &r.min_battery, why, whylen) < 0 ||
-	    arg_str(args, "timeout", &r.timeout, why, whylen) < 0 ||
-	    arg_str(args, "product", &r.product, why, whylen) < 0 ||
-	    arg_str(args, "chip", &r.chip, why, whylen) < 0 ||
-	    arg_str(args, "promote_window", &r.promote_window, why,
-	    whylen) < 0 ||
-	    arg_str(args, "on_halt", &r.on_halt, why, whylen) < 0 ||
-	    arg_bool(args, "downgrade", &r.downgrade, why, whylen) < 0)
+	if (rollout_plan_args(ctx, args, &r, why, whylen) < 0)
 		return OTAD_ERR_INVALID;
-	if (r.on_halt == NULL && ctx->on_halt_revert)
-		r.on_halt = "revert";
-	if (r.promote_window == NULL && ctx->promote_window != NULL &&
-	    ctx->promote_window[0] != '\0')
-		r.promote_window = ctx->promote_window;
 	if ((rc = catalog_rollout_create(ctx->reg, &r, &id, &nstages, why,
 	    whylen)) != OTAD_OK)
 		return rc;
@@ -848,6 +920,8 @@ static const struct op ops[] = {
 	{"rollout.list", "GET", "rollouts", READERS, 200, op_rollout_list},
 	{"rollout.show", "GET", "rollouts/{id}", READERS, 200,
 	    op_rollout_list},
+	{"rollout.simulate", "POST", "rollouts/simulate", STEERS, 200,
+	    op_rollout_simulate},
 	{"rollout.create", "POST", "rollouts", STEERS, 201,
 	    op_rollout_create},
 	{"rollout.start", "POST", "rollouts/{id}/start", STEERS, 200,

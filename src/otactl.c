@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <pwd.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -80,6 +81,10 @@ usage(void)
 	    "    [--utc-offset +02:00] [--min-battery N] [--timeout 10m]"
 	    " [--downgrade]\n"
 	    "    [--promote-window 'tue-thu 09:00-16:00'] [--on-halt revert]\n"
+	    "  rollout simulate VERSION --stages SPEC [--failure-rate R]"
+	    " [--crash-rate R]\n"
+	    "    [--poll-interval 1h] [--seed N] [--horizon 30d]"
+	    " (and create's options)\n"
 	    "  rollout start|pause|abort ID | resume ID [--force [--reverted"
 	    " keep|offer]] |"
 	    " status [ID]\n"
@@ -127,10 +132,42 @@ allowed_option(const char *allowed, const char *a)
 	return 0;
 }
 
+#define OPT(name, field) {name, offsetof(struct opts, field)}
+
+/* options that stand alone, and options that take a value */
+static const struct {
+	const char *name;
+	size_t offset;
+} flags[] = {
+	OPT("--offline", offline), OPT("--secure-boot", secure_boot),
+	OPT("--confirm-secure-version", confirm_sv), OPT("--forced", forced),
+	OPT("--force", force), OPT("--downgrade", downgrade),
+	OPT("--raw", raw),
+}, values[] = {
+	OPT("--version", version), OPT("--product", product),
+	OPT("--artifact", artifact), OPT("--hw-rev", hw_rev),
+	OPT("--group", group), OPT("--chip", chip),
+	OPT("--signature", signature), OPT("--key", key),
+	OPT("--public", public), OPT("--algo", algo),
+	OPT("--min-from", min_from), OPT("--stages", stages),
+	OPT("--window", window), OPT("--days", days),
+	OPT("--utc-offset", utc_offset),
+	OPT("--promote-window", promote_window), OPT("--on-halt", on_halt),
+	OPT("--reverted", reverted), OPT("--min-battery", min_battery),
+	OPT("--timeout", timeout), OPT("--output", output),
+	OPT("--sha256", sha256), OPT("--kind", kind),
+	OPT("--break-glass", break_glass), OPT("--role", role),
+	OPT("--actor", actor), OPT("--before", before),
+	OPT("--limit", limit), OPT("--failure-rate", failure_rate),
+	OPT("--crash-rate", crash_rate), OPT("--poll-interval", poll_interval),
+	OPT("--seed", seed), OPT("--horizon", horizon),
+};
+
 static void
 parse_opts(int argc, char **argv, struct opts *o, const char *allowed)
 {
 	static char *pos[64];
+	size_t k;
 	int i;
 
 	memset(o, 0, sizeof(*o));
@@ -149,92 +186,19 @@ parse_opts(int argc, char **argv, struct opts *o, const char *allowed)
 		}
 		if (!allowed_option(allowed, a))
 			die("unknown option '%s' here", a);
-		if (strcmp(a, "--offline") == 0) {
-			o->offline = 1;
+		for (k = 0; k < sizeof(flags) / sizeof(flags[0]); k++)
+			if (strcmp(a, flags[k].name) == 0)
+				break;
+		if (k < sizeof(flags) / sizeof(flags[0])) {
+			*(int *)(void *)((char *)o + flags[k].offset) = 1;
 			continue;
 		}
-		if (strcmp(a, "--secure-boot") == 0) {
-			o->secure_boot = 1;
-			continue;
-		}
-		if (strcmp(a, "--confirm-secure-version") == 0) {
-			o->confirm_sv = 1;
-			continue;
-		}
-		if (strcmp(a, "--forced") == 0) {
-			o->forced = 1;
-			continue;
-		}
-		if (strcmp(a, "--force") == 0) {
-			o->force = 1;
-			continue;
-		}
-		if (strcmp(a, "--downgrade") == 0) {
-			o->downgrade = 1;
-			continue;
-		}
-		if (strcmp(a, "--raw") == 0) {
-			o->raw = 1;
-			continue;
-		}
-		if (strcmp(a, "--version") == 0)
-			slot = &o->version;
-		else if (strcmp(a, "--product") == 0)
-			slot = &o->product;
-		else if (strcmp(a, "--artifact") == 0)
-			slot = &o->artifact;
-		else if (strcmp(a, "--hw-rev") == 0)
-			slot = &o->hw_rev;
-		else if (strcmp(a, "--group") == 0)
-			slot = &o->group;
-		else if (strcmp(a, "--chip") == 0)
-			slot = &o->chip;
-		else if (strcmp(a, "--signature") == 0)
-			slot = &o->signature;
-		else if (strcmp(a, "--key") == 0)
-			slot = &o->key;
-		else if (strcmp(a, "--public") == 0)
-			slot = &o->public;
-		else if (strcmp(a, "--algo") == 0)
-			slot = &o->algo;
-		else if (strcmp(a, "--min-from") == 0)
-			slot = &o->min_from;
-		else if (strcmp(a, "--stages") == 0)
-			slot = &o->stages;
-		else if (strcmp(a, "--window") == 0)
-			slot = &o->window;
-		else if (strcmp(a, "--days") == 0)
-			slot = &o->days;
-		else if (strcmp(a, "--utc-offset") == 0)
-			slot = &o->utc_offset;
-		else if (strcmp(a, "--promote-window") == 0)
-			slot = &o->promote_window;
-		else if (strcmp(a, "--on-halt") == 0)
-			slot = &o->on_halt;
-		else if (strcmp(a, "--reverted") == 0)
-			slot = &o->reverted;
-		else if (strcmp(a, "--min-battery") == 0)
-			slot = &o->min_battery;
-		else if (strcmp(a, "--timeout") == 0)
-			slot = &o->timeout;
-		else if (strcmp(a, "--output") == 0)
-			slot = &o->output;
-		else if (strcmp(a, "--sha256") == 0)
-			slot = &o->sha256;
-		else if (strcmp(a, "--kind") == 0)
-			slot = &o->kind;
-		else if (strcmp(a, "--break-glass") == 0)
-			slot = &o->break_glass;
-		else if (strcmp(a, "--role") == 0)
-			slot = &o->role;
-		else if (strcmp(a, "--actor") == 0)
-			slot = &o->actor;
-		else if (strcmp(a, "--before") == 0)
-			slot = &o->before;
-		else if (strcmp(a, "--limit") == 0)
-			slot = &o->limit;
-		else
+		for (k = 0; k < sizeof(values) / sizeof(values[0]); k++)
+			if (strcmp(a, values[k].name) == 0)
+				break;
+		if (k == sizeof(values) / sizeof(values[0]))
 			die("unknown option '%s'", a);
+		slot = (const char **)(void *)((char *)o + values[k].offset);
 		if (i + 1 >= argc)
 			die("%s needs a value", a);
 		*slot = argv[++i];

@@ -47,9 +47,8 @@ leading_number(const char *s, double *v, char **end)
 	return errno != 0 ? -1 : 0;
 }
 
-/* "0.98", "98%", "0"; within 0..1, else -1 */
-static double
-rate(const char *s)
+double
+stages_rate(const char *s)
 {
 	char *end;
 	double v;
@@ -144,7 +143,7 @@ stages_parse_compare(const char *s, struct comparison *out)
 		return -1;
 	if (strcmp(what, "heap_drop") == 0) {
 		out->kind = COMPARE_HEAP_DROP;
-		out->bound = rate(v);
+		out->bound = stages_rate(v);
 	} else if (strcmp(what, "rssi_drop") == 0) {
 		out->kind = COMPARE_RSSI_DROP;
 		out->bound = decibels(v);
@@ -274,7 +273,7 @@ parse_option(struct stage *st, char *opt, char *why, size_t whylen,
 
 		*v = '\0';
 		v += 2;
-		if ((r = rate(trim(v))) < 0)
+		if ((r = stages_rate(trim(v))) < 0)
 			goto bad;
 		opt = trim(opt);
 		if (strcmp(opt, "success") == 0 && ge)

@@ -1373,6 +1373,33 @@ registry_writer_start(struct registry *reg, unsigned queue_max,
 	return OTAD_OK;
 }
 
+enum otad_err
+registry_apply(struct registry *reg, struct record *batch)
+{
+	struct record *rec, *next;
+	enum otad_err rc = OTAD_OK;
+	size_t count = 0;
+	int i;
+
+	if (reg->running)
+		return OTAD_ERR_INVALID; /* its writer orders every record */
+	for (i = 0; i < W_COUNT; i++)
+		if (reg->w[i] == NULL && i != W_CHECKIN_SEEN &&
+		    db_prepare(reg->db, wsql[i], 1, &reg->w[i]) != DB_OK)
+			return db_error(reg->db, "cannot prepare statement");
+	for (rec = batch; rec != NULL; rec = rec->next)
+		count++;
+	if (batch != NULL)
+		writer_apply(reg, batch, count);
+	for (rec = batch; rec != NULL; rec = next) {
+		next = rec->next;
+		if (rec->err != OTAD_OK)
+			rc = rec->err;
+		free(rec);
+	}
+	return rc;
+}
+
 static struct producer *
 producer_get(struct registry *reg)
 {

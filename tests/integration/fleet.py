@@ -10,6 +10,7 @@ device may publish its health over MQTT, as an ESP32 fleet does.
 """
 import http.client
 import json
+import random
 import threading
 import time
 
@@ -40,10 +41,14 @@ class Device:
 
 
 class Fleet:
-    def __init__(self, port, devices, bad_versions=(), workers=16):
+    def __init__(self, port, devices, bad_versions=(), workers=16,
+                 failure_rate=0.0):
         self.port = port
         self.devices = devices
         self.bad = set(bad_versions)
+        # besides bad versions, each offer rolls back at this rate: drawn
+        # from the device and version, so a run is the same every time
+        self.failure_rate = failure_rate
         self.workers = workers
         self.errors = []
         self.acked = []  # (device, version, result) of reports answered 200
@@ -71,7 +76,8 @@ class Fleet:
         # write the other slot, reboot into it
         other = 1 - d.active
         d.slots[other] = new
-        if new in self.bad:
+        if new in self.bad or random.Random(f"{d.id}:{new}").random() < \
+                self.failure_rate:
             # the new app never confirms: the bootloader goes back
             result = {"device": d.id, "version": new, "result": "rollback",
                       "reason": "app did not confirm itself"}

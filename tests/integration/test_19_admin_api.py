@@ -410,6 +410,15 @@ def test_remote_otactl_is_local_otactl(adm, tmp_path):
     # the operator rolls it out, and a device takes it
     check = "/firmware/check?device=dev-1&version=0.14.2"
     assert adm.device(check).status == 304
+    # rehearsed first, from the laptop as on the host, and the same answer
+    plan = ["0.14.3", "--stages", "group=canary,soak=0s; 100%",
+            "--failure-rate", "0.5"]
+    refused(r.run("viewer", "rollout", "simulate", *plan),
+            "role viewer may not run rollout.simulate")
+    out = ok(r.run("operator", "rollout", "simulate", *plan))
+    assert out == adm.d.otactl("rollout", "simulate", *plan).stdout, out
+    assert "nothing was written to the registry" in out
+    assert adm.d.otactl("rollout", "status", json_out=True) == []
     assert ok(r.run("operator", "device", "set", "dev-1", "--group",
                     "canary")) == "device dev-1 updated\n"
     # no soak: the status compared below has no clock counting down in it
