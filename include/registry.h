@@ -609,9 +609,11 @@ void registry_set_telemetry(struct registry *reg, unsigned interval_s,
 /*
  * The telemetry comparisons of every rollout's current stage that makes
  * some, as gauges["compared"]: rows of compare_stage's results with
- * rollout, version and stage.
+ * rollout, version and stage, as the controller last read them (again
+ * when older than it reads them).
  */
-enum otad_err registry_compare_gauges(struct registry *reg, json_t *gauges);
+enum otad_err registry_compare_gauges(struct registry *reg, int64_t now,
+    json_t *gauges);
 
 /*
  * Apply the records of batch (linked by next, in order) on the calling

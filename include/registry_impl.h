@@ -135,7 +135,13 @@ struct registry {
 	/* telemetry_interval, telemetry_retention, compare_min_devices */
 	atomic_uint tel_interval, tel_retention, compare_min;
 	int64_t pruned_at;  /* the controller's last telemetry pruning */
-	int64_t compared_at; /* ... and its last telemetry comparisons */
+	/*
+	 * The controller's telemetry comparisons, by rollout id: what each
+	 * found, for the gates and /metrics, read again every compare_every
+	 * seconds (20 times what reading them took, 10 at least).
+	 */
+	json_t *compared;
+	int64_t compare_every;
 	/*
 	 * Records are applied in the order they were queued, across all
 	 * producers: each gets the next seq as it is queued, and the writer
@@ -287,6 +293,15 @@ enum otad_err compare_stage(struct db *db, unsigned min, int64_t rollout,
     char *breach, size_t len);
 /* The leader, once a minute: drop samples older than the retention. */
 void compare_prune(struct registry *reg, int64_t now);
+/*
+ * The controller's comparisons of a rollout's stage (ro: id, version,
+ * stage, stage_started; compare as stored) at now, read again only when
+ * fresh is set or the last reading is older than compare_every: into
+ * breach the first breach's reason ("" when none); its results stay in
+ * reg->compared. 0, or -1 when they cannot be read.
+ */
+int compare_gate(struct registry *reg, json_t *ro, const char *compare,
+    int64_t now, int fresh, char *breach, size_t len);
 
 /* sql with text parameters up to ARGS_END: its rows as JSON objects */
 enum otad_err query_rows(struct db *db, json_t **rows, const char *sql, ...);

@@ -203,7 +203,7 @@ gauges(struct rollout *r)
 	    atomic_load(&r->offline_after), &g) != OTAD_OK)
 		return; /* logged; the last ones stay */
 	/* without them, the rest still stands */
-	registry_compare_gauges(r->marker, g);
+	registry_compare_gauges(r->marker, now, g);
 	metrics_set_fleet(g);
 	json_decref(g);
 }

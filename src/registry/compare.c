@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "log.h"
 #include "registry.h"
@@ -22,36 +23,52 @@
  */
 #define RESET_SLACK_S "30"
 
+/* devices each side of a comparison reads at most: plenty for a median */
+#define SIDE_DEVICES_MAX "5000"
+
 /*
- * Per device and side (1: updated by rollout ?1 to version ?3 and sampled
- * since; 0: the control, untouched by the rollout, on another version),
- * over the samples since ?2: mean free heap, RSSI and metric ?4, resets
- * seen and the seconds its samples span. Both sides only of the products
- * and chips the rollout updated (a chip not known matches, as the
- * rollout's own stages have it).
+ * Per device and side over the samples since ?2: mean free heap, RSSI and
+ * metric ?4, resets seen and the seconds its samples span. Side 1 (up):
+ * devices rollout ?1 updated to version ?3, their samples since. Side 0
+ * (ctl): devices the rollout never offered anything, on another version,
+ * of the products and chips it updated (k; a chip not known matches, as
+ * the rollout's own stages have it). Each side is its first
+ * SIDE_DEVICES_MAX devices in ring order, the same ones every time, so
+ * that a comparison reads their samples by index whatever the fleet's
+ * size. Each part is found once (MATERIALIZED): correlated, SQLite would
+ * walk the rollout's attempts for every sample.
  */
 #define SIDES_SQL                                                              \
-	"SELECT device, side, avg(free_heap) AS heap, avg(rssi) AS rssi,"      \
+	"WITH k AS MATERIALIZED (SELECT DISTINCT u.product, u.chip FROM"       \
+	" attempt ua JOIN device u ON u.id = ua.device WHERE ua.rollout ="     \
+	" CAST(?1 AS BIGINT) AND ua.state = 'success'),"                       \
+	" up AS MATERIALIZED (SELECT device, max(finished_at) AS since FROM"   \
+	" attempt WHERE rollout = CAST(?1 AS BIGINT) AND state = 'success'"    \
+	" GROUP BY device ORDER BY ring(CAST(?1 AS BIGINT), device) LIMIT "    \
+	SIDE_DEVICES_MAX "),"                                                  \
+	" touched AS MATERIALIZED (SELECT DISTINCT device FROM attempt WHERE"  \
+	" rollout = CAST(?1 AS BIGINT)),"                                      \
+	" ctl AS MATERIALIZED (SELECT d.id AS device FROM device d WHERE"      \
+	" coalesce(d.version, '') != ?3 AND NOT EXISTS (SELECT 1 FROM touched" \
+	" WHERE touched.device = d.id) AND EXISTS (SELECT 1 FROM k WHERE k.product IS NOT DISTINCT FROM"        \
+	" d.product AND (d.chip IS NULL OR k.chip IS NULL OR d.chip ="         \
+	" k.chip)) ORDER BY ring(CAST(?1 AS BIGINT), d.id) LIMIT "             \
+	SIDE_DEVICES_MAX "),"                                                  \
+	" x AS MATERIALIZED (SELECT t.device, 1 AS side, t.at, t.uptime,"      \
+	" t.free_heap, t.rssi, metric(t.metrics, ?4) AS m FROM up JOIN"        \
+	" telemetry t ON t.device = up.device AND t.at >= CAST(?2 AS BIGINT)"  \
+	" AND t.at >= up.since WHERE t.version = ?3 UNION ALL SELECT"          \
+	" t.device, 0, t.at, t.uptime, t.free_heap, t.rssi, metric(t.metrics," \
+	" ?4) FROM ctl JOIN telemetry t ON t.device = ctl.device AND t.at >="  \
+	" CAST(?2 AS BIGINT) WHERE coalesce(t.version, '') != ?3)"             \
+	" SELECT device, side, avg(free_heap) AS heap, avg(rssi) AS rssi,"     \
 	" avg(m) AS m, sum(CASE WHEN pat IS NOT NULL AND uptime IS NOT NULL"   \
 	" AND pup IS NOT NULL AND uptime + " RESET_SLACK_S " < pup + (at -"    \
 	" pat) THEN 1 ELSE 0 END) AS resets, sum(CASE WHEN pat IS NOT NULL"    \
-	" THEN at - pat ELSE 0 END) AS secs FROM (SELECT x.device, x.side,"    \
-	" x.at, x.uptime, x.free_heap, x.rssi, x.m, lag(x.at) OVER (PARTITION" \
-	" BY x.device, x.side ORDER BY x.at) AS pat, lag(x.uptime) OVER"       \
-	" (PARTITION BY x.device, x.side ORDER BY x.at) AS pup FROM (SELECT"   \
-	" t.device, t.at, t.uptime, t.free_heap, t.rssi, metric(t.metrics,"    \
-	" ?4) AS m, CASE WHEN t.version = ?3 AND t.at >= (SELECT"              \
-	" max(a.finished_at) FROM attempt a WHERE a.device = t.device AND"     \
-	" a.rollout = CAST(?1 AS BIGINT) AND a.state = 'success') THEN 1"      \
-	" WHEN coalesce(t.version, '') != ?3 AND NOT EXISTS (SELECT 1 FROM"    \
-	" attempt a WHERE a.device = t.device AND a.rollout = CAST(?1 AS"      \
-	" BIGINT)) THEN 0 END AS side FROM telemetry t JOIN device d ON d.id"  \
-	" = t.device WHERE t.at >= CAST(?2 AS BIGINT) AND EXISTS (SELECT 1"    \
-	" FROM attempt ua JOIN device u ON u.id = ua.device WHERE ua.rollout"  \
-	" = CAST(?1 AS BIGINT) AND ua.state = 'success' AND u.product IS NOT"  \
-	" DISTINCT FROM d.product AND (d.chip IS NULL OR u.chip IS NULL OR"    \
-	" d.chip = u.chip))) x WHERE x.side IS NOT NULL) s GROUP BY device,"   \
-	" side"
+	" THEN at - pat ELSE 0 END) AS secs FROM (SELECT device, side, at,"    \
+	" uptime, free_heap, rssi, m, lag(at) OVER w AS pat, lag(uptime) OVER" \
+	" w AS pup FROM x WINDOW w AS (PARTITION BY device, side ORDER BY"     \
+	" at)) s GROUP BY device, side"
 
 /* One side's numbers for one comparison. */
 struct side {
@@ -283,8 +300,62 @@ compare_prune(struct registry *reg, int64_t now)
 		    db_errmsg(reg->db));
 }
 
+/* seconds between two readings, at least */
+#define COMPARE_EVERY_S 10
+
+static double
+seconds(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+int
+compare_gate(struct registry *reg, json_t *ro, const char *compare,
+    int64_t now, int fresh, char *breach, size_t len)
+{
+	char key[24];
+	json_t *had, *res;
+	int64_t since = json_integer_value(json_object_get(ro,
+	    "stage_started"));
+	double t0;
+
+	breach[0] = '\0';
+	if (reg->compared == NULL && (reg->compared = json_object()) == NULL)
+		return -1;
+	idtext(json_integer_value(json_object_get(ro, "id")), key);
+	had = json_object_get(reg->compared, key);
+	/* the same stage, read lately: what it found then */
+	if (!fresh && had != NULL && json_integer_value(json_object_get(had,
+	    "since")) == since && now - json_integer_value(json_object_get(
+	    had, "at")) < (reg->compare_every > 0 ? reg->compare_every :
+	    COMPARE_EVERY_S)) {
+		snprintf(breach, len, "%s", json_string_value(json_object_get(
+		    had, "breach")));
+		return 0;
+	}
+	t0 = seconds();
+	if (compare_stage(reg->db, atomic_load(&reg->compare_min),
+	    json_integer_value(json_object_get(ro, "id")), json_string_value(
+	    json_object_get(ro, "version")), compare, since, &res, breach,
+	    len) != OTAD_OK)
+		return -1;
+	/* a fleet whose samples take long to read is read less often */
+	reg->compare_every = (int64_t)(20 * (seconds() - t0));
+	if (reg->compare_every < COMPARE_EVERY_S)
+		reg->compare_every = COMPARE_EVERY_S;
+	json_object_set_new(reg->compared, key, json_pack("{s:I, s:I, s:I,"
+	    " s:s, s:O, s:o}", "since", (json_int_t)since, "at",
+	    (json_int_t)now, "stage", json_integer_value(json_object_get(ro,
+	    "stage")), "version", json_string_value(json_object_get(ro,
+	    "version")), "breach", json_string(breach), "results", res));
+	return 0;
+}
+
 enum otad_err
-registry_compare_gauges(struct registry *reg, json_t *gauges)
+registry_compare_gauges(struct registry *reg, int64_t now, json_t *gauges)
 {
 	json_t *ros, *ro, *all = json_array(), *res, *r;
 	enum otad_err rc;
@@ -300,22 +371,25 @@ registry_compare_gauges(struct registry *reg, json_t *gauges)
 		return rc;
 	}
 	json_array_foreach(ros, i, ro) {
-		if (compare_stage(reg->db, atomic_load(&reg->compare_min),
-		    json_integer_value(json_object_get(ro, "id")),
-		    json_string_value(json_object_get(ro, "version")),
-		    json_string_value(json_object_get(ro, "compare")),
-		    json_integer_value(json_object_get(ro, "stage_started")),
-		    &res, NULL, 0) != OTAD_OK)
+		char breach[8], key[24];
+
+		if (compare_gate(reg, ro, json_string_value(json_object_get(ro,
+		    "compare")), now, 0, breach, sizeof(breach)) < 0)
 			continue;
+		res = json_object_get(json_object_get(reg->compared, idtext(
+		    json_integer_value(json_object_get(ro, "id")), key)),
+		    "results");
 		json_array_foreach(res, k, r) {
-			json_object_set(r, "rollout", json_object_get(ro, "id"));
-			json_object_set(r, "version", json_object_get(ro,
+			json_t *row = json_copy(r);
+
+			json_object_set(row, "rollout", json_object_get(ro,
+			    "id"));
+			json_object_set(row, "version", json_object_get(ro,
 			    "version"));
-			json_object_set(r, "stage", json_object_get(ro,
+			json_object_set(row, "stage", json_object_get(ro,
 			    "stage"));
-			json_array_append(all, r);
+			json_array_append_new(all, row);
 		}
-		json_decref(res);
 	}
 	json_decref(ros);
 	json_object_set_new(gauges, "compared", all);

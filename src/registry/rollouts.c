@@ -11,9 +11,6 @@
 #include "registry.h"
 #include "registry_impl.h"
 
-/* how often the controller reads a stage's telemetry comparisons */
-#define COMPARE_EVERY_S 10
-
 /*
  * Where count stage no of rollout id ends, fixed as it opens (in the
  * caller's transaction): the last of the first N matching devices in
@@ -766,12 +763,11 @@ halt(struct registry *reg, int64_t id, const char *version, const char *why)
 }
 
 /*
- * One active staged rollout: halt, open the next stage, or complete. Its
- * telemetry comparisons are read when compare (every few seconds) and
- * before a stage that soaked opens the next.
+ * One active staged rollout: halt, open the next stage, or complete, its
+ * telemetry comparisons (compare_gate) among its bounds.
  */
 static void
-tick_one(struct registry *reg, json_t *ro, int64_t now, int compare)
+tick_one(struct registry *reg, json_t *ro, int64_t now)
 {
 	int64_t id = json_integer_value(json_object_get(ro, "id"));
 	int64_t cur = json_integer_value(json_object_get(ro, "stage"));
@@ -810,18 +806,13 @@ tick_one(struct registry *reg, json_t *ro, int64_t now, int compare)
 	    "soak_s")) && h.finished >= json_integer_value(json_object_get(st,
 	    "min_devices"));
 	cmp = json_string_value(json_object_get(st, "compare"));
+	/* read afresh before a stage that soaked opens the next */
 	if (!breach(st, &h, reason, sizeof(reason)) && cmp != NULL &&
-	    cmp[0] != '\0' && (compare || soaked)) {
-		json_t *res;
-
-		if (compare_stage(reg->db, atomic_load(&reg->compare_min), id,
-		    version, cmp, started, &res, reason, sizeof(reason)) !=
-		    OTAD_OK) {
-			/* unread: not healthy either; the next tick reads */
-			json_decref(stages);
-			return;
-		}
-		json_decref(res);
+	    cmp[0] != '\0' && compare_gate(reg, ro, cmp, now, soaked, reason,
+	    sizeof(reason)) < 0) {
+		/* unread: not healthy either; the next tick reads */
+		json_decref(stages);
+		return;
 	}
 	if (reason[0] != '\0') {
 		snprintf(full, sizeof(full), "stage %lld: %s", (long long)cur,
@@ -876,7 +867,6 @@ registry_rollout_tick(struct registry *reg, int64_t now, int64_t offline_after)
 {
 	json_t *rows;
 	size_t i;
-	int compare;
 
 	/* read first: an idle fleet costs the database no write at all */
 	if (query_rows(reg->db, &rows, "SELECT count(*) AS n FROM attempt"
@@ -908,12 +898,8 @@ registry_rollout_tick(struct registry *reg, int64_t now, int64_t offline_after)
 	    " ON rel.id = ro.release WHERE ro.state = 'active' AND"
 	    " ro.staged = 1", ARGS_END) != OTAD_OK)
 		return;
-	/* telemetry comparisons read the samples every few seconds */
-	compare = now - reg->compared_at >= COMPARE_EVERY_S;
-	if (compare)
-		reg->compared_at = now;
 	for (i = 0; i < json_array_size(rows); i++)
-		tick_one(reg, json_array_get(rows, i), now, compare);
+		tick_one(reg, json_array_get(rows, i), now);
 	json_decref(rows);
 	compare_prune(reg, now);
 	/*

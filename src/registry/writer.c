@@ -1526,5 +1526,6 @@ registry_close(struct registry *reg)
 	pthread_mutex_destroy(&reg->producers_mu);
 	db_close(reg->db);
 	devcache_free(reg->cache);
+	json_decref(reg->compared);
 	free(reg);
 }
