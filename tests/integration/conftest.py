@@ -312,10 +312,14 @@ def pytest_collection_modifyitems(config, items):
         if item.get_closest_marker("sqlite_only") or (
                 fn is not None and "sqlite3" in inspect.getsource(fn)):
             item.add_marker(skip)
-        elif item.fspath.basename in REGISTRY_FREE:
+        elif item.fspath.basename in REGISTRY_FREE or \
+                item.get_closest_marker("sqlite_once"):
             item.add_marker(once)
 
 
 def pytest_configure(config):
     config.addinivalue_line(
         "markers", "sqlite_only: about SQLite itself (its file, its locks)")
+    config.addinivalue_line(
+        "markers", "sqlite_once: what it asks of the registry runs on "
+        "PostgreSQL in other tests: run once")

@@ -152,8 +152,13 @@ def test_busy_database_delays_but_loses_nothing(published):
 
 def test_sigterm_finishes_a_download_in_flight(published):
     img = published.image
-    s = socket.create_connection(("127.0.0.1", published.port))
+    # a device's small window (lwIP's is 5,744 bytes) and a real link's
+    # segments: on loopback's 64 KB segments a tiny window makes the
+    # sender wait for its persist timer, 30 s for the image
+    s = socket.socket()
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 1460)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect(("127.0.0.1", published.port))
     s.sendall(b"GET /firmware/check?device=slow&version=0.14.0 HTTP/1.0\r\n"
               b"Host: x\r\n\r\n")
     first = s.recv(1024)

@@ -339,7 +339,11 @@ def stage0(d, rid):
     return d.otactl("rollout", "status", rid, json_out=True)[0]["stages"][0]
 
 
-@pytest.mark.parametrize("library", LIBRARIES, ids=lambda c: c.name)
+# each library's wire differs, what it asks of the registry (silent
+# attempts, inferred outcomes) does not: on PostgreSQL one library does
+@pytest.mark.parametrize("library", [LIBRARIES[0]] + [
+    pytest.param(lib, marks=pytest.mark.sqlite_once) for lib in
+    LIBRARIES[1:]], ids=lambda c: c.name)
 def test_library_as_it_ships(fleet, library):
     d = fleet
     good, bad, outside = (library(d, d.cert, i) for i in IDS[library.name])
