@@ -14,8 +14,8 @@ SYSCONFDIR ?= /etc
 UNITDIR ?= /lib/systemd/system
 
 CC      ?= cc
-PKGS    := libmicrohttpd libcrypto sqlite3 libpq jansson libmosquitto libsystemd \
-	   libdivsufsort
+PKGS    := libmicrohttpd gnutls libcrypto sqlite3 libpq jansson libmosquitto \
+	   libsystemd libdivsufsort
 CFLAGS  ?= -O2 -g
 WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
 	   -Wpointer-arith -Wformat=2 -Wwrite-strings -Wvla \
@@ -57,7 +57,7 @@ UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 
 # Debian packages: to build, to test, to benchmark
-DEPS_BUILD := gcc make pkg-config libmicrohttpd-dev libssl-dev \
+DEPS_BUILD := gcc make pkg-config libmicrohttpd-dev libgnutls28-dev libssl-dev \
 	libsqlite3-dev libpq-dev libjansson-dev libmosquitto-dev libsystemd-dev \
 	libdivsufsort-dev libcurl4-openssl-dev
 DEPS_TEST  := libcmocka-dev python3 python3-pytest sqlite3 openssl curl \

@@ -60,6 +60,10 @@ struct conf {
 	unsigned auth_failures_per_address; /* a minute; 0 = no cap */
 	char tls_cert[PATH_MAX];   /* PEM; empty = plain HTTP */
 	char tls_key[PATH_MAX];    /* PEM; required with tls_cert */
+	/* 64 random bytes nodes share to resume each other's sessions; "" =
+	 * this process's own */
+	char tls_ticket_key[PATH_MAX];
+	unsigned tls_ticket_lifetime; /* seconds a ticket resumes */
 	/* where devices download from, for MQTT triggers; "" = from listen */
 	char public_url[256];
 	/* MQTT (hybrid push); mqtt_host "" = off */

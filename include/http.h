@@ -45,6 +45,8 @@ struct http_route {
 	    void *arg);
 };
 
+struct tls;
+
 struct http_options {
 	const char *listen; /* host:port; port 0 picks a free one */
 	unsigned threads;   /* >= 1 */
@@ -62,8 +64,7 @@ struct http_options {
 	unsigned request_timeout;
 	size_t max_header_bytes;     /* all request headers together */
 	size_t max_body_bytes;
-	const char *tls_cert; /* PEM file, or NULL/"" for plain HTTP */
-	const char *tls_key;
+	struct tls *tls; /* the certificate and tickets; NULL: plain HTTP */
 };
 
 /*

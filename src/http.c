@@ -28,6 +28,7 @@
 #include <microhttpd.h>
 
 #include "http.h"
+#include "tls.h"
 #include "log.h"
 #include "metrics.h"
 #include "ratelimit.h"
@@ -123,7 +124,7 @@ struct http {
 	void *arg;
 	size_t max_header_bytes;
 	atomic_size_t max_body_bytes;
-	char *tls_cert, *tls_key;
+	struct tls *tls; /* NULL: plain HTTP */
 	pthread_mutex_t susp_mu; /* guards the list and every ctx->suspended */
 	struct body_ctx *suspended;
 	uint64_t next_ticket;
@@ -1132,39 +1133,6 @@ bind_listen(const char *spec, char *bound, size_t boundlen)
 	return fd;
 }
 
-/* A whole small file (a PEM) into a NUL-terminated string; NULL on error. */
-static char *
-read_pem(const char *path)
-{
-	enum { PEM_MAX = 1024 * 1024 };
-	struct stat st;
-	char *buf = NULL;
-	ssize_t n;
-	int fd;
-
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0) {
-		log_warn("cannot open '%s'", path);
-		return NULL;
-	}
-	if (fstat(fd, &st) < 0 || st.st_size <= 0 || st.st_size > PEM_MAX) {
-		log_warnx("'%s' is not a PEM file of a sane size", path);
-		goto done;
-	}
-	if ((buf = malloc((size_t)st.st_size + 1)) == NULL)
-		goto done;
-	n = read(fd, buf, (size_t)st.st_size);
-	if (n != st.st_size) {
-		log_warn("cannot read '%s'", path);
-		free(buf);
-		buf = NULL;
-		goto done;
-	}
-	buf[n] = '\0';
-done:
-	close(fd);
-	return buf;
-}
-
 static void
 mhd_log(void *cls, const char *fmt, va_list ap)
 {
@@ -1222,7 +1190,7 @@ refuse_connection(const struct http *h, int fd)
 	metrics_add(M_CONNECTIONS_REFUSED, 1);
 	if (fd < 0)
 		return;
-	if (h->tls_cert == NULL && send(fd, answer, sizeof(answer) - 1, MSG_NOSIGNAL |
+	if (h->tls == NULL && send(fd, answer, sizeof(answer) - 1, MSG_NOSIGNAL |
 	    MSG_DONTWAIT) < 0)
 		log_debug("cannot tell a refused connection why: %s",
 		    strerror(errno));
@@ -1254,6 +1222,10 @@ connection_cb(void *cls, struct MHD_Connection *conn, void **socket_context,
 		*socket_context = NULL;
 		return;
 	}
+	/* before its handshake: its session may be resumed by a ticket */
+	if (h->tls != NULL && (ci = MHD_get_connection_info(conn,
+	    MHD_CONNECTION_INFO_GNUTLS_SESSION)) != NULL)
+		tls_session_started(h->tls, (gnutls_session_t)ci->tls_session);
 	if ((w = calloc(1, sizeof(*w))) == NULL)
 		return; /* unwatched and uncounted, but served */
 	ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
@@ -1396,12 +1368,8 @@ http_start(const struct http_options *opt, const struct http_route *routes,
 		h->route_pending[i].kind = PENDING_ROUTE;
 		h->route_pending[i].route = &routes[i];
 	}
-	if (opt->tls_cert != NULL && opt->tls_cert[0] != '\0') {
-		if ((h->tls_cert = read_pem(opt->tls_cert)) == NULL ||
-		    (h->tls_key = read_pem(opt->tls_key)) == NULL)
-			goto fail;
+	if ((h->tls = opt->tls) != NULL)
 		flags |= MHD_USE_TLS;
-	}
 	if ((fd = bind_listen(opt->listen, bound, boundlen)) < 0)
 		goto fail;
 	/*
@@ -1410,7 +1378,8 @@ http_start(const struct http_options *opt, const struct http_route *routes,
 	 * oversized request with a JSON 413.
 	 */
 	pool = opt->max_header_bytes * 2 + 16384;
-	if (h->tls_cert != NULL)
+	/* the certificate through a callback: SIGHUP replaces it */
+	if (h->tls != NULL)
 		h->daemon = MHD_start_daemon(flags, 0, accept_cb, h, access_cb, h,
 		    MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
 		    MHD_OPTION_LISTEN_SOCKET, fd,
@@ -1420,8 +1389,8 @@ http_start(const struct http_options *opt, const struct http_route *routes,
 		    MHD_OPTION_CONNECTION_MEMORY_LIMIT, pool,
 		    MHD_OPTION_NOTIFY_COMPLETED, completed_cb, h,
 		    MHD_OPTION_NOTIFY_CONNECTION, connection_cb, h,
-		    MHD_OPTION_HTTPS_MEM_CERT, h->tls_cert,
-		    MHD_OPTION_HTTPS_MEM_KEY, h->tls_key, MHD_OPTION_END);
+		    MHD_OPTION_HTTPS_CERT_CALLBACK, tls_certificate,
+		    MHD_OPTION_END);
 	else
 		h->daemon = MHD_start_daemon(flags, 0, accept_cb, h, access_cb, h,
 		    MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
@@ -1434,8 +1403,7 @@ http_start(const struct http_options *opt, const struct http_route *routes,
 		    MHD_OPTION_NOTIFY_CONNECTION, connection_cb, h,
 		    MHD_OPTION_END);
 	if (h->daemon == NULL) {
-		log_warnx("cannot start the HTTP server on '%s'%s", bound,
-		    h->tls_cert ? " (check tls_cert and tls_key)" : "");
+		log_warnx("cannot start the HTTP server on '%s'", bound);
 		close(fd);
 		goto fail;
 	}
@@ -1449,8 +1417,6 @@ http_start(const struct http_options *opt, const struct http_route *routes,
 	*out = h;
 	return OTAD_OK;
 fail:
-	free(h->tls_cert);
-	free(h->tls_key);
 	free(h->route_pending);
 	conncap_free(h->conncap);
 	pthread_mutex_destroy(&h->susp_mu);
@@ -1529,10 +1495,6 @@ http_free(struct http *h)
 	pthread_mutex_destroy(&h->reaper_mu);
 	pthread_cond_destroy(&h->reaper_wake);
 	conncap_free(h->conncap);
-	if (h->tls_key != NULL)
-		explicit_bzero(h->tls_key, strlen(h->tls_key));
-	free(h->tls_cert);
-	free(h->tls_key);
 	free(h->route_pending);
 	free(h);
 }

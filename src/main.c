@@ -15,6 +15,7 @@
 #include "api.h"
 #include "conf.h"
 #include "http.h"
+#include "tls.h"
 #include "log.h"
 #include "metrics.h"
 #include "mqtt.h"
@@ -106,9 +107,9 @@ artifact_named(void *arg, const char *sha256)
 
 static void
 reload(const char *path, struct conf *conf, struct registry *reg,
-    struct http *http, struct api *api, struct rollout *rollout,
-    struct mqtt *mqtt, struct patcher *patcher, struct admin *admin,
-    int debug_flag)
+    struct http *http, struct tls *tls, struct api *api,
+    struct rollout *rollout, struct mqtt *mqtt, struct patcher *patcher,
+    struct admin *admin, int debug_flag)
 {
 	char err[CONF_ERR_MAX];
 	struct conf next;
@@ -156,6 +157,18 @@ reload(const char *path, struct conf *conf, struct registry *reg,
 		conf->auth_failures_per_address =
 		    next.auth_failures_per_address;
 		log_info("configuration reloaded");
+	}
+	/*
+	 * A certificate renewed in place is served from the next handshake;
+	 * connections open keep theirs (new paths take a restart).
+	 */
+	if (tls != NULL) {
+		if (tls_reload(tls, conf->tls_cert, conf->tls_key, err,
+		    sizeof(err)) == 0)
+			log_info("TLS certificate '%s' read again: served from "
+			    "the next handshake", conf->tls_cert);
+		else
+			log_warnx("keeping the TLS certificate served: %s", err);
 	}
 	rollout_reload(rollout);
 	sd_notify(0, "READY=1");
@@ -211,6 +224,7 @@ main(int argc, char *argv[])
 	struct mqtt_options mopt;
 	char url[512];
 	struct http *http = NULL, *admin_http = NULL;
+	struct tls *tls = NULL;
 	struct admin *admin = NULL;
 	char admin_bound[160];
 	const struct http_route *routes;
@@ -305,8 +319,11 @@ main(int argc, char *argv[])
 	hopt.request_timeout = conf.request_timeout;
 	hopt.max_header_bytes = conf.max_header_bytes;
 	hopt.max_body_bytes = conf.max_body_bytes;
-	hopt.tls_cert = conf.tls_cert;
-	hopt.tls_key = conf.tls_key;
+	if (conf.tls_cert[0] != '\0' && (tls = tls_new(conf.tls_cert,
+	    conf.tls_key, conf.tls_ticket_key, conf.tls_ticket_lifetime, err,
+	    sizeof(err))) == NULL)
+		fatalx("%s", err);
+	hopt.tls = tls;
 	routes = api_routes(&nroutes);
 	if (http_start(&hopt, routes, nroutes, api, &http, bound,
 	    sizeof(bound)) != OTAD_OK)
@@ -360,8 +377,8 @@ main(int argc, char *argv[])
 			continue;
 		}
 		if (sig == SIGHUP) {
-			reload(conf_path, &conf, reg, http, api, rollout, mqtt, patcher,
-			    admin, debug);
+			reload(conf_path, &conf, reg, http, tls, api, rollout, mqtt,
+			    patcher, admin, debug);
 			continue;
 		}
 		if (sig == SIGTERM || sig == SIGINT)
@@ -384,6 +401,7 @@ main(int argc, char *argv[])
 	registry_close(reg);
 	http_free(http);
 	http_free(admin_http);
+	tls_free(tls);
 	admin_free(admin);
 	api_free(api);
 	store_free(store);

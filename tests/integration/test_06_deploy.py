@@ -1,5 +1,8 @@
 """Deployment: native TLS, make install with PREFIX and DESTDIR."""
 import http.client
+import os
+import signal
+import socket
 import ssl
 import subprocess
 
@@ -60,6 +63,28 @@ def test_tls_with_a_missing_key_fails_clearly(tmp_path):
     assert "none.pem" in p.stderr
 
 
+def test_a_bad_ticket_key_or_a_mismatched_key_fails_clearly(tmp_path):
+    key, cert = make_cert(tmp_path)
+    short = tmp_path / "short.key"
+    short.write_bytes(os.urandom(10))
+    other = tmp_path / "other"
+    other.mkdir()
+    for extra, needle in [
+        (f"tls_ticket_key = {short}\n", "must hold 64 random bytes"),
+        (f"tls_ticket_key = {tmp_path}/none.key\n", "none.key"),
+        ("tls_ticket_lifetime = 604801\n", "'tls_ticket_lifetime'"),
+    ]:
+        d = Otad(tmp_path, f"tls_cert = {cert}\ntls_key = {key}\n" + extra)
+        p = subprocess.run([str(OTAD), "-c", str(d.conf)],
+                           capture_output=True, text=True, timeout=20)
+        assert p.returncode != 0 and needle in p.stderr, (extra, p.stderr)
+    d = Otad(tmp_path, f"tls_cert = {cert}\n"
+             f"tls_key = {make_cert(other)[0]}\n")
+    p = subprocess.run([str(OTAD), "-c", str(d.conf)], capture_output=True,
+                       text=True, timeout=20)
+    assert p.returncode != 0 and "tls_key" in p.stderr, p.stderr
+
+
 def test_make_install_honours_prefix_and_destdir(tmp_path):
     dest = tmp_path / "root"
     subprocess.run(["make", "-s", "-C", str(ROOT), "install",
@@ -78,3 +103,116 @@ def test_make_install_honours_prefix_and_destdir(tmp_path):
     p = subprocess.run([str(dest / "usr/sbin/otad"), "-n", "-c", str(conf)],
                        capture_output=True, text=True)
     assert p.stdout.strip() == "configuration OK"
+
+
+def tls_poll(port, ctx, session=None):
+    """One poll over a new TLS connection, as esp_https_ota makes one per
+    update check: the answer's status, the session (with its ticket, read
+    after the answer) and whether it resumed the one given."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        with ctx.wrap_socket(raw, server_hostname="localhost",
+                             session=session) as s:
+            s.sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\n"
+                      b"Connection: close\r\n\r\n")
+            data = b""
+            while chunk := s.recv(4096):
+                data += chunk
+            return (int(data.split()[1]), s.session, s.session_reused,
+                    s.getpeercert(binary_form=True))
+
+
+def context(cert, version):
+    ctx = ssl.create_default_context(cafile=str(cert))
+    ctx.minimum_version = ctx.maximum_version = version
+    return ctx
+
+
+TLS_VERSIONS = (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3)
+
+
+def test_tls_sessions_resume_with_tickets(tmp_path):
+    """A device's next poll resumes its session from the ticket it was
+    given, TLS 1.2 (what esp-tls's mbedTLS resumes) and 1.3; two nodes
+    sharing tls_ticket_key resume each other's; a ticket past
+    tls_ticket_lifetime is a full handshake again."""
+    key, cert = make_cert(tmp_path)
+    ticket_key = tmp_path / "ticket.key"
+    ticket_key.write_bytes(os.urandom(64))
+    conf = (f"tls_cert = {cert}\ntls_key = {key}\n"
+            f"tls_ticket_key = {ticket_key}\ntls_ticket_lifetime = 60\n")
+    for node in "abc":
+        (tmp_path / node).mkdir()
+    a, b = Otad(tmp_path / "a", conf), Otad(tmp_path / "b", conf)
+    a.start()
+    b.start()
+    try:
+        for version in TLS_VERSIONS:
+            ctx = context(cert, version)
+            status, session, reused, _ = tls_poll(a.port, ctx)
+            assert status == 200 and not reused
+            status, again, reused, _ = tls_poll(a.port, ctx, session)
+            assert status == 200 and reused, version
+            # the other node of a cluster takes the same ticket
+            status, _, reused, _ = tls_poll(b.port, ctx, again)
+            assert status == 200 and reused, version
+    finally:
+        a.check_clean_exit()
+        b.check_clean_exit()
+    # a node with a key of its own does not resume another's tickets
+    c = Otad(tmp_path / "c", f"tls_cert = {cert}\ntls_key = {key}\n")
+    c.start()
+    try:
+        ctx = context(cert, ssl.TLSVersion.TLSv1_2)
+        _, session, _, _ = tls_poll(c.port, ctx)
+        assert tls_poll(c.port, ctx, session)[2]
+        c.stop()
+        c.start()
+        assert not tls_poll(c.port, ctx, session)[2]
+    finally:
+        c.check_clean_exit()
+
+
+def test_sighup_serves_a_renewed_certificate_to_the_next_connection(
+        tmp_path):
+    key, cert = make_cert(tmp_path)
+    d = Otad(tmp_path, f"tls_cert = {cert}\ntls_key = {key}\n")
+    d.start()
+    try:
+        old = cert.read_bytes()
+        ctx = ssl.create_default_context(cafile=str(cert))
+        kept = http.client.HTTPSConnection("127.0.0.1", d.port,
+                                           context=ctx, timeout=10)
+        kept.request("GET", "/health")
+        r = kept.getresponse()
+        assert r.status == 200 and r.read()
+        first = tls_poll(d.port, ctx)[3]
+        # renewed in place (a new key too), as certbot does
+        renewed = tmp_path / "renewed"
+        renewed.mkdir()
+        new_key, new_cert = make_cert(renewed)
+        key.write_bytes(new_key.read_bytes())
+        cert.write_bytes(new_cert.read_bytes())
+        d.proc.send_signal(signal.SIGHUP)
+        d.wait_for(lambda: any("TLS certificate" in l and "read again" in l
+                               for l in d.log), 10, "the reload")
+        ctx2 = ssl.create_default_context(cafile=str(new_cert))
+        status, _, _, served = tls_poll(d.port, ctx2)
+        assert status == 200 and served != first
+        assert served == ssl.PEM_cert_to_DER_cert(new_cert.read_text())
+        # the connection opened before goes on, on its handshake's keys
+        kept.request("GET", "/health")
+        r = kept.getresponse()
+        assert r.status == 200 and r.read()
+        kept.close()
+        # a key that is not the certificate's is refused; the renewed
+        # one is still served
+        other = tmp_path / "other"
+        other.mkdir()
+        key.write_bytes(make_cert(other)[0].read_bytes())
+        d.proc.send_signal(signal.SIGHUP)
+        d.wait_for(lambda: any("keeping the TLS certificate served" in l
+                               for l in d.log), 10, "the refusal")
+        assert tls_poll(d.port, ctx2)[3] == served
+        assert old != cert.read_bytes()
+    finally:
+        d.check_clean_exit()
