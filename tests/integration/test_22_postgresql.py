@@ -40,7 +40,7 @@ def test_the_registry_unit_tests_pass_on_postgresql(tmp_path):
     quarantine, telemetry comparisons (window functions, metric()),
     an outcome reported to one node before another committed its offer, and
     no device rows kept in memory (other nodes write them)."""
-    assert "[  PASSED  ] 15 test(s)." in unit_test_on_postgresql(
+    assert "[  PASSED  ] 16 test(s)." in unit_test_on_postgresql(
         tmp_path, "test_registry")
 
 

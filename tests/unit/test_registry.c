@@ -1348,6 +1348,39 @@ test_telemetry_comparisons_pass_a_build_as_good(void **state)
 }
 
 
+/* Two resets among the updated devices are chance: no halt on them. */
+static void
+test_two_resets_are_not_a_rate(void **state)
+{
+	const char *path = fresh_db();
+	struct registry *cat;
+	int64_t rel, ro, t0 = (int64_t)time(NULL);
+	json_t *row, *c;
+
+	(void)state;
+	cat = started_rollout(path, "10%,soak=1h,min=1,resets<=2x; 100%", NULL,
+	    600, &rel, &ro);
+	registry_set_telemetry(cat, 0, 7 * 86400, 3);
+	samples(path, "ctl", 4, "1.0.0", t0 + 10, 200000, -60, 1, 0);
+	stage_outcomes(path, rel, ro, 0, "upd", 2, 0, t0);
+	stage_outcomes(path, rel, ro, 0, "calm", 1, 0, t0);
+	samples(path, "upd", 2, "2.0.0", t0 + 20, 200000, -60, 1, 1);
+	samples(path, "calm", 1, "2.0.0", t0 + 20, 200000, -60, 1, 0);
+	registry_rollout_tick(cat, t0 + 700, 600);
+	row = rollout_row(cat, ro, t0 + 700);
+	assert_string_equal(json_string_value(json_object_get(row, "state")),
+	    "active");
+	c = compared(row, 0, "resets");
+	/* far above twice the control's rate, and still within bounds */
+	assert_true(json_real_value(json_object_get(c, "value")) > 2);
+	assert_string_equal(json_string_value(json_object_get(c, "state")),
+	    "ok");
+	json_decref(row);
+	registry_close(cat);
+	cleanup_db(path);
+}
+
+
 int
 main(void)
 {
@@ -1366,6 +1399,7 @@ main(void)
 		cmocka_unit_test(test_a_device_that_keeps_failing_is_quarantined),
 		cmocka_unit_test(test_telemetry_comparisons_halt_a_worse_build),
 		cmocka_unit_test(test_telemetry_comparisons_pass_a_build_as_good),
+		cmocka_unit_test(test_two_resets_are_not_a_rate),
 		cmocka_unit_test(test_result_names),
 	};
 
