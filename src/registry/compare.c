@@ -352,10 +352,10 @@ compare_gate(struct registry *reg, json_t *ro, const char *compare,
 	if (reg->compare_every < COMPARE_EVERY_S)
 		reg->compare_every = COMPARE_EVERY_S;
 	json_object_set_new(reg->compared, key, json_pack("{s:I, s:I, s:I,"
-	    " s:s, s:O, s:o}", "since", (json_int_t)since, "at",
+	    " s:s, s:s, s:o}", "since", (json_int_t)since, "at",
 	    (json_int_t)now, "stage", json_integer_value(json_object_get(ro,
 	    "stage")), "version", json_string_value(json_object_get(ro,
-	    "version")), "breach", json_string(breach), "results", res));
+	    "version")), "breach", breach, "results", res));
 	return 0;
 }
 
