@@ -238,6 +238,7 @@ def test_unknown_path_and_wrong_method(published):
     assert r.status == 405
 
 
+@pytest.mark.sqlite_once  # the HTTP layer alone: run once
 def test_garbage_request_line_does_not_crash(published):
     for junk in [b"\x00\x01\x02\r\n\r\n", b"GET\r\n\r\n",
                  b"GET / HTTP/9.9\r\n\r\n", b"A" * 70000 + b"\r\n\r\n"]:

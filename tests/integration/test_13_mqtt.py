@@ -438,6 +438,7 @@ def tls_otad(tmp_path, broker, ca, client):
                      f"mqtt_tls_key = {client['key']}\n")
 
 
+@pytest.mark.sqlite_once  # TLS to the broker: run once
 def test_tls_to_the_broker(tmp_path):
     server, client = make_tls(tmp_path)
     broker = Broker(tmp_path, tls=server).start()
@@ -455,6 +456,7 @@ def test_tls_to_the_broker(tmp_path):
         broker.stop()
 
 
+@pytest.mark.sqlite_once  # TLS to the broker: run once
 def test_tls_with_the_wrong_ca_is_refused_and_http_goes_on(tmp_path):
     server, client = make_tls(tmp_path)
     other = tmp_path / "other"

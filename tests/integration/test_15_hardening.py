@@ -10,6 +10,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 import imagebuild
 from conftest import (BACKEND, OTACTL, WLED, Otad, parse_raw,
                       read_until_closed)
@@ -419,6 +421,7 @@ def test_a_killed_key_generate_can_be_retried(tmp_path):
     assert (keys / "ci.pem").read_text() == before
 
 
+@pytest.mark.sqlite_once  # the HTTP layer alone: run once
 def test_a_request_that_trickles_is_cut_an_idle_one_is_not(tmp_path):
     d = Otad(tmp_path, "request_timeout = 2\n")
     d.start()
