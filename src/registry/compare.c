@@ -52,9 +52,10 @@
 	" rollout = CAST(?1 AS BIGINT)),"                                      \
 	" ctl AS MATERIALIZED (SELECT d.id AS device FROM device d WHERE"      \
 	" coalesce(d.version, '') != ?3 AND NOT EXISTS (SELECT 1 FROM touched" \
-	" WHERE touched.device = d.id) AND EXISTS (SELECT 1 FROM k WHERE k.product IS NOT DISTINCT FROM"        \
-	" d.product AND (d.chip IS NULL OR k.chip IS NULL OR d.chip ="         \
-	" k.chip)) ORDER BY ring(CAST(?1 AS BIGINT), d.id) LIMIT "             \
+	" WHERE touched.device = d.id) AND EXISTS (SELECT 1 FROM k WHERE"      \
+	" k.product IS NOT DISTINCT FROM d.product AND (d.chip IS NULL OR"     \
+	" k.chip IS NULL OR d.chip = k.chip)) ORDER BY ring(CAST(?1 AS"       \
+	" BIGINT), d.id) LIMIT "                                               \
 	SIDE_DEVICES_MAX "),"                                                  \
 	" x AS MATERIALIZED (SELECT t.device, 1 AS side, t.at, t.uptime,"      \
 	" t.free_heap, t.rssi, metric(t.metrics, ?4) AS m FROM up JOIN"        \
@@ -321,7 +322,7 @@ int
 compare_gate(struct registry *reg, json_t *ro, const char *compare,
     int64_t now, int fresh, char *breach, size_t len)
 {
-	char key[24];
+	char key[24], found[400];
 	json_t *had, *res;
 	int64_t since = json_integer_value(json_object_get(ro,
 	    "stage_started"));
@@ -344,9 +345,11 @@ compare_gate(struct registry *reg, json_t *ro, const char *compare,
 	t0 = seconds();
 	if (compare_stage(reg->db, atomic_load(&reg->compare_min),
 	    json_integer_value(json_object_get(ro, "id")), json_string_value(
-	    json_object_get(ro, "version")), compare, since, &res, breach,
-	    len) != OTAD_OK)
+	    json_object_get(ro, "version")), compare, since, &res, found,
+	    sizeof(found)) != OTAD_OK)
 		return -1;
+	/* kept whole whatever the caller's room: the gate reads it later */
+	snprintf(breach, len, "%s", found);
 	/* a fleet whose samples take long to read is read less often */
 	reg->compare_every = (int64_t)(20 * (seconds() - t0));
 	if (reg->compare_every < COMPARE_EVERY_S)
@@ -355,7 +358,7 @@ compare_gate(struct registry *reg, json_t *ro, const char *compare,
 	    " s:s, s:s, s:o}", "since", (json_int_t)since, "at",
 	    (json_int_t)now, "stage", json_integer_value(json_object_get(ro,
 	    "stage")), "version", json_string_value(json_object_get(ro,
-	    "version")), "breach", breach, "results", res));
+	    "version")), "breach", found, "results", res));
 	return 0;
 }
 
@@ -395,6 +398,23 @@ registry_compare_gauges(struct registry *reg, int64_t now, json_t *gauges)
 			    "stage"));
 			json_array_append_new(all, row);
 		}
+	}
+	/* rollouts that ended or moved on keep nothing in the cache */
+	if (reg->compared != NULL) {
+		const char *key;
+		json_t *v, *keep = json_object();
+
+		json_object_foreach(reg->compared, key, v) {
+			json_array_foreach(ros, i, ro) {
+				if (json_integer_value(json_object_get(ro,
+				    "id")) == strtoll(key, NULL, 10)) {
+					json_object_set(keep, key, v);
+					break;
+				}
+			}
+		}
+		json_decref(reg->compared);
+		reg->compared = keep;
 	}
 	json_decref(ros);
 	json_object_set_new(gauges, "compared", all);

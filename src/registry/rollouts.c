@@ -140,7 +140,6 @@ registry_rollout_create(struct registry *reg, const struct rollout_plan *p,
 	*id = reg->returned;
 	for (i = 0; i < p->nstages; i++) {
 		const struct stage *st = &p->stages[i];
-
 		char compare[1024];
 
 		stages_compare_text(st->compare, st->ncompare, compare,
@@ -148,7 +147,8 @@ registry_rollout_create(struct registry *reg, const struct rollout_plan *p,
 		if (run(reg, "INSERT INTO rollout_stage (rollout, no, grp,"
 		    " percent, soak_s, min_devices, min_success, max_rollback,"
 		    " max_failure, max_crash, devices, compare) VALUES (?1, ?2,"
-		    " ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, nullif(?11, 0), ?12)", "iitdiiddddit",
+		    " ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, nullif(?11, 0), ?12)",
+		    "iitdiiddddit",
 		    *id, (int64_t)i, st->group[0] ? st->group : NULL,
 		    st->percent_x100 / 100.0, st->soak_s,
 		    (int64_t)st->min_devices, st->min_success,
@@ -432,7 +432,8 @@ stage_rows(struct registry *reg, int64_t id, json_t *rel, json_t **rows)
 	return query_rows(reg->db, rows, "SELECT st.no, st.grp AS \"group\","
 	    " st.percent, st.devices, st.soak_s, st.min_devices,"
 	    " st.min_success, st.max_rollback, st.max_failure, st.max_crash,"
-	    " st.compare, " STAGE_COUNTS ", r.targeted, r.deferred FROM rollout_stage st"
+	    " st.compare, " STAGE_COUNTS ", r.targeted, r.deferred FROM"
+	    " rollout_stage st"
 	    STAGE_COUNTS_JOIN " JOIN (SELECT s2.no, count(d.id) AS targeted,"
 	    " count(d.deferred) AS deferred"
 	    " FROM rollout_stage s2 LEFT JOIN device d ON"

@@ -1270,6 +1270,10 @@ test_telemetry_comparisons_halt_a_worse_build(void **state)
 	/* a third: the rollout halts, naming the first bound crossed */
 	stage_outcomes(path, rel, ro, 0, "upd3", 1, 0, t0);
 	samples(path, "upd3", 1, "2.0.0", t0 + 30, 130000, -70, 3, 1);
+	/* /metrics reads them first; the gate then takes what it read */
+	g = json_object();
+	assert_int_equal(registry_compare_gauges(cat, t0 + 711, g), OTAD_OK);
+	json_decref(g);
 	registry_rollout_tick(cat, t0 + 711, 600);
 	row = rollout_row(cat, ro, t0 + 711);
 	assert_string_equal(json_string_value(json_object_get(row, "state")),
