@@ -641,7 +641,8 @@ op_rollout_simulate(struct ops_ctx *ctx, json_t *args, json_t **result,
 	    arg_rate(args, "failure_rate", &r.failure_rate, why, whylen) < 0 ||
 	    arg_rate(args, "crash_rate", &r.crash_rate, why, whylen) < 0 ||
 	    arg_duration(args, "poll_interval", 3600, 86400 * 30, &r.poll_s,
-	    why, whylen) < 0 ||
+	    why, whylen) < 0 || (r.poll_s < 60 && bad(why, whylen,
+	    "poll_interval", "a minute or more") != OTAD_OK) ||
 	    arg_duration(args, "horizon", 30 * 86400, 365 * 86400,
 	    &r.horizon_s, why, whylen) < 0 ||
 	    arg_int(args, "seed", 0, INT64_MAX, &seed, why, whylen) < 0)

@@ -15,6 +15,8 @@
 #define SEEN_WITHIN_S (7 * 86400)
 /* polls answered between two looks of the controller: a step's share */
 #define STEPS_PER_INTERVAL 100
+/* the controller's looks in a whole rehearsal, at most */
+#define LOOKS_MAX 20000
 
 /*
  * The facts most devices share (versions, products, chips, groups) are
@@ -323,6 +325,10 @@ run(struct registry *copy, struct registry_reader *rd, struct sim *s,
 		step = 1;
 	if (step > 60)
 		step = 60;
+	/* a long horizon takes longer steps: the controller's looks bound
+	 * the work, whatever a caller asks */
+	if (s->r->horizon_s / step > LOOKS_MAX)
+		step = s->r->horizon_s / LOOKS_MAX + 1;
 	for (i = 0; i < STAGES_MAX; i++)
 		opened[i] = -1;
 	opened[0] = start;

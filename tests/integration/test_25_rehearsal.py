@@ -89,6 +89,8 @@ def test_a_rehearsal_refuses_what_rollout_create_refuses(tmp_path):
             (["--stages", "100%", "--horizon", "2y"],
              "'horizon' must be a duration"),
             (["--stages", "100%", "--seed", "x"], "'seed' must be"),
+            (["--stages", "100%", "--poll-interval", "30s"],
+             "'poll_interval' must be a minute or more"),
         ]:
             p = d.otactl("rollout", "simulate", "2.0.0", *args, check=False)
             assert p.returncode == 1, args
@@ -97,5 +99,18 @@ def test_a_rehearsal_refuses_what_rollout_create_refuses(tmp_path):
                      check=False)
         assert "no release 9.9.9" in p.stderr
         assert d.query("SELECT count(*) FROM rollout") == [(0,)]
+        # a plan that never ends, over a year of minutes: the controller's
+        # looks are bounded, so it answers in seconds, at the horizon
+        now = int(time.time())
+        d.query("INSERT INTO device (id, version, first_seen, last_seen)"
+                " VALUES " + ", ".join(f"('n{i}', '1.0.0', {now}, {now})"
+                                       for i in range(20)))
+        started = time.monotonic()
+        r = d.otactl("rollout", "simulate", "2.0.0", "--stages",
+                     "10,min=50; 100%", "--poll-interval", "1m",
+                     "--horizon", "365d", json_out=True)
+        assert time.monotonic() - started < 20
+        assert r["state"] == "active" and r["offered"] == 10, r
+        assert r["ended_after"] >= 365 * 86400, r
     finally:
         d.stop()
