@@ -144,6 +144,7 @@ int download_serve(struct http_request *req, struct api *api,
     enum serve_range how, int assume_installed);
 /* The prepared whole-image response of an offer (a rollout hook). */
 void *download_offer_payload(const struct offer *o, void *arg);
+void download_offer_payload_retire(void *payload);
 void download_offer_payload_free(void *payload);
 /* http: a prepared image response ended; note a whole delivery. */
 void download_delivered(void *arg, int complete);

@@ -40,14 +40,27 @@ typedef void *(*rollout_payload_new)(const struct offer *offer, void *arg);
 typedef void (*rollout_payload_free)(void *payload);
 
 /*
+ * What the controller does with payloads: make one for each offer of a new
+ * snapshot; retire those of the snapshot it replaces (at once, on the
+ * controller thread: an HTTP thread may go on holding the old snapshot
+ * until its next request, which may be long on an idle thread); free them
+ * when the last holder lets go. retire may be NULL.
+ */
+struct rollout_payload_hooks {
+	rollout_payload_new make;
+	rollout_payload_free retire;
+	rollout_payload_free free;
+	void *arg;
+};
+
+/*
  * Open a reader on db_path, load the first snapshot and start the
  * controller. Fails if the first load fails. A change of the catalog
  * generation clears the device rows daemon (the daemon's registry) keeps
  * in memory: the generation is how edits outside its writer show.
  */
 enum otad_err rollout_start(const char *db_path, struct registry *daemon,
-    rollout_payload_new pnew, rollout_payload_free pfree, void *arg,
-    struct rollout **out);
+    const struct rollout_payload_hooks *hooks, struct rollout **out);
 /* Stop the thread, drop the current snapshot; NULL-safe. */
 void rollout_stop(struct rollout *r);
 

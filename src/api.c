@@ -625,10 +625,13 @@ api_set_require_signature(struct api *api, int on)
 enum otad_err
 api_start_rollout(struct api *api, struct rollout **out)
 {
+	struct rollout_payload_hooks hooks = {
+		download_offer_payload, download_offer_payload_retire,
+		download_offer_payload_free, api
+	};
 	enum otad_err rc;
 
-	rc = rollout_start(api->db_path, api->reg, download_offer_payload,
-	    download_offer_payload_free, api, out);
+	rc = rollout_start(api->db_path, api->reg, &hooks, out);
 	if (rc == OTAD_OK)
 		api->rollout = *out;
 	return rc;

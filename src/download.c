@@ -365,12 +365,17 @@ download_released(struct http_request *req, struct api *api,
 	return download_serve(req, api, &o, id, pi, how, 0);
 }
 
+/*
+ * A response no longer in the current offers: when it was the last for its
+ * release, the release's patches go (a thread still holding the old offers
+ * finds no patch and serves the full image, or a 503 if it lost the race
+ * between finding the patch and opening it). Once per response.
+ */
 void
-download_offer_payload_free(void *payload)
+download_offer_payload_retire(void *payload)
 {
 	size_t i;
 
-	/* the last response for a release: its patches can go */
 	pthread_mutex_lock(&held_mu);
 	for (i = 0; i < nheld && held[i].resp != payload; i++)
 		continue;
@@ -379,5 +384,12 @@ download_offer_payload_free(void *payload)
 		held[i] = held[--nheld];
 	}
 	pthread_mutex_unlock(&held_mu);
+}
+
+void
+download_offer_payload_free(void *payload)
+{
+	/* retired already unless the controller is stopping */
+	download_offer_payload_retire(payload);
 	http_response_free(payload);
 }

@@ -23,9 +23,7 @@ struct rollout {
 	atomic_llong offline_after;
 	atomic_uint leader_timeout;
 	atomic_int leading; /* this node runs the gates and MQTT triggers */
-	rollout_payload_new pnew;
-	rollout_payload_free pfree;
-	void *arg;
+	struct rollout_payload_hooks hooks;
 	pthread_mutex_t swap_mu; /* guards current */
 	struct snapshot *current;
 	atomic_llong epoch;        /* of current; read lock-free */
@@ -67,7 +65,7 @@ prepare(struct rollout *r, struct offer *v, size_t n)
 
 	for (i = 0; i < n; i++) {
 		v[kept] = v[i];
-		v[kept].payload = r->pnew(&v[i], r->arg);
+		v[kept].payload = r->hooks.make(&v[i], r->hooks.arg);
 		if (v[kept].payload != NULL)
 			kept++;
 	}
@@ -132,6 +130,20 @@ heartbeat(struct rollout *r, int changed)
 	}
 }
 
+/* A replaced snapshot's payloads are retired, whoever still holds it. */
+static void
+retire(struct rollout *r, struct snapshot *old)
+{
+	size_t i;
+
+	if (old == NULL || r->hooks.retire == NULL)
+		return;
+	for (i = 0; i < old->n; i++)
+		r->hooks.retire(old->offers[i].payload);
+	for (i = 0; i < old->stones.n; i++)
+		r->hooks.retire(old->stone_v[i].payload);
+}
+
 /* Reload if the catalog moved (or force); log what is offered now. */
 static void
 refresh(struct rollout *r, int force)
@@ -158,6 +170,7 @@ refresh(struct rollout *r, int force)
 	r->loaded_generation = gen;
 	atomic_store(&r->epoch, s->epoch);
 	pthread_mutex_unlock(&r->swap_mu);
+	retire(r, old);
 	snapshot_release(old);
 	heartbeat(r, 1);
 	if (s->n == 0)
@@ -254,8 +267,7 @@ controller_main(void *arg)
 
 enum otad_err
 rollout_start(const char *db_path, struct registry *daemon,
-    rollout_payload_new pnew,
-    rollout_payload_free pfree, void *arg, struct rollout **out)
+    const struct rollout_payload_hooks *hooks, struct rollout **out)
 {
 	struct rollout *r;
 	enum otad_err rc;
@@ -263,10 +275,8 @@ rollout_start(const char *db_path, struct registry *daemon,
 	*out = NULL;
 	if ((r = calloc(1, sizeof(*r))) == NULL)
 		return OTAD_ERR_NOMEM;
-	r->pnew = pnew;
-	r->pfree = pfree;
-	r->arg = arg;
-	payload_free_fn = pfree;
+	r->hooks = *hooks;
+	payload_free_fn = hooks->free;
 	atomic_init(&r->epoch, 0);
 	atomic_init(&r->offline_after, 600);
 	atomic_init(&r->leader_timeout, 10);

@@ -159,11 +159,10 @@ def test_patches_go_with_their_release(dotad):
     rid = dotad.otactl("rollout", "status", json_out=True)[0]["id"]
     dotad.otactl("rollout", "abort", str(rid))
 
-    def gone():
-        # each HTTP thread lets go of the old offers at its next request
-        dotad.get("/firmware/check", asks("d7"))
-        return not list(patches.iterdir())
-    dotad.wait_for(gone, 10, "the patch to be removed")
+    # gone with the offer, before any HTTP thread has handled a request
+    # (an idle thread holds the old offers until its next one)
+    dotad.wait_for(lambda: not list(patches.iterdir()), 10,
+                   "the patch to be removed")
     assert dotad.get("/firmware/check", asks("d7")).status == 304
 
 
