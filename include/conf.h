@@ -14,6 +14,8 @@
 #include <limits.h>
 #include <stddef.h>
 
+#include "proxy.h"
+
 #define CONF_ERR_MAX 512
 
 struct conf {
@@ -64,6 +66,12 @@ struct conf {
 	 * this process's own */
 	char tls_ticket_key[PATH_MAX];
 	unsigned tls_ticket_lifetime; /* seconds a ticket resumes */
+	/*
+	 * Proxies believed about the device's address (X-Forwarded-For),
+	 * and exempt from max_connections_per_address; "" = none
+	 */
+	char trusted_proxies[1024];
+	struct proxies proxies; /* trusted_proxies, parsed */
 	/* where devices download from, for MQTT triggers; "" = from listen */
 	char public_url[256];
 	/* MQTT (hybrid push); mqtt_host "" = off */

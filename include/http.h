@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 #include "otad.h"
+#include "proxy.h"
 
 struct http;
 struct http_request;
@@ -54,9 +55,14 @@ struct http_options {
 	unsigned connection_timeout; /* seconds idle before a close */
 	/*
 	 * Connections one address may hold at once (0 = no cap); loopback
-	 * is exempt (a proxy in front speaks for every device).
+	 * and trusted proxies are exempt (a proxy speaks for many devices).
 	 */
 	unsigned max_connections_per_address;
+	/*
+	 * Proxies whose X-Forwarded-For names the device (http_peer); NULL
+	 * or empty: none, the TCP peer is the device.
+	 */
+	const struct proxies *proxies;
 	/*
 	 * Seconds a request may take to arrive, from its first byte to the
 	 * end of its body (0 = no limit): a client that trickles is cut.

@@ -107,6 +107,7 @@ static const struct conf_key conf_keys[] = {
 	{"tls_ticket_key", CONF_STRING, F(tls_ticket_key), 0, 0, "", 1},
 	{"tls_ticket_lifetime", CONF_UINT, F(tls_ticket_lifetime), 60, 604800,
 	    "21600", 1},
+	{"trusted_proxies", CONF_STRING, F(trusted_proxies), 0, 0, "", 1},
 	{"public_url", CONF_STRING, F(public_url), 0, 0, "", 1},
 	{"mqtt_host", CONF_STRING, F(mqtt_host), 0, 0, "", 1},
 	{"mqtt_port", CONF_UINT, F(mqtt_port), 1, 65535, "1883", 1},
@@ -479,6 +480,11 @@ conf_parse(const char *name, const char *text, struct conf *conf, char *err,
 		return conf_error(err, errlen, name, 0, "'promote_window' is "
 		    "like 'tue-thu 09:00-16:00 +01:00' (days and offset may be "
 		    "left out), not '%s'", conf->promote_window);
+	if (proxies_parse(conf->trusted_proxies, &conf->proxies, msg,
+	    sizeof(msg)) < 0)
+		return conf_error(err, errlen, name, 0, "'trusted_proxies' "
+		    "lists addresses and networks ('10.0.0.0/8, 127.0.0.1'): "
+		    "%s", msg);
 	if (quarantine_parse(conf) < 0)
 		return conf_error(err, errlen, name, 0, "'quarantine_after' is "
 		    "like '3 in 24h' (1 to 1000 failures, a period up to 365d) "

@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -132,6 +133,7 @@ struct http {
 	/* connections: counted per address, watched for slow requests */
 	struct conncap *conncap;
 	unsigned per_address;
+	struct proxies proxies; /* trusted to name the device's address */
 	unsigned request_timeout; /* seconds; 0 = not watched */
 	pthread_mutex_t watch_mu;
 	struct conn_watch *watches;
@@ -805,11 +807,37 @@ http_free_basic(char *user, char *pass)
 		MHD_free(pass);
 }
 
+/* The X-Forwarded-For values of a request, in order (the last few). */
+struct forwarded {
+	const char *v[8];
+	size_t n;
+};
+
+static enum MHD_Result
+forwarded_value(void *cls, enum MHD_ValueKind kind, const char *key,
+    const char *value)
+{
+	struct forwarded *f = cls;
+
+	(void)kind;
+	if (value == NULL || strcasecmp(key, "X-Forwarded-For") != 0)
+		return MHD_YES;
+	if (f->n == sizeof(f->v) / sizeof(f->v[0])) {
+		/* the rightmost are the ones a trusted proxy added */
+		memmove(f->v, f->v + 1, (f->n - 1) * sizeof(f->v[0]));
+		f->n--;
+	}
+	f->v[f->n++] = value;
+	return MHD_YES;
+}
+
 void
 http_peer(const struct http_request *req, char *buf, size_t len)
 {
 	const union MHD_ConnectionInfo *ci;
 	const struct sockaddr *sa;
+	struct forwarded f = {.n = 0};
+	char peer[PROXY_ADDR_MAX];
 
 	buf[0] = '\0';
 	ci = MHD_get_connection_info(req->conn,
@@ -822,6 +850,13 @@ http_peer(const struct http_request *req, char *buf, size_t len)
 	else if (sa->sa_family == AF_INET6)
 		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void
 		    *)sa)->sin6_addr, buf, (socklen_t)len);
+	/* behind a trusted proxy, the device is who the proxy says */
+	if (!proxies_trust_sockaddr(&req->h->proxies, sa))
+		return;
+	MHD_get_connection_values(req->conn, MHD_HEADER_KIND, forwarded_value,
+	    &f);
+	snprintf(peer, sizeof(peer), "%s", buf);
+	proxies_client(&req->h->proxies, peer, f.v, f.n, buf, len);
 }
 
 void *
@@ -1146,15 +1181,19 @@ mhd_log(void *cls, const char *fmt, va_list ap)
 
 /* ---- connections: one address's share, and requests that trickle ---- */
 
-/* The peer's address bytes (4 or 16) into out; 0 for loopback or none. */
+/*
+ * The peer's address bytes (4 or 16) into out; 0 for loopback, a trusted
+ * proxy or none: those are not capped.
+ */
 static size_t
-peer_key(struct MHD_Connection *conn, unsigned char out[16])
+peer_key(const struct http *h, struct MHD_Connection *conn,
+    unsigned char out[16])
 {
 	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn,
 	    MHD_CONNECTION_INFO_CLIENT_ADDRESS);
 	const struct sockaddr *sa = ci ? ci->client_addr : NULL;
 
-	if (sa == NULL)
+	if (sa == NULL || proxies_trust_sockaddr(&h->proxies, sa))
 		return 0;
 	if (sa->sa_family == AF_INET) {
 		const struct sockaddr_in *s4 = (const void *)sa;
@@ -1233,7 +1272,7 @@ connection_cb(void *cls, struct MHD_Connection *conn, void **socket_context,
 	atomic_init(&w->phase, WATCH_IDLE);
 	atomic_init(&w->since, monotonic_ms());
 	atomic_init(&w->gen, 0);
-	w->addrlen = peer_key(conn, w->addr);
+	w->addrlen = peer_key(h, conn, w->addr);
 	if (w->addrlen > 0 && !conncap_take(h->conncap, w->addr, w->addrlen,
 	    h->per_address)) {
 		w->addrlen = 0; /* not counted: nothing to give back */
@@ -1353,6 +1392,8 @@ http_start(const struct http_options *opt, const struct http_route *routes,
 	pthread_mutex_init(&h->reaper_mu, NULL);
 	pthread_cond_init(&h->reaper_wake, NULL);
 	h->per_address = opt->max_connections_per_address;
+	if (opt->proxies != NULL)
+		h->proxies = *opt->proxies;
 	h->request_timeout = opt->request_timeout;
 	if ((h->conncap = conncap_new(1 << 14)) == NULL) {
 		free(h->route_pending);

@@ -316,6 +316,7 @@ main(int argc, char *argv[])
 	hopt.max_connections = conf.max_connections;
 	hopt.connection_timeout = conf.connection_timeout;
 	hopt.max_connections_per_address = conf.max_connections_per_address;
+	hopt.proxies = &conf.proxies;
 	hopt.request_timeout = conf.request_timeout;
 	hopt.max_header_bytes = conf.max_header_bytes;
 	hopt.max_body_bytes = conf.max_body_bytes;

@@ -79,6 +79,10 @@ test_mqtt_keys(void **state)
 	    &c, err, sizeof(err)), 0);
 	assert_int_equal(c.quarantine_n, 5);
 	assert_int_equal(c.quarantine_s, 7200);
+	assert_int_equal(conf_parse("t.conf", "trusted_proxies = 10.0.0.0/8, "
+	    "::1\n", &c, err, sizeof(err)), 0);
+	assert_int_equal(c.proxies.n, 2);
+	assert_int_equal(c.proxies.v[1].bits, 128);
 	assert_int_equal(conf_parse("t.conf", "quarantine_after = off\n", &c,
 	    err, sizeof(err)), 0);
 	assert_int_equal(c.quarantine_n, 0);
@@ -138,6 +142,9 @@ test_errors(void **state)
 	expect_error("promote_window = office hours\n", "'promote_window' is "
 	    "like 'tue-thu 09:00-16:00 +01:00'");
 	expect_error("quarantine_after = 3\n", "'quarantine_after' is like");
+	expect_error("trusted_proxies = 10.0.0.0/8 proxy.lan\n",
+	    "'trusted_proxies' lists addresses and networks "
+	    "('10.0.0.0/8, 127.0.0.1'): 'proxy.lan' is not an IPv4 or IPv6");
 	expect_error("quarantine_after = 0 in 24h\n", "'quarantine_after'");
 	expect_error("quarantine_after = 3 in 400d\n", "'quarantine_after'");
 	expect_error("quarantine_after = 3 within 24h\n", "'quarantine_after'");
