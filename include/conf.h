@@ -65,7 +65,7 @@ struct conf {
 	/* 64 random bytes nodes share to resume each other's sessions; "" =
 	 * this process's own */
 	char tls_ticket_key[PATH_MAX];
-	unsigned tls_ticket_lifetime; /* seconds a ticket resumes */
+	unsigned tls_ticket_lifetime; /* seconds a ticket resumes; 0 = none */
 	/*
 	 * Proxies believed about the device's address (X-Forwarded-For),
 	 * and exempt from max_connections_per_address; "" = none

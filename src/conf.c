@@ -105,7 +105,7 @@ static const struct conf_key conf_keys[] = {
 	{"tls_cert", CONF_STRING, F(tls_cert), 0, 0, "", 1},
 	{"tls_key", CONF_STRING, F(tls_key), 0, 0, "", 1},
 	{"tls_ticket_key", CONF_STRING, F(tls_ticket_key), 0, 0, "", 1},
-	{"tls_ticket_lifetime", CONF_UINT, F(tls_ticket_lifetime), 60, 604800,
+	{"tls_ticket_lifetime", CONF_UINT, F(tls_ticket_lifetime), 0, 604800,
 	    "21600", 1},
 	{"trusted_proxies", CONF_STRING, F(trusted_proxies), 0, 0, "", 1},
 	{"public_url", CONF_STRING, F(public_url), 0, 0, "", 1},

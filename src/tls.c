@@ -186,7 +186,9 @@ tls_reload(struct tls *t, const char *cert_path, const char *key_path,
 void
 tls_session_started(struct tls *t, gnutls_session_t session)
 {
-	if (gnutls_session_ticket_enable_server(session, &t->ticket_key) < 0)
+	/* lifetime 0: no tickets, a full handshake every connection */
+	if (t->lifetime_s == 0 ||
+	    gnutls_session_ticket_enable_server(session, &t->ticket_key) < 0)
 		return; /* served without: a full handshake next time */
 	gnutls_db_set_cache_expiration(session, (int)t->lifetime_s);
 }

@@ -170,6 +170,19 @@ def test_tls_sessions_resume_with_tickets(tmp_path):
         assert not tls_poll(c.port, ctx, session)[2]
     finally:
         c.check_clean_exit()
+    # tls_ticket_lifetime = 0: no tickets, every poll a full handshake
+    (tmp_path / "e").mkdir()
+    e = Otad(tmp_path / "e", f"tls_cert = {cert}\ntls_key = {key}\n"
+             "tls_ticket_lifetime = 0\n")
+    e.start()
+    try:
+        for version in TLS_VERSIONS:
+            ctx = context(cert, version)
+            status, session, _, _ = tls_poll(e.port, ctx)
+            assert status == 200
+            assert not tls_poll(e.port, ctx, session)[2], version
+    finally:
+        e.check_clean_exit()
 
 
 def test_sighup_serves_a_renewed_certificate_to_the_next_connection(
