@@ -225,6 +225,7 @@ fuzz: $(FUZZ_TARGETS)
 bench: deps-bench all
 	@rm -f $(BUILD)/bench.md
 	BENCH_TABLE=$(CURDIR)/$(BUILD)/bench.md tests/bench/check.sh $(BUILD)
+	BENCH_TABLE=$(CURDIR)/$(BUILD)/bench.md tests/bench/tls.sh $(BUILD)
 	BENCH_TABLE=$(CURDIR)/$(BUILD)/bench.md tests/bench/rollout.sh $(BUILD)
 	BENCH_TABLE=$(CURDIR)/$(BUILD)/bench.md tests/bench/delta.sh $(BUILD)
 	BENCH_TABLE=$(CURDIR)/$(BUILD)/bench.md tests/bench/postgresql.sh $(BUILD)

@@ -99,6 +99,12 @@ struct count_ctx {
  * only idleness, and a byte every few seconds keeps it at bay.
  */
 enum watch_phase {
+	/*
+	 * TLS, connected at 'since', no request yet: microhttpd times out
+	 * no connection before its handshake is done, so a client that
+	 * connects and says nothing would hold its place for ever
+	 */
+	WATCH_HANDSHAKE,
 	WATCH_IDLE,   /* waiting for a request, since 'since' */
 	WATCH_BODY,   /* headers in at 'since', the body still coming */
 	WATCH_ANSWER, /* being answered (or suspended): not ours to cut */
@@ -135,6 +141,7 @@ struct http {
 	unsigned per_address;
 	struct proxies proxies; /* trusted to name the device's address */
 	unsigned request_timeout; /* seconds; 0 = not watched */
+	unsigned handshake_timeout; /* seconds from connect to a request */
 	pthread_mutex_t watch_mu;
 	struct conn_watch *watches;
 	pthread_t reaper;
@@ -1269,7 +1276,7 @@ connection_cb(void *cls, struct MHD_Connection *conn, void **socket_context,
 		return; /* unwatched and uncounted, but served */
 	ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
 	w->fd = ci != NULL ? ci->connect_fd : -1;
-	atomic_init(&w->phase, WATCH_IDLE);
+	atomic_init(&w->phase, h->tls != NULL ? WATCH_HANDSHAKE : WATCH_IDLE);
 	atomic_init(&w->since, monotonic_ms());
 	atomic_init(&w->gen, 0);
 	w->addrlen = peer_key(h, conn, w->addr);
@@ -1322,6 +1329,7 @@ reaper_main(void *arg)
 {
 	struct http *h = arg;
 	long long limit = (long long)h->request_timeout * 1000;
+	long long handshake = (long long)h->handshake_timeout * 1000;
 	struct timespec until;
 	struct conn_watch *w;
 
@@ -1342,9 +1350,13 @@ reaper_main(void *arg)
 
 			if (phase == WATCH_ANSWER || w->fd < 0)
 				continue;
-			if (phase == WATCH_BODY ? now - since <= limit :
+			if (phase == WATCH_HANDSHAKE) {
+				if (now - since <= handshake)
+					continue;
+			} else if (limit == 0 || (phase == WATCH_BODY ?
+			    now - since <= limit :
 			    !request_started(w, now, since) ||
-			    now - w->began <= limit)
+			    now - w->began <= limit))
 				continue;
 			/* microhttpd sees the end, closes, and notifies */
 			shutdown(w->fd, SHUT_RDWR);
@@ -1395,6 +1407,11 @@ http_start(const struct http_options *opt, const struct http_route *routes,
 	if (opt->proxies != NULL)
 		h->proxies = *opt->proxies;
 	h->request_timeout = opt->request_timeout;
+	/* a handshake and the first request: within either bound */
+	h->handshake_timeout = opt->connection_timeout;
+	if (opt->request_timeout > 0 &&
+	    opt->request_timeout < h->handshake_timeout)
+		h->handshake_timeout = opt->request_timeout;
 	if ((h->conncap = conncap_new(1 << 14)) == NULL) {
 		free(h->route_pending);
 		free(h);
@@ -1409,8 +1426,17 @@ http_start(const struct http_options *opt, const struct http_route *routes,
 		h->route_pending[i].kind = PENDING_ROUTE;
 		h->route_pending[i].route = &routes[i];
 	}
+	/*
+	 * With TLS, poll() rather than epoll: during a handshake GnuTLS reads
+	 * the socket itself, so microhttpd never sees the EAGAIN that takes
+	 * a connection off its epoll ready list, and spins calling the
+	 * handshake (and recv) until the client's next flight arrives: about
+	 * 120 recv calls a connection, a quarter of the CPU, and 0.8 times
+	 * the handshakes poll() serves (tests/bench/tls.sh).
+	 */
 	if ((h->tls = opt->tls) != NULL)
-		flags |= MHD_USE_TLS;
+		flags = (flags & ~(unsigned)MHD_USE_EPOLL) | MHD_USE_POLL |
+		    MHD_USE_TLS;
 	if ((fd = bind_listen(opt->listen, bound, boundlen)) < 0)
 		goto fail;
 	/*
@@ -1431,6 +1457,7 @@ http_start(const struct http_options *opt, const struct http_route *routes,
 		    MHD_OPTION_NOTIFY_COMPLETED, completed_cb, h,
 		    MHD_OPTION_NOTIFY_CONNECTION, connection_cb, h,
 		    MHD_OPTION_HTTPS_CERT_CALLBACK, tls_certificate,
+		    MHD_OPTION_HTTPS_PRIORITIES, TLS_PRIORITIES,
 		    MHD_OPTION_END);
 	else
 		h->daemon = MHD_start_daemon(flags, 0, accept_cb, h, access_cb, h,
@@ -1448,7 +1475,7 @@ http_start(const struct http_options *opt, const struct http_route *routes,
 		close(fd);
 		goto fail;
 	}
-	if (h->request_timeout > 0) {
+	if (h->request_timeout > 0 || opt->tls != NULL) {
 		if (pthread_create(&h->reaper, NULL, reaper_main, h) != 0)
 			log_warnx("cannot start the slow-request reaper");
 		else

@@ -26,8 +26,6 @@ BUILD=${1:-build}
 ROOT=$PWD
 . tests/bench/lib.sh
 IMAGE=$SHARED/firmware/wled-esp32/0.14.3.bin
-command -v nginx >/dev/null || { echo "bench: needs nginx (make deps-bench)"; exit 1; }
-NGINX=$(command -v nginx)
 
 # publish_wled: WLED 0.14.3 added, signed, published, as in production
 publish_wled() {
@@ -40,35 +38,16 @@ publish_wled() {
 }
 
 # ---- nginx, the baseline ----
-mkdir -p "$work/nginx/logs" "$work/www"
+mkdir -p "$work/www"
 ln -s "$IMAGE" "$work/www/fw.bin"
-cat > "$work/nginx/nginx.conf" <<CONF
-worker_processes 2;
-pid $work/nginx/nginx.pid;
-error_log $work/nginx/logs/error.log;
-$( [ "$(id -u)" = 0 ] && echo "user root;" )
-events { worker_connections 4096; }
-http {
-	access_log off;
-	sendfile on;
+nport=$(free_port)
+start_nginx "http://127.0.0.1:$nport/firmware/check" "	sendfile on;
 	tcp_nopush on;
-	keepalive_requests 1000000;
 	server {
-		listen 127.0.0.1:0;
+		listen 127.0.0.1:$nport;
 		location = /firmware/check { return 304; }
 		location = /fw.bin { root $work/www; }
-	}
-}
-CONF
-# nginx cannot report a port 0 choice; pick a free one first
-nport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-sed -i "s/listen 127.0.0.1:0;/listen 127.0.0.1:$nport;/" "$work/nginx/nginx.conf"
-"$NGINX" -p "$work/nginx" -c "$work/nginx/nginx.conf" -g 'daemon off;' &
-pids+=($!)
-for _ in $(seq 50); do
-	curl -s -o /dev/null "http://127.0.0.1:$nport/firmware/check" && break
-	sleep 0.1
-done
+	}"
 
 bytes_per_s() {
 	awk '/^Transfer\/sec:/ {

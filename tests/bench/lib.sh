@@ -93,12 +93,43 @@ LUA
 	echo "$work/$1.lua"
 }
 
-# devices_lua VERSION CONNECTION: a wrk script polling as the fleet's devices
+# devices_lua VERSION CONNECTION [NAME]: a wrk script polling as the
+# fleet's devices (NAME: its file's, to keep several)
 devices_lua() {
-	fleet_lua run "wrk.format(\"GET\", \"/firmware/check\", {
+	fleet_lua "${3:-run}" "wrk.format(\"GET\", \"/firmware/check\", {
 		[\"X-Device-ID\"] = \"dev-\" .. id,
 		[\"X-Current-Version\"] = \"$1\",
 		[\"Connection\"] = \"$2\" })"
+}
+
+# free_port: a loopback port free now (nginx cannot report a port 0 choice)
+free_port() {
+	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# start_nginx URL HTTP: nginx with HTTP as its http block (two workers, as
+# otad has two threads), once URL answers
+start_nginx() {
+	command -v nginx >/dev/null || { echo "bench: needs nginx (make deps-bench)"; exit 1; }
+	mkdir -p "$work/nginx/logs"
+	cat > "$work/nginx/nginx.conf" <<CONF
+worker_processes 2;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/logs/error.log;
+$( [ "$(id -u)" = 0 ] && echo "user root;" )
+events { worker_connections 4096; }
+http {
+	access_log off;
+	keepalive_requests 1000000;
+$2
+}
+CONF
+	"$(command -v nginx)" -p "$work/nginx" -c "$work/nginx/nginx.conf" -g 'daemon off;' &
+	pids+=($!)
+	for _ in $(seq 50); do
+		curl -sk -o /dev/null "$1" && break
+		sleep 0.1
+	done
 }
 
 # checks_recorded: stop otad and fail unless the registry counted every
@@ -112,9 +143,10 @@ checks_recorded() {
 	[ "$answered" = "$recorded" ] || { echo "bench: check-ins were lost"; exit 1; }
 }
 
-# metric NAME: its value in otad's /metrics
+# metric NAME: its value in otad's /metrics (SCHEME=https when otad
+# serves TLS)
 metric() {
-	curl -s "http://127.0.0.1:$port/metrics" | awk -v n="$1" '$1 == n { print $2 }'
+	curl -sk "${SCHEME:-http}://127.0.0.1:$port/metrics" | awk -v n="$1" '$1 == n { print $2 }'
 }
 
 # rss_kib: the resident memory of the last started otad

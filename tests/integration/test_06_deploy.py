@@ -5,6 +5,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import time
 
 from conftest import OTAD, ROOT, WLED, Otad, sha256
 
@@ -227,5 +228,59 @@ def test_sighup_serves_a_renewed_certificate_to_the_next_connection(
                                for l in d.log), 10, "the refusal")
         assert tls_poll(d.port, ctx2)[3] == served
         assert old != cert.read_bytes()
+    finally:
+        d.check_clean_exit()
+
+
+def closed_by_otad(s):
+    """Read until otad closes the connection (after an alert at most);
+    a reset is a close too. Times out (an error) if it never does."""
+    try:
+        while s.recv(4096):
+            pass
+    except ConnectionResetError:
+        pass
+
+
+def test_tls_handshakes_that_stall_or_are_not_tls(tmp_path):
+    """What reaches a TLS port and is not a device's handshake: plain
+    HTTP, random bytes, a ClientHello cut short and never finished, a
+    crowd of connections that say nothing. Each is closed (the stalled
+    ones within connection_timeout), none slows a device, and otad
+    exits cleanly after."""
+    key, cert = make_cert(tmp_path)
+    d = Otad(tmp_path, f"tls_cert = {cert}\ntls_key = {key}\n"
+             "connection_timeout = 2\n")
+    d.start()
+    ctx = context(cert, ssl.TLSVersion.TLSv1_2)
+    try:
+        for junk in (b"GET /firmware/check HTTP/1.1\r\nHost: x\r\n\r\n",
+                     os.urandom(3000), b"\x16\x03\x01\xff\xff" + b"\0" * 40):
+            with socket.create_connection(("127.0.0.1", d.port),
+                                          timeout=10) as s:
+                s.sendall(junk)
+                closed_by_otad(s)
+        # a ClientHello's first bytes, then silence; and 100 that never
+        # send a byte
+        hello = ssl.MemoryBIO(), ssl.MemoryBIO()
+        obj = ctx.wrap_bio(*hello, server_hostname="localhost")
+        try:
+            obj.do_handshake()
+        except ssl.SSLWantReadError:
+            pass
+        first = hello[1].read()
+        stalled = [socket.create_connection(("127.0.0.1", d.port),
+                                            timeout=10) for _ in range(100)]
+        stalled[0].sendall(first[:len(first) // 2])
+        t0 = time.monotonic()
+        # a device is served meanwhile, promptly
+        status, _, _, _ = tls_poll(d.port, ctx)
+        assert status == 200 and time.monotonic() - t0 < 1.5
+        for s in stalled:
+            closed_by_otad(s)
+        assert time.monotonic() - t0 < 8
+        for s in stalled:
+            s.close()
+        assert tls_poll(d.port, ctx)[0] == 200
     finally:
         d.check_clean_exit()
