@@ -17,18 +17,6 @@
 
 struct tls;
 
-/*
- * What is negotiated, the server choosing: GnuTLS's NORMAL set, with
- * AES-128-GCM first (its TLS 1.3 suite and TLS 1.2 PRF hash with SHA-256,
- * which the CPU computes; SHA-384 it does not, and esp-tls's mbedTLS and
- * OpenSSL both ask for AES-256-GCM-SHA384 first) and X25519 first among
- * groups (the key share OpenSSL and mbedTLS 3 send first, so no retry).
- */
-#define TLS_PRIORITIES "NORMAL:%SERVER_PRECEDENCE:-CIPHER-ALL:+AES-128-GCM:" \
-	"+CHACHA20-POLY1305:+AES-256-GCM:+AES-128-CCM:+AES-256-CCM:" \
-	"+AES-128-CBC:+AES-256-CBC:-GROUP-ALL:+GROUP-X25519:+GROUP-SECP256R1:" \
-	"+GROUP-SECP384R1:+GROUP-SECP521R1:+GROUP-X448:+GROUP-FFDHE2048:" \
-	"+GROUP-FFDHE3072:+GROUP-FFDHE4096"
 
 /*
  * The certificate chain and key (PEM files) and the ticket settings:

@@ -1431,7 +1431,7 @@ http_start(const struct http_options *opt, const struct http_route *routes,
 	 * the socket itself, so microhttpd never sees the EAGAIN that takes
 	 * a connection off its epoll ready list, and spins calling the
 	 * handshake (and recv) until the client's next flight arrives: about
-	 * 120 recv calls a connection, a quarter of the CPU, and 0.8 times
+	 * 120 recv calls a connection, a quarter of the CPU, and 0.7 times
 	 * the handshakes poll() serves (tests/bench/tls.sh).
 	 */
 	if ((h->tls = opt->tls) != NULL)
@@ -1457,7 +1457,6 @@ http_start(const struct http_options *opt, const struct http_route *routes,
 		    MHD_OPTION_NOTIFY_COMPLETED, completed_cb, h,
 		    MHD_OPTION_NOTIFY_CONNECTION, connection_cb, h,
 		    MHD_OPTION_HTTPS_CERT_CALLBACK, tls_certificate,
-		    MHD_OPTION_HTTPS_PRIORITIES, TLS_PRIORITIES,
 		    MHD_OPTION_END);
 	else
 		h->daemon = MHD_start_daemon(flags, 0, accept_cb, h, access_cb, h,
