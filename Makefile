@@ -63,8 +63,8 @@ DEPS_BUILD := gcc make pkg-config libmicrohttpd-dev libgnutls28-dev libssl-dev \
 DEPS_TEST  := libcmocka-dev python3 python3-pytest sqlite3 openssl curl \
 	cppcheck clang libclang-rt-14-dev mosquitto mosquitto-clients iproute2 \
 	chromium chromium-driver python3-selenium postgresql python3-psycopg2 \
-	haproxy
-DEPS_BENCH := wrk nginx-light bc bsdiff xdelta3 time
+	haproxy nginx-light
+DEPS_BENCH := wrk bc bsdiff xdelta3 time
 
 .PHONY: all run test unit integration integration-pg deps deps-test deps-bench lint \
 	install clean bench fuzz
