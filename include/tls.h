@@ -30,8 +30,8 @@ struct tls *tls_new(const char *cert_path, const char *key_path,
 
 /*
  * Read the certificate and key again: the next handshake serves them,
- * connections already open keep theirs. 0, or -1 with why (the one served
- * stays).
+ * connections already open keep theirs. 0, 1 when the files have not
+ * changed (nothing replaced), or -1 with why (the one served stays).
  */
 int tls_reload(struct tls *t, const char *cert_path, const char *key_path,
     char *why, size_t whylen);

@@ -163,12 +163,18 @@ reload(const char *path, struct conf *conf, struct registry *reg,
 	 * connections open keep theirs (new paths take a restart).
 	 */
 	if (tls != NULL) {
-		if (tls_reload(tls, conf->tls_cert, conf->tls_key, err,
-		    sizeof(err)) == 0)
+		switch (tls_reload(tls, conf->tls_cert, conf->tls_key, err,
+		    sizeof(err))) {
+		case 0:
 			log_info("TLS certificate '%s' read again: served from "
 			    "the next handshake", conf->tls_cert);
-		else
+			break;
+		case 1:
+			log_info("TLS certificate '%s' unchanged", conf->tls_cert);
+			break;
+		default:
 			log_warnx("keeping the TLS certificate served: %s", err);
+		}
 	}
 	rollout_reload(rollout);
 	sd_notify(0, "READY=1");

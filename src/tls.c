@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include <gnutls/abstract.h>
+#include <gnutls/crypto.h>
 #include <gnutls/gnutls.h>
 #include <gnutls/x509.h>
 
@@ -20,6 +21,8 @@ struct creds {
 	gnutls_pcert_st pcert[CHAIN_MAX];
 	unsigned n;
 	gnutls_privkey_t key;
+	/* of the two files' bytes: a reload of the same files changes nothing */
+	unsigned char digest[32];
 	/*
 	 * The ones served before: a handshake may still hold them, and
 	 * GnuTLS does not say when it is done, so they stay until exit (a
@@ -52,6 +55,24 @@ creds_free(struct creds *c)
 		free(c);
 		c = older;
 	}
+}
+
+/* digest = SHA-256(digest || data): the key's bytes after the chain's */
+static int
+fold_digest(unsigned char digest[32], const gnutls_datum_t *data)
+{
+	gnutls_hash_hd_t h;
+	int rc;
+
+	if ((rc = gnutls_hash_init(&h, GNUTLS_DIG_SHA256)) < 0)
+		return rc;
+	if ((rc = gnutls_hash(h, digest, 32)) < 0 ||
+	    (rc = gnutls_hash(h, data->data, data->size)) < 0) {
+		gnutls_hash_deinit(h, NULL);
+		return rc;
+	}
+	gnutls_hash_deinit(h, digest);
+	return 0;
 }
 
 /* The chain and key of two PEM files, checked to belong together. */
@@ -87,7 +108,10 @@ creds_load(const char *cert_path, const char *key_path, char *why,
 		goto done;
 	}
 	c->n = CHAIN_MAX;
-	if ((rc = gnutls_pcert_list_import_x509_raw(c->pcert, &c->n, &cert,
+	if ((rc = gnutls_hash_fast(GNUTLS_DIG_SHA256, cert.data, cert.size,
+	    c->digest)) < 0 ||
+	    (rc = fold_digest(c->digest, &key)) < 0 ||
+	    (rc = gnutls_pcert_list_import_x509_raw(c->pcert, &c->n, &cert,
 	    GNUTLS_X509_FMT_PEM, 0)) < 0 ||
 	    (rc = gnutls_privkey_init(&c->key)) < 0 ||
 	    (rc = gnutls_privkey_import_x509_raw(c->key, &key,
@@ -178,6 +202,13 @@ tls_reload(struct tls *t, const char *cert_path, const char *key_path,
 		return -1;
 	pthread_mutex_lock(&t->reload_mu);
 	c->older = atomic_load(&t->served);
+	if (memcmp(c->digest, c->older->digest, sizeof(c->digest)) == 0) {
+		/* the same files: kept, not stacked up at every reload */
+		pthread_mutex_unlock(&t->reload_mu);
+		c->older = NULL;
+		creds_free(c);
+		return 1;
+	}
 	atomic_store(&t->served, c);
 	pthread_mutex_unlock(&t->reload_mu);
 	return 0;

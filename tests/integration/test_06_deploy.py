@@ -200,6 +200,12 @@ def test_sighup_serves_a_renewed_certificate_to_the_next_connection(
         r = kept.getresponse()
         assert r.status == 200 and r.read()
         first = tls_poll(d.port, ctx)[3]
+        # a reload with the same files (any change of otad.conf) keeps
+        # what is served
+        d.proc.send_signal(signal.SIGHUP)
+        d.wait_for(lambda: any("TLS certificate" in l and "unchanged" in l
+                               for l in d.log), 10, "the reload")
+        assert tls_poll(d.port, ctx)[3] == first
         # renewed in place (a new key too), as certbot does
         renewed = tmp_path / "renewed"
         renewed.mkdir()
