@@ -173,15 +173,16 @@ run: deps
 unit: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; SHARED=$(CURDIR)/../shared $$t; done
 
+# the slowest tests are named at the end, to keep the suite within budget
 integration: all
 	OTAD_BUILD=$(CURDIR)/$(BUILD) SHARED=$(CURDIR)/../shared \
-		/usr/bin/python3 -m pytest -q tests/integration
+		/usr/bin/python3 -m pytest -q --durations=15 tests/integration
 
 # the same suite with the registry in a real PostgreSQL the tests start
 integration-pg: all
 	OTAD_TEST_BACKEND=postgresql OTAD_BUILD=$(CURDIR)/$(BUILD) \
 		SHARED=$(CURDIR)/../shared \
-		/usr/bin/python3 -m pytest -q tests/integration
+		/usr/bin/python3 -m pytest -q --durations=15 tests/integration
 
 test: deps-test
 	@$(MAKE) --no-print-directory all

@@ -82,6 +82,24 @@ struct api_thread {
 
 /* This thread's reader and snapshot; NULL when the registry cannot open. */
 struct api_thread *api_thread_state(struct api *api);
+
+/*
+ * An answer that must not go before its record is on disk (a report's
+ * 200; a refusal later requests must see): rec is queued durable and the
+ * request suspended until the writer committed it (or failed, or the
+ * wait ran out); note is kept for the answer. Answers only on failure
+ * to queue. The handler is then called again: api_durable_outcome says
+ * how it went (and gives the note back).
+ */
+int api_submit_durable(struct http_request *req, struct api *api,
+    struct record *rec, const char *note);
+enum durable {
+	DURABLE_NOT_WAITING, /* a first call: not submitted */
+	DURABLE_WRITTEN,
+	DURABLE_NOT_WRITTEN, /* err: OTAD_ERR_BUSY when not in time */
+};
+enum durable api_durable_outcome(struct http_request *req,
+    enum otad_err *err, const char **note);
 /* Answer an error from a helper whose caller must stop: -1. */
 int api_refuse(struct http_request *req, unsigned status, const char *msg);
 /* 401 with the challenges ESP32 clients answer (Basic first). -1. */

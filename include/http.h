@@ -116,11 +116,12 @@ void http_free_basic(char *user, char *pass);
 void http_peer(const struct http_request *req, char *buf, size_t len);
 /*
  * The handler's own pointer for this request, kept across suspend and
- * resume (POST routes only). release, if set, runs when the request ends,
- * however it ends (answered, client gone, daemon stopping).
+ * resume. release, if set, runs when the request ends, however it ends
+ * (answered, client gone, daemon stopping). Set it before suspending a
+ * request without a body. -1: out of memory (nothing kept).
  */
 void *http_userdata(const struct http_request *req);
-void http_set_userdata(struct http_request *req, void *data,
+int http_set_userdata(struct http_request *req, void *data,
     void (*release)(void *));
 
 /*

@@ -45,11 +45,13 @@
  * once the writer has an answer; a request resumed without it (the daemon
  * stopping) must not claim the report was recorded.
  */
+/* A request waiting for its record to be on disk (api_submit_durable). */
 struct report_wait {
 	atomic_int refs;
 	atomic_int done;
 	enum otad_err err; /* valid once done */
 	struct http_ticket ticket;
+	char note[256];    /* the submitter's words for its answer */
 };
 
 static void
@@ -399,31 +401,73 @@ report_done(void *arg, enum otad_err err)
 	report_wait_release(w);
 }
 
+enum durable
+api_durable_outcome(struct http_request *req, enum otad_err *err,
+    const char **note)
+{
+	struct report_wait *w = http_userdata(req);
+
+	if (w == NULL)
+		return DURABLE_NOT_WAITING;
+	/* resumed: by the writer, or by a stopping daemon */
+	*note = w->note;
+	*err = atomic_load(&w->done) ? w->err : OTAD_ERR_BUSY;
+	return *err == OTAD_OK ? DURABLE_WRITTEN : DURABLE_NOT_WRITTEN;
+}
+
+int
+api_submit_durable(struct http_request *req, struct api *api,
+    struct record *rec, const char *note)
+{
+	struct report_wait *w;
+	enum otad_err rc;
+
+	if ((w = calloc(1, sizeof(*w))) == NULL ||
+	    http_set_userdata(req, w, report_wait_release) < 0) {
+		free(w);
+		free(rec);
+		return http_error(req, 503, "out of memory");
+	}
+	atomic_init(&w->refs, 2);
+	atomic_init(&w->done, 0);
+	snprintf(w->note, sizeof(w->note), "%s", note ? note : "");
+	rec->durable = 1;
+	rec->done = report_done;
+	rec->done_arg = w;
+	/* suspend first: the writer may finish before we return */
+	w->ticket = http_suspend(req);
+	if ((rc = registry_submit(api->reg, rec)) != OTAD_OK) {
+		free(rec);
+		report_done(w, rc);
+	}
+	return 0;
+}
+
 static int
 api_report(struct http_request *req, void *arg)
 {
 	struct api *api = arg;
-	struct report_wait *w = http_userdata(req);
 	struct api_thread *t;
 	struct device_row row;
 	struct record *rec;
-	const char *bad;
+	const char *bad, *note;
 	char msg[256];
-	enum otad_err rc;
+	enum otad_err err;
 
-	if (w != NULL) {
-		/* resumed: by the writer, or by a stopping daemon */
-		/* not written in time (or stopping), or its queue was full */
-		if (!atomic_load(&w->done) || w->err == OTAD_ERR_BUSY)
-			return registry_busy(req);
-		if (w->err != OTAD_OK) {
-			metrics_add(M_RECORD_ERRORS, 1);
-			return http_error(req, http_status_of(w->err),
-			    "report not recorded; try again");
-		}
+	switch (api_durable_outcome(req, &err, &note)) {
+	case DURABLE_WRITTEN:
 		metrics_add(M_REPORTS, 1);
 		return http_send(req, 200, "application/json",
 		    "{\"recorded\":true}", 17);
+	case DURABLE_NOT_WRITTEN:
+		/* not written in time (or stopping), or its queue was full */
+		if (err == OTAD_ERR_BUSY)
+			return registry_busy(req);
+		metrics_add(M_RECORD_ERRORS, 1);
+		return http_error(req, http_status_of(err),
+		    "report not recorded; try again");
+	case DURABLE_NOT_WAITING:
+		break;
 	}
 	if (api_gate_address(req, api) < 0)
 		return 0;
@@ -449,25 +493,9 @@ api_report(struct http_request *req, void *arg)
 		free(rec);
 		return registry_busy(req);
 	}
-	if ((w = calloc(1, sizeof(*w))) == NULL) {
-		free(rec);
-		return http_error(req, 503, "out of memory");
-	}
-	atomic_init(&w->refs, 2);
-	atomic_init(&w->done, 0);
-	http_set_userdata(req, w, report_wait_release);
 	rec->at = (int64_t)time(NULL);
 	http_peer(req, rec->address, sizeof(rec->address));
-	rec->durable = 1;
-	rec->done = report_done;
-	rec->done_arg = w;
-	/* suspend first: the writer may finish before we return */
-	w->ticket = http_suspend(req);
-	if ((rc = registry_submit(api->reg, rec)) != OTAD_OK) {
-		free(rec);
-		report_done(w, rc);
-	}
-	return 0;
+	return api_submit_durable(req, api, rec, NULL);
 }
 
 /*

@@ -13,7 +13,6 @@
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -28,11 +27,11 @@
 #include <jansson.h>
 #include <microhttpd.h>
 
+#include "connwatch.h"
 #include "http.h"
 #include "tls.h"
 #include "log.h"
 #include "metrics.h"
-#include "ratelimit.h"
 
 /* What *con_cls holds between calls: a static marker or a heap body. */
 enum pending_kind {
@@ -93,36 +92,6 @@ struct count_ctx {
 	void *arg;
 };
 
-/*
- * One per open connection (microhttpd's socket context), so a request
- * that arrives too slowly can be cut: microhttpd's own timeout counts
- * only idleness, and a byte every few seconds keeps it at bay.
- */
-enum watch_phase {
-	/*
-	 * TLS, connected at 'since', no request yet: microhttpd times out
-	 * no connection before its handshake is done, so a client that
-	 * connects and says nothing would hold its place for ever
-	 */
-	WATCH_HANDSHAKE,
-	WATCH_IDLE,   /* waiting for a request, since 'since' */
-	WATCH_BODY,   /* headers in at 'since', the body still coming */
-	WATCH_ANSWER, /* being answered (or suspended): not ours to cut */
-};
-
-struct conn_watch {
-	struct conn_watch *prev, *next; /* h->watches, under watch_mu */
-	int fd;
-	unsigned char addr[16]; /* counted in h->conncap when addrlen > 0 */
-	size_t addrlen;
-	atomic_int phase;
-	atomic_llong since; /* monotonic ms */
-	atomic_uint gen;    /* moves at every answer completed */
-	/* the reaper's own: a new request's first bytes seen at 'began' */
-	unsigned seen_gen;
-	long long began;
-};
-
 struct http {
 	struct MHD_Daemon *daemon;
 	const struct http_route *routes;
@@ -136,58 +105,11 @@ struct http {
 	struct body_ctx *suspended;
 	uint64_t next_ticket;
 	atomic_int closing; /* stopping: new connections are turned away */
-	/* connections: counted per address, watched for slow requests */
-	struct conncap *conncap;
-	unsigned per_address;
 	struct proxies proxies; /* trusted to name the device's address */
-	unsigned request_timeout; /* seconds; 0 = not watched */
-	unsigned handshake_timeout; /* seconds from connect to a request */
-	pthread_mutex_t watch_mu;
-	struct conn_watch *watches;
-	pthread_t reaper;
-	int reaper_running;
-	pthread_mutex_t reaper_mu;
-	pthread_cond_t reaper_wake;
-	int reaper_stop;
+	struct connwatch *watch; /* connections counted and watched */
 };
 
 static atomic_long in_flight;
-
-static long long
-monotonic_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* The connection's watch, or NULL. */
-static struct conn_watch *
-watch_of(struct MHD_Connection *conn)
-{
-	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn,
-	    MHD_CONNECTION_INFO_SOCKET_CONTEXT);
-
-	return ci != NULL ? ci->socket_context : NULL;
-}
-
-static void
-watch_phase(struct MHD_Connection *conn, enum watch_phase phase)
-{
-	struct conn_watch *w = watch_of(conn);
-
-	if (w == NULL)
-		return;
-	if (phase != WATCH_ANSWER)
-		atomic_store(&w->since, monotonic_ms());
-	if (phase == WATCH_IDLE)
-		atomic_fetch_add(&w->gen, 1);
-	atomic_store(&w->phase, phase);
-}
-
-/* Data this close to an idle phase's start may belong before it. */
-#define DATA_SLACK_MS 100
 
 /* Bodies over the limit but under this are read and dropped (see below). */
 #define DISCARD_MAX (1024 * 1024)
@@ -454,7 +376,7 @@ first_call(struct http *h, struct MHD_Connection *conn, const char *url,
 	int too_large = 0;
 
 	atomic_fetch_add(&in_flight, 1);
-	watch_phase(conn, WATCH_ANSWER); /* its headers are in */
+	connwatch_phase(conn, WATCH_ANSWER); /* its headers are in */
 	scan_request(conn, method, &scan);
 	/* RFC 9112 6.3: framing that two parsers may read two ways */
 	if (scan.chunked && scan.content_lengths > 0)
@@ -513,7 +435,7 @@ first_call(struct http *h, struct MHD_Connection *conn, const char *url,
 	ctx->h = h;
 	ctx->conn = conn;
 	*con_cls = ctx;
-	watch_phase(conn, WATCH_BODY); /* until the body is in */
+	connwatch_phase(conn, WATCH_BODY); /* until the body is in */
 	if (route->chunk != NULL) {
 		/*
 		 * A streamed body's route looks at the headers first (who,
@@ -621,7 +543,7 @@ stream_body(struct http *h, struct body_ctx *ctx, struct MHD_Connection *conn,
 			ctx->refused = 1;
 		return MHD_YES;
 	}
-	watch_phase(conn, WATCH_ANSWER);
+	connwatch_phase(conn, WATCH_ANSWER);
 	return run_handler(&ctx->req);
 }
 
@@ -675,7 +597,7 @@ access_cb(void *cls, struct MHD_Connection *conn, const char *url,
 		if (ctx->ticket != 0)
 			ctx->resumed = 1; /* called again after a resume */
 		else
-			watch_phase(conn, WATCH_ANSWER);
+			connwatch_phase(conn, WATCH_ANSWER);
 		request_init(&ctx->req, h, conn, url, p->route, method,
 		    con_cls);
 		ctx->req.body = ctx;
@@ -720,7 +642,7 @@ completed_cb(void *cls, struct MHD_Connection *conn, void **con_cls,
 	struct http *h = cls;
 	struct pending *p = *con_cls;
 
-	watch_phase(conn, WATCH_IDLE);
+	connwatch_phase(conn, WATCH_IDLE);
 	if (p != NULL) {
 		if (p->kind == PENDING_BODY) {
 			struct body_ctx *ctx = (struct body_ctx *)p;
@@ -872,14 +794,30 @@ http_userdata(const struct http_request *req)
 	return req->body ? req->body->userdata : NULL;
 }
 
-void
+int
 http_set_userdata(struct http_request *req, void *data,
     void (*release)(void *))
 {
-	if (req->body == NULL)
-		return;
+	struct body_ctx *ctx;
+
+	if (req->body == NULL) {
+		/*
+		 * A bodyless request that keeps something (it suspends, say):
+		 * its marker becomes what a request with a body has, which
+		 * the next call of the handler finds
+		 */
+		if ((ctx = calloc(1, sizeof(*ctx))) == NULL)
+			return -1;
+		ctx->p.kind = PENDING_BODY;
+		ctx->p.route = req->route;
+		ctx->h = req->h;
+		ctx->conn = req->conn;
+		*req->con_cls = ctx;
+		req->body = ctx;
+	}
 	req->body->userdata = data;
 	req->body->userdata_release = release;
+	return 0;
 }
 
 int
@@ -1186,187 +1124,23 @@ mhd_log(void *cls, const char *fmt, va_list ap)
 	log_debug("microhttpd: %s", line);
 }
 
-/* ---- connections: one address's share, and requests that trickle ---- */
-
-/*
- * The peer's address bytes (4 or 16) into out; 0 for loopback, a trusted
- * proxy or none: those are not capped.
- */
-static size_t
-peer_key(const struct http *h, struct MHD_Connection *conn,
-    unsigned char out[16])
-{
-	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn,
-	    MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-	const struct sockaddr *sa = ci ? ci->client_addr : NULL;
-
-	if (sa == NULL || proxies_trust_sockaddr(&h->proxies, sa))
-		return 0;
-	if (sa->sa_family == AF_INET) {
-		const struct sockaddr_in *s4 = (const void *)sa;
-
-		memcpy(out, &s4->sin_addr, 4);
-		return out[0] == 127 ? 0 : 4;
-	}
-	if (sa->sa_family == AF_INET6) {
-		const struct sockaddr_in6 *s6 = (const void *)sa;
-
-		memcpy(out, &s6->sin6_addr, 16);
-		if (IN6_IS_ADDR_LOOPBACK(&s6->sin6_addr) ||
-		    (IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr) && out[12] == 127))
-			return 0;
-		return 16;
-	}
-	return 0;
-}
-
-/*
- * Over its address's share: a plain-HTTP client is told why (it has sent
- * nothing microhttpd read yet, so ours is the only answer), then the
- * connection is shut and microhttpd closes it.
- */
-static void
-refuse_connection(const struct http *h, int fd)
-{
-	static const char answer[] = "HTTP/1.1 429 Too Many Requests\r\n"
-	    "Content-Type: application/json\r\nRetry-After: 10\r\n"
-	    "Connection: close\r\nContent-Length: 51\r\n\r\n"
-	    "{\"error\":\"too many connections from this address\"}";
-
-	metrics_add(M_CONNECTIONS_REFUSED, 1);
-	if (fd < 0)
-		return;
-	if (h->tls == NULL && send(fd, answer, sizeof(answer) - 1, MSG_NOSIGNAL |
-	    MSG_DONTWAIT) < 0)
-		log_debug("cannot tell a refused connection why: %s",
-		    strerror(errno));
-	shutdown(fd, SHUT_RDWR);
-}
-
+/* A connection opened (before its TLS handshake) or closed. */
 static void
 connection_cb(void *cls, struct MHD_Connection *conn, void **socket_context,
     enum MHD_ConnectionNotificationCode code)
 {
 	struct http *h = cls;
-	struct conn_watch *w = *socket_context;
 	const union MHD_ConnectionInfo *ci;
 
 	if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
-		if (w == NULL)
-			return;
-		pthread_mutex_lock(&h->watch_mu);
-		if (w->prev != NULL)
-			w->prev->next = w->next;
-		else
-			h->watches = w->next;
-		if (w->next != NULL)
-			w->next->prev = w->prev;
-		pthread_mutex_unlock(&h->watch_mu);
-		if (w->addrlen > 0)
-			conncap_give(h->conncap, w->addr, w->addrlen);
-		free(w);
-		*socket_context = NULL;
+		connwatch_closed(h->watch, socket_context);
 		return;
 	}
 	/* before its handshake: its session may be resumed by a ticket */
 	if (h->tls != NULL && (ci = MHD_get_connection_info(conn,
 	    MHD_CONNECTION_INFO_GNUTLS_SESSION)) != NULL)
 		tls_session_started(h->tls, (gnutls_session_t)ci->tls_session);
-	if ((w = calloc(1, sizeof(*w))) == NULL)
-		return; /* unwatched and uncounted, but served */
-	ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
-	w->fd = ci != NULL ? ci->connect_fd : -1;
-	atomic_init(&w->phase, h->tls != NULL ? WATCH_HANDSHAKE : WATCH_IDLE);
-	atomic_init(&w->since, monotonic_ms());
-	atomic_init(&w->gen, 0);
-	w->addrlen = peer_key(h, conn, w->addr);
-	if (w->addrlen > 0 && !conncap_take(h->conncap, w->addr, w->addrlen,
-	    h->per_address)) {
-		w->addrlen = 0; /* not counted: nothing to give back */
-		atomic_store(&w->phase, WATCH_ANSWER);
-		refuse_connection(h, w->fd);
-	}
-	pthread_mutex_lock(&h->watch_mu);
-	w->next = h->watches;
-	if (w->next != NULL)
-		w->next->prev = w;
-	h->watches = w;
-	pthread_mutex_unlock(&h->watch_mu);
-	*socket_context = w;
-}
-
-/*
- * Is a request arriving on this idle connection, and since when? The
- * kernel knows when data last came (TCP_INFO): data after the idle phase
- * began is a request on its way. Under watch_mu.
- */
-static int
-request_started(struct conn_watch *w, long long now, long long since)
-{
-	struct tcp_info ti;
-	socklen_t len = sizeof(ti);
-	unsigned gen = atomic_load(&w->gen);
-
-	if (gen != w->seen_gen) {
-		w->seen_gen = gen;
-		w->began = 0;
-	}
-	/*
-	 * The kernel counts in jiffies: data that came a few ms before the
-	 * idle phase began may look as if it came after. Only data well
-	 * after it is a new request.
-	 */
-	if (w->began == 0 && w->fd >= 0 &&
-	    getsockopt(w->fd, IPPROTO_TCP, TCP_INFO, &ti, &len) == 0 &&
-	    (long long)ti.tcpi_last_data_recv + DATA_SLACK_MS < now - since)
-		w->began = now - ti.tcpi_last_data_recv;
-	return w->began != 0;
-}
-
-/* Once a second: shut every connection whose request takes too long. */
-static void *
-reaper_main(void *arg)
-{
-	struct http *h = arg;
-	long long limit = (long long)h->request_timeout * 1000;
-	long long handshake = (long long)h->handshake_timeout * 1000;
-	struct timespec until;
-	struct conn_watch *w;
-
-	pthread_mutex_lock(&h->reaper_mu);
-	while (!h->reaper_stop) {
-		long long now;
-
-		clock_gettime(CLOCK_REALTIME, &until);
-		until.tv_sec += 1;
-		pthread_cond_timedwait(&h->reaper_wake, &h->reaper_mu, &until);
-		if (h->reaper_stop)
-			break;
-		now = monotonic_ms();
-		pthread_mutex_lock(&h->watch_mu);
-		for (w = h->watches; w != NULL; w = w->next) {
-			int phase = atomic_load(&w->phase);
-			long long since = atomic_load(&w->since);
-
-			if (phase == WATCH_ANSWER || w->fd < 0)
-				continue;
-			if (phase == WATCH_HANDSHAKE) {
-				if (now - since <= handshake)
-					continue;
-			} else if (limit == 0 || (phase == WATCH_BODY ?
-			    now - since <= limit :
-			    !request_started(w, now, since) ||
-			    now - w->began <= limit))
-				continue;
-			/* microhttpd sees the end, closes, and notifies */
-			shutdown(w->fd, SHUT_RDWR);
-			atomic_store(&w->phase, WATCH_ANSWER);
-			metrics_add(M_CONNECTIONS_SLOW, 1);
-		}
-		pthread_mutex_unlock(&h->watch_mu);
-	}
-	pthread_mutex_unlock(&h->reaper_mu);
-	return NULL;
+	connwatch_opened(h->watch, conn, socket_context);
 }
 
 /* Accept policy: while stopping, a new connection is closed at once. */
@@ -1388,6 +1162,7 @@ http_start(const struct http_options *opt, const struct http_route *routes,
 	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
 	    MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC | MHD_USE_TURBO |
 	    MHD_USE_ERROR_LOG;
+	struct connwatch_options wopt = {0};
 	struct http *h;
 	size_t i, pool;
 	int fd;
@@ -1399,24 +1174,24 @@ http_start(const struct http_options *opt, const struct http_route *routes,
 		free(h);
 		return OTAD_ERR_NOMEM;
 	}
-	pthread_mutex_init(&h->susp_mu, NULL);
-	pthread_mutex_init(&h->watch_mu, NULL);
-	pthread_mutex_init(&h->reaper_mu, NULL);
-	pthread_cond_init(&h->reaper_wake, NULL);
-	h->per_address = opt->max_connections_per_address;
 	if (opt->proxies != NULL)
 		h->proxies = *opt->proxies;
-	h->request_timeout = opt->request_timeout;
-	/* a handshake and the first request: within either bound */
-	h->handshake_timeout = opt->connection_timeout;
-	if (opt->request_timeout > 0 &&
-	    opt->request_timeout < h->handshake_timeout)
-		h->handshake_timeout = opt->request_timeout;
-	if ((h->conncap = conncap_new(1 << 14)) == NULL) {
+	wopt.per_address = opt->max_connections_per_address;
+	wopt.proxies = &h->proxies;
+	wopt.request_timeout = opt->request_timeout;
+	if (opt->tls != NULL) {
+		/* a handshake and the first request: within either bound */
+		wopt.handshake_timeout = opt->connection_timeout;
+		if (opt->request_timeout > 0 &&
+		    opt->request_timeout < wopt.handshake_timeout)
+			wopt.handshake_timeout = opt->request_timeout;
+	}
+	if ((h->watch = connwatch_new(&wopt)) == NULL) {
 		free(h->route_pending);
 		free(h);
 		return OTAD_ERR_NOMEM;
 	}
+	pthread_mutex_init(&h->susp_mu, NULL);
 	h->routes = routes;
 	h->nroutes = nroutes;
 	h->arg = arg;
@@ -1474,18 +1249,12 @@ http_start(const struct http_options *opt, const struct http_route *routes,
 		close(fd);
 		goto fail;
 	}
-	if (h->request_timeout > 0 || opt->tls != NULL) {
-		if (pthread_create(&h->reaper, NULL, reaper_main, h) != 0)
-			log_warnx("cannot start the slow-request reaper");
-		else
-			h->reaper_running = 1;
-		pthread_setname_np(h->reaper, "otad-reaper");
-	}
+	connwatch_start(h->watch);
 	*out = h;
 	return OTAD_OK;
 fail:
 	free(h->route_pending);
-	conncap_free(h->conncap);
+	connwatch_free(h->watch);
 	pthread_mutex_destroy(&h->susp_mu);
 	free(h);
 	return OTAD_ERR_IO;
@@ -1537,14 +1306,7 @@ http_stop(struct http *h, unsigned grace)
 		resume_all(h);
 		wait_in_flight(1);
 	}
-	if (h->reaper_running) {
-		pthread_mutex_lock(&h->reaper_mu);
-		h->reaper_stop = 1;
-		pthread_cond_signal(&h->reaper_wake);
-		pthread_mutex_unlock(&h->reaper_mu);
-		pthread_join(h->reaper, NULL);
-		h->reaper_running = 0;
-	}
+	connwatch_stop(h->watch);
 	MHD_stop_daemon(h->daemon);
 	h->daemon = NULL;
 }
@@ -1558,10 +1320,7 @@ http_free(struct http *h)
 	if (h->daemon != NULL)
 		http_stop(h, 0);
 	pthread_mutex_destroy(&h->susp_mu);
-	pthread_mutex_destroy(&h->watch_mu);
-	pthread_mutex_destroy(&h->reaper_mu);
-	pthread_cond_destroy(&h->reaper_wake);
-	conncap_free(h->conncap);
+	connwatch_free(h->watch);
 	free(h->route_pending);
 	free(h);
 }

@@ -55,6 +55,7 @@ struct pull {
 	struct device_row row;
 	const struct offer *listed; /* NULL: nothing for it */
 	const struct offer *offer;  /* what the decision offers it now */
+	int64_t refused_release;    /* rolled back from it; 0 none */
 };
 
 /* A path segment of at most max bytes into out; -1 if longer or bad. */
@@ -166,6 +167,7 @@ pull_decide(struct http_request *req, struct api *api, struct pull *p,
 	if (p->id != NULL && registry_device_refusal(t->reader, p->id,
 	    &refusal) == OTAD_OK)
 		facts.refused_release = refusal.rolled_back_release;
+	p->refused_release = facts.refused_release;
 	snap = rollout_snapshot(api->rollout, &t->snap);
 	policy_decide(&facts, snap->offers, snap->n, &snap->stones,
 	    (int64_t)time(NULL), &d);
@@ -180,20 +182,21 @@ pull_decide(struct http_request *req, struct api *api, struct pull *p,
 }
 
 /*
- * The poll of a known device: seen, and what its silence since its last
- * image says (an inferred success, see apply_silent). refetch: the
- * release it fetched again after it was delivered. offer: the release
- * whose image it is fetching now (its attempt opens).
+ * The record of a known device's poll: seen, and what its silence since
+ * its last image says (an inferred success, see apply_silent). refetch:
+ * the release it fetched again after it was delivered. offer: the release
+ * whose image it is fetching now (its attempt opens). NULL for a poll
+ * without identity (or out of memory).
  */
-static void
-pull_record(struct http_request *req, struct api *api, const struct pull *p,
+static struct record *
+pull_checkin(struct http_request *req, struct api *api, const struct pull *p,
     int64_t refetch, const struct offer *offer)
 {
 	struct record *rec;
 
 	if (p->id == NULL ||
 	    (rec = registry_record_new(RECORD_CHECKIN)) == NULL)
-		return;
+		return NULL;
 	rec->at = (int64_t)time(NULL);
 	snprintf(rec->device, sizeof(rec->device), "%s", p->id);
 	snprintf(rec->product, sizeof(rec->product), "%s", p->product);
@@ -211,7 +214,18 @@ pull_record(struct http_request *req, struct api *api, const struct pull *p,
 		snprintf(rec->offer_version, sizeof(rec->offer_version), "%s",
 		    offer->version);
 	}
-	api_record(api, rec);
+	return rec;
+}
+
+/* The same, queued. */
+static void
+pull_record(struct http_request *req, struct api *api, const struct pull *p,
+    int64_t refetch, const struct offer *offer)
+{
+	struct record *rec = pull_checkin(req, api, p, refetch, offer);
+
+	if (rec != NULL)
+		api_record(api, rec);
 }
 
 /*
@@ -369,6 +383,22 @@ pull_ghota(struct http_request *req, void *arg)
 	return pull_manifest(req, arg, GHOTA, target);
 }
 
+/* Is sha the image of the release p's device rolled back from? */
+static int
+refused_image(const struct snapshot *snap, const struct pull *p,
+    const char *sha)
+{
+	size_t i;
+
+	if (p->refused_release == 0 || snap == NULL)
+		return 0;
+	for (i = 0; i < snap->n; i++)
+		if (snap->offers[i].release_id == p->refused_release &&
+		    strcmp(snap->offers[i].sha256, sha) == 0)
+			return 1;
+	return 0;
+}
+
 /*
  * The image a manifest named. For the device it was listed to, fetching
  * it is taking the update: its attempt opens; fetching it again after it
@@ -382,10 +412,21 @@ pull_image(struct http_request *req, void *arg)
 	struct device_refusal r;
 	struct api_thread *t;
 	char sha[65], msg[256];
-	const char *product;
+	const char *product, *note;
 	struct pull p;
 	int64_t now = (int64_t)time(NULL);
+	struct record *rec;
+	enum otad_err err;
 
+	switch (api_durable_outcome(req, &err, &note)) {
+	case DURABLE_WRITTEN:
+		return http_error(req, 409, note);
+	case DURABLE_NOT_WRITTEN:
+		return http_error_header(req, 503, "registry busy; try again",
+		    "Retry-After", "5");
+	case DURABLE_NOT_WAITING:
+		break;
+	}
 	memset(&p, 0, sizeof(p));
 	if (api_gate_address(req, api) < 0)
 		return 0;
@@ -406,6 +447,11 @@ pull_image(struct http_request *req, void *arg)
 	if (pull_decide(req, api, &p, &t) < 0)
 		return 0;
 	if (p.offer == NULL || strcmp(p.offer->sha256, sha) != 0) {
+		/* the release it rolled back from, by an old link: not again */
+		if (refused_image(t->snap, &p, sha))
+			return http_error(req, 409, "this device rolled back "
+			    "from this image's release: it is not offered to "
+			    "it again");
 		/* not its update (an old link): served, nothing opened */
 		pull_record(req, api, &p, 0, NULL);
 		return download_released(req, api, sha, p.id, NULL,
@@ -416,12 +462,18 @@ pull_image(struct http_request *req, void *arg)
 	    r.pending_delivered_at >= 0 && now - r.pending_delivered_at >=
 	    (int64_t)(atomic_load(&api->infer_after) < REFETCH_GRACE ?
 	    atomic_load(&api->infer_after) : REFETCH_GRACE)) {
-		pull_record(req, api, &p, p.offer->release_id, NULL);
 		metrics_add(M_PULL_INFERRED_ROLLBACKS, 1);
 		snprintf(msg, sizeof(msg), "this device fetched %s again after "
 		    "it was delivered: the update did not stay, and %s is not "
 		    "offered to it again", p.offer->version, p.offer->version);
-		return http_error(req, 409, msg);
+		/*
+		 * answered once on disk: the device's next poll must not
+		 * list it again (nor serve it as an old link)
+		 */
+		if ((rec = pull_checkin(req, api, &p, p.offer->release_id,
+		    NULL)) == NULL)
+			return http_error(req, 503, "out of memory");
+		return api_submit_durable(req, api, rec, msg);
 	}
 	pull_record(req, api, &p, 0, p.offer);
 	return download_released(req, api, sha, p.id, NULL, SERVE_RANGE);

@@ -107,6 +107,7 @@ class Library:
         url = self.check()
         if url is None:
             return None
+        self.url = url
         self.fetches += 1
         r = self.download(path_of(url, self.d.port))
         if r is None:
@@ -377,6 +378,8 @@ def test_library_as_it_ships(fleet, library):
     # then on it is listed what it runs
     assert bad.poll() == "failed" and bad.fetches == 2
     assert bad.poll() is None and bad.fetches == 2
+    # nor is it served by the link the device was given before
+    assert bad.download(path_of(bad.url, d.port)) is None
     # polling on without fetching it again (a fetch follows the poll
     # that lists what a device lacks within infer_after): a success
     time.sleep(1.2)
