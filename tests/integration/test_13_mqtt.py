@@ -579,6 +579,7 @@ pattern read ota/%u/trigger
 """
 
 
+@pytest.mark.sqlite_once  # the broker's ACL: run once
 def test_broker_acl_binds_each_device_to_its_own_topics(tmp_path):
     """The README's Mosquitto ACL, on a real broker: a device can speak
     only for itself, and otad believes only the topic's id."""

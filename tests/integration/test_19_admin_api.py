@@ -363,6 +363,7 @@ def refused(p, reason):
     assert p.stderr == f"otactl: {reason}\n", p.stderr
 
 
+@pytest.mark.sqlite_once  # the API's registry work runs on PostgreSQL above
 def test_remote_otactl_is_local_otactl(adm, tmp_path):
     r = Remote(adm, tmp_path)
     image = WLED / "0.14.3.bin"

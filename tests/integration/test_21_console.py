@@ -23,6 +23,10 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
+# the console's reads and writes go through the management API, whose
+# registry work test_19 runs on PostgreSQL: the browser runs once
+pytestmark = pytest.mark.sqlite_once
+
 ADMIN = re.compile(r"management API on (\S+?):(\d+)")
 SHOTS = BUILD / "screenshots"
 FLEET = 40

@@ -4,6 +4,8 @@ predicts what a real run of the fleet simulator then shows, and writes
 nothing."""
 import time
 
+import pytest
+
 from fleet import Device, Fleet
 from test_12_rollouts import otad_with_release, status
 
@@ -75,6 +77,7 @@ def test_a_rehearsal_predicts_the_exposure_of_a_real_run(tmp_path):
         d.stop()
 
 
+@pytest.mark.sqlite_once  # refusals before any registry read
 def test_a_rehearsal_refuses_what_rollout_create_refuses(tmp_path):
     d = otad_with_release(tmp_path)
     try:
