@@ -326,6 +326,15 @@ enum otad_err catalog_db_fail(struct registry *reg, char *why,
 int may_start_alone(struct registry *reg, const char *what, char *why,
     size_t whylen);
 
+/*
+ * records.c: what each record kind does, on the writer thread inside its
+ * transaction. The writer's statements (prepared by writer.c); a record
+ * applied (0, or -1 with rec's error logged); a report the same.
+ */
+extern const char *const registry_record_sql[W_COUNT];
+int record_apply(struct registry *reg, const struct record *rec);
+int record_apply_report(struct registry *reg, const struct record *rec);
+
 /* db.c */
 enum otad_err db_error(struct db *db, const char *what);
 enum otad_err connect_db(const char *target, enum db_mode mode,
