@@ -20,8 +20,11 @@ from conftest import WLED, Otad, parse_raw, read_until_closed
 
 @pytest.fixture
 def published(tmp_path):
-    """WLED 0.14.3 published, with every route on (the fixed URL too)."""
-    d = Otad(tmp_path, "latest_url = yes\n")
+    """WLED 0.14.3 published, with every route on (the fixed URL too),
+    and the fuzzer's own address a trusted proxy, so that every request's
+    X-Forwarded-For is read."""
+    d = Otad(tmp_path, "latest_url = yes\ntrusted_proxies = 127.0.0.1, "
+             "::1, 10.0.0.0/8\n")
     d.start()
     d.sha = d.publish(WLED / "0.14.3.bin", "0.14.3")
     d.image = (WLED / "0.14.3.bin").read_bytes()
@@ -86,14 +89,18 @@ JUNK = [b"flashfs", b"spiffs", b"ESP32-http-Update", b"esp32c3", b"",
         b"-1", b"0x10", b"1 0", b"+5", b"99999999999999999999", b"\r\n",
         b"\n", b" ", b"chunked", b"bytes=5-1", b"bytes=-0", b"{", b"[]",
         b"\"\\u0000\"", b"%", b"%zz", b"\t", b"9" * 70, b"v1.0.0-rc.1+x",
-        b"Basic Og==", b"Bearer ", b"identity, chunked"]
+        b"Basic Og==", b"Bearer ", b"identity, chunked",
+        b"203.0.113.7, 10.0.0.1", b"[2001:db8::1]:80, 127.0.0.1",
+        b"10.1.2.3:99999, , ,", b"," * 300, b"unknown, 300.1.1.1",
+        b"::ffff:10.0.0.1, fe80::1%eth0"]
 HEADERS = [b"Content-Length", b"Transfer-Encoding", b"Range", b"If-Range",
            b"X-Device-ID", b"X-Current-Version", b"Authorization",
            b"X-Device-Token", b"Connection", b"Expect", b"Host",
            b"X-Accept-Delta", b"X-Running-SHA256", b"X-Uptime",
            b"X-Secure-Version", b"x-ESP32-STA-MAC", b"Content-Type",
            b"x-ESP32-mode", b"X-Chip", b"x-ESP32-BASE-MAC",
-           b"x-ESP32-sketch-sha256", b"x-ESP32-chip-size", b"User-Agent"]
+           b"x-ESP32-sketch-sha256", b"x-ESP32-chip-size", b"User-Agent",
+           b"X-Forwarded-For"]
 
 
 def mutate(rng, t):
