@@ -82,6 +82,13 @@ void rollout_set_leader_timeout(struct rollout *r, unsigned seconds);
  */
 int rollout_leads(struct rollout *r);
 
+/*
+ * Seconds from one count of the fleet's gauges to the next, given what
+ * the last count took: 5, or 100 times as long when counting took over
+ * 50 ms, up to 60 (counting keeps to a percent of one core).
+ */
+unsigned rollout_gauge_wait(int64_t took_ms);
+
 /* Rebuild now even if nothing seems to have changed (SIGHUP). */
 void rollout_reload(struct rollout *r);
 

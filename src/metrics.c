@@ -325,6 +325,11 @@ fleet_render(struct buf *b, const json_t *g)
 		}
 	}
 	compared_render(b, json_object_get(g, "compared"));
+	put(b, "# HELP otad_fleet_count_seconds How long the last count of "
+	       "these fleet gauges took (the next waits 5 s, or 100 times "
+	       "this, up to 60 s).\n# TYPE otad_fleet_count_seconds gauge\n"
+	       "otad_fleet_count_seconds %.3f\n",
+	    (double)field(g, "count_ms") / 1000.0);
 }
 
 void

@@ -266,6 +266,13 @@ def test_health_and_metrics(published):
     published.wait_for(lambda: "otad_bytes_served_total %d" %
                        len(published.image) in
                        published.get("/metrics").body.decode())
+    # the fleet gauges say how long counting took (a small fleet: little)
+    published.wait_for(lambda: "\notad_fleet_count_seconds " in
+                       published.get("/metrics").body.decode(), 10,
+                       "the fleet gauges")
+    took = [line for line in published.get("/metrics").body.decode()
+            .splitlines() if line.startswith("otad_fleet_count_seconds ")]
+    assert len(took) == 1 and 0 <= float(took[0].split()[1]) < 1
 
 
 @pytest.mark.sqlite_only
