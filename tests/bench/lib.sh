@@ -168,12 +168,34 @@ drain() {
 recorded_checks() {
 	local before took answered
 	before=$(metric otad_checks_total)
+	thread_ticks > "$work/ticks.before"
 	run_wrk "$@" > "$work/wrk.out"
 	took=$(drain)
+	thread_ticks > "$work/ticks.after"
 	answered=$(( $(metric otad_checks_total) - before ))
 	[ "$(metric otad_records_dropped_total)" = 0 ] ||
 		{ echo "bench: check-ins were dropped"; exit 1; }
+	cpu_per_check "$answered" > "$work/cpu"
 	echo "$answered / (${DURATION%s} + $took)" | bc -l
+}
+
+# thread_ticks: CPU time (user and system, in clock ticks) of the last
+# started otad's threads, summed by name: MHD-worker (HTTP), otad-writer,
+# otad-rollout (the controller), ...
+thread_ticks() {
+	local t pid=${pids[$((${#pids[@]} - 1))]}
+	for t in /proc/"$pid"/task/*; do
+		echo "$(cat "$t/comm" 2>/dev/null) $(awk '{ print $14 + $15 }' "$t/stat" 2>/dev/null)"
+	done | awk 'NF == 2 { n[$1] += $2 } END { for (k in n) print k, n[k] }' | sort
+}
+
+# cpu_per_check ANSWERED: from the ticks around the last run, the
+# microseconds of CPU a check cost otad's HTTP threads and its writer
+cpu_per_check() {
+	join -a2 -e 0 -o 0,1.2,2.2 "$work/ticks.before" "$work/ticks.after" |
+		awk -v n="$1" -v hz="$(getconf CLK_TCK)" '
+		{ us[$1] = ($3 - $2) * 1e6 / hz / n }
+		END { printf "%.1f %.1f\n", us["MHD-worker"], us["otad-writer"] }'
 }
 
 rate() { awk '/^Requests\/sec:/ { print $2 }'; }
