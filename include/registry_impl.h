@@ -154,6 +154,8 @@ struct registry {
 	uint64_t next_seq;     /* writer: the seq to apply next */
 	struct record *held;   /* writer: collected, waiting for a gap */
 	size_t nheld;
+	struct placed *placed; /* writer: a batch's sort keys (writer.c) */
+	size_t placed_cap;
 	/*
 	 * Device rows in memory (SQLite only: on PostgreSQL other nodes
 	 * write rows too), and the writer's loading of them: every device
