@@ -652,6 +652,55 @@ done:
 	close_cached(hand, rd, plain, reg, path);
 }
 
+/* device d of 240: 0..79 short, 80..159 alike in their first 16 bytes */
+static void
+batch_device(int d, char *id, size_t len)
+{
+	if (d < 80)
+		snprintf(id, len, "d%d", 239 - d);
+	else if (d < 160)
+		snprintf(id, len, "esp32-c3-node-of-the-lab-%d", d);
+	else
+		snprintf(id, len, "sixteen-bytes%03d", d);
+}
+
+/*
+ * Many devices' check-ins queued as fast as they come: the writer sorts
+ * each batch by device, and each device's records must still apply in
+ * the order queued. Ids short and long, some alike in their first 16
+ * bytes (where the sort's key ends) and told apart after.
+ */
+static void
+test_a_batch_sorted_by_device_keeps_each_devices_order(void **state)
+{
+	const char *path = fresh_db();
+	struct registry *reg;
+	struct registry_reader *rd;
+	struct device_row row;
+	char id[OTAD_ID_MAX + 1], version[16];
+	int d, v;
+
+	(void)state;
+	assert_int_equal(registry_open(path, &reg), OTAD_OK);
+	assert_int_equal(registry_writer_start(reg, 100000, 1000), OTAD_OK);
+	for (v = 1; v <= 12; v++)
+		for (d = 0; d < 240; d++) {
+			batch_device(d, id, sizeof(id));
+			snprintf(version, sizeof(version), "%d.0.0", v);
+			assert_int_equal(registry_submit(reg, checkin(id, version,
+			    0, NULL)), OTAD_OK);
+		}
+	registry_close(reg); /* the writer applies what is queued first */
+	assert_int_equal(registry_reader_open(path, &rd), OTAD_OK);
+	for (d = 0; d < 240; d++) {
+		batch_device(d, id, sizeof(id));
+		assert_int_equal(registry_device_get(rd, id, &row), OTAD_OK);
+		assert_string_equal(row.version, "12.0.0");
+	}
+	registry_reader_free(rd);
+	cleanup_db(path);
+}
+
 static void
 test_newer_schema_is_refused(void **state)
 {
@@ -1392,6 +1441,8 @@ main(void)
 		cmocka_unit_test(test_catalog),
 		cmocka_unit_test(test_writer_and_readers),
 		cmocka_unit_test(test_records_apply_in_the_order_queued),
+		cmocka_unit_test(
+		    test_a_batch_sorted_by_device_keeps_each_devices_order),
 		cmocka_unit_test(test_newer_schema_is_refused),
 		cmocka_unit_test(test_device_rows_in_memory_follow_the_database),
 		cmocka_unit_test(test_a_repeated_check_in_keeps_the_row_true),
