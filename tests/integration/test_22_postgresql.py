@@ -1,6 +1,7 @@
 """The registry in PostgreSQL: its SQL functions agree with the daemon's C,
 passwords stay out of the configuration, and one node leads."""
 import os
+import re
 import signal
 import subprocess
 import time
@@ -22,7 +23,12 @@ def unit_test_on_postgresql(tmp_path, name):
                        env=dict(os.environ, OTAD_TEST_DATABASE=d.pg.url(
                            d.pg_db)))
     assert p.returncode == 0, p.stdout + p.stderr
-    return p.stdout + p.stderr
+    out = p.stdout + p.stderr
+    # every test the binary has ran, and passed
+    ran = re.search(r"Running (\d+) test\(s\)", out)
+    assert ran and int(ran.group(1)) > 0, out
+    assert "[  PASSED  ] %s test(s)." % ran.group(1) in out, out
+    return out
 
 
 @pg_only
@@ -35,13 +41,15 @@ def test_sql_functions_are_the_daemons(tmp_path):
 
 @pg_only
 def test_the_registry_unit_tests_pass_on_postgresql(tmp_path):
-    """tests/unit/test_registry.c: the catalog, the writer and its order,
+    """tests/unit/test_registry.c: the catalog, the writer and its order
+    (a batch sorted by device keeps each device's),
     readers, a newer schema refused, stage transitions, promote windows,
     quarantine, telemetry comparisons (window functions, metric()),
     an outcome reported to one node before another committed its offer, and
     no device rows kept in memory (other nodes write them)."""
-    assert "[  PASSED  ] 16 test(s)." in unit_test_on_postgresql(
-        tmp_path, "test_registry")
+    out = unit_test_on_postgresql(tmp_path, "test_registry")
+    assert "[       OK ] test_a_batch_sorted_by_device_keeps_each_devices_order" \
+        in out
 
 
 def test_a_password_in_the_database_url_is_refused(tmp_path):
