@@ -28,6 +28,7 @@ struct telemetry_msg {
 	char device[OTAD_ID_MAX + 1];
 	char version[OTAD_VERSION_MAX + 1]; /* "" = not said */
 	struct telemetry tel;
+	char metrics[TEL_METRICS_LEN]; /* "" = none sent */
 };
 
 /*

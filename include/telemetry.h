@@ -18,12 +18,13 @@
 
 /*
  * Fill tel from the fields of object o that are present (uptime,
- * free_heap, rssi, reset_reason, battery, secure_version, metrics: an
- * object of named numbers). 0, or -1 with
- * one line in msg naming the field that is wrong.
+ * free_heap, rssi, reset_reason, battery, secure_version) and metrics
+ * (TEL_METRICS_LEN bytes) from its "metrics", an object of named numbers,
+ * as compact JSON. 0, or -1 with one line in msg naming the field that is
+ * wrong.
  */
-int telemetry_from_json(const json_t *o, struct telemetry *tel, char *msg,
-    size_t msglen);
+int telemetry_from_json(const json_t *o, struct telemetry *tel,
+    char *metrics, char *msg, size_t msglen);
 
 /* esp_reset_reason_t of a name, with or without "ESP_RST_"; -1 if none. */
 int telemetry_reset_reason(const char *name);

@@ -379,9 +379,11 @@ parse_report(struct http_request *req, struct record *rec, char *msg,
 				return "'reason' must not contain control "
 				       "characters";
 			}
-		snprintf(rec->reason, sizeof(rec->reason), "%s", s);
+		snprintf(rec->text->reason, sizeof(rec->text->reason), "%s",
+		    s);
 	}
-	if (telemetry_from_json(o, &rec->tel, msg, msglen) < 0) {
+	if (telemetry_from_json(o, &rec->tel, rec->text->metrics, msg,
+	    msglen) < 0) {
 		json_decref(o);
 		return msg;
 	}

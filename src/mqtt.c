@@ -263,11 +263,12 @@ on_publish(struct mosquitto *mosq, void *arg, int mid)
 		rec->at = (int64_t)time(NULL);
 		rec->trigger_id = p->trigger_id;
 		snprintf(rec->device, sizeof(rec->device), "%s", p->device);
-		snprintf(rec->group, sizeof(rec->group), "%s", p->group);
+		snprintf(rec->text->group, sizeof(rec->text->group), "%s",
+		    p->group);
 		rec->offer_release = p->release;
 		rec->offer_rollout = p->rollout;
 		rec->offer_stage = p->stage;
-		snprintf(rec->reason, sizeof(rec->reason), "%s",
+		snprintf(rec->text->reason, sizeof(rec->text->reason), "%s",
 		    p->reason ? p->reason : "rollout");
 		rec->retained = p->retained;
 		rec->done = record_done;
@@ -728,6 +729,7 @@ on_message(struct mosquitto *mosq, void *arg,
 	snprintf(rec->device, sizeof(rec->device), "%s", t.device);
 	snprintf(rec->version, sizeof(rec->version), "%s", t.version);
 	rec->tel = t.tel;
+	memcpy(rec->text->metrics, t.metrics, sizeof(t.metrics));
 	if (registry_submit(m->reg, rec) != OTAD_OK) {
 		free(rec);
 		return;

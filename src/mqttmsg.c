@@ -89,7 +89,7 @@ mqttmsg_telemetry(const void *payload, size_t len, const char *topic_device,
 		}
 		snprintf(out->version, sizeof(out->version), "%s", s);
 	}
-	if (telemetry_from_json(o, &out->tel, msg, msglen) < 0)
+	if (telemetry_from_json(o, &out->tel, out->metrics, msg, msglen) < 0)
 		goto done;
 	rc = 0;
 done:

@@ -225,7 +225,7 @@ poll_one(struct sim *s, size_t i, int64_t t, struct record ***tail)
 	snprintf(report->version, sizeof(report->version), "%s", o->version);
 	if (uniform(s) < s->r->failure_rate) {
 		report->result = REPORT_ROLLBACK;
-		snprintf(report->reason, sizeof(report->reason),
+		snprintf(report->text->reason, sizeof(report->text->reason),
 		    "rehearsal: rolled back");
 		d->refused = o->release_id;
 	} else {

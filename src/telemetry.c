@@ -49,8 +49,8 @@ telemetry_reset_reason(const char *name)
 
 /* metrics: an object of at most TEL_METRICS_MAX named numbers */
 static int
-metrics_from_json(const json_t *m, struct telemetry *tel, char *msg,
-    size_t msglen)
+metrics_from_json(const json_t *m, struct telemetry *tel, char *metrics,
+    char *msg, size_t msglen)
 {
 	const char *name;
 	json_t *v;
@@ -79,20 +79,20 @@ metrics_from_json(const json_t *m, struct telemetry *tel, char *msg,
 		return 0;
 	if ((text = json_dumps(m, JSON_COMPACT | JSON_SORT_KEYS |
 	    JSON_REAL_PRECISION(15))) == NULL ||
-	    strlen(text) >= sizeof(tel->metrics)) {
+	    strlen(text) >= TEL_METRICS_LEN) {
 		free(text);
 		snprintf(msg, msglen, "'metrics' is too long");
 		return -1;
 	}
-	memcpy(tel->metrics, text, strlen(text) + 1);
+	memcpy(metrics, text, strlen(text) + 1);
 	free(text);
 	tel->present |= TEL_METRICS;
 	return 0;
 }
 
 int
-telemetry_from_json(const json_t *o, struct telemetry *tel, char *msg,
-    size_t msglen)
+telemetry_from_json(const json_t *o, struct telemetry *tel, char *metrics,
+    char *msg, size_t msglen)
 {
 	size_t i;
 
@@ -123,6 +123,6 @@ telemetry_from_json(const json_t *o, struct telemetry *tel, char *msg,
 	if (json_object_get(o, "metrics") != NULL && !json_is_null(
 	    json_object_get(o, "metrics")))
 		return metrics_from_json(json_object_get(o, "metrics"), tel,
-		    msg, msglen);
+		    metrics, msg, msglen);
 	return 0;
 }

@@ -221,9 +221,15 @@ forget_device(struct registry *reg, const char *id)
 struct record *
 registry_record_new(enum record_kind kind)
 {
-	struct record *rec = calloc(1, sizeof(*rec));
+	int texted = kind == RECORD_REPORT || kind == RECORD_TELEMETRY ||
+	    kind == RECORD_TRIGGER || kind == RECORD_CLEARED;
+	struct record *rec = calloc(1, sizeof(*rec) +
+	    (texted ? sizeof(struct record_text) : 0));
 
 	if (rec != NULL) {
+		/* struct record_text is all chars: aligned anywhere */
+		rec->text = texted ? (struct record_text *)(void *)(rec + 1) :
+		    NULL;
 		rec->kind = kind;
 		rec->secure_version = -1;
 		rec->free_space = -1;
@@ -350,7 +356,8 @@ sample(struct registry *reg, const struct record *rec)
 	bind_tel(st, 4, t, TEL_FREE_HEAP, t->free_heap);
 	bind_tel(st, 5, t, TEL_RSSI, t->rssi);
 	bind_tel(st, 6, t, TEL_RESET_REASON, t->reset_reason);
-	bind_text(st, 7, t->metrics[0] ? t->metrics : NULL);
+	bind_text(st, 7, rec->text != NULL && rec->text->metrics[0] ?
+	    rec->text->metrics : NULL);
 	db_bind_int64(st, 8, atomic_load(&reg->tel_interval));
 	return step_done(st);
 }
@@ -413,8 +420,9 @@ apply_trigger(struct registry *reg, const struct record *rec)
 	return run(reg, "INSERT INTO trigger (device, grp, release, rollout,"
 	    " stage, reason, retained, requested_at, sent_at) VALUES (?1, ?2,"
 	    " nullif(?3, 0), nullif(?4, 0), ?5, ?6, ?7, ?8, ?8)", "ttiiitii",
-	    dev, rec->group[0] ? rec->group : NULL, rec->offer_release,
-	    rec->offer_rollout, (int64_t)rec->offer_stage, rec->reason,
+	    dev, rec->text->group[0] ? rec->text->group : NULL,
+	    rec->offer_release, rec->offer_rollout, (int64_t)rec->offer_stage,
+	    rec->text->reason,
 	    (int64_t)rec->retained, rec->at) == DB_DONE ? 0 : -1;
 }
 
@@ -749,7 +757,7 @@ record_report(struct registry *reg, const struct record *rec)
 		st = reg->w[W_UPDATE_ATTEMPT];
 		db_bind_int64(st, 1, attempt);
 		db_bind_text(st, 2, state);
-		bind_text(st, 3, rec->reason);
+		bind_text(st, 3, rec->text->reason);
 		db_bind_int64(st, 4, rec->at);
 		return step_done(st);
 	}
@@ -773,7 +781,7 @@ record_report(struct registry *reg, const struct record *rec)
 	db_bind_text(st, 2, rec->version);
 	bind_text(st, 3, from);
 	db_bind_text(st, 4, state);
-	bind_text(st, 5, rec->reason);
+	bind_text(st, 5, rec->text->reason);
 	db_bind_int64(st, 6, rec->at);
 	return step_done(st);
 }

@@ -85,7 +85,7 @@ test_telemetry_fields(void **state)
 	assert_int_equal(parse("{\"device_id\":\"a\",\"metrics\":{\"z_q\":1,"
 	    "\"a\":2.5,\"n\":-3}}", NULL, &t, why), 0);
 	assert_int_equal(t.tel.present, TEL_METRICS);
-	assert_string_equal(t.tel.metrics, "{\"a\":2.5,\"n\":-3,\"z_q\":1}");
+	assert_string_equal(t.metrics, "{\"a\":2.5,\"n\":-3,\"z_q\":1}");
 	assert_int_equal(parse("{\"device_id\":\"a\",\"metrics\":{}}", NULL,
 	    &t, why), 0);
 	assert_int_equal(t.tel.present, 0);

@@ -262,7 +262,7 @@ test_writer_and_readers(void **state)
 	snprintf(r->device, sizeof(r->device), "d2");
 	snprintf(r->version, sizeof(r->version), "1.0.0");
 	r->result = REPORT_FAILED;
-	snprintf(r->reason, sizeof(r->reason), "flash");
+	snprintf(r->text->reason, sizeof(r->text->reason), "flash");
 	r->tel.present = TEL_RSSI | TEL_BATTERY;
 	r->tel.rssi = -70;
 	r->tel.battery = 55;
@@ -1234,7 +1234,7 @@ sample_rec(const char *dev, const char *version, int64_t at, int64_t heap,
 	r->tel.free_heap = heap;
 	r->tel.rssi = rssi;
 	r->tel.uptime = uptime;
-	snprintf(r->tel.metrics, sizeof(r->tel.metrics), "%s", metrics);
+	snprintf(r->text->metrics, sizeof(r->text->metrics), "%s", metrics);
 	return r;
 }
 
