@@ -96,6 +96,12 @@ struct record {
 	struct record *next; /* queue link, owned by the registry */
 	uint64_t seq;        /* the order it was queued in, by the registry */
 	enum record_kind kind;
+	/*
+	 * durable: commit with fsync before done runs (in the first cache
+	 * line, with next and seq, which the writer's passes over a batch
+	 * read anyway)
+	 */
+	int durable;
 	int64_t at; /* Unix seconds */
 	char device[OTAD_ID_MAX + 1];
 	char version[OTAD_VERSION_MAX + 1]; /* running; "" in a report = none */
@@ -150,17 +156,15 @@ struct record {
 	int64_t trigger_id;
 	int retained;
 	/*
-	 * durable: commit with fsync before done runs. done, if set, runs on
-	 * the writer thread once the record is committed (err OTAD_OK) or
-	 * has failed; it must not block.
-	 */
-	int durable;
-	/*
 	 * may_wait: a full queue makes registry_submit wait for room (for
 	 * threads that serve no request: MQTT). Otherwise it answers
 	 * OTAD_ERR_BUSY at once, so a request is never held by the queue.
 	 */
 	int may_wait;
+	/*
+	 * done, if set, runs on the writer thread once the record is
+	 * committed (err OTAD_OK) or has failed; it must not block.
+	 */
 	void (*done)(void *arg, enum otad_err err);
 	void *done_arg;
 	enum otad_err err; /* set by the writer */

@@ -97,22 +97,26 @@ apply_all(struct registry *reg, struct record *batch)
 	return NULL;
 }
 
-/* Apply and commit a batch; whether it held a durable record. */
+/*
+ * Apply and commit a batch of count records, durable of them durable;
+ * whether any was. (The caller counted them in a pass it made anyway: a
+ * batch under load is larger than the CPU's caches, and each walk of its
+ * list is a cache miss a record.)
+ */
 static int
-writer_apply(struct registry *reg, struct record *batch, size_t count)
+writer_apply(struct registry *reg, struct record *batch, size_t count,
+    size_t durable)
 {
 	struct record *rec;
-	int durable = 0, rc;
+	int rc;
 	int whole = db_backend(reg->db) == DB_POSTGRES;
 	time_t last_log = 0;
 
-	for (rec = batch; rec != NULL; rec = rec->next)
-		durable |= rec->durable;
 	/*
 	 * Check-ins alone need not wait for the disk; a batch with a
 	 * report does, and its wait covers every earlier commit.
 	 */
-	db_durable(reg->db, durable);
+	db_durable(reg->db, durable > 0);
 	if (reg->cache != NULL)
 		reg->batch_epoch = devcache_epoch(reg->cache);
 	writer_begin(reg);
@@ -136,7 +140,7 @@ writer_apply(struct registry *reg, struct record *batch, size_t count)
 				for (rec = batch; rec != NULL; rec = rec->next)
 					rec->err = OTAD_ERR_DB;
 				atomic_store(&reg->busy_since, 0);
-				return durable;
+				return durable > 0;
 			}
 			writer_begin(reg);
 		}
@@ -179,7 +183,7 @@ writer_apply(struct registry *reg, struct record *batch, size_t count)
 			for (rec = batch; rec != NULL; rec = rec->next)
 				rec->err = OTAD_ERR_DB;
 			atomic_store(&reg->busy_since, 0);
-			return durable;
+			return durable > 0;
 		}
 		writer_blocked(reg);
 		if (now - last_log >= 10) {
@@ -189,7 +193,7 @@ writer_apply(struct registry *reg, struct record *batch, size_t count)
 		}
 	}
 	atomic_store(&reg->busy_since, 0);
-	return durable;
+	return durable > 0;
 }
 
 /* Two sorted lists merged into one; b's head goes first when b_first. */
@@ -268,10 +272,11 @@ placed_cmp(const void *x, const void *y)
 
 /*
  * Up to cap records taken off *list, sorted through p: the run, in
- * device order, each device's records in the order they came.
+ * device order, each device's records in the order they came. Adds the
+ * durable ones to *durable.
  */
 static struct record *
-sort_run(struct placed *p, size_t cap, struct record **list)
+sort_run(struct placed *p, size_t cap, struct record **list, size_t *durable)
 {
 	struct record *rec;
 	size_t i, n;
@@ -280,6 +285,7 @@ sort_run(struct placed *p, size_t cap, struct record **list)
 		unsigned char b[16] = {0};
 		size_t len = strnlen(rec->device, sizeof(b) + 1);
 
+		*durable += rec->durable != 0;
 		memcpy(b, rec->device, len < sizeof(b) ? len : sizeof(b));
 		p[n].hi = be64(b);
 		p[n].lo = be64(b + 8);
@@ -305,17 +311,21 @@ sort_run(struct placed *p, size_t cap, struct record **list)
  * list itself went through every one of them at each of its 17 levels,
  * each a cache miss (a quarter of the writer's time again). Short of
  * memory for the array, runs as long as the array it has (or one on the
- * stack) are sorted and merged.
+ * stack) are sorted and merged. *durable: how many of them are durable.
  */
 static struct record *
-sort_by_device(struct registry *reg, struct record *list, size_t n)
+sort_by_device(struct registry *reg, struct record *list, size_t n,
+    size_t *durable)
 {
 	struct placed stack[64], *p = stack, *grown;
 	struct record *sorted = NULL;
 	size_t cap = sizeof(stack) / sizeof(stack[0]);
 
-	if (n < 2)
+	*durable = 0;
+	if (n < 2) {
+		*durable = list != NULL && list->durable;
 		return list;
+	}
 	if (n > reg->placed_cap &&
 	    (grown = realloc(reg->placed, n * sizeof(*grown))) != NULL) {
 		reg->placed = grown;
@@ -327,7 +337,8 @@ sort_by_device(struct registry *reg, struct record *list, size_t n)
 	}
 	/* a later run's records came later: on a tie they go after */
 	while (list != NULL)
-		sorted = merge(sorted, sort_run(p, cap, &list), device_before);
+		sorted = merge(sorted, sort_run(p, cap, &list, durable),
+		    device_before);
 	return sorted;
 }
 
@@ -389,26 +400,28 @@ writer_collect(struct registry *reg, size_t *count)
  * of each device that has a durable one (a report: it is answered only
  * once committed, and must not wait for the rest of a large batch), else
  * the first CHUNK_MAX. Each device's records stay in their order.
+ * *durable: how many of those taken are durable.
  */
 static struct record *
-take_chunk(struct record **batch, int look, size_t *count)
+take_chunk(struct record **batch, int look, size_t *count, size_t *durable)
 {
 	struct record urgent, rest, *ut = &urgent, *rt = &rest, *first, *rec;
-	size_t n = 0, i;
-	int durable;
+	size_t n = 0, i, d = 0;
+	int durable_device;
 
 	urgent.next = rest.next = NULL;
 	for (first = look ? *batch : NULL; first != NULL; first = rec) {
 		/* one device's records: first .. up to rec */
-		durable = 0;
+		durable_device = 0;
 		for (rec = first; rec != NULL &&
 		    strcmp(rec->device, first->device) == 0; rec = rec->next)
-			durable |= rec->durable;
+			durable_device |= rec->durable;
 		for (; first != rec; first = first->next) {
-			if (durable) {
+			if (durable_device) {
 				ut->next = first;
 				ut = first;
 				n++;
+				d += first->durable != 0;
 			} else {
 				rt->next = first;
 				rt = first;
@@ -419,26 +432,20 @@ take_chunk(struct record **batch, int look, size_t *count)
 	if (n > 0) {
 		*batch = rest.next;
 		*count = n;
+		*durable = d;
 		return urgent.next;
 	}
 	first = *batch;
-	for (i = 1, rec = first; rec->next != NULL && i < CHUNK_MAX; i++)
+	d = first->durable != 0;
+	for (i = 1, rec = first; rec->next != NULL && i < CHUNK_MAX; i++) {
 		rec = rec->next;
+		d += rec->durable != 0;
+	}
 	*batch = rec->next;
 	rec->next = NULL;
 	*count = i;
+	*durable = d;
 	return first;
-}
-
-/* How many of a list's records are durable. */
-static size_t
-durable_in(const struct record *rec)
-{
-	size_t n = 0;
-
-	for (; rec != NULL; rec = rec->next)
-		n += rec->durable != 0;
-	return n;
 }
 
 /* Records applied: say so to whoever waits, and let them go. */
@@ -572,8 +579,7 @@ writer_main(void *arg)
 			continue;
 		}
 		atomic_store(&reg->idle, 0);
-		batch = sort_by_device(reg, batch, count);
-		urgent = durable_in(batch);
+		batch = sort_by_device(reg, batch, count, &urgent);
 		total = count;
 		durable = 0;
 		/*
@@ -587,18 +593,17 @@ writer_main(void *arg)
 			struct record *chunk;
 			size_t n, d;
 
-			chunk = take_chunk(&batch, urgent > 0, &n);
-			d = durable_in(chunk);
+			chunk = take_chunk(&batch, urgent > 0, &n, &d);
 			urgent -= d;
-			durable |= writer_apply(reg, chunk, n);
+			durable |= writer_apply(reg, chunk, n, d);
 			writer_finish(reg, chunk, n);
 			if (batch == NULL || (!atomic_load(&reg->durable_queued)
 			    && reg->held == NULL))
 				continue;
 			if ((more = writer_collect(reg, &n)) == NULL)
 				continue;
-			more = sort_by_device(reg, more, n);
-			urgent += durable_in(more);
+			more = sort_by_device(reg, more, n, &d);
+			urgent += d;
 			total += n;
 			/* on a tie the batch's own, older records go first */
 			batch = merge(batch, more, device_before);
@@ -675,7 +680,7 @@ registry_apply(struct registry *reg, struct record *batch)
 {
 	struct record *rec, *next;
 	enum otad_err rc = OTAD_OK;
-	size_t count = 0;
+	size_t count = 0, durable = 0;
 	int i;
 
 	if (reg->running)
@@ -684,10 +689,12 @@ registry_apply(struct registry *reg, struct record *batch)
 		if (reg->w[i] == NULL && i != W_CHECKIN_SEEN &&
 		    db_prepare(reg->db, registry_record_sql[i], 1, &reg->w[i]) != DB_OK)
 			return db_error(reg->db, "cannot prepare statement");
-	for (rec = batch; rec != NULL; rec = rec->next)
+	for (rec = batch; rec != NULL; rec = rec->next) {
 		count++;
+		durable += rec->durable != 0;
+	}
 	if (batch != NULL)
-		writer_apply(reg, batch, count);
+		writer_apply(reg, batch, count, durable);
 	for (rec = batch; rec != NULL; rec = next) {
 		next = rec->next;
 		if (rec->err != OTAD_OK)
