@@ -54,7 +54,4 @@ void connwatch_closed(struct connwatch *cw, void **socket_context);
 /* The connection moved on to phase. */
 void connwatch_phase(struct MHD_Connection *conn, enum watch_phase phase);
 
-/* CLOCK_MONOTONIC in milliseconds. */
-long long monotonic_ms(void);
-
 #endif

@@ -14,6 +14,7 @@
 #include "connwatch.h"
 #include "log.h"
 #include "metrics.h"
+#include "monotonic.h"
 #include "ratelimit.h"
 
 /* One per open connection (microhttpd's socket context). */
@@ -47,15 +48,6 @@ struct connwatch {
 
 /* Data this close to an idle phase's start may belong before it. */
 #define DATA_SLACK_MS 100
-
-long long
-monotonic_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* The connection's watch, or NULL. */
 static struct conn_watch *

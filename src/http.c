@@ -32,6 +32,7 @@
 #include "tls.h"
 #include "log.h"
 #include "metrics.h"
+#include "monotonic.h"
 
 /* What *con_cls holds between calls: a static marker or a heap body. */
 enum pending_kind {

@@ -12,6 +12,7 @@
 
 #include "log.h"
 #include "metrics.h"
+#include "monotonic.h"
 #include "mqtt.h"
 #include "mqttmsg.h"
 #include "policy.h"
@@ -86,15 +87,6 @@ struct mqtt {
 	struct said *said;
 	size_t nsaid;
 };
-
-static long long
-now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void
 nap(int ms)
@@ -611,7 +603,7 @@ static void
 work(struct mqtt *m)
 {
 	time_t now = time(NULL);
-	long long ms = now_ms();
+	long long ms = monotonic_ms();
 	struct snapshot *snap;
 
 	if (ms - m->worked_ms < WORK_MS)
@@ -770,11 +762,11 @@ mqtt_main(void *arg)
 		work(m);
 	}
 	if (m->session) {
-		long long until = now_ms() + 1000;
+		long long until = monotonic_ms() + 1000;
 
 		server_state(m, "offline");
 		/* let what is queued reach the broker, briefly */
-		while (mosquitto_want_write(m->mosq) && now_ms() < until &&
+		while (mosquitto_want_write(m->mosq) && monotonic_ms() < until &&
 		    mosquitto_loop(m->mosq, 50, 1) == MOSQ_ERR_SUCCESS)
 			continue;
 		mosquitto_disconnect(m->mosq);
@@ -955,12 +947,12 @@ mqtt_stop(struct mqtt *m)
 	if (m == NULL)
 		return;
 	if (m->running) {
-		long long until = now_ms() + 10000;
+		long long until = monotonic_ms() + 10000;
 
 		atomic_store(&m->stopping, 1);
 		pthread_join(m->thread, NULL);
 		/* the writer calls record_done with m: wait for it */
-		while (atomic_load(&m->recording) > 0 && now_ms() < until)
+		while (atomic_load(&m->recording) > 0 && monotonic_ms() < until)
 			nap(5);
 		if (atomic_load(&m->recording) > 0) {
 			log_warnx("MQTT: trigger records still queued; "

@@ -4,9 +4,9 @@
 #include <string.h>
 #include <time.h>
 
-#include "connwatch.h"
 #include "log.h"
 #include "metrics.h"
+#include "monotonic.h"
 #include "registry.h"
 #include "rollout.h"
 
