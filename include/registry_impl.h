@@ -28,14 +28,14 @@ extern const unsigned pg_migration_count;
 #define ARGS_END ((const char *)NULL)
 #define OPEN_STATES "('offered', 'downloading', 'installed')"
 #define MAX_PRODUCERS 256 /* threads that may submit; more share slots */
-#define BATCH_MAX 4096    /* records in one transaction */
-#define CHUNK_MAX 4096    /* ... and in one commit of a larger batch */
+#define BATCH_MAX 65536   /* records taken at once, as one batch ... */
+#define CHUNK_MAX 4096    /* ... committed this many at a time */
 #define BUSY_WAIT_MS 200  /* one busy_timeout wait */
 #define OPEN_WAIT_MS 10000 /* opening: wait out a daemon's long commit */
 #define WRITER_CACHE_KIB "262144" /* the writer's page cache, at most */
 #define GATHER_FROM 64    /* batches from this size (load) ... */
-#define GATHER_BELOW 2048 /* ... to this let check-ins gather ... */
-#define GATHER_MS 50      /* ... this long, */
+#define GATHER_BELOW 32768 /* ... to this let check-ins gather ... */
+#define GATHER_MS 500     /* ... this long (or until a queue is half full), */
 #define NAP_NS 1000000L   /* ... the others nap 1 ms */
 
 /* One submitting thread's queue; its lock is shared only with the writer. */
@@ -120,7 +120,7 @@ struct registry {
 	int efd; /* producers wake the writer through it */
 	atomic_int idle; /* the writer waits on efd: only then wake it */
 	atomic_int gathering; /* ... or lets check-ins gather: wake it for
-				 a durable record */
+				 a durable record or a queue half full */
 	atomic_int stopping;
 	atomic_llong busy_since; /* writer waits for the database since */
 	unsigned queue_max;

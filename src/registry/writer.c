@@ -512,14 +512,20 @@ load_devices(struct registry *reg)
 }
 
 /*
- * Between batches under load: let records gather, so that one transaction
+ * Between batches under load: let records gather, so that one batch
  * carries many. In random order every check-in dirties a page of its own,
- * and a transaction writes each dirty page once however many rows changed
- * in it, so larger transactions write fewer pages per check-in. Check-ins
- * wait up to GATHER_MS (nobody waits for them); a durable record (a
- * report) wakes the writer at once. Under a trickle, or after a batch
- * with a report, a 1 ms nap turns many tiny transactions (and fsyncs)
- * into fewer, and what a device did shows in the database at once.
+ * and a batch (in device order, its chunks rewriting disjoint ranges of
+ * pages) writes each dirty page once however many rows changed in it, so
+ * larger batches write fewer pages per check-in: at 100,000 devices a
+ * batch of a few thousand wrote a WAL frame for every third check-in, and
+ * the kernel's copying of them was a third of the writer's time. Check-ins
+ * wait up to GATHER_MS (nobody waits for them: under load a device's poll
+ * shows in the database within about a second); a durable record (a
+ * report) wakes the writer at once, and so does a producer's queue half
+ * full, so that a small writer_queue_max drops nothing. Under a trickle,
+ * or after a batch with a report, a 1 ms nap turns many tiny transactions
+ * (and fsyncs) into fewer, and what a device did shows in the database
+ * at once.
  */
 static void
 gather(struct registry *reg, size_t count, int durable)
@@ -734,7 +740,7 @@ registry_submit(struct registry *reg, struct record *rec)
 {
 	struct producer *p;
 	uint64_t one = 1;
-	int wake, durable;
+	int wake, durable, half;
 
 	if (!reg->running || atomic_load(&reg->stopping))
 		return OTAD_ERR_SHUTDOWN;
@@ -762,6 +768,7 @@ registry_submit(struct registry *reg, struct record *rec)
 		p->head = rec;
 	p->tail = rec;
 	p->len++;
+	half = p->len == reg->queue_max / 2;
 	atomic_fetch_add(&reg->depth, 1);
 	/* rec is the writer's once the lock is let go: it may be freed */
 	if ((durable = rec->durable) != 0)
@@ -769,9 +776,10 @@ registry_submit(struct registry *reg, struct record *rec)
 	pthread_mutex_unlock(&p->mu);
 	/*
 	 * Only the first record into an empty queue, and only while the
-	 * writer waits, costs a wake-up; a durable record ends a gathering.
+	 * writer waits, costs a wake-up; a durable record, or the record
+	 * that fills a queue halfway, ends a gathering.
 	 */
-	if (((wake && atomic_load(&reg->idle)) || (durable &&
+	if (((wake && atomic_load(&reg->idle)) || ((durable || half) &&
 	    atomic_load(&reg->gathering))) &&
 	    write(reg->efd, &one, sizeof(one)) < 0 && errno != EAGAIN)
 		log_warn("cannot wake the writer");

@@ -839,6 +839,52 @@ test_a_report_does_not_wait_for_a_long_batch(void **state)
 	cleanup_db(path);
 }
 
+/*
+ * Under load the writer lets check-ins gather for up to half a second, so
+ * that a batch carries many; a producer's queue half full ends the wait,
+ * so a small writer_queue_max drops nothing at a pace the writer keeps up
+ * with. A burst of 100 makes the writer gather; then a check-in every
+ * 200 us or so would fill the 128-record queue in about 25 ms. Without
+ * the wake-up, thousands are dropped.
+ */
+static void
+test_a_small_queue_drops_nothing_while_the_writer_gathers(void **state)
+{
+	const char *url = getenv("OTAD_TEST_DATABASE");
+	const int checkins = 3000;
+	const char *path;
+	struct registry *reg;
+	struct record *r;
+	char id[32];
+	int i, dropped = 0, waited;
+
+	(void)state;
+	if (url != NULL && *url != '\0')
+		return; /* the writer's pace on PostgreSQL is its round trips */
+	path = fresh_db();
+	atomic_store(&applied, 0);
+	assert_int_equal(registry_open(path, &reg), OTAD_OK);
+	assert_int_equal(registry_writer_start(reg, 128, 0), OTAD_OK);
+	for (i = 0; i < checkins; i++) {
+		snprintf(id, sizeof(id), "g%05d", i);
+		r = checkin(id, "1.0.0", 0, NULL);
+		r->done = count_applied;
+		if (registry_submit(reg, r) != OTAD_OK) {
+			free(r);
+			dropped++;
+		}
+		if (i >= 100)
+			usleep(200);
+	}
+	for (waited = 0; waited < 30000 &&
+	    atomic_load(&applied) < checkins - dropped; waited += 10)
+		usleep(10 * 1000);
+	assert_int_equal(dropped, 0);
+	assert_int_equal(atomic_load(&applied), checkins);
+	registry_close(reg);
+	cleanup_db(path);
+}
+
 /* Until the database has n attempts of device id; its newest then. */
 static void
 newest_attempt(struct db *hand, const char *id, int64_t n, char *state,
@@ -1447,6 +1493,8 @@ main(void)
 		cmocka_unit_test(test_device_rows_in_memory_follow_the_database),
 		cmocka_unit_test(test_a_repeated_check_in_keeps_the_row_true),
 		cmocka_unit_test(test_a_report_does_not_wait_for_a_long_batch),
+		cmocka_unit_test(
+		    test_a_small_queue_drops_nothing_while_the_writer_gathers),
 		cmocka_unit_test(test_an_outcome_before_its_offer_is_the_offers),
 		cmocka_unit_test(test_wait_served),
 		cmocka_unit_test(test_stage_transitions),
