@@ -35,7 +35,9 @@ extern const unsigned pg_migration_count;
 #define WRITER_CACHE_KIB "262144" /* the writer's page cache, at most */
 #define GATHER_FROM 64    /* batches from this size (load) ... */
 #define GATHER_BELOW 32768 /* ... to this let check-ins gather ... */
-#define GATHER_MS 500     /* ... this long (or until a queue is half full), */
+#define GATHER_PER_MS 10  /* ... a millisecond for every 10 records of the
+			     last batch, */
+#define GATHER_MS 500     /* ... 500 ms at most (less once enough wait), */
 #define NAP_NS 1000000L   /* ... the others nap 1 ms */
 
 /* One submitting thread's queue; its lock is shared only with the writer. */

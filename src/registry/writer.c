@@ -512,6 +512,18 @@ load_devices(struct registry *reg)
 }
 
 /*
+ * Whether enough records wait for the writer not to let more gather: a
+ * batch's worth (depth of them in all), or half of one producer's queue
+ * (len in it; depth, counting every producer's, is at least that).
+ */
+static int
+enough_queued(const struct registry *reg, size_t depth, size_t len)
+{
+	return depth >= GATHER_BELOW || depth >= reg->queue_max / 2 ||
+	    len >= reg->queue_max / 2;
+}
+
+/*
  * Between batches under load: let records gather, so that one batch
  * carries many. In random order every check-in dirties a page of its own,
  * and a batch (in device order, its chunks rewriting disjoint ranges of
@@ -519,30 +531,37 @@ load_devices(struct registry *reg)
  * larger batches write fewer pages per check-in: at 100,000 devices a
  * batch of a few thousand wrote a WAL frame for every third check-in, and
  * the kernel's copying of them was a third of the writer's time. Check-ins
- * wait up to GATHER_MS (nobody waits for them: under load a device's poll
- * shows in the database within about a second); a durable record (a
- * report) wakes the writer at once, and so does a producer's queue half
- * full, so that a small writer_queue_max drops nothing. Under a trickle,
- * or after a batch with a report, a 1 ms nap turns many tiny transactions
- * (and fsyncs) into fewer, and what a device did shows in the database
- * at once.
+ * wait (nobody waits for them) as long as it takes the last batch's size
+ * to come again at 10,000 a second, at most GATHER_MS: under a load past
+ * that rate batches grow until a device's poll shows in the database
+ * within about a second, below it they shrink, and a burst of a few
+ * hundred check-ins shows within milliseconds. They wait not at all once
+ * enough are queued (GATHER_BELOW, or half a producer's queue: a writer
+ * that lags, as on PostgreSQL, never idles, and a small writer_queue_max
+ * drops nothing), and a record that makes enough, or a durable one (a
+ * report), ends a gathering. Under a trickle, or after a batch with a
+ * report, a 1 ms nap turns many tiny transactions (and fsyncs) into
+ * fewer, and what a device did shows in the database at once.
  */
 static void
 gather(struct registry *reg, size_t count, int durable)
 {
 	const struct timespec nap = {0, NAP_NS};
 	struct pollfd pfd = {.fd = reg->efd, .events = POLLIN};
+	size_t ms = count / GATHER_PER_MS;
 	uint64_t ticks;
 
-	if (count >= GATHER_BELOW)
+	if (enough_queued(reg, atomic_load(&reg->depth), 0))
 		return;
 	if (durable || count < GATHER_FROM) {
 		nanosleep(&nap, NULL);
 		return;
 	}
 	atomic_store(&reg->gathering, 1);
-	if (poll(&pfd, 1, GATHER_MS) > 0 && read(reg->efd, &ticks,
-	    sizeof(ticks)) < 0 && errno != EAGAIN)
+	/* a record queued before gathering showed did not wake us: look */
+	if (!enough_queued(reg, atomic_load(&reg->depth), 0) &&
+	    poll(&pfd, 1, (int)(ms < GATHER_MS ? ms : GATHER_MS)) > 0 &&
+	    read(reg->efd, &ticks, sizeof(ticks)) < 0 && errno != EAGAIN)
 		log_warn("writer wake-up");
 	atomic_store(&reg->gathering, 0);
 }
@@ -740,7 +759,7 @@ registry_submit(struct registry *reg, struct record *rec)
 {
 	struct producer *p;
 	uint64_t one = 1;
-	int wake, durable, half;
+	int wake, durable, enough;
 
 	if (!reg->running || atomic_load(&reg->stopping))
 		return OTAD_ERR_SHUTDOWN;
@@ -768,18 +787,18 @@ registry_submit(struct registry *reg, struct record *rec)
 		p->head = rec;
 	p->tail = rec;
 	p->len++;
-	half = p->len == reg->queue_max / 2;
-	atomic_fetch_add(&reg->depth, 1);
+	enough = enough_queued(reg, atomic_fetch_add(&reg->depth, 1) + 1,
+	    p->len);
 	/* rec is the writer's once the lock is let go: it may be freed */
 	if ((durable = rec->durable) != 0)
 		atomic_store(&reg->durable_queued, 1);
 	pthread_mutex_unlock(&p->mu);
 	/*
 	 * Only the first record into an empty queue, and only while the
-	 * writer waits, costs a wake-up; a durable record, or the record
-	 * that fills a queue halfway, ends a gathering.
+	 * writer waits, costs a wake-up; a durable record, or enough
+	 * queued, ends a gathering.
 	 */
-	if (((wake && atomic_load(&reg->idle)) || ((durable || half) &&
+	if (((wake && atomic_load(&reg->idle)) || ((durable || enough) &&
 	    atomic_load(&reg->gathering))) &&
 	    write(reg->efd, &one, sizeof(one)) < 0 && errno != EAGAIN)
 		log_warn("cannot wake the writer");
