@@ -133,6 +133,12 @@ $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libotad.a
 	$(CC) $(CFLAGS) -Werror $(PKG_CFLAGS) -o $@ $< $(BUILD)/libotad.a \
 		$(LDFLAGS) $(PKG_LIBS) -lcmocka -lpthread
 
+# the writer alone, against SQLite's own statements (make bench)
+$(BUILD)/bench/writer: tests/bench/writer.c $(BUILD)/libotad.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Werror $(PKG_CFLAGS) -o $@ $< $(BUILD)/libotad.a \
+		$(LDFLAGS) $(PKG_LIBS) -lpthread
+
 -include $(wildcard $(BUILD)/obj/*.d $(BUILD)/obj/registry/*.d)
 
 # Install what is missing: apt-get as root, otherwise print the line to run.
@@ -223,9 +229,10 @@ fuzz: $(FUZZ_TARGETS)
 	done
 
 # each script prints its figures; the table of them all comes last
-bench: deps-bench all
+bench: deps-bench all $(BUILD)/bench/writer
 	@rm -f $(BUILD)/bench.md
 	BENCH_TABLE=$(CURDIR)/$(BUILD)/bench.md tests/bench/check.sh $(BUILD)
+	BENCH_TABLE=$(CURDIR)/$(BUILD)/bench.md tests/bench/writer.sh $(BUILD)
 	BENCH_TABLE=$(CURDIR)/$(BUILD)/bench.md tests/bench/tls.sh $(BUILD)
 	BENCH_TABLE=$(CURDIR)/$(BUILD)/bench.md tests/bench/rollout.sh $(BUILD)
 	BENCH_TABLE=$(CURDIR)/$(BUILD)/bench.md tests/bench/delta.sh $(BUILD)
