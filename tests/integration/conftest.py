@@ -29,6 +29,9 @@ FIRMWARE = SHARED / "firmware"
 WLED = FIRMWARE / "wled-esp32"
 OTAD = BUILD / "otad"
 OTACTL = BUILD / "otactl"
+# the sanitized build (make SANITIZE=... test): CPU-bound work there takes
+# about five times as long, which a bound on seconds allows for
+SLOWER = 4 if BUILD.name == "san" else 1
 
 # the registry the daemons under test use: sqlite (the default) or
 # postgresql (a real server the session starts; make integration-pg)

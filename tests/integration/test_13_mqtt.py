@@ -281,11 +281,14 @@ def test_bad_telemetry_is_counted_and_never_recorded(tmp_path, broker):
                    ["version"] == "3.0.0", 5, "its version")
         ids = {r[0] for r in d.query("SELECT id FROM device")}
         assert ids == {"known"}
-        # logged, but once a minute per device, not per message
-        broker.pub("devices/stranger/telemetry", b'{}')
+        # logged, but once a minute per device, not per message: six
+        # messages, one line (two when a minute turns between them)
+        for _ in range(5):
+            broker.pub("devices/stranger/telemetry", b'{}')
         d.wait_for(lambda: f"otad_mqtt_telemetry_rejected_total "
-                   f"{len(bad) + 1}" in metrics_text(d), 10, "the repeat")
-        assert sum("unknown device 'stranger'" in l for l in d.log) == 1
+                   f"{len(bad) + 5}" in metrics_text(d), 10, "the repeats")
+        assert 1 <= sum("unknown device 'stranger'" in l
+                        for l in d.log) <= 2
         assert any("not JSON" in l for l in d.log)
         assert tok
 
