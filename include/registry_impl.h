@@ -122,7 +122,7 @@ struct registry {
 	int efd; /* producers wake the writer through it */
 	atomic_int idle; /* the writer waits on efd: only then wake it */
 	atomic_int gathering; /* ... or lets check-ins gather: wake it for
-				 a durable record or a queue half full */
+				 a durable record or enough queued */
 	atomic_int stopping;
 	atomic_llong busy_since; /* writer waits for the database since */
 	unsigned queue_max;

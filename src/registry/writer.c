@@ -512,15 +512,14 @@ load_devices(struct registry *reg)
 }
 
 /*
- * Whether enough records wait for the writer not to let more gather: a
- * batch's worth (depth of them in all), or half of one producer's queue
- * (len in it; depth, counting every producer's, is at least that).
+ * Whether enough records wait (depth, every producer's queue counted) for
+ * the writer not to let more gather: a batch's worth, or half of one
+ * producer's queue (no queue holds more than all of them).
  */
 static int
-enough_queued(const struct registry *reg, size_t depth, size_t len)
+enough_queued(const struct registry *reg, size_t depth)
 {
-	return depth >= GATHER_BELOW || depth >= reg->queue_max / 2 ||
-	    len >= reg->queue_max / 2;
+	return depth >= GATHER_BELOW || depth >= reg->queue_max / 2;
 }
 
 /*
@@ -551,7 +550,7 @@ gather(struct registry *reg, size_t count, int durable)
 	size_t ms = count / GATHER_PER_MS;
 	uint64_t ticks;
 
-	if (enough_queued(reg, atomic_load(&reg->depth), 0))
+	if (enough_queued(reg, atomic_load(&reg->depth)))
 		return;
 	if (durable || count < GATHER_FROM) {
 		nanosleep(&nap, NULL);
@@ -559,7 +558,7 @@ gather(struct registry *reg, size_t count, int durable)
 	}
 	atomic_store(&reg->gathering, 1);
 	/* a record queued before gathering showed did not wake us: look */
-	if (!enough_queued(reg, atomic_load(&reg->depth), 0) &&
+	if (!enough_queued(reg, atomic_load(&reg->depth)) &&
 	    poll(&pfd, 1, (int)(ms < GATHER_MS ? ms : GATHER_MS)) > 0 &&
 	    read(reg->efd, &ticks, sizeof(ticks)) < 0 && errno != EAGAIN)
 		log_warn("writer wake-up");
@@ -787,8 +786,7 @@ registry_submit(struct registry *reg, struct record *rec)
 		p->head = rec;
 	p->tail = rec;
 	p->len++;
-	enough = enough_queued(reg, atomic_fetch_add(&reg->depth, 1) + 1,
-	    p->len);
+	enough = enough_queued(reg, atomic_fetch_add(&reg->depth, 1) + 1);
 	/* rec is the writer's once the lock is let go: it may be freed */
 	if ((durable = rec->durable) != 0)
 		atomic_store(&reg->durable_queued, 1);
