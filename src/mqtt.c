@@ -766,7 +766,8 @@ mqtt_main(void *arg)
 
 		server_state(m, "offline");
 		/* let what is queued reach the broker, briefly */
-		while (mosquitto_want_write(m->mosq) && monotonic_ms() < until &&
+		while (mosquitto_want_write(m->mosq) &&
+		    monotonic_ms() < until &&
 		    mosquitto_loop(m->mosq, 50, 1) == MOSQ_ERR_SUCCESS)
 			continue;
 		mosquitto_disconnect(m->mosq);

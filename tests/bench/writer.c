@@ -107,7 +107,8 @@ writer_cpu(void)
 		for (i = 0; i < 12 && p != NULL; i++)
 			p = strchr(p + 1, ' ');
 		if (p != NULL && sscanf(p, " %lu %lu", &user, &sys) == 2)
-			cpu = (double)(user + sys) / (double)sysconf(_SC_CLK_TCK);
+			cpu = (double)(user + sys) /
+			    (double)sysconf(_SC_CLK_TCK);
 	}
 	closedir(d);
 	return cpu;
