@@ -55,6 +55,18 @@ start_otad() {
 	[ -n "$port" ] || { cat "$work/otad.log"; exit 1; }
 }
 
+# rows_loaded: wait (up to a minute) until the last started otad holds
+# every device's row of the fleet in memory, as it does from a couple of
+# seconds after it starts (a million rows load in about 2 s), so that a
+# run measures the steady state and not the load
+rows_loaded() {
+	for _ in $(seq 600); do
+		[ "$(metric otad_device_rows_cached)" -ge "$FLEET" ] 2>/dev/null && return
+		sleep 0.1
+	done
+	echo "bench: the device rows did not load"; exit 1
+}
+
 # stop_otad: SIGTERM the last started otad and wait for it
 stop_otad() {
 	local last=$((${#pids[@]} - 1))
@@ -196,6 +208,19 @@ cpu_per_check() {
 		awk -v n="$1" -v hz="$(getconf CLK_TCK)" '
 		{ us[$1] = ($3 - $2) * 1e6 / hz / n }
 		END { printf "%.1f %.1f\n", us["MHD-worker"], us["otad-writer"] }'
+}
+
+# bracketed CONNS WRK_ARGS... -- COMMAND...: nginx's rate (at $nport) for
+# WRK_ARGS, run before and after COMMAND, as the mean of the two; what
+# COMMAND printed is left in $work/bracketed
+bracketed() {
+	local args=() before after
+	while [ "$1" != -- ]; do args+=("$1"); shift; done
+	shift
+	before=$(run_wrk "${args[@]}" "http://127.0.0.1:$nport" | rate)
+	( "$@" ) > "$work/bracketed" || { cat "$work/bracketed" >&2; exit 1; }
+	after=$(run_wrk "${args[@]}" "http://127.0.0.1:$nport" | rate)
+	echo "($before + $after) / 2" | bc -l
 }
 
 rate() { awk '/^Requests\/sec:/ { print $2 }'; }

@@ -27,8 +27,10 @@ for fleet in 100,000 1,000,000; do
 	fleet=${fleet//,/}
 	fleet_otad 0.14.3 "$fleet"
 	cp "$work/state/otad.db" "$work/copy.db"
-	read -r _ o _ s < <("$BUILD/bench/writer" "$work/state/otad.db" \
-		"$work/copy.db" "$fleet" "$CHECKINS" 2>/dev/null)
+	"$BUILD/bench/writer" "$work/state/otad.db" "$work/copy.db" \
+		"$fleet" "$CHECKINS" > "$work/writer.out" 2> "$work/writer.err" ||
+		{ cat "$work/writer.err"; exit 1; }
+	read -r _ o _ s < "$work/writer.out"
 	figure "writer alone, $name devices / SQLite's statements" \
 		"$o us" "$s us" "$(ratio "$o" "$s")" "-"
 	rm -f "$work/copy.db"*
