@@ -380,17 +380,25 @@ writer_collect(struct registry *reg, size_t *count)
 	*count = 0;
 	for (i = 0; i < n && *count < BATCH_MAX; i++) {
 		struct producer *p = reg->producers[i];
+		struct record *taken;
 
+		/*
+		 * Only taken under the lock, merged after it: a queue under
+		 * load holds a hundred thousand records, and a merge walks
+		 * them all, a cache miss each, milliseconds in which the
+		 * producer's HTTP thread could queue nothing.
+		 */
 		pthread_mutex_lock(&p->mu);
-		if (p->head != NULL) {
-			/* each producer's queue is in seq order already */
-			head = merge(head, p->head, seq_before);
+		if ((taken = p->head) != NULL) {
 			*count += p->len;
 			p->head = p->tail = NULL;
 			p->len = 0;
 			pthread_cond_broadcast(&p->not_full);
 		}
 		pthread_mutex_unlock(&p->mu);
+		/* each producer's queue is in seq order already */
+		if (taken != NULL)
+			head = merge(head, taken, seq_before);
 	}
 	return in_order(reg, head, count);
 }
