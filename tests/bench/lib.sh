@@ -56,9 +56,10 @@ start_otad() {
 }
 
 # rows_loaded: wait (up to a minute) until the last started otad holds
-# every device's row of the fleet in memory, as it does from a couple of
-# seconds after it starts (a million rows load in about 2 s), so that a
-# run measures the steady state and not the load
+# every device's row of the fleet in memory, so that a run measures the
+# steady state and not the load. otad loads them before it says it is
+# ready (a million rows in about 2 s): this guards the figures against
+# a start that did not.
 rows_loaded() {
 	for _ in $(seq 600); do
 		[ "$(metric otad_device_rows_cached)" -ge "$FLEET" ] 2>/dev/null && return
