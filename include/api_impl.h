@@ -48,7 +48,7 @@ struct api {
 	struct store *store;
 	struct rollout *rollout;
 	struct patcher *patcher; /* NULL: no delta patches */
-	/* 304s, one per reason, built once and queued everywhere */
+	/* 304s, one per reason, for a thread that cannot build its own */
 	struct http_response *not_modified[REASON_COUNT];
 	pthread_key_t thread_key;
 	atomic_int require_signature; /* read by the rollout controller */
@@ -76,12 +76,18 @@ struct api {
 struct api_thread {
 	struct registry_reader *reader;
 	struct snapshot *snap;
+	/* 304s, one per reason, built as this thread first answers one */
+	struct http_response *not_modified[REASON_COUNT];
 };
 
 /* api.c */
 
 /* This thread's reader and snapshot; NULL when the registry cannot open. */
 struct api_thread *api_thread_state(struct api *api);
+
+/* The 304 that says reason, this thread's own when it can build one. */
+struct http_response *api_not_modified(struct api *api,
+    enum decision_reason reason);
 
 /*
  * An answer that must not go before its record is on disk (a report's

@@ -68,9 +68,49 @@ thread_free(void *p)
 {
 	struct api_thread *t = p;
 
+	int i;
+
 	registry_reader_free(t->reader);
 	snapshot_release(t->snap);
+	for (i = 0; i < REASON_COUNT; i++)
+		http_response_free(t->not_modified[i]);
 	free(t);
+}
+
+/* A 304 that says why nothing is offered (reason), or NULL */
+static struct http_response *
+not_modified_new(enum decision_reason reason)
+{
+	const char *why = policy_reason_name(reason);
+	struct http_response *resp = http_response_empty();
+
+	if (resp == NULL || http_response_header(resp, "Cache-Control",
+	    "no-store") < 0 || (why != NULL && http_response_header(resp,
+	    "X-Update-Deferred", why) < 0)) {
+		http_response_free(resp);
+		return NULL;
+	}
+	return resp;
+}
+
+/*
+ * The 304 for reason: this HTTP thread's own. libmicrohttpd counts a
+ * response's users under the response's own lock, so one 304 queued by
+ * every thread made the threads wait on each other at every check (a
+ * tenth of their futex calls under load); the one built at the start
+ * stands in when this thread's cannot be made.
+ */
+struct http_response *
+api_not_modified(struct api *api, enum decision_reason reason)
+{
+	struct api_thread *t = api_thread_state(api);
+
+	if (t == NULL)
+		return api->not_modified[reason];
+	if (t->not_modified[reason] == NULL &&
+	    (t->not_modified[reason] = not_modified_new(reason)) == NULL)
+		return api->not_modified[reason];
+	return t->not_modified[reason];
 }
 
 struct api_thread *
@@ -593,18 +633,12 @@ api_new(const char *db_path, struct registry *reg, struct store *store,
 		api_free(api);
 		return OTAD_ERR_NOMEM;
 	}
-	for (i = 0; i < REASON_COUNT; i++) {
-		const char *why = policy_reason_name((enum decision_reason)i);
-
-		if ((api->not_modified[i] = http_response_empty()) == NULL ||
-		    http_response_header(api->not_modified[i], "Cache-Control",
-		    "no-store") < 0 || (why != NULL &&
-		    http_response_header(api->not_modified[i],
-		    "X-Update-Deferred", why) < 0)) {
+	for (i = 0; i < REASON_COUNT; i++)
+		if ((api->not_modified[i] =
+		    not_modified_new((enum decision_reason)i)) == NULL) {
 			api_free(api);
 			return OTAD_ERR_NOMEM;
 		}
-	}
 	*out = api;
 	return OTAD_OK;
 }

@@ -600,7 +600,8 @@ check_answer(struct http_request *req, void *arg)
 		return 0;
 	check_submit(api, &c);
 	if (c.d.kind != DECISION_OFFER)
-		return http_queue(req, 304, api->not_modified[c.d.reason], 0);
+		return http_queue(req, 304,
+		    api_not_modified(api, c.d.reason), 0);
 	delta = delta_for(req, api, &c, &pi);
 	/* esp_https_ota's partial download may ask the check path */
 	if (delta || http_header(req, "Range") != NULL)
@@ -637,7 +638,8 @@ check_delta_url(struct http_request *req, void *arg)
 		return 0;
 	if (c.d.kind != DECISION_OFFER) {
 		check_submit(api, &c);
-		return http_queue(req, 304, api->not_modified[c.d.reason], 0);
+		return http_queue(req, 304,
+		    api_not_modified(api, c.d.reason), 0);
 	}
 	if (api->patcher == NULL) {
 		check_submit_unoffered(api, &c);
@@ -699,7 +701,7 @@ check_latest(struct http_request *req, void *arg)
 	    (int64_t)time(NULL), &d);
 	metrics_add(M_LATEST, 1);
 	if (d.kind != DECISION_OFFER)
-		return http_queue(req, 304, api->not_modified[d.reason], 0);
+		return http_queue(req, 304, api_not_modified(api, d.reason), 0);
 	metrics_add(M_LATEST_OFFERS, 1);
 	if (http_header(req, "Range") != NULL)
 		return download_serve(req, api, d.offer, NULL, NULL,

@@ -21,7 +21,7 @@
 
 #include "registry_impl.h"
 
-#define SHARDS 64 /* HTTP threads and the writer rarely meet on one */
+#define SHARDS 256 /* HTTP threads and the writer rarely meet on one */
 
 /*
  * One device: the strings packed after the numbers, NUL-separated, in

@@ -3,6 +3,7 @@
  * the SQL functions semver_compare, ring and metric are the daemon's own
  * C, so queries order versions and place devices exactly as it does.
  */
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -332,15 +333,30 @@ static const struct db_driver sqlite_driver = {
 	.finalize = s_finalize,
 };
 
+/*
+ * SQLite counts the memory it holds under one lock for the process, taken
+ * at every allocation it makes (several a statement): the writer, the
+ * HTTP threads' readers and the rollout controller met on it. otad never
+ * asks for the count. It can only be turned off before SQLite starts.
+ */
+static void
+sqlite_setup(void)
+{
+	if (sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0) != SQLITE_OK)
+		log_debug("SQLite had started: its memory count stays on");
+}
+
 enum db_code
 sqlite_open(const char *path, enum db_mode mode, struct db **out)
 {
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
 	struct sqlite_db *db;
 	int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX |
 	    (mode == DB_CREATE ? SQLITE_OPEN_CREATE : 0);
 	int rc;
 
 	*out = NULL;
+	pthread_once(&once, sqlite_setup);
 	if ((db = calloc(1, sizeof(*db))) == NULL)
 		return DB_ERROR;
 	db->base.drv = &sqlite_driver;
