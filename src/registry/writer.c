@@ -565,8 +565,18 @@ gather(struct registry *reg, size_t count, int durable)
 		return;
 	}
 	atomic_store(&reg->gathering, 1);
-	/* a record queued before gathering showed did not wake us: look */
+	/*
+	 * A wake-up left over is dropped: producers that queued while the
+	 * last batch was collected saw the writer idle and woke it, and it
+	 * ended every gathering at once (batches shrank to what queued
+	 * while the last was applied, 12,000 check-ins on average at
+	 * 100,000 devices instead of 32,768). A record queued before
+	 * gathering showed, or that woke us and was dropped, is looked for.
+	 */
+	if (read(reg->efd, &ticks, sizeof(ticks)) < 0 && errno != EAGAIN)
+		log_warn("writer wake-up");
 	if (!enough_queued(reg, atomic_load(&reg->depth)) &&
+	    !atomic_load(&reg->durable_queued) &&
 	    poll(&pfd, 1, (int)(ms < GATHER_MS ? ms : GATHER_MS)) > 0 &&
 	    read(reg->efd, &ticks, sizeof(ticks)) < 0 && errno != EAGAIN)
 		log_warn("writer wake-up");
