@@ -543,12 +543,14 @@ enough_queued(const struct registry *reg, size_t depth)
  * that rate batches grow until a device's poll shows in the database
  * within about a second, below it they shrink, and a burst of a few
  * hundred check-ins shows within milliseconds. They wait not at all once
- * enough are queued (GATHER_BELOW, or half a producer's queue: a writer
- * that lags, as on PostgreSQL, never idles, and a small writer_queue_max
- * drops nothing), and a record that makes enough, or a durable one (a
- * report), ends a gathering. Under a trickle, or after a batch with a
- * report, a 1 ms nap turns many tiny transactions (and fsyncs) into
- * fewer, and what a device did shows in the database at once.
+ * enough are queued (GATHER_BELOW, or half a producer's queue, so that a
+ * small writer_queue_max drops nothing) or when the last batch's size
+ * queued again while it was applied (a writer that lags, as on
+ * PostgreSQL, never idles), and a record that makes enough, or a
+ * durable one (a report), ends a gathering. Under a trickle, or after a
+ * batch with a report, a 1 ms nap turns many tiny transactions (and
+ * fsyncs) into fewer, and what a device did shows in the database at
+ * once.
  */
 static void
 gather(struct registry *reg, size_t count, int durable)
@@ -564,6 +566,8 @@ gather(struct registry *reg, size_t count, int durable)
 		nanosleep(&nap, NULL);
 		return;
 	}
+	if (atomic_load(&reg->depth) >= count)
+		return;
 	atomic_store(&reg->gathering, 1);
 	/*
 	 * A wake-up left over is dropped: producers that queued while the
