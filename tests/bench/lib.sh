@@ -177,7 +177,8 @@ drain() {
 # recorded per second: those answered in the run, over the run and the
 # time the writer then took to record the rest (answers can outrun the
 # writer, and a rate of answers would hide it). Fails if any check-in
-# was dropped. wrk's own output is left in $work/wrk.out (latency).
+# was dropped (saying so on stderr: its callers capture stdout). wrk's
+# own output is left in $work/wrk.out (latency).
 recorded_checks() {
 	local before took answered
 	before=$(metric otad_checks_total)
@@ -187,7 +188,7 @@ recorded_checks() {
 	thread_ticks > "$work/ticks.after"
 	answered=$(( $(metric otad_checks_total) - before ))
 	[ "$(metric otad_records_dropped_total)" = 0 ] ||
-		{ echo "bench: check-ins were dropped"; exit 1; }
+		{ echo "bench: check-ins were dropped" >&2; exit 1; }
 	cpu_per_check "$answered" > "$work/cpu"
 	echo "$answered / (${DURATION%s} + $took)" | bc -l
 }

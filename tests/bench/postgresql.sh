@@ -80,8 +80,10 @@ SQL
 	start_otad
 	# checks are answered before they are recorded: the rate is of
 	# checks recorded, the wait for the writer's queue included
-	eval "check_$1=$(recorded_checks "$CONNS" -s \
-		"$(devices_lua 0.14.3 keep-alive)" "http://127.0.0.1:$port")"
+	# (assigned first: eval would lose the failure of a dropped check-in)
+	recorded=$(recorded_checks "$CONNS" -s \
+		"$(devices_lua 0.14.3 keep-alive)" "http://127.0.0.1:$port")
+	eval "check_$1=\$recorded"
 	eval "report_$1=\$(run_wrk \"$CONNS\" -s \"$(reports_lua)\" \
 		\"http://127.0.0.1:$port\" | rate)"
 	stop_otad
