@@ -67,7 +67,6 @@ static void
 thread_free(void *p)
 {
 	struct api_thread *t = p;
-
 	int i;
 
 	registry_reader_free(t->reader);

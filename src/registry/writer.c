@@ -575,12 +575,14 @@ gather(struct registry *reg, size_t count, int durable)
 	 * ended every gathering at once (batches shrank to what queued
 	 * while the last was applied, 12,000 check-ins on average at
 	 * 100,000 devices instead of 32,768). A record queued before
-	 * gathering showed, or that woke us and was dropped, is looked for.
+	 * gathering showed, or one (or a stop) that woke us and was
+	 * dropped, is looked for.
 	 */
 	if (read(reg->efd, &ticks, sizeof(ticks)) < 0 && errno != EAGAIN)
 		log_warn("writer wake-up");
 	if (!enough_queued(reg, atomic_load(&reg->depth)) &&
 	    !atomic_load(&reg->durable_queued) &&
+	    !atomic_load(&reg->stopping) &&
 	    poll(&pfd, 1, (int)(ms < GATHER_MS ? ms : GATHER_MS)) > 0 &&
 	    read(reg->efd, &ticks, sizeof(ticks)) < 0 && errno != EAGAIN)
 		log_warn("writer wake-up");
