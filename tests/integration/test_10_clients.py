@@ -81,6 +81,44 @@ def test_arduino_free_space_defers(published):
     assert m == {"update": False, "deferred": "space"}
 
 
+def test_each_304_says_its_own_reason_on_every_thread(published):
+    """Each HTTP thread answers 304s of its own, one per reason: devices
+    polling at once on kept-alive connections (both threads answer),
+    some deferred for room and some up to date, each get their own
+    answer's header, and the up-to-date ones none."""
+    import http.client
+    import threading
+    small = str(len(published.image) - 1)
+    wrong = []
+
+    def poll(n):
+        c = http.client.HTTPConnection("127.0.0.1", published.port,
+                                       timeout=10)
+        for i in range(40):
+            dev = f"r{n}-{i % 4}"
+            if i % 2:
+                h = {"X-Device-ID": dev, "X-Current-Version": "0.14.2",
+                     "x-ESP32-free-space": small}
+                want = "space"
+            else:
+                h = {"X-Device-ID": dev, "X-Current-Version": "0.14.3"}
+                want = None
+            c.request("GET", "/firmware/check", headers=h)
+            r = c.getresponse()
+            r.read()
+            got = (r.status, r.getheader("X-Update-Deferred"))
+            if got != (304, want):
+                wrong.append((dev, i, got))
+        c.close()
+
+    pollers = [threading.Thread(target=poll, args=(n,)) for n in range(8)]
+    for t in pollers:
+        t.start()
+    for t in pollers:
+        t.join()
+    assert wrong == []
+
+
 def test_esp8266_httpupdate_headers(published):
     req = ("GET /ota/firmware.bin HTTP/1.0\r\n"
            f"Host: 127.0.0.1:{published.port}\r\n"
