@@ -9,6 +9,7 @@
 #define OTAD_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #define OTAD_VERSION "0.1.0"
 
@@ -45,6 +46,9 @@ void otad_hex(const unsigned char *in, size_t n, char *out);
  * SQL, logs and MQTT topics, so they stay plain). 1 if valid.
  */
 int otad_valid_id(const char *s);
+
+/* FNV-1a of a string: short keys (device ids, SQL) into hash tables */
+uint64_t otad_hash(const char *s);
 
 /* All n bytes to fd, through short writes and EINTR: 0, or -1 (errno). */
 int otad_write_all(int fd, const void *p, size_t n);

@@ -106,6 +106,8 @@ void devcache_clear(struct devcache *c);
 uint64_t devcache_epoch(struct devcache *c);
 void devcache_stats(struct devcache *c, struct devcache_stats *out);
 
+#define RUN_SLOTS 256 /* statements run() keeps prepared */
+
 struct registry {
 	struct db *db;
 	char actor[192];
@@ -129,6 +131,12 @@ struct registry {
 	pthread_key_t key; /* thread -> its struct producer */
 	int key_made;
 	pthread_mutex_t producers_mu; /* only to add a producer */
+	/* run's statements, kept prepared (statements.c) */
+	pthread_mutex_t run_mu;
+	struct run_slot {
+		char *sql;
+		struct db_stmt *st; /* NULL while a run uses it */
+	} run_slots[RUN_SLOTS];
 	struct producer *producers[MAX_PRODUCERS];
 	atomic_uint nproducers;
 	atomic_size_t depth;
@@ -314,6 +322,7 @@ enum otad_err query_summary(struct db *db, json_t **obj, const char *sql,
     const char *arg, const struct part *parts, size_t n);
 /* one statement; types: 't' text, 'i' int64, 'd' double, 'b' blob */
 int run(struct registry *reg, const char *sql, const char *types, ...);
+void run_slots_free(struct registry *reg);
 int exec_ints(struct db *db, const char *sql, ...);
 const char *idtext(int64_t id, char buf[24]);
 int64_t now_s(void);

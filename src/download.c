@@ -32,10 +32,8 @@ struct delivery {
 static uint64_t
 recent_key(const char *device)
 {
-	uint64_t h = 1469598103934665603ULL;
+	uint64_t h = otad_hash(device);
 
-	for (; *device != '\0'; device++)
-		h = (h ^ (unsigned char)*device) * 1099511628211ULL;
 	return h ? h : 1;
 }
 

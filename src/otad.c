@@ -51,6 +51,18 @@ otad_hex(const unsigned char *in, size_t n, char *out)
 	out[2 * n] = '\0';
 }
 
+uint64_t
+otad_hash(const char *s)
+{
+	uint64_t h = 1469598103934665603ULL;
+
+	for (; *s != '\0'; s++) {
+		h ^= (unsigned char)*s;
+		h *= 1099511628211ULL;
+	}
+	return h;
+}
+
 int
 otad_valid_id(const char *s)
 {

@@ -22,6 +22,7 @@
 #include "registry_impl.h"
 
 #define SHARDS 256 /* HTTP threads and the writer rarely meet on one */
+/* (by otad_hash: a device cannot choose its shard usefully) */
 
 /*
  * One device: the strings packed after the numbers, NUL-separated, in
@@ -63,19 +64,6 @@ struct devcache {
 	atomic_uint_fast64_t epoch;
 	atomic_uint_fast64_t hits, misses;
 };
-
-/* FNV-1a: ids are short, and a device cannot choose its shard usefully */
-static uint64_t
-hash_id(const char *id)
-{
-	uint64_t h = 1469598103934665603ULL;
-
-	for (; *id != '\0'; id++) {
-		h ^= (unsigned char)*id;
-		h *= 1099511628211ULL;
-	}
-	return h;
-}
 
 struct devcache *
 devcache_new(size_t cap)
@@ -201,7 +189,7 @@ void
 devcache_put(struct devcache *c, const char *id,
     const struct device_row *row, uint64_t epoch, int only_if_absent)
 {
-	uint64_t h = hash_id(id);
+	uint64_t h = otad_hash(id);
 	struct shard *s = shard_of(c, h);
 	struct entry *e, **at;
 
@@ -255,7 +243,7 @@ unpack(const char *p, char *dst, size_t len)
 static int
 lookup(struct devcache *c, const char *id, struct device_row *out, int count)
 {
-	uint64_t h = hash_id(id);
+	uint64_t h = otad_hash(id);
 	struct shard *s = shard_of(c, h);
 	struct entry **at;
 	const char *p;
@@ -305,7 +293,7 @@ devcache_peek(struct devcache *c, const char *id, struct device_row *out)
 void
 devcache_drop(struct devcache *c, const char *id)
 {
-	uint64_t h = hash_id(id);
+	uint64_t h = otad_hash(id);
 	struct shard *s = shard_of(c, h);
 	struct entry **at, *e;
 

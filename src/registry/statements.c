@@ -5,6 +5,8 @@
  */
 
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 
@@ -248,20 +250,98 @@ catalog_close(struct registry *reg, const char *what, char *why,
 }
 
 /*
- * Prepare and run sql with bound values, one letter each in types: "t"
- * text (NULL or "" for NULL), "i" int64, "d" double, "b" blob (pointer
- * and size_t). Returns the step's result code: DB_DONE when it went
- * through. Parameters a statement does not have are left unbound. The
- * first column of the first row it returns is left in reg->returned.
+ * run's statements stay prepared, one slot for each by a hash of its
+ * text: the writer runs some for every record of a kind (a delivery, a
+ * check-in of a library that never reports, a trigger), and preparing
+ * one costs SQLite a parse and a plan each time, PostgreSQL a round
+ * trip. A statement leaves its slot while it runs, so threads sharing a
+ * registry never step one together; a text meeting another's in its slot
+ * takes it.
+ */
+static struct run_slot *
+run_slot(struct registry *reg, const char *sql)
+{
+	return &reg->run_slots[otad_hash(sql) % RUN_SLOTS];
+}
+
+/* sql's statement, from its slot or prepared now; NULL on an error */
+static struct db_stmt *
+run_take(struct registry *reg, struct run_slot *slot, const char *sql)
+{
+	struct db_stmt *st = NULL;
+
+	pthread_mutex_lock(&reg->run_mu);
+	if (slot->st != NULL && strcmp(slot->sql, sql) == 0) {
+		st = slot->st;
+		slot->st = NULL;
+	}
+	pthread_mutex_unlock(&reg->run_mu);
+	if (st == NULL && db_prepare(reg->db, sql, 1, &st) != DB_OK)
+		return NULL;
+	return st;
+}
+
+/*
+ * st, run, back in its slot: the last text run there keeps it, unless
+ * the slot's own is running now
+ */
+static void
+run_give_back(struct registry *reg, struct run_slot *slot, const char *sql,
+    struct db_stmt *st)
+{
+	struct db_stmt *old = NULL;
+	char *copy = NULL, *old_sql = NULL;
+
+	db_reset(st);
+	db_clear_bindings(st);
+	pthread_mutex_lock(&reg->run_mu);
+	if (slot->sql != NULL && strcmp(slot->sql, sql) == 0) {
+		if (slot->st == NULL) {
+			slot->st = st;
+			st = NULL;
+		}
+	} else if ((slot->sql == NULL || slot->st != NULL) &&
+	    (copy = strdup(sql)) != NULL) {
+		old = slot->st;
+		old_sql = slot->sql;
+		slot->sql = copy;
+		slot->st = st;
+		st = NULL;
+	}
+	pthread_mutex_unlock(&reg->run_mu);
+	db_finalize(st); /* when the slot's own runs elsewhere now */
+	db_finalize(old);
+	free(old_sql);
+}
+
+void
+run_slots_free(struct registry *reg)
+{
+	size_t i;
+
+	for (i = 0; i < RUN_SLOTS; i++) {
+		db_finalize(reg->run_slots[i].st);
+		free(reg->run_slots[i].sql);
+	}
+	pthread_mutex_destroy(&reg->run_mu);
+}
+
+/*
+ * Run sql with bound values, one letter each in types: "t" text (NULL or
+ * "" for NULL), "i" int64, "d" double, "b" blob (pointer and size_t).
+ * Returns the step's result code: DB_DONE when it went through.
+ * Parameters a statement does not have are left unbound. The first
+ * column of the first row it returns is left in reg->returned.
  */
 int
 run(struct registry *reg, const char *sql, const char *types, ...)
 {
+	struct run_slot *slot = run_slot(reg, sql);
 	struct db_stmt *st;
 	va_list ap;
 	int i, step;
 
-	if (db_prepare(reg->db, sql, 0, &st) != DB_OK)
+	if ((st = run_take(reg, slot, sql)) == NULL)
 		return db_errcode(reg->db);
 	va_start(ap, types);
 	for (i = 0; types[i] != '\0'; i++) {
@@ -284,7 +364,7 @@ run(struct registry *reg, const char *sql, const char *types, ...)
 		while ((step = db_step(st)) == DB_ROW)
 			;
 	}
-	db_finalize(st);
+	run_give_back(reg, slot, sql, st);
 	return step;
 }
 

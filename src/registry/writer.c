@@ -877,6 +877,7 @@ registry_close(struct registry *reg)
 	if (reg->efd >= 0)
 		close(reg->efd);
 	pthread_mutex_destroy(&reg->producers_mu);
+	run_slots_free(reg);
 	db_close(reg->db);
 	devcache_free(reg->cache);
 	free(reg->placed);

@@ -20,6 +20,7 @@
 
 #include "registry.h"
 #include "registry_db.h"
+#include "registry_impl.h"
 
 static const char *fresh_db(void);
 static void cleanup_db(const char *path);
@@ -1496,6 +1497,58 @@ test_two_resets_are_not_a_rate(void **state)
 }
 
 
+/*
+ * run() keeps its statements prepared: run again, a statement binds
+ * afresh (a parameter left out is NULL, not the last run's value), one
+ * that failed says why and runs again, and more texts than it keeps
+ * slots for, run in turn and again, each gives its own answer.
+ */
+static void
+test_run_keeps_statements_as_written(void **state)
+{
+	const char *path = fresh_db();
+	const char *insert = "INSERT INTO run_kept (k, v, w) VALUES (?1, ?2,"
+	    " ?3) RETURNING k";
+	struct registry *reg;
+	char sql[64];
+	int i, round;
+
+	(void)state;
+	assert_int_equal(registry_open(path, &reg), OTAD_OK);
+	assert_int_equal(run(reg, "CREATE TABLE run_kept (k INTEGER PRIMARY"
+	    " KEY, v TEXT NOT NULL, w TEXT)", ""), DB_DONE);
+	assert_int_equal(run(reg, insert, "itt", (int64_t)1, "one", "first"),
+	    DB_DONE);
+	assert_int_equal(reg->returned, 1);
+	assert_int_equal(run(reg, insert, "it", (int64_t)2, "two"), DB_DONE);
+	assert_int_equal(reg->returned, 2);
+	assert_int_equal(run(reg, "SELECT count(*) FROM run_kept WHERE k = 2"
+	    " AND w IS NULL", ""), DB_DONE);
+	assert_int_equal(reg->returned, 1);
+	/* v is NOT NULL, and "" binds NULL */
+	assert_int_not_equal(run(reg, insert, "itt", (int64_t)3, "", "x"),
+	    DB_DONE);
+	assert_non_null(strstr(db_errmsg(reg->db), "run_kept"));
+	assert_int_equal(run(reg, insert, "itt", (int64_t)3, "three", "x"),
+	    DB_DONE);
+	assert_int_equal(reg->returned, 3);
+	for (round = 0; round < 2; round++) {
+		for (i = 0; i < 3 * RUN_SLOTS; i++) {
+			snprintf(sql, sizeof(sql), "SELECT ?1 + %d", i);
+			assert_int_equal(run(reg, sql, "i", (int64_t)round),
+			    DB_DONE);
+			assert_int_equal(reg->returned, round + i);
+		}
+	}
+	assert_int_equal(run(reg, "SELECT count(*) FROM run_kept", ""),
+	    DB_DONE);
+	assert_int_equal(reg->returned, 3);
+	assert_int_equal(run(reg, "DROP TABLE run_kept", ""), DB_DONE);
+	registry_close(reg);
+	cleanup_db(path);
+}
+
+
 int
 main(void)
 {
@@ -1520,6 +1573,7 @@ main(void)
 		cmocka_unit_test(test_telemetry_comparisons_pass_a_build_as_good),
 		cmocka_unit_test(test_two_resets_are_not_a_rate),
 		cmocka_unit_test(test_result_names),
+		cmocka_unit_test(test_run_keeps_statements_as_written),
 	};
 
 	return cmocka_run_group_tests_name("registry", tests, NULL, NULL);
