@@ -38,7 +38,8 @@ extern const unsigned pg_migration_count;
 #define GATHER_PER_MS 10  /* ... a millisecond for every 10 records of the
 			     last batch, */
 #define GATHER_MS 500     /* ... 500 ms at most (less once enough wait), */
-#define NAP_NS 1000000L   /* ... the others nap 1 ms */
+#define TRICKLE_MS 5      /* ... smaller ones up to 5 ms, */
+#define NAP_NS 1000000L   /* ... and after a report 1 ms */
 
 /* One submitting thread's queue; its lock is shared only with the writer. */
 struct producer {
