@@ -146,10 +146,12 @@ CONF
 }
 
 # checks_recorded: stop otad and fail unless the registry counted every
-# check it answered (the writer drains its queue at shutdown)
+# check it answered, manifest polls of the pull libraries included (the
+# writer drains its queue at shutdown)
 checks_recorded() {
 	local answered recorded
-	answered=$(metric otad_checks_total)
+	answered=$(( $(metric otad_checks_total) +
+		$(metric otad_pull_manifest_requests_total) ))
 	stop_otad
 	recorded=$(sqlite3 "$work/state/otad.db" "SELECT sum(checks) FROM device")
 	echo "checks answered: $answered, recorded in the registry: $recorded"
@@ -178,15 +180,16 @@ drain() {
 # time the writer then took to record the rest (answers can outrun the
 # writer, and a rate of answers would hide it). Fails if any check-in
 # was dropped (saying so on stderr: its callers capture stdout). wrk's
-# own output is left in $work/wrk.out (latency).
+# own output is left in $work/wrk.out (latency). CHECKS_METRIC names the
+# counter of what is answered, otad_checks_total unless set.
 recorded_checks() {
 	local before took answered
-	before=$(metric otad_checks_total)
+	before=$(metric "${CHECKS_METRIC:-otad_checks_total}")
 	thread_ticks > "$work/ticks.before"
 	run_wrk "$@" > "$work/wrk.out"
 	took=$(drain)
 	thread_ticks > "$work/ticks.after"
-	answered=$(( $(metric otad_checks_total) - before ))
+	answered=$(( $(metric "${CHECKS_METRIC:-otad_checks_total}") - before ))
 	[ "$(metric otad_records_dropped_total)" = 0 ] ||
 		{ echo "bench: check-ins were dropped" >&2; exit 1; }
 	cpu_per_check "$answered" > "$work/cpu"
