@@ -20,7 +20,8 @@
 #  - ESPHome's manifest poll (a library that never reports), random
 #    order, vs the check above: checks recorded per second.
 # Then the fleet's size: 10,000 devices and 1,000,000, random order, the
-# same check, with p50 and p99 latency at a million, and the ratio of
+# same check, with p50 and p99 latency at a million (and how often the
+# host stopped a core meanwhile, which no thread inside sees), and the ratio of
 # the two again with each fleet's rate over nginx's right after it.
 # Fails if the registry counted fewer checks than otad answered.
 # Loopback only; bounded runs.
@@ -115,7 +116,10 @@ fleet_otad 0.14.3 1000000
 publish_wled
 start_otad
 rows_loaded
+stops_watch "${DURATION%s}"
 big=$(recorded_checks "$CONNS" --latency -s "$(devices_lua 0.14.3 keep-alive)" "http://127.0.0.1:$port")
+set -- $(stops_seen)
+stops=$1 stop_longest=$2
 cpu_big=$(cat "$work/cpu")
 p50=$(latency 50 < "$work/wrk.out")
 p99=$(latency 99 < "$work/wrk.out")
@@ -128,6 +132,8 @@ figure "check at 1,000,000 devices / at 10,000, random" "$(printf '%.0f r/s' "$b
 # in that time: each against nginx run right after it
 figure "the same, each / nginx right after it" "$(ratio "$big" "$n_big")" "$(ratio "$small" "$n_small")" "$(ratio "($big * $n_small)" "($small * $n_big)")" "-"
 figure "check latency at 1,000,000 devices, p50 / p99" "$p50 ms" "$p99 ms" "-" "p99 <= 10 ms"
+# what the host took from the machine meanwhile (lib.sh, stops_watch)
+figure "cores stopped by the host >= 50 ms in that run / longest" "$stops" "$stop_longest ms" "-" "-"
 # what a device's row kept in memory costs: the difference between the
 # two fleets' resident memory, over the difference in rows kept
 per_device=-

@@ -239,3 +239,40 @@ latency() {
 }
 ratio() { echo "$1 / $2" | bc -l | xargs printf '%.2f'; }
 run_wrk() { wrk -t"$THREADS" -c"$1" -d"$DURATION" "${@:2}" 2>&1; }
+
+# stops_watch SECONDS / stops_seen: how long the host stopped each core.
+# On a virtual machine the host may stop a core for a while (its share
+# of the host's CPU spent), and inside nothing shows it (no steal time):
+# every thread on that core, otad's and wrk's, just waits. `perf sched`
+# saw it as 100 ms with no scheduler event on a loaded core. A sleeper
+# pinned to each core at a real-time priority wakes every 5 ms and
+# counts the wake-ups late by 50 ms or more: a stopped core, not a
+# busy one (the sleeper goes before any other thread there).
+stops_watch() {
+	local c rt=()
+	chrt -f 10 true 2>/dev/null && rt=(chrt -f 10)
+	stops_pids=()
+	for c in $(seq 0 $(( $(nproc) - 1 ))); do
+		taskset -c "$c" "${rt[@]}" python3 -c '
+import sys, time
+end = time.monotonic() + float(sys.argv[1])
+late, longest = 0, 0.0
+while True:
+	t0 = time.monotonic()
+	if t0 > end:
+		break
+	time.sleep(0.005)
+	over = time.monotonic() - t0 - 0.005
+	longest = max(longest, over)
+	late += over >= 0.05
+open(sys.argv[2], "w").write("%d %.0f\n" % (late, longest * 1000))
+' "$1" "$work/stops.$c" &
+		stops_pids+=($!) # not in pids: its last is the last otad
+	done
+}
+# prints: the stops of 50 ms or more on all cores, and the longest (ms)
+stops_seen() {
+	wait "${stops_pids[@]}" 2>/dev/null || true
+	cat "$work"/stops.* 2>/dev/null | awk '{ n += $1; if ($2 > m) m = $2 }
+		END { printf "%d %d\n", n, m }'
+}
