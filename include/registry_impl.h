@@ -133,10 +133,9 @@ struct registry {
 	int key_made;
 	pthread_mutex_t producers_mu; /* only to add a producer */
 	/* run's statements, kept prepared (statements.c) */
-	pthread_mutex_t run_mu;
 	struct run_slot {
 		char *sql;
-		struct db_stmt *st; /* NULL while a run uses it */
+		struct db_stmt *st;
 	} run_slots[RUN_SLOTS];
 	struct producer *producers[MAX_PRODUCERS];
 	atomic_uint nproducers;

@@ -227,7 +227,6 @@ registry_open(const char *path, struct registry **out)
 	registry_set_telemetry(reg, TELEMETRY_INTERVAL_S, TELEMETRY_RETENTION_S,
 	    COMPARE_MIN_DEVICES);
 	pthread_mutex_init(&reg->producers_mu, NULL);
-	pthread_mutex_init(&reg->run_mu, NULL);
 	if ((rc = connect_db(path, DB_CREATE, &reg->db)) != OTAD_OK)
 		goto fail;
 	/* opening may wait for a busy daemon; later waits are short */

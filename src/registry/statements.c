@@ -249,71 +249,6 @@ catalog_close(struct registry *reg, const char *what, char *why,
 	return OTAD_OK;
 }
 
-/*
- * run's statements stay prepared, one slot for each by a hash of its
- * text: the writer runs some for every record of a kind (a delivery, a
- * check-in of a library that never reports, a trigger), and preparing
- * one costs SQLite a parse and a plan each time, PostgreSQL a round
- * trip. A statement leaves its slot while it runs, so threads sharing a
- * registry never step one together; a text meeting another's in its slot
- * takes it.
- */
-static struct run_slot *
-run_slot(struct registry *reg, const char *sql)
-{
-	return &reg->run_slots[otad_hash(sql) % RUN_SLOTS];
-}
-
-/* sql's statement, from its slot or prepared now; NULL on an error */
-static struct db_stmt *
-run_take(struct registry *reg, struct run_slot *slot, const char *sql)
-{
-	struct db_stmt *st = NULL;
-
-	pthread_mutex_lock(&reg->run_mu);
-	if (slot->st != NULL && strcmp(slot->sql, sql) == 0) {
-		st = slot->st;
-		slot->st = NULL;
-	}
-	pthread_mutex_unlock(&reg->run_mu);
-	if (st == NULL && db_prepare(reg->db, sql, 1, &st) != DB_OK)
-		return NULL;
-	return st;
-}
-
-/*
- * st, run, back in its slot: the last text run there keeps it, unless
- * the slot's own is running now
- */
-static void
-run_give_back(struct registry *reg, struct run_slot *slot, const char *sql,
-    struct db_stmt *st)
-{
-	struct db_stmt *old = NULL;
-	char *copy = NULL, *old_sql = NULL;
-
-	db_reset(st);
-	db_clear_bindings(st);
-	pthread_mutex_lock(&reg->run_mu);
-	if (slot->sql != NULL && strcmp(slot->sql, sql) == 0) {
-		if (slot->st == NULL) {
-			slot->st = st;
-			st = NULL;
-		}
-	} else if ((slot->sql == NULL || slot->st != NULL) &&
-	    (copy = strdup(sql)) != NULL) {
-		old = slot->st;
-		old_sql = slot->sql;
-		slot->sql = copy;
-		slot->st = st;
-		st = NULL;
-	}
-	pthread_mutex_unlock(&reg->run_mu);
-	db_finalize(st); /* when the slot's own runs elsewhere now */
-	db_finalize(old);
-	free(old_sql);
-}
-
 void
 run_slots_free(struct registry *reg)
 {
@@ -323,7 +258,6 @@ run_slots_free(struct registry *reg)
 		db_finalize(reg->run_slots[i].st);
 		free(reg->run_slots[i].sql);
 	}
-	pthread_mutex_destroy(&reg->run_mu);
 }
 
 /*
@@ -332,17 +266,35 @@ run_slots_free(struct registry *reg)
  * Returns the step's result code: DB_DONE when it went through.
  * Parameters a statement does not have are left unbound. The first
  * column of the first row it returns is left in reg->returned.
+ *
+ * The statement stays prepared, in a slot by a hash of its text (a text
+ * meeting another's there takes it): the writer runs some for every
+ * record of a kind (a delivery, a check-in of a library that never
+ * reports, a trigger), and preparing one costs SQLite a parse and a plan
+ * each time, PostgreSQL a round trip. A registry's connection has one
+ * user at a time (registry.h), and a statement runs to its end here, so
+ * a slot's statement is never in two runs at once.
  */
 int
 run(struct registry *reg, const char *sql, const char *types, ...)
 {
-	struct run_slot *slot = run_slot(reg, sql);
-	struct db_stmt *st;
+	struct run_slot *slot = &reg->run_slots[otad_hash(sql) % RUN_SLOTS];
+	struct db_stmt *st = slot->st;
+	char *copy;
 	va_list ap;
 	int i, step;
 
-	if ((st = run_take(reg, slot, sql)) == NULL)
-		return db_errcode(reg->db);
+	if (st == NULL || strcmp(slot->sql, sql) != 0) {
+		if (db_prepare(reg->db, sql, 1, &st) != DB_OK)
+			return db_errcode(reg->db);
+		/* it takes the slot (out of memory: it runs once, as before) */
+		if ((copy = strdup(sql)) != NULL) {
+			db_finalize(slot->st);
+			free(slot->sql);
+			slot->sql = copy;
+			slot->st = st;
+		}
+	}
 	va_start(ap, types);
 	for (i = 0; types[i] != '\0'; i++) {
 		if (types[i] == 't') {
@@ -364,7 +316,12 @@ run(struct registry *reg, const char *sql, const char *types, ...)
 		while ((step = db_step(st)) == DB_ROW)
 			;
 	}
-	run_give_back(reg, slot, sql, st);
+	if (st == slot->st) {
+		db_reset(st); /* the error, if any, stays the connection's */
+		db_clear_bindings(st);
+	} else {
+		db_finalize(st);
+	}
 	return step;
 }
 
